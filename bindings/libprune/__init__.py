@@ -1,0 +1,11 @@
+"""libprune: structural pruning on LibTorch.
+
+The engine is C++; this package holds its bindings and the thin adapters that only Python can
+do (calling an nn.Module, flattening its outputs, eval mode on its submodules).
+"""
+import torch  # noqa: F401  (loads LibTorch and torch's tensor casters before the extension)
+
+from ._libprune import __version__, model_names, OpCount, LayerOps
+from ._adapters import count_ops
+
+__all__ = ["__version__", "model_names", "count_ops", "OpCount", "LayerOps"]

@@ -1,0 +1,25 @@
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+
+namespace libprune::models {
+
+// The common base of zoo models, so that the registry, the Trainer and count_ops can hold any
+// of them. Each concrete model also has its own TORCH_MODULE holder (ResNet, VGG, ...).
+class ModelImpl : public torch::nn::Module {
+ public:
+  using torch::nn::Module::Module;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+
+using ModelPtr = std::shared_ptr<ModelImpl>;
+
+// Options every classifier in the zoo understands; the registry passes them through.
+struct ModelOptions {
+  ModelOptions() = default;
+  TORCH_ARG(int64_t, num_classes) = 1000;
+  TORCH_ARG(int64_t, in_channels) = 3;
+};
+
+}  // namespace libprune::models

@@ -1,0 +1,41 @@
+#pragma once
+// Measured latency: warm-up runs, then timed runs; median and p90 with the thread count used.
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+
+namespace libprune::report {
+
+struct LatencyOptions {
+  LatencyOptions() = default;
+  TORCH_ARG(int, warmup) = 5;
+  TORCH_ARG(int, runs) = 20;
+  // Torch intra-op threads for the measurement; 0 keeps the current setting.
+  TORCH_ARG(int, threads) = 0;
+  // Converts the input, and the model's 4-D weights in place, to channels_last first.
+  TORCH_ARG(bool, channels_last) = false;
+};
+
+struct Latency {
+  double median_ms = 0, p90_ms = 0, mean_ms = 0, min_ms = 0;
+  int runs = 0;
+  int threads = 0;
+  int64_t batch = 0;
+  bool channels_last = false;
+  std::string to_string() const;
+};
+
+// Times `run` (one inference) under the options; `batch` is recorded for the report.
+Latency measure_latency(const std::function<void()>& run, const LatencyOptions& options = {}, int64_t batch = 0);
+
+// Times model->forward(input) in eval mode without autograd (train flags restored afterwards).
+Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                        torch::Tensor input, const LatencyOptions& options = {});
+
+template <typename ModuleLike>
+Latency measure_latency(ModuleLike& model, const torch::Tensor& input, const LatencyOptions& options = {}) {
+  return measure_latency(*model, [&model](const torch::Tensor& x) { return model->forward(x); }, input, options);
+}
+
+}  // namespace libprune::report

@@ -1,0 +1,5 @@
+#pragma once
+namespace libprune {
+// The library's version, "MAJOR.MINOR.PATCH".
+const char* version();
+}  // namespace libprune

@@ -1,0 +1,217 @@
+#include "libprune/graph/trace.h"
+
+#include "autograd_adapter.h"
+
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace libprune::graph {
+
+const char* to_string(OpKind kind) {
+  switch (kind) {
+    case OpKind::Parameter: return "parameter";
+    case OpKind::Conv: return "conv";
+    case OpKind::MatMul: return "matmul";
+    case OpKind::Norm: return "norm";
+    case OpKind::Pool: return "pool";
+    case OpKind::Elementwise: return "elementwise";
+    case OpKind::Shape: return "shape";
+    case OpKind::Embedding: return "embedding";
+    case OpKind::Other: return "other";
+  }
+  return "other";
+}
+
+namespace {
+
+// "ConvolutionBackward0" -> "Convolution"; "torch::autograd::AccumulateGrad" -> "AccumulateGrad".
+std::string op_name(const std::string& autograd_name) {
+  std::string s = autograd_name;
+  const auto colon = s.rfind("::");
+  if (colon != std::string::npos) s = s.substr(colon + 2);
+  const auto pos = s.rfind("Backward");
+  if (pos != std::string::npos) s = s.substr(0, pos);
+  return s;
+}
+
+OpKind classify(const std::string& op) {
+  static const std::unordered_map<std::string, OpKind> table = {
+      {"AccumulateGrad", OpKind::Parameter},
+      {"Convolution", OpKind::Conv}, {"ConvolutionBackwardOverrideable", OpKind::Conv},
+      {"Addmm", OpKind::MatMul}, {"Mm", OpKind::MatMul}, {"Bmm", OpKind::MatMul},
+      {"Matmul", OpKind::MatMul}, {"Baddbmm", OpKind::MatMul}, {"Addbmm", OpKind::MatMul},
+      {"NativeBatchNorm", OpKind::Norm}, {"CudnnBatchNorm", OpKind::Norm}, {"MiopenBatchNorm", OpKind::Norm},
+      {"NativeLayerNorm", OpKind::Norm}, {"NativeGroupNorm", OpKind::Norm},
+      {"MaxPool2DWithIndices", OpKind::Pool}, {"MaxPool3DWithIndices", OpKind::Pool},
+      {"MaxPool2D", OpKind::Pool}, {"AvgPool2D", OpKind::Pool}, {"AvgPool3D", OpKind::Pool},
+      {"AdaptiveAvgPool2D", OpKind::Pool}, {"AdaptiveAvgPool3D", OpKind::Pool},
+      {"AdaptiveMaxPool2D", OpKind::Pool}, {"Mean", OpKind::Pool}, {"MkldnnAdaptiveAvgPool2D", OpKind::Pool},
+      {"Embedding", OpKind::Embedding},
+      {"View", OpKind::Shape}, {"ReshapeAlias", OpKind::Shape}, {"UnsafeView", OpKind::Shape},
+      {"Permute", OpKind::Shape}, {"Transpose", OpKind::Shape}, {"T", OpKind::Shape},
+      {"Expand", OpKind::Shape}, {"Unsqueeze", OpKind::Shape}, {"Squeeze", OpKind::Shape},
+      {"Slice", OpKind::Shape}, {"Select", OpKind::Shape}, {"Cat", OpKind::Shape},
+      {"Split", OpKind::Shape}, {"SplitWithSizes", OpKind::Shape}, {"Unbind", OpKind::Shape},
+      {"Stack", OpKind::Shape}, {"Clone", OpKind::Shape}, {"AsStrided", OpKind::Shape},
+      {"Flatten", OpKind::Shape}, {"Contiguous", OpKind::Shape}, {"ToCopy", OpKind::Shape},
+      {"PixelShuffle", OpKind::Shape}, {"Roll", OpKind::Shape}, {"ConstantPadNd", OpKind::Shape},
+      {"Add", OpKind::Elementwise}, {"Sub", OpKind::Elementwise}, {"Mul", OpKind::Elementwise},
+      {"Div", OpKind::Elementwise}, {"Relu", OpKind::Elementwise}, {"Hardtanh", OpKind::Elementwise},
+      {"Gelu", OpKind::Elementwise}, {"Silu", OpKind::Elementwise}, {"Sigmoid", OpKind::Elementwise},
+      {"Tanh", OpKind::Elementwise}, {"Hardswish", OpKind::Elementwise}, {"Hardsigmoid", OpKind::Elementwise},
+      {"Softmax", OpKind::Elementwise}, {"LogSoftmax", OpKind::Elementwise}, {"LeakyRelu", OpKind::Elementwise},
+      {"Elu", OpKind::Elementwise}, {"Prelu", OpKind::Elementwise}, {"Neg", OpKind::Elementwise},
+      {"Exp", OpKind::Elementwise}, {"Pow", OpKind::Elementwise}, {"Sqrt", OpKind::Elementwise},
+      {"Rsqrt", OpKind::Elementwise}, {"NativeDropout", OpKind::Elementwise}, {"Mish", OpKind::Elementwise},
+      {"Clamp", OpKind::Elementwise}, {"Where", OpKind::Elementwise},
+  };
+  auto it = table.find(op);
+  return it == table.end() ? OpKind::Other : it->second;
+}
+
+// Switches requires_grad on for the pass so every parameter shows up as an AccumulateGrad node.
+class RequiresGradGuard {
+ public:
+  explicit RequiresGradGuard(const NamedTensors& params) {
+    for (const auto& p : params) {
+      if (p.second.defined() && !p.second.requires_grad() && p.second.is_floating_point()) {
+        auto t = p.second;
+        t.set_requires_grad(true);
+        switched_.push_back(t);
+      }
+    }
+  }
+  ~RequiresGradGuard() {
+    for (auto& t : switched_) t.set_requires_grad(false);
+  }
+
+ private:
+  std::vector<torch::Tensor> switched_;
+};
+
+}  // namespace
+
+std::string describe_inputs(const std::vector<torch::Tensor>& inputs) {
+  std::ostringstream s;
+  s << (inputs.size() == 1 ? "shape " : "shapes ");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    s << (i ? ", " : "");
+    if (inputs[i].defined()) s << inputs[i].sizes(); else s << "(undefined)";
+  }
+  return s.str();
+}
+
+Trace Trace::capture(const Forward& forward, const NamedTensors& params, const std::string& inputs) {
+  std::vector<torch::Tensor> outputs;
+  try {
+    RequiresGradGuard requires_grad(params);
+    torch::AutoGradMode grad_on(true);
+    outputs = forward();
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, "the model's forward failed on the example inputs", inputs.empty() ? "" : " (" + inputs + ")",
+                      ": ", e.what_without_backtrace(),
+                      "\nFix: pass example inputs the model accepts (batch, channels and size as in training)");
+  } catch (const std::exception& e) {
+    TORCH_CHECK_VALUE(false, "the model's forward failed on the example inputs", inputs.empty() ? "" : " (" + inputs + ")",
+                      ": ", e.what(),
+                      "\nFix: pass example inputs the model accepts (batch, channels and size as in training)");
+  }
+
+  std::unordered_map<const c10::TensorImpl*, std::string> names;
+  for (const auto& p : params) {
+    if (p.second.defined()) names.emplace(p.second.unsafeGetTensorImpl(), p.first);
+  }
+
+  // Iterative post-order DFS from the outputs: deep models (resnet152, BERT-large) would
+  // overflow a recursive walk's stack.
+  using NodePtr = std::shared_ptr<torch::autograd::Node>;
+  std::unordered_map<const torch::autograd::Node*, int> index;
+  std::vector<NodePtr> order;
+  std::unordered_set<const torch::autograd::Node*> visiting;
+  for (const auto& out : outputs) {
+    if (!out.defined() || !out.grad_fn()) continue;
+    std::vector<std::pair<NodePtr, size_t>> stack{{out.grad_fn(), 0}};
+    if (index.count(stack.back().first.get()) || visiting.count(stack.back().first.get())) continue;
+    visiting.insert(stack.back().first.get());
+    while (!stack.empty()) {
+      auto& [node, next] = stack.back();
+      if (next < node->num_outputs()) {
+        const auto& edge = node->next_edge(next++);
+        const auto* child = edge.function.get();
+        if (child && !index.count(child) && !visiting.count(child)) {
+          visiting.insert(child);
+          stack.emplace_back(edge.function, 0);
+        }
+        continue;
+      }
+      index[node.get()] = static_cast<int>(order.size());
+      order.push_back(node);
+      stack.pop_back();
+    }
+  }
+
+  Trace trace;
+  trace.nodes_.resize(order.size());
+  trace.param_derived_.assign(order.size(), false);
+  for (size_t i = 0; i < order.size(); ++i) {
+    const auto& node = *order[i];
+    auto& t = trace.nodes_[i];
+    t.autograd_name = node.name();
+    t.op = op_name(t.autograd_name);
+    t.kind = classify(t.op);
+    for (uint32_t k = 0; k < node.num_inputs(); ++k) t.output_shapes.push_back(detail::forward_output_shape(node, k));
+    const auto n_inputs = node.num_outputs();
+    t.inputs.assign(n_inputs, -1);
+    t.input_slots.assign(n_inputs, 0);
+    t.input_shapes.assign(n_inputs, Shape{});
+    for (uint32_t k = 0; k < n_inputs; ++k) {
+      const auto& edge = node.next_edge(k);
+      if (!edge.is_valid()) continue;
+      t.inputs[k] = index.at(edge.function.get());
+      t.input_slots[k] = static_cast<int>(edge.input_nr);
+      t.input_shapes[k] = detail::forward_output_shape(*edge.function, edge.input_nr);
+    }
+    if (t.kind == OpKind::Parameter) {
+      t.param = detail::accumulated_variable(node);
+      auto it = t.param.defined() ? names.find(t.param.unsafeGetTensorImpl()) : names.end();
+      if (it != names.end()) t.param_name = it->second;
+      trace.param_derived_[i] = true;
+    } else {
+      detail::read_saved_fields(node, t);
+      if (t.kind == OpKind::Shape) {
+        bool derived = false;
+        for (int in : t.inputs) derived = derived || (in >= 0 && trace.param_derived_[static_cast<size_t>(in)]);
+        trace.param_derived_[i] = derived;
+      }
+    }
+  }
+  for (const auto& out : outputs) {
+    trace.output_shapes_.push_back(out.defined() ? Shape(out.sizes().begin(), out.sizes().end()) : Shape{});
+    trace.outputs_.push_back(out.defined() && out.grad_fn() ? index.at(out.grad_fn().get()) : -1);
+  }
+  TORCH_CHECK_VALUE(!order.empty(), "trace: the forward pass produced no output that depends on a parameter, so "
+                    "there is no graph to read. Fix: check that the model uses its parameters and that the "
+                    "forward is not run under torch.no_grad() or inference mode");
+  return trace;
+}
+
+Trace Trace::capture(torch::nn::Module& module, const Forward& forward, const std::string& inputs) {
+  EvalModeGuard eval(module);
+  NamedTensors params;
+  for (const auto& p : module.named_parameters(true)) params.emplace_back(p.key(), p.value());
+  return capture(forward, params, inputs);
+}
+
+EvalModeGuard::EvalModeGuard(torch::nn::Module& module) : root_(module), root_flag_(module.is_training()) {
+  for (const auto& m : module.modules(/*include_self=*/false)) flags_.emplace_back(m, m->is_training());
+  module.eval();
+}
+
+EvalModeGuard::~EvalModeGuard() {
+  root_.train(root_flag_);
+  // train() recurses, so restore children afterwards, parents before children.
+  for (auto& [m, flag] : flags_) m->train(flag);
+}
+
+}  // namespace libprune::graph

@@ -1,0 +1,56 @@
+#include "libprune/models/vgg.h"
+
+#include "libprune/models/init.h"
+#include "libprune/nn/hook.h"
+
+namespace libprune::models {
+
+VGGImpl::VGGImpl(VGGOptions options_) : options(std::move(options_)) {
+  features = torch::nn::Sequential();
+  int64_t in = options.in_channels();
+  for (int64_t v : options.config()) {
+    if (v == 0) {
+      features->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2).stride(2)));
+    } else {
+      features->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, v, 3).padding(1)));
+      features->push_back(torch::nn::BatchNorm2d(v));
+      features->push_back(torch::nn::ReLU(torch::nn::ReLUOptions(true)));
+      in = v;
+    }
+  }
+  register_module("features", features);
+  classifier = torch::nn::Sequential(
+      torch::nn::Linear(in * 7 * 7, 4096), torch::nn::ReLU(torch::nn::ReLUOptions(true)),
+      torch::nn::Dropout(options.dropout()), torch::nn::Linear(4096, 4096),
+      torch::nn::ReLU(torch::nn::ReLUOptions(true)), torch::nn::Dropout(options.dropout()),
+      torch::nn::Linear(4096, options.num_classes()));
+  register_module("classifier", classifier);
+  init_like_torchvision(*this);
+  // torchvision draws VGG's linear weights from N(0, 0.01) with zero bias.
+  torch::NoGradGuard no_grad;
+  for (auto& m : classifier->modules(false)) {
+    if (auto* linear = m->as<torch::nn::Linear>()) {
+      linear->weight.normal_(0, 0.01);
+      linear->bias.zero_();
+    }
+  }
+}
+
+torch::Tensor VGGImpl::forward(torch::Tensor x) {
+  x = libprune::nn::call_sequential(features, x);
+  x = torch::adaptive_avg_pool2d(x, {7, 7}).flatten(1);
+  return libprune::nn::call_sequential(classifier, x);
+}
+
+namespace {
+VGG make(std::vector<int64_t> config, const ModelOptions& o) {
+  return VGG(VGGOptions(std::move(config)).num_classes(o.num_classes()).in_channels(o.in_channels()));
+}
+}  // namespace
+
+VGG vgg11_bn(const ModelOptions& o) { return make({64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0}, o); }
+VGG vgg16_bn(const ModelOptions& o) {
+  return make({64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0}, o);
+}
+
+}  // namespace libprune::models

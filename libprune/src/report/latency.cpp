@@ -1,0 +1,87 @@
+#include "libprune/report/latency.h"
+
+#include "libprune/graph/trace.h"
+#include "libprune/nn/memory_format.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <sstream>
+
+namespace libprune::report {
+namespace {
+
+class ThreadGuard {
+ public:
+  explicit ThreadGuard(int threads) : previous_(torch::get_num_threads()) {
+    if (threads > 0) torch::set_num_threads(threads);
+  }
+  ~ThreadGuard() { torch::set_num_threads(previous_); }
+
+ private:
+  int previous_;
+};
+
+double percentile(std::vector<double> sorted, double q) {
+  const double pos = q * static_cast<double>(sorted.size() - 1);
+  const auto lo = static_cast<size_t>(std::floor(pos));
+  const auto hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - static_cast<double>(lo));
+}
+
+}  // namespace
+
+std::string Latency::to_string() const {
+  std::ostringstream s;
+  s.precision(3);
+  s << std::fixed << "median " << median_ms << " ms, p90 " << p90_ms << " ms (batch " << batch << ", " << threads
+    << " threads, " << runs << " runs" << (channels_last ? ", channels_last" : "") << ")";
+  return s.str();
+}
+
+Latency measure_latency(const std::function<void()>& run, const LatencyOptions& options, int64_t batch) {
+  TORCH_CHECK_VALUE(options.runs() > 0, "measure_latency: runs must be at least 1, got ", options.runs());
+  TORCH_CHECK_VALUE(options.warmup() >= 0, "measure_latency: warmup must be >= 0, got ", options.warmup());
+  ThreadGuard threads(options.threads());
+  for (int i = 0; i < options.warmup(); ++i) run();
+  std::vector<double> ms;
+  ms.reserve(static_cast<size_t>(options.runs()));
+  for (int i = 0; i < options.runs(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  Latency out;
+  out.runs = options.runs();
+  out.threads = torch::get_num_threads();
+  out.batch = batch;
+  out.channels_last = options.channels_last();
+  out.median_ms = percentile(ms, 0.5);
+  out.p90_ms = percentile(ms, 0.9);
+  out.min_ms = ms.front();
+  out.mean_ms = std::accumulate(ms.begin(), ms.end(), 0.0) / static_cast<double>(ms.size());
+  return out;
+}
+
+Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                        torch::Tensor input, const LatencyOptions& options) {
+  graph::EvalModeGuard eval(module);
+  torch::NoGradGuard no_grad;
+  if (options.channels_last()) {
+    TORCH_CHECK_VALUE(input.dim() == 4, "measure_latency: channels_last needs a 4-D [N, C, H, W] input, got shape ",
+                      input.sizes(), ". Fix: set channels_last(false) for this model");
+    nn::to_memory_format(module, torch::MemoryFormat::ChannelsLast);
+    input = input.contiguous(torch::MemoryFormat::ChannelsLast);
+  }
+  const bool cuda = input.is_cuda();
+  return measure_latency(
+      [&] {
+        forward(input);
+        if (cuda) torch::cuda::synchronize();
+      },
+      options, input.dim() > 0 ? input.size(0) : 1);
+}
+
+}  // namespace libprune::report
