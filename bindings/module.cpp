@@ -45,6 +45,17 @@ PYBIND11_MODULE(_libprune, m) {
   register_errors();
 
   m.def("model_names", &libprune::models::names, "Names of the C++ model zoo's models");
+  m.def(
+      "zoo_state_shapes",
+      [](const std::string& name, int64_t num_classes, int64_t in_channels) {
+        auto model = libprune::models::create(
+            name, libprune::models::ModelOptions().num_classes(num_classes).in_channels(in_channels));
+        std::map<std::string, std::vector<int64_t>> shapes;
+        for (const auto& kv : libprune::io::state_dict(*model)) shapes[kv.first] = kv.second.sizes().vec();
+        return shapes;
+      },
+      py::arg("name"), py::arg("num_classes") = 1000, py::arg("in_channels") = 3,
+      "state_dict keys and shapes of a C++ zoo model, to check against its Python twin");
 
   using libprune::report::OpCount;
   py::class_<libprune::report::LayerOps>(m, "LayerOps")
@@ -78,7 +89,8 @@ PYBIND11_MODULE(_libprune, m) {
   m.def(
       "_count_ops",
       [](py::function forward, const NamedTensors& params, const std::string& inputs) {
-        return libprune::report::count_ops(python_forward(std::move(forward)), params, inputs);
+        return libprune::report::count_ops(
+            libprune::graph::Trace::capture(python_forward(std::move(forward)), params, inputs));
       },
       py::arg("forward"), py::arg("params"), py::arg("inputs") = "");
 

@@ -2,6 +2,7 @@
 // Everything public in one include.
 #include "libprune/data/mnist.h"
 #include "libprune/graph/trace.h"
+#include "libprune/io/file.h"
 #include "libprune/io/state_dict.h"
 #include "libprune/models/mobilenet_v2.h"
 #include "libprune/models/registry.h"

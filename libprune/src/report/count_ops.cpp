@@ -102,10 +102,6 @@ OpCount count_ops(const graph::Trace& trace) {
   return c;
 }
 
-OpCount count_ops(const graph::Forward& forward, const graph::NamedTensors& params, const std::string& inputs) {
-  return count_ops(graph::Trace::capture(forward, params, inputs));
-}
-
 OpCount count_ops(torch::nn::Module& module, const graph::Forward& forward, const std::string& inputs) {
   return count_ops(graph::Trace::capture(module, forward, inputs));
 }

@@ -40,9 +40,9 @@ std::string Latency::to_string() const {
   return s.str();
 }
 
-Latency measure_latency(const std::function<void()>& run, const LatencyOptions& options, int64_t batch) {
-  TORCH_CHECK_VALUE(options.runs() > 0, "measure_latency: runs must be at least 1, got ", options.runs());
-  TORCH_CHECK_VALUE(options.warmup() >= 0, "measure_latency: warmup must be >= 0, got ", options.warmup());
+Latency time_calls(const std::function<void()>& run, const LatencyOptions& options, int64_t batch) {
+  TORCH_CHECK_VALUE(options.runs() > 0, "latency: runs must be at least 1, got ", options.runs());
+  TORCH_CHECK_VALUE(options.warmup() >= 0, "latency: warmup must be >= 0, got ", options.warmup());
   ThreadGuard threads(options.threads());
   for (int i = 0; i < options.warmup(); ++i) run();
   std::vector<double> ms;
@@ -76,7 +76,7 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
     input = input.contiguous(torch::MemoryFormat::ChannelsLast);
   }
   const bool cuda = input.is_cuda();
-  return measure_latency(
+  return time_calls(
       [&] {
         forward(input);
         if (cuda) torch::cuda::synchronize();

@@ -36,12 +36,10 @@ struct OpCount {
   std::map<std::string, int64_t> unknown_ops;  // ops with no counting rule, by name and count
 };
 
-// From an existing trace.
+// From a trace. For a model only a callable can run (a Python module, say), capture it first:
+// count_ops(graph::Trace::capture(forward, named_params)), with the model in eval mode so
+// batch-norm statistics are not updated; the module overloads below do that themselves.
 OpCount count_ops(const graph::Trace& trace);
-
-// Traces `forward` (one pass, gradients on) and counts. The caller switches the model to eval
-// so batch-norm statistics are not updated; the C++ overload below does that itself.
-OpCount count_ops(const graph::Forward& forward, const graph::NamedTensors& params, const std::string& inputs = {});
 
 // For a C++ module: eval mode for the pass (train flags restored), then counts.
 OpCount count_ops(torch::nn::Module& module, const graph::Forward& forward, const std::string& inputs = {});

@@ -27,7 +27,7 @@ struct Latency {
 };
 
 // Times `run` (one inference) under the options; `batch` is recorded for the report.
-Latency measure_latency(const std::function<void()>& run, const LatencyOptions& options = {}, int64_t batch = 0);
+Latency time_calls(const std::function<void()>& run, const LatencyOptions& options = {}, int64_t batch = 0);
 
 // Times model->forward(input) in eval mode without autograd (train flags restored afterwards).
 Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
