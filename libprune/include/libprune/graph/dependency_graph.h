@@ -1,0 +1,49 @@
+#pragma once
+// Groups of coupled channels, found from a Trace.
+//
+// Every channel of every traced activation is an *element*; ops say which elements are the same
+// channel (an add joins its inputs' channels, a depthwise conv its input's and output's, a concat
+// lays its inputs' channels side by side, a flatten repeats a channel over its spatial block).
+// Elements joined this way form a *unit*: one channel that must be cut everywhere at once. Units
+// touching the same set of tensor dimensions form a *group*, the thing importance ranks and a
+// plan cuts. An op the tracer does not understand pins the elements it touches, with a reason.
+#include "libprune/graph/trace.h"
+
+#include <string>
+#include <vector>
+
+namespace libprune::graph {
+
+// One tensor dimension a group cuts: `tensor` (parameter or buffer name) along `dim`.
+struct Member {
+  std::string tensor;
+  int64_t dim = 0;
+  bool operator<(const Member& o) const { return tensor != o.tensor ? tensor < o.tensor : dim < o.dim; }
+  bool operator==(const Member& o) const { return tensor == o.tensor && dim == o.dim; }
+};
+
+struct Group {
+  std::vector<Member> members;
+  // indices[u][m]: the indices along members[m] that unit u owns (a flatten gives several).
+  std::vector<std::vector<std::vector<int64_t>>> indices;
+  bool pinned = false;
+  std::string reason;  // why it is pinned
+  int64_t size() const { return static_cast<int64_t>(indices.size()); }
+  // The member that names the group in reports: the first weight cut along dim 0.
+  std::string name() const;
+};
+
+class DependencyGraph {
+ public:
+  // `buffers`: the model's named buffers (BN running statistics are cut with their layer).
+  DependencyGraph(const Trace& trace, const NamedTensors& buffers);
+
+  const std::vector<Group>& groups() const { return groups_; }
+  // Every group with its members; for pinned ones, the op and the reason.
+  std::string explain() const;
+
+ private:
+  std::vector<Group> groups_;
+};
+
+}  // namespace libprune::graph

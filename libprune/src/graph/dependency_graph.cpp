@@ -1,0 +1,645 @@
+#include "libprune/graph/dependency_graph.h"
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <unordered_map>
+
+namespace libprune::graph {
+namespace {
+
+int64_t prod(const Shape& s, size_t b, size_t e) {
+  int64_t p = 1;
+  for (size_t i = b; i < e && i < s.size(); ++i) p *= s[i];
+  return p;
+}
+
+// The channel elements of one activation: dims [begin, end) of its shape, flattened row-major.
+struct Space {
+  bool tracked = false;
+  int64_t begin = 0, end = 0;
+  std::vector<int64_t> elems;
+  bool single() const { return tracked && end == begin + 1; }
+};
+
+class Builder {
+ public:
+  Builder(const Trace& trace, const NamedTensors& buffers) : trace_(trace) {
+    for (const auto& b : buffers) buffer_names_.insert({b.first, b.second.dim() > 0 ? b.second.size(0) : 0});
+  }
+
+  std::vector<Group> run() {
+    const auto& nodes = trace_.nodes();
+    spaces_.resize(nodes.size());
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      spaces_[i].assign(std::max<size_t>(1, nodes[i].output_shapes.size()), Space{});
+      visit(static_cast<int>(i));
+    }
+    for (size_t o = 0; o < trace_.outputs().size(); ++o) {
+      const int n = trace_.outputs()[o];
+      if (n >= 0) pin(spaces_[static_cast<size_t>(n)][0], "model output " + std::to_string(o) + " (its shape must not change)");
+    }
+    return groups();
+  }
+
+ private:
+  const Trace& trace_;
+  std::map<std::string, int64_t> buffer_names_;
+  std::vector<std::vector<Space>> spaces_;
+  std::vector<int64_t> parent_;
+  std::unordered_map<int64_t, std::string> reasons_;  // element -> why it is pinned
+  std::map<Member, std::vector<int64_t>> members_;  // member -> element per index
+
+  // ---- union-find over elements
+  std::vector<int64_t> fresh(int64_t n) {
+    std::vector<int64_t> out(static_cast<size_t>(n));
+    for (auto& e : out) {
+      e = static_cast<int64_t>(parent_.size());
+      parent_.push_back(e);
+    }
+    return out;
+  }
+  int64_t find(int64_t e) {
+    while (parent_[static_cast<size_t>(e)] != e) {
+      parent_[static_cast<size_t>(e)] = parent_[static_cast<size_t>(parent_[static_cast<size_t>(e)])];
+      e = parent_[static_cast<size_t>(e)];
+    }
+    return e;
+  }
+  void unite(int64_t a, int64_t b) {
+    a = find(a);
+    b = find(b);
+    if (a != b) parent_[static_cast<size_t>(std::max(a, b))] = std::min(a, b);
+  }
+  void unite(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) unite(a[i], b[i]);
+  }
+  void pin(const std::vector<int64_t>& elems, const std::string& reason) {
+    for (auto e : elems) reasons_.emplace(e, reason);
+  }
+  void pin(const Space& s, const std::string& reason) {
+    if (s.tracked) pin(s.elems, reason);
+  }
+
+  // ---- helpers on nodes
+  const TracedNode& node(int i) const { return trace_.nodes()[static_cast<size_t>(i)]; }
+  Space input(int i, size_t k) const {
+    const auto& n = node(i);
+    if (k >= n.inputs.size() || n.inputs[k] < 0) return {};
+    const auto& outs = spaces_[static_cast<size_t>(n.inputs[k])];
+    const auto slot = static_cast<size_t>(n.input_slots[k]);
+    return slot < outs.size() ? outs[slot] : Space{};
+  }
+  Shape in_shape(int i, size_t k) const {
+    const auto& n = node(i);
+    return k < n.input_shapes.size() ? n.input_shapes[k] : Shape{};
+  }
+  Shape out_shape(int i, size_t slot = 0) const {
+    const auto& n = node(i);
+    return slot < n.output_shapes.size() ? n.output_shapes[slot] : Shape{};
+  }
+  // The named parameter behind input k, directly or through t()/transpose(); `transposed` says
+  // whether its two dims arrive swapped.
+  std::string param_of(int i, size_t k, bool* transposed = nullptr) const {
+    const auto& n = node(i);
+    if (k >= n.inputs.size() || n.inputs[k] < 0) return {};
+    int cur = n.inputs[k];
+    bool t = false;
+    while (node(cur).kind == OpKind::Shape && (node(cur).op == "T" || node(cur).op == "Transpose") &&
+           !node(cur).inputs.empty() && node(cur).inputs[0] >= 0) {
+      t = !t;
+      cur = node(cur).inputs[0];
+    }
+    if (node(cur).kind != OpKind::Parameter) return {};
+    if (transposed) *transposed = t;
+    return node(cur).param_name;
+  }
+  std::string why(int i, const std::string& what) const { return node(i).op + ": " + what; }
+
+  // Records that index j of `tensor` along `dim` is element elems[j].
+  void member(const std::string& tensor, int64_t dim, const std::vector<int64_t>& elems) {
+    if (tensor.empty()) return;
+    auto [it, inserted] = members_.emplace(Member{tensor, dim}, elems);
+    if (!inserted) unite(it->second, elems);  // a layer used twice: both uses are one channel
+  }
+  void companion_buffers(const std::string& weight, const std::vector<int64_t>& elems) {
+    const auto dot = weight.rfind('.');
+    const std::string prefix = dot == std::string::npos ? "" : weight.substr(0, dot + 1);
+    for (const char* b : {"running_mean", "running_var"}) {
+      auto it = buffer_names_.find(prefix + b);
+      if (it != buffer_names_.end() && it->second == static_cast<int64_t>(elems.size())) member(prefix + b, 0, elems);
+    }
+  }
+  Space single(int64_t dim, std::vector<int64_t> elems) const {
+    Space s;
+    s.tracked = true;
+    s.begin = dim;
+    s.end = dim + 1;
+    s.elems = std::move(elems);
+    return s;
+  }
+  void pin_inputs(int i, const std::string& reason) {
+    for (size_t k = 0; k < node(i).inputs.size(); ++k) pin(input(i, k), reason);
+  }
+  void set(int i, Space s, size_t slot = 0) {
+    auto& outs = spaces_[static_cast<size_t>(i)];
+    if (slot >= outs.size()) outs.resize(slot + 1);
+    // Never let an inconsistent space through: its size must match the output shape.
+    const Shape shape = out_shape(i, slot);
+    if (s.tracked && (shape.empty() || s.end > static_cast<int64_t>(shape.size()) ||
+                      prod(shape, static_cast<size_t>(s.begin), static_cast<size_t>(s.end)) !=
+                          static_cast<int64_t>(s.elems.size()))) {
+      pin(s, why(i, "output shape does not match the traced channels"));
+      s = Space{};
+    }
+    outs[slot] = std::move(s);
+  }
+
+  // ---- rules
+  void visit(int i) {
+    const auto& n = node(i);
+    switch (n.kind) {
+      case OpKind::Parameter: return;
+      case OpKind::Conv: return conv(i);
+      case OpKind::MatMul: return matmul(i);
+      case OpKind::Norm: return norm(i);
+      case OpKind::Pool: return pool(i);
+      case OpKind::Elementwise: return elementwise(i);
+      case OpKind::Shape: return shape_op(i);
+      case OpKind::Embedding: return embedding(i);
+      case OpKind::Other:
+        pin_inputs(i, why(i, "op not understood by the tracer; channels through it are left alone"));
+        return;
+    }
+  }
+
+  void conv(int i) {
+    const auto& n = node(i);
+    const std::string w = param_of(i, 1);
+    const std::string b = n.inputs.size() > 2 ? param_of(i, 2) : std::string{};
+    const Space x = input(i, 0);
+    const Shape ws = in_shape(i, 1);
+    if (w.empty() || ws.size() < 3) {
+      pin(x, why(i, "weight is not a named parameter"));
+      return;
+    }
+    const bool transposed = n.attr("transposed") != 0;
+    const int64_t groups = n.attr("groups", 1);
+    const int64_t cin = transposed ? ws[0] : ws[1] * groups;
+    const int64_t cout = transposed ? ws[1] * groups : ws[0];
+    const bool x_ok = x.single() && x.begin == 1 && static_cast<int64_t>(x.elems.size()) == cin;
+    if (groups == 1) {
+      auto in = x_ok ? x.elems : fresh(cin);
+      if (!x_ok) {
+        pin(in, why(i, "input channels come from the model input or an untracked op"));
+        pin(x, why(i, "input layout not understood"));
+      }
+      auto out = fresh(cout);
+      member(w, transposed ? 0 : 1, in);
+      member(w, transposed ? 1 : 0, out);
+      member(b, 0, out);
+      set(i, single(1, out));
+    } else if (groups == cin && cin == cout && x_ok) {
+      // Depthwise: channel c in is channel c out.
+      member(w, 0, x.elems);
+      member(b, 0, x.elems);
+      set(i, single(1, x.elems));
+    } else {
+      const std::string reason = why(i, "grouped conv (groups=" + std::to_string(groups) +
+                                            ") would lose its group balance if cut channel by channel");
+      pin(x, reason);
+      auto in = fresh(ws[1]);
+      auto out = fresh(cout);
+      pin(in, reason);
+      pin(out, reason);
+      member(w, 1, in);
+      member(w, 0, out);
+      member(b, 0, out);
+      set(i, single(1, out));
+    }
+  }
+
+  void matmul(int i) {
+    const auto& n = node(i);
+    const bool with_bias = n.op == "Addmm";
+    if (n.op == "Addmm" || n.op == "Mm") {
+      const size_t lhs = with_bias ? 1 : 0, rhs = lhs + 1;
+      bool t = false;
+      const std::string w = param_of(i, rhs, &t);
+      const Shape ws = in_shape(i, rhs);
+      const Space x = input(i, lhs);
+      if (!w.empty() && ws.size() == 2) {
+        const int64_t k = ws[0], nout = ws[1];
+        const bool x_ok = x.single() && x.begin == 1 && static_cast<int64_t>(x.elems.size()) == k;
+        auto in = x_ok ? x.elems : fresh(k);
+        if (!x_ok) {
+          pin(in, why(i, "features come from the model input or an untracked op"));
+          pin(x, why(i, "input layout not understood"));
+        }
+        auto out = fresh(nout);
+        member(w, t ? 1 : 0, in);
+        member(w, t ? 0 : 1, out);
+        if (with_bias) member(param_of(i, 0), 0, out);
+        set(i, single(1, out));
+        return;
+      }
+      const Space y = input(i, rhs);
+      if (x.single() && y.single() && x.begin == 1 && y.begin == 0 && x.elems.size() == y.elems.size()) {
+        unite(x.elems, y.elems);
+        return;
+      }
+      pin_inputs(i, why(i, "matrix product of this form is not understood"));
+      return;
+    }
+    if (n.op == "Bmm") {
+      const Space a = input(i, 0), b = input(i, 1);
+      // [B, M, K] x [B, K, N]: K is contracted, B is shared.
+      if (a.single() && b.single() && a.begin == 2 && b.begin == 1 && a.elems.size() == b.elems.size()) {
+        unite(a.elems, b.elems);
+        return;
+      }
+      if (a.single() && a.begin == 1 && !b.tracked) return set(i, a);
+      if (b.single() && b.begin == 2 && !a.tracked) return set(i, b);
+    }
+    pin_inputs(i, why(i, "matrix product of this form is not understood"));
+  }
+
+  void norm(int i) {
+    const auto& n = node(i);
+    const Space x = input(i, 0);
+    const Shape xs = in_shape(i, 0).empty() ? out_shape(i) : in_shape(i, 0);
+    const std::string w = n.inputs.size() > 1 ? param_of(i, 1) : std::string{};
+    const std::string b = n.inputs.size() > 2 ? param_of(i, 2) : std::string{};
+    int64_t dim = -1;
+    if (n.op == "NativeBatchNorm" || n.op == "CudnnBatchNorm" || n.op == "MiopenBatchNorm") dim = 1;
+    if (n.op == "NativeLayerNorm") dim = static_cast<int64_t>(xs.size()) - 1;
+    if (dim < 0 || !x.single() || x.begin != dim) {
+      pin(x, why(i, n.op == "NativeGroupNorm" ? "group norm needs whole groups of channels"
+                                             : "normalised dimension is not the traced channel dimension"));
+      return;
+    }
+    member(w, 0, x.elems);
+    member(b, 0, x.elems);
+    if (!w.empty()) companion_buffers(w, x.elems);
+    set(i, x);
+  }
+
+  void pool(int i) {
+    const auto& n = node(i);
+    const Space x = input(i, 0);
+    if (!x.tracked) return;
+    if (n.op == "Mean") {
+      const Shape in = in_shape(i, 0);
+      std::vector<int64_t> dims = n.attrs.count("dim") ? n.attrs.at("dim") : std::vector<int64_t>{};
+      if (dims.empty() || in.empty()) return pin(x, why(i, "mean over every dimension mixes channels"));
+      int64_t before = 0;
+      for (auto d : dims) {
+        if (d < 0) d += static_cast<int64_t>(in.size());
+        if (d >= x.begin && d < x.end) return pin(x, why(i, "mean over the channel dimension"));
+        if (d < x.begin) ++before;
+      }
+      Space s = x;
+      if (!n.attr("keepdim")) {
+        s.begin -= before;
+        s.end -= before;
+      }
+      return set(i, s);
+    }
+    // Spatial pooling keeps [N, C, ...] channels in place.
+    if (x.single() && x.begin == 1) return set(i, x);
+    pin(x, why(i, "pooling over the channel dimension"));
+  }
+
+  void elementwise(int i) {
+    const auto& n = node(i);
+    const Shape out = out_shape(i);
+    const int64_t rank = static_cast<int64_t>(out.size());
+    Space result;
+    bool ok = true;
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const Space s = input(i, k);
+      const Shape in = in_shape(i, k);
+      const int64_t shift = rank - static_cast<int64_t>(in.size());  // broadcasting aligns from the right
+      if (s.tracked) {
+        if (in.empty()) { ok = false; break; }
+        Space aligned = s;
+        aligned.begin += shift;
+        aligned.end += shift;
+        if (!result.tracked) {
+          result = aligned;
+        } else if (result.begin == aligned.begin && result.end == aligned.end &&
+                   result.elems.size() == aligned.elems.size()) {
+          unite(result.elems, aligned.elems);
+        } else {
+          ok = false;
+          break;
+        }
+      }
+    }
+    if (!ok) return pin_inputs(i, why(i, "inputs carry channels in different layouts"));
+    if (!result.tracked) return;
+    // Other operands: a parameter along the channels (a PReLU slope, a layer scale) is cut with
+    // them; anything else must broadcast over them or be pinned.
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      if (input(i, k).tracked) continue;
+      const Shape in = in_shape(i, k);
+      const int64_t shift = rank - static_cast<int64_t>(in.size());
+      if (n.inputs[k] < 0) {
+        // A tensor that needs no grad: autograd keeps no shape for it, so it cannot be shown to
+        // broadcast over the channels. Leave them alone rather than guess.
+        pin(result, why(i, "an operand that needs no grad may not broadcast over the channels"));
+        return;
+      }
+      bool along = false;
+      for (int64_t d = result.begin; d < result.end; ++d) {
+        const int64_t local = d - shift;
+        if (local >= 0 && local < static_cast<int64_t>(in.size()) && in[static_cast<size_t>(local)] != 1) along = true;
+      }
+      if (!along) continue;
+      const std::string p = param_of(i, k);
+      if (!p.empty() && result.single() && result.begin - shift >= 0) {
+        member(p, result.begin - shift, result.elems);
+        continue;
+      }
+      pin(result, why(i, "an operand without traced channels does not broadcast over them"));
+      return;
+    }
+    set(i, result);
+  }
+
+  void embedding(int i) {
+    const std::string w = param_of(i, 0);
+    const Shape ws = in_shape(i, 0);
+    const Shape out = out_shape(i);
+    if (w.empty() || ws.size() != 2 || out.empty()) return;
+    auto elems = fresh(ws[1]);
+    member(w, 1, elems);
+    set(i, single(static_cast<int64_t>(out.size()) - 1, elems));
+  }
+
+  void shape_op(int i) {
+    const auto& n = node(i);
+    const std::string& op = n.op;
+    if (op == "Cat") return cat(i);
+    if (op == "Split" || op == "SplitWithSizes" || op == "Unbind") return split(i);
+    const Space x = input(i, 0);
+    if (!x.tracked) return;
+    const Shape in = in_shape(i, 0).empty() ? Shape{} : in_shape(i, 0);
+    const Shape out = out_shape(i);
+    if (op == "Permute" || op == "Transpose" || op == "T") {
+      std::vector<int64_t> perm(out.size());
+      std::iota(perm.begin(), perm.end(), 0);
+      if (op == "Permute") perm = n.attrs.count("dims") ? n.attrs.at("dims") : perm;
+      if (op == "Transpose" || op == "T") {
+        auto dims = n.attrs.count("dims") ? n.attrs.at("dims") : std::vector<int64_t>{0, 1};
+        for (auto& d : dims) d = d < 0 ? d + static_cast<int64_t>(out.size()) : d;
+        if (dims.size() == 2) std::swap(perm[static_cast<size_t>(dims[0])], perm[static_cast<size_t>(dims[1])]);
+      }
+      for (auto& p : perm) p = p < 0 ? p + static_cast<int64_t>(out.size()) : p;
+      for (size_t j = 0; j < perm.size(); ++j) {
+        if (perm[j] != x.begin) continue;
+        for (int64_t t = 1; t < x.end - x.begin; ++t) {
+          if (j + static_cast<size_t>(t) >= perm.size() || perm[j + static_cast<size_t>(t)] != x.begin + t) {
+            return pin(x, why(i, "a permute splits the channel dimensions apart"));
+          }
+        }
+        Space s = x;
+        s.begin = static_cast<int64_t>(j);
+        s.end = s.begin + (x.end - x.begin);
+        return set(i, s);
+      }
+      return pin(x, why(i, "permute dims not understood"));
+    }
+    if (op == "Slice") {
+      int64_t d = n.attr("dim");
+      if (d < 0) d += static_cast<int64_t>(in.size());
+      if (d < x.begin || d >= x.end) return set(i, x);
+      if (!x.single()) return pin(x, why(i, "slice across several channel dimensions"));
+      const int64_t size = static_cast<int64_t>(x.elems.size());
+      int64_t start = std::clamp<int64_t>(n.attr("start", 0) < 0 ? n.attr("start", 0) + size : n.attr("start", 0), 0, size);
+      int64_t end = n.has_attr("end") ? n.attr("end") : size;
+      end = std::clamp<int64_t>(end < 0 ? end + size : end, 0, size);
+      const int64_t step = std::max<int64_t>(1, n.attr("step", 1));
+      Space s = x;
+      s.elems.clear();
+      for (int64_t j = start; j < end; j += step) s.elems.push_back(x.elems[static_cast<size_t>(j)]);
+      // The channels sliced away stay in the producer but are read by nobody here.
+      return set(i, s);
+    }
+    if (op == "Select") {
+      int64_t d = n.attr("dim");
+      if (d < 0) d += static_cast<int64_t>(in.size());
+      if (d >= x.begin && d < x.end) return pin(x, why(i, "select picks single channels"));
+      Space s = x;
+      if (d < x.begin) {
+        --s.begin;
+        --s.end;
+      }
+      return set(i, s);
+    }
+    if (op == "Expand") {
+      const int64_t shift = static_cast<int64_t>(out.size()) - static_cast<int64_t>(in.size());
+      Space s = x;
+      s.begin += shift;
+      s.end += shift;
+      return set(i, s);
+    }
+    if (in == out && (op == "Clone" || op == "Contiguous" || op == "ToCopy" || op == "AsStrided" ||
+                      op == "View" || op == "ReshapeAlias" || op == "UnsafeView")) {
+      return set(i, x);
+    }
+    if (op == "View" || op == "ReshapeAlias" || op == "UnsafeView" || op == "Unsqueeze" || op == "Squeeze" ||
+        op == "Flatten" || op == "AsStrided") {
+      return view(i, x, in, out);
+    }
+    pin(x, why(i, "shape op not understood"));
+  }
+
+  // A row-major reshape: the channel range either maps onto output dims whole, or is merged with
+  // the dims after it (a flatten), so each channel owns a contiguous block of features.
+  void view(int i, const Space& x, const Shape& in, const Shape& out) {
+    if (in.empty()) return pin(x, why(i, "input shape unknown"));
+    const int64_t pre = prod(in, 0, static_cast<size_t>(x.begin));
+    const int64_t len = prod(in, static_cast<size_t>(x.begin), static_cast<size_t>(x.end));
+    const int64_t post = prod(in, static_cast<size_t>(x.end), in.size());
+    size_t b = 0;
+    while (b <= out.size() && prod(out, 0, b) != pre) ++b;
+    while (b < out.size() && out[b] == 1 && pre == prod(out, 0, b + 1) && len != 1) ++b;
+    if (b > out.size()) return pin(x, why(i, "a reshape merges channels with the dims before them"));
+    for (size_t e = b + 1; e <= out.size(); ++e) {
+      const int64_t p = prod(out, b, e);
+      if (p == len) {
+        Space s = x;
+        s.begin = static_cast<int64_t>(b);
+        s.end = static_cast<int64_t>(e);
+        return set(i, s);
+      }
+      if (p > len && p % len == 0 && post % (p / len) == 0) {
+        const int64_t k = p / len;
+        Space s;
+        s.tracked = true;
+        s.begin = static_cast<int64_t>(b);
+        s.end = static_cast<int64_t>(e);
+        s.elems.reserve(static_cast<size_t>(p));
+        for (int64_t f = 0; f < p; ++f) s.elems.push_back(x.elems[static_cast<size_t>(f / k)]);
+        return set(i, s);
+      }
+      if (p > len) break;
+    }
+    pin(x, why(i, "a reshape splits channels in a way the tracer does not follow"));
+  }
+
+  void cat(int i) {
+    const auto& n = node(i);
+    const Shape out = out_shape(i);
+    int64_t d = n.attr("dim");
+    if (d < 0) d += static_cast<int64_t>(out.size());
+    const auto sizes = n.attrs.count("sizes") ? n.attrs.at("sizes") : std::vector<int64_t>{};
+    Space first;
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      if (input(i, k).tracked) {
+        first = input(i, k);
+        break;
+      }
+    }
+    if (!first.tracked) return;
+    if (first.single() && first.begin == d) {
+      Space s = first;
+      s.elems.clear();
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        const Space x = input(i, k);
+        if (x.single() && x.begin == d) {
+          s.elems.insert(s.elems.end(), x.elems.begin(), x.elems.end());
+        } else {
+          const int64_t size = k < sizes.size() ? sizes[k] : (in_shape(i, k).empty() ? -1 : in_shape(i, k)[static_cast<size_t>(d)]);
+          if (size < 0) return pin_inputs(i, why(i, "concat of an input whose size is unknown"));
+          auto filler = fresh(size);
+          pin(filler, why(i, "concatenated with a tensor that has no traced channels"));
+          s.elems.insert(s.elems.end(), filler.begin(), filler.end());
+        }
+      }
+      return set(i, s);
+    }
+    if (d >= first.begin && d < first.end) return pin_inputs(i, why(i, "concat inside a multi-dim channel range"));
+    // Concat along another dim (tokens, batch): the inputs' channels are the same channels.
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const Space x = input(i, k);
+      if (!x.tracked) {
+        if (!param_of(i, k).empty() && first.single()) {
+          member(param_of(i, k), first.begin, first.elems);
+          continue;
+        }
+        return pin(first, why(i, "concatenated with a tensor that has no traced channels"));
+      }
+      if (x.begin != first.begin || x.end != first.end) return pin_inputs(i, why(i, "concat of different layouts"));
+      unite(first.elems, x.elems);
+    }
+    set(i, first);
+  }
+
+  void split(int i) {
+    const auto& n = node(i);
+    const Space x = input(i, 0);
+    if (!x.tracked) return;
+    const Shape in = in_shape(i, 0);
+    int64_t d = n.attr("dim");
+    if (d < 0) d += static_cast<int64_t>(in.size());
+    const size_t outputs = n.output_shapes.size();
+    if (d < x.begin || d >= x.end) {
+      Space s = x;
+      if (n.op == "Unbind" && d < x.begin) {
+        --s.begin;
+        --s.end;
+      }
+      for (size_t o = 0; o < outputs; ++o) set(i, s, o);
+      return;
+    }
+    if (n.op == "Unbind" || !x.single()) return pin(x, why(i, "split across channel dimensions"));
+    int64_t offset = 0;
+    for (size_t o = 0; o < outputs; ++o) {
+      const Shape os = out_shape(i, o);
+      const int64_t size = os.size() > static_cast<size_t>(d) ? os[static_cast<size_t>(d)] : 0;
+      Space s = x;
+      s.elems.assign(x.elems.begin() + offset, x.elems.begin() + std::min<int64_t>(offset + size, static_cast<int64_t>(x.elems.size())));
+      offset += size;
+      set(i, s, o);
+    }
+  }
+
+  // ---- groups
+  std::vector<Group> groups() {
+    // root -> (member id, index) pairs
+    std::vector<Member> member_list;
+    std::unordered_map<int64_t, std::vector<std::pair<size_t, int64_t>>> by_root;
+    for (const auto& [m, elems] : members_) {
+      const size_t id = member_list.size();
+      member_list.push_back(m);
+      for (size_t j = 0; j < elems.size(); ++j) by_root[find(elems[j])].emplace_back(id, static_cast<int64_t>(j));
+    }
+    std::unordered_map<int64_t, std::string> root_reason;
+    for (const auto& [e, reason] : reasons_) root_reason.emplace(find(e), reason);
+
+    // Units with the same members (and pinned state) form one group.
+    std::map<std::pair<std::vector<size_t>, std::string>, std::vector<int64_t>> by_signature;
+    std::vector<int64_t> roots;
+    for (const auto& kv : by_root) roots.push_back(kv.first);
+    std::sort(roots.begin(), roots.end());
+    for (int64_t r : roots) {
+      std::vector<size_t> sig;
+      for (const auto& [id, idx] : by_root[r]) sig.push_back(id);
+      std::sort(sig.begin(), sig.end());
+      sig.erase(std::unique(sig.begin(), sig.end()), sig.end());
+      auto it = root_reason.find(r);
+      by_signature[{sig, it == root_reason.end() ? std::string{} : it->second}].push_back(r);
+    }
+    std::vector<Group> out;
+    for (const auto& [key, unit_roots] : by_signature) {
+      Group g;
+      for (size_t id : key.first) g.members.push_back(member_list[id]);
+      g.pinned = !key.second.empty();
+      g.reason = key.second;
+      for (int64_t r : unit_roots) {
+        std::vector<std::vector<int64_t>> idx(g.members.size());
+        for (const auto& [id, j] : by_root[r]) {
+          const auto pos = static_cast<size_t>(std::find(key.first.begin(), key.first.end(), id) - key.first.begin());
+          idx[pos].push_back(j);
+        }
+        g.indices.push_back(std::move(idx));
+      }
+      // Units in the order of their first index in the first member.
+      std::sort(g.indices.begin(), g.indices.end(), [](const auto& a, const auto& b) { return a[0] < b[0]; });
+      out.push_back(std::move(g));
+    }
+    std::sort(out.begin(), out.end(), [](const Group& a, const Group& b) { return a.name() < b.name(); });
+    return out;
+  }
+};
+
+}  // namespace
+
+std::string Group::name() const {
+  for (const auto& m : members) {
+    if (m.dim == 0 && m.tensor.size() > 7 && m.tensor.compare(m.tensor.size() - 7, 7, ".weight") == 0) return m.tensor;
+  }
+  return members.empty() ? std::string{} : members.front().tensor;
+}
+
+DependencyGraph::DependencyGraph(const Trace& trace, const NamedTensors& buffers)
+    : groups_(Builder(trace, buffers).run()) {}
+
+std::string DependencyGraph::explain() const {
+  std::ostringstream s;
+  size_t pinned = 0;
+  for (const auto& g : groups_) pinned += g.pinned ? 1 : 0;
+  s << groups_.size() << " groups, " << pinned << " pinned\n";
+  for (size_t i = 0; i < groups_.size(); ++i) {
+    const auto& g = groups_[i];
+    s << "group " << i << " (" << g.name() << "): " << g.size() << " channels"
+      << (g.pinned ? ", PINNED: " + g.reason : std::string{}) << "\n";
+    for (const auto& m : g.members) s << "    " << m.tensor << " dim " << m.dim << "\n";
+  }
+  return s.str();
+}
+
+}  // namespace libprune::graph

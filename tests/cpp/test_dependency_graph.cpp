@@ -1,0 +1,133 @@
+#include "helpers.h"
+#include "libprune/graph/dependency_graph.h"
+#include "libprune/libprune.h"
+
+using namespace libprune;
+
+namespace {
+
+graph::DependencyGraph graph_of(torch::nn::Module& m, const std::function<torch::Tensor()>& fwd) {
+  graph::NamedTensors buffers;
+  for (const auto& b : m.named_buffers()) buffers.emplace_back(b.key(), b.value());
+  return graph::DependencyGraph(graph::Trace::capture(m, [&] { return std::vector<torch::Tensor>{fwd()}; }), buffers);
+}
+
+const graph::Group* group_with(const graph::DependencyGraph& g, const std::string& tensor, int64_t dim) {
+  for (const auto& grp : g.groups()) {
+    for (const auto& m : grp.members) {
+      if (m.tensor == tensor && m.dim == dim) return &grp;
+    }
+  }
+  return nullptr;
+}
+
+bool has(const graph::Group& g, const std::string& tensor, int64_t dim) {
+  return std::any_of(g.members.begin(), g.members.end(),
+                     [&](const graph::Member& m) { return m.tensor == tensor && m.dim == dim; });
+}
+
+}  // namespace
+
+TEST_CASE("graph: ResNet residual stages couple into one group per stage", "[graph]") {
+  auto m = models::resnet18(models::ModelOptions().num_classes(10));
+  auto x = torch::randn({2, 3, 64, 64});
+  auto g = graph_of(*m, [&] { return m->forward(x); });
+  INFO(g.explain());
+  // 4 residual streams + 8 block-internal widths + the pinned input and output.
+  CHECK(g.groups().size() == 14);
+  const auto* stem = group_with(g, "conv1.weight", 0);
+  REQUIRE(stem);
+  CHECK_FALSE(stem->pinned);
+  CHECK(stem->size() == 64);
+  CHECK(has(*stem, "bn1.running_mean", 0));
+  CHECK(has(*stem, "layer1.0.conv2.weight", 0));
+  CHECK(has(*stem, "layer1.1.bn2.bias", 0));
+  CHECK(has(*stem, "layer2.0.conv1.weight", 1));
+  CHECK(has(*stem, "layer2.0.downsample.0.weight", 1));
+  const auto* last = group_with(g, "layer4.0.downsample.0.weight", 0);
+  REQUIRE(last);
+  CHECK(has(*last, "fc.weight", 1));
+  CHECK(has(*last, "layer4.1.conv2.weight", 0));
+  const auto* inner = group_with(g, "layer3.1.conv1.weight", 0);
+  REQUIRE(inner);
+  CHECK(inner->members.size() == 6);  // conv1 out, bn1 (4 tensors), conv2 in
+  const auto* out = group_with(g, "fc.weight", 0);
+  REQUIRE(out);
+  CHECK(out->pinned);
+  CHECK_THAT(out->reason, Catch::Contains("model output"));
+  const auto* input = group_with(g, "conv1.weight", 1);
+  REQUIRE(input);
+  CHECK(input->pinned);
+}
+
+TEST_CASE("graph: depthwise convs tie input to output; VGG flatten maps channels to feature blocks", "[graph]") {
+  auto mb = models::mobilenet_v2(models::ModelOptions().num_classes(10));
+  auto g = graph_of(*mb, [&] { return mb->forward(torch::randn({2, 3, 32, 32})); });
+  INFO(g.explain());
+  const auto* expand = group_with(g, "features.2.conv.0.0.weight", 0);
+  REQUIRE(expand);
+  CHECK_FALSE(expand->pinned);
+  CHECK(has(*expand, "features.2.conv.1.0.weight", 0));  // depthwise
+  CHECK(has(*expand, "features.2.conv.2.weight", 1));
+
+  auto vgg = models::vgg11_bn(models::ModelOptions().num_classes(10));
+  auto gv = graph_of(*vgg, [&] { return vgg->forward(torch::randn({2, 3, 32, 32})); });
+  const auto* last_conv = group_with(gv, "features.25.weight", 0);
+  REQUIRE(last_conv);
+  CHECK(has(*last_conv, "classifier.0.weight", 1));
+  // Channel 3 owns features 3*49 .. 3*49+48 of the first linear layer.
+  const auto pos = static_cast<size_t>(std::find(last_conv->members.begin(), last_conv->members.end(),
+                                                 graph::Member{"classifier.0.weight", 1}) -
+                                       last_conv->members.begin());
+  const auto& idx = last_conv->indices.at(3).at(pos);
+  REQUIRE(idx.size() == 49);
+  CHECK(idx.front() == 3 * 49);
+  CHECK(idx.back() == 3 * 49 + 48);
+}
+
+namespace {
+struct CatNet : torch::nn::Module {
+  torch::nn::Conv2d a{nullptr}, b{nullptr}, c{nullptr}, d{nullptr};
+  CatNet() {
+    a = register_module("a", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    b = register_module("b", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1)));
+    c = register_module("c", torch::nn::Conv2d(torch::nn::Conv2dOptions(12, 6, 1)));
+    d = register_module("d", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 2, 1)));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    auto y = c(torch::cat({a(x), b(x)}, 1));
+    auto parts = y.split(3, 1);  // two halves of c's output
+    auto z = torch::cat({parts[0].sigmoid() * parts[1], torch::erfinv(d(x) * 0.1)}, 1);
+    return z.mean({2, 3});
+  }
+};
+}  // namespace
+
+TEST_CASE("graph: concat offsets, split halves, and unknown ops pin with a reason", "[graph]") {
+  auto m = std::make_shared<CatNet>();
+  auto g = graph_of(*m, [&] { return m->forward(torch::randn({2, 3, 8, 8})); });
+  INFO(g.explain());
+  const auto* ga = group_with(g, "a.weight", 0);
+  const auto* gb = group_with(g, "b.weight", 0);
+  REQUIRE(ga);
+  REQUIRE(gb);
+  CHECK(ga != gb);
+  CHECK(ga->size() == 8);
+  CHECK(gb->size() == 4);
+  // b's channel 0 is c's input channel 8.
+  const auto pos = static_cast<size_t>(std::find(gb->members.begin(), gb->members.end(), graph::Member{"c.weight", 1}) -
+                                       gb->members.begin());
+  REQUIRE(pos < gb->members.size());
+  CHECK(gb->indices[0][pos] == std::vector<int64_t>{8});
+  // c's two halves are multiplied elementwise, so channel j and j+3 are one unit; and the
+  // product reaches the model output, so they are pinned.
+  const auto* gc = group_with(g, "c.weight", 0);
+  REQUIRE(gc);
+  CHECK(gc->pinned);
+  CHECK(gc->size() == 3);
+  const auto* gd = group_with(g, "d.weight", 0);
+  REQUIRE(gd);
+  CHECK(gd->pinned);
+  CHECK_THAT(gd->reason, Catch::Contains("Erfinv") && Catch::Contains("not understood"));
+  CHECK_THAT(g.explain(), Catch::Contains("PINNED"));
+}
