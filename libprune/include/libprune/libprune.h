@@ -1,6 +1,7 @@
 #pragma once
 // Everything public in one include.
 #include "libprune/data/mnist.h"
+#include "libprune/graph/dependency_graph.h"
 #include "libprune/graph/trace.h"
 #include "libprune/io/file.h"
 #include "libprune/io/state_dict.h"
@@ -12,4 +13,6 @@
 #include "libprune/nn/memory_format.h"
 #include "libprune/report/count_ops.h"
 #include "libprune/report/latency.h"
+#include "libprune/schedule/pruner.h"
+#include "libprune/layers/metadata.h"
 #include "libprune/version.h"

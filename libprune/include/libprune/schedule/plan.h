@@ -1,0 +1,28 @@
+#pragma once
+// A pruning plan is data: the indices kept along each cut tensor dimension. Applying the same
+// recorded plans to a freshly built model reproduces the pruned architecture.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace libprune::schedule {
+
+struct TensorCut {
+  std::string tensor;     // parameter or buffer name
+  int64_t dim = 0;
+  int64_t original_size = 0;  // size along dim before the cut, checked on replay
+  std::vector<int64_t> keep;  // sorted, unique indices in [0, original_size)
+};
+
+struct PruningPlan {
+  std::vector<TensorCut> cuts;
+  // Units removed per group, for reports: group name -> (before, after).
+  std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> groups;
+
+  bool empty() const { return cuts.empty(); }
+  std::string to_json() const;
+  // Throws with the JSON path and the fix on malformed input.
+  static PruningPlan from_json(const std::string& text);
+};
+
+}  // namespace libprune::schedule

@@ -1,0 +1,200 @@
+#include "libprune/schedule/pruner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <set>
+
+namespace libprune::schedule {
+namespace {
+
+graph::NamedTensors buffers_of(torch::nn::Module& m) {
+  graph::NamedTensors out;
+  for (const auto& b : m.named_buffers(true)) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+int64_t keep_count(int64_t size, double remove_fraction, const PrunerOptions& o) {
+  int64_t keep = size - static_cast<int64_t>(std::floor(static_cast<double>(size) * remove_fraction + 1e-9));
+  if (o.round_to() > 1) keep = (keep + o.round_to() - 1) / o.round_to() * o.round_to();
+  keep = std::max(keep, o.min_channels());
+  return std::min(keep, size);
+}
+
+}  // namespace
+
+Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_forward, PrunerOptions options)
+    : model_(std::move(model)), forward_(std::move(example_forward)), options_(std::move(options)) {
+  TORCH_CHECK_VALUE(model_, "Pruner: the model is null. Fix: pass the model to prune");
+  TORCH_CHECK_VALUE(options_.ratio() >= 0.0 && options_.ratio() < 1.0, "pruning ratio must be in [0, 1), got ",
+                    options_.ratio(), ". Fix: pass e.g. ratio=0.5 to remove half of the channels");
+  TORCH_CHECK_VALUE(options_.round_to() >= 1, "round_to must be >= 1, got ", options_.round_to());
+  TORCH_CHECK_VALUE(options_.min_channels() >= 1, "min_channels must be >= 1, got ", options_.min_channels());
+  importance_ = importance::parse(options_.importance());
+  std::set<std::string> modules;
+  for (const auto& m : model_->named_modules()) modules.insert(m.key());
+  for (const auto& name : options_.ignored()) {
+    TORCH_CHECK_VALUE(modules.count(name) && !name.empty(), "ignored module \"", name,
+                      "\" is not in the model. Fix: use a name from model.named_modules(), such as \"fc\" or "
+                      "\"classifier.6\"");
+  }
+}
+
+graph::DependencyGraph Pruner::graph() const {
+  return graph::DependencyGraph(graph::Trace::capture(*model_, forward_), buffers_of(*model_));
+}
+
+PruningPlan Pruner::plan() const { return make_plan(graph(), {}); }
+
+PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::vector<std::string>& skip) const {
+  std::map<std::string, torch::Tensor> params, tensors;
+  for (const auto& p : model_->named_parameters(true)) params[p.key()] = tensors[p.key()] = p.value();
+  for (const auto& b : model_->named_buffers(true)) tensors[b.key()] = b.value();
+
+  auto ignored = [&](const graph::Group& grp) {
+    for (const auto& m : grp.members) {
+      if (m.dim != 0) continue;
+      for (const auto& name : options_.ignored()) {
+        if (starts_with(m.tensor, name + ".") && m.tensor.find('.', name.size() + 1) == std::string::npos) return true;
+      }
+    }
+    return false;
+  };
+
+  struct Candidate {
+    const graph::Group* group;
+    std::vector<double> scores;
+    int64_t keep = 0;
+  };
+  std::vector<Candidate> candidates;
+  for (const auto& grp : g.groups()) {
+    if (grp.pinned || ignored(grp) || std::find(skip.begin(), skip.end(), grp.name()) != skip.end()) continue;
+    candidates.push_back({&grp, importance::score(grp, params, importance_), grp.size()});
+  }
+
+  if (!options_.global_ranking()) {
+    for (auto& c : candidates) c.keep = keep_count(c.group->size(), options_.ratio(), options_);
+  } else {
+    // Scores divided by their group's mean, so layers of different scale compete fairly.
+    std::vector<std::tuple<double, size_t, size_t>> all;
+    int64_t total = 0;
+    for (size_t ci = 0; ci < candidates.size(); ++ci) {
+      const auto& s = candidates[ci].scores;
+      const double mean = std::accumulate(s.begin(), s.end(), 0.0) / std::max<size_t>(1, s.size());
+      for (size_t u = 0; u < s.size(); ++u) all.emplace_back(mean > 0 ? s[u] / mean : 0.0, ci, u);
+      total += static_cast<int64_t>(s.size());
+    }
+    std::sort(all.begin(), all.end());
+    int64_t to_remove = static_cast<int64_t>(std::floor(static_cast<double>(total) * options_.ratio() + 1e-9));
+    for (const auto& [score, ci, u] : all) {
+      if (to_remove == 0) break;
+      auto& c = candidates[ci];
+      if (c.keep > options_.min_channels()) {
+        --c.keep;
+        --to_remove;
+      }
+    }
+    for (auto& c : candidates) {
+      if (options_.round_to() > 1) {
+        c.keep = std::min(c.group->size(), (c.keep + options_.round_to() - 1) / options_.round_to() * options_.round_to());
+      }
+    }
+  }
+
+  std::map<std::pair<std::string, int64_t>, std::set<int64_t>> removed;
+  PruningPlan plan;
+  for (const auto& c : candidates) {
+    const int64_t n_remove = c.group->size() - c.keep;
+    if (n_remove <= 0) continue;
+    std::vector<size_t> order(c.scores.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return c.scores[a] < c.scores[b]; });
+    for (int64_t r = 0; r < n_remove; ++r) {
+      const size_t u = order[static_cast<size_t>(r)];
+      for (size_t m = 0; m < c.group->members.size(); ++m) {
+        auto& set = removed[{c.group->members[m].tensor, c.group->members[m].dim}];
+        set.insert(c.group->indices[u][m].begin(), c.group->indices[u][m].end());
+      }
+    }
+    plan.groups.push_back({c.group->name(), {c.group->size(), c.keep}});
+  }
+  for (const auto& [key, gone] : removed) {
+    TensorCut cut;
+    cut.tensor = key.first;
+    cut.dim = key.second;
+    cut.original_size = tensors.at(key.first).size(key.second);
+    for (int64_t i = 0; i < cut.original_size; ++i) {
+      if (!gone.count(i)) cut.keep.push_back(i);
+    }
+    plan.cuts.push_back(std::move(cut));
+  }
+  return plan;
+}
+
+std::vector<graph::Shape> Pruner::run_shapes() const {
+  graph::EvalModeGuard eval(*model_);
+  torch::NoGradGuard no_grad;
+  std::vector<graph::Shape> shapes;
+  for (const auto& t : forward_()) shapes.push_back(t.defined() ? t.sizes().vec() : graph::Shape{});
+  return shapes;
+}
+
+PruningPlan Pruner::step(torch::optim::Optimizer* optimizer) {
+  verification_pins_.clear();
+  const auto trace = graph::Trace::capture(*model_, forward_);
+  const auto expected = trace.output_shapes();
+  const graph::DependencyGraph g(trace, buffers_of(*model_));
+  PruningPlan plan = make_plan(g, {});
+  if (plan.empty()) {
+    history_.push_back(plan);
+    return plan;
+  }
+  layers::validate_plan(*model_, plan, optimizer);
+
+  auto verified = [&]() {
+    try {
+      return run_shapes() == expected;
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+
+  auto rollback = layers::apply_cuts(*model_, plan, optimizer);
+  if (options_.verify() && !verified()) {
+    // Something in the model's own code (a hard-coded reshape, say) broke. Undo everything, find
+    // the groups that break it one by one, pin them, and cut the rest.
+    rollback.run();
+    std::vector<std::string> bad;
+    for (const auto& [name, sizes] : plan.groups) {
+      std::vector<std::string> others;
+      for (const auto& [other, s] : plan.groups) {
+        if (other != name) others.push_back(other);
+      }
+      auto single = make_plan(g, others);
+      if (single.empty()) continue;
+      auto undo = layers::apply_cuts(*model_, single, optimizer);
+      if (!verified()) {
+        bad.push_back(name);
+        verification_pins_.push_back(name + ": the forward failed or changed its output shape after cutting it");
+      }
+      undo.run();
+    }
+    plan = make_plan(g, bad);
+    if (!plan.empty()) {
+      rollback = layers::apply_cuts(*model_, plan, optimizer);
+      if (!verified()) {
+        rollback.run();
+        TORCH_CHECK(false, "pruning: the model fails verification even with the culprit groups pinned; nothing was "
+                    "changed. Fix: add the failing layers to `ignored`");
+      }
+    }
+  }
+  rollback.release();
+  history_.push_back(plan);
+  return plan;
+}
+
+}  // namespace libprune::schedule

@@ -1,0 +1,172 @@
+#include "helpers.h"
+#include "libprune/libprune.h"
+
+using namespace libprune;
+using schedule::Pruner;
+using schedule::PrunerOptions;
+
+namespace {
+graph::Forward forward_of(models::ResNet m, torch::Tensor x) {
+  return [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; };
+}
+}  // namespace
+
+TEST_CASE("prune resnet18 by 50%: smaller dense model, same output shape, options updated", "[prune]") {
+  torch::manual_seed(0);
+  auto m = models::resnet18(models::ModelOptions().num_classes(10));
+  auto x = torch::randn({2, 3, 64, 64});
+  const auto before = report::count_ops(m, x);
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).importance("l2").ignored({"fc"}));
+  const auto plan = pruner.step();
+  CHECK_FALSE(plan.empty());
+  CHECK(pruner.history().size() == 1);
+  CHECK(m->conv1->weight.size(0) == 32);
+  CHECK(m->conv1->options.out_channels() == 32);
+  CHECK(m->bn1->running_mean.size(0) == 32);
+  CHECK(m->bn1->options.num_features() == 32);
+  auto block = m->stages[3]->ptr<models::BasicBlockImpl>(0);
+  CHECK(block->conv1->weight.sizes() == torch::IntArrayRef({256, 128, 3, 3}));
+  CHECK(m->fc->weight.sizes() == torch::IntArrayRef({10, 256}));
+  CHECK(m->fc->options.in_features() == 256);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 10}));
+  const auto after = report::count_ops(m, x);
+  CHECK(after.macs < before.macs * 0.3);
+  CHECK(after.params < before.params * 0.3);
+}
+
+TEST_CASE("pruning mid-training keeps the optimizer: SGD momentum shrinks and the loss keeps falling", "[prune]") {
+  torch::manual_seed(0);
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10).in_channels(1));
+  auto x = torch::randn({32, 1, 16, 16});
+  auto y = torch::randint(10, {32}, torch::kLong);
+  torch::optim::SGD opt(m->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  auto train = [&](int steps) {
+    double loss_value = 0;
+    m->train();
+    for (int s = 0; s < steps; ++s) {
+      opt.zero_grad();
+      auto loss = torch::cross_entropy_loss(m->forward(x), y);
+      loss.backward();
+      opt.step();
+      loss_value = loss.item<double>();
+    }
+    return loss_value;
+  };
+  train(10);
+  Pruner pruner(m.ptr(), forward_of(m, x.slice(0, 0, 2)), PrunerOptions().ratio(0.3).ignored({"fc"}));
+  pruner.step(&opt);
+  // Every momentum buffer has its parameter's new shape.
+  for (const auto& p : m->parameters()) {
+    auto& state = opt.state().at(c10::guts::to_string(p.unsafeGetTensorImpl()));
+    CHECK(static_cast<torch::optim::SGDParamState&>(*state).momentum_buffer().sizes() == p.sizes());
+  }
+  CHECK(m->conv1->weight.size(0) == 12);  // 16 - floor(16 * 0.3)
+  const double right_after = train(1);
+  const double later = train(15);
+  CHECK(later < right_after);
+}
+
+TEST_CASE("plans replay on a fresh model and pruned weights load; JSON round trip", "[prune]") {
+  torch::manual_seed(0);
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  auto x = torch::randn({2, 3, 32, 32});
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).round_to(8).ignored({"fc"}));
+  const auto plan = pruner.step();
+  for (const auto& c : plan.cuts) {
+    if (c.tensor.size() > 7 && c.tensor.compare(c.tensor.size() - 7, 7, ".weight") == 0 && c.dim == 0) {
+      CHECK(c.keep.size() % 8 == 0);
+    }
+  }
+  const auto text = plan.to_json();
+  const auto parsed = schedule::PruningPlan::from_json(text);
+  CHECK(parsed.to_json() == text);
+
+  auto fresh = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  layers::apply_plan(*fresh, parsed);
+  io::load_state_dict(*fresh, io::state_dict(*m), "pruned state_dict");
+  m->eval();
+  fresh->eval();
+  torch::NoGradGuard no_grad;
+  CHECK(torch::allclose(m->forward(x), fresh->forward(x)));
+}
+
+TEST_CASE("global ranking removes the ratio overall, with at least min_channels per group", "[prune]") {
+  torch::manual_seed(0);
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  auto x = torch::randn({2, 3, 32, 32});
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.4).global_ranking(true).min_channels(2).ignored({"fc"}));
+  const auto plan = pruner.step();
+  int64_t before = 0, after = 0;
+  for (const auto& [name, sizes] : plan.groups) {
+    before += sizes.first;
+    after += sizes.second;
+    CHECK(sizes.second >= 2);
+  }
+  CHECK(before > 0);
+  CHECK(static_cast<double>(before - after) / static_cast<double>(before) == Approx(0.4).margin(0.02));
+}
+
+namespace {
+// A model whose own code hard-codes a channel count in a reshape.
+struct HardCoded : torch::nn::Module {
+  torch::nn::Conv2d a{nullptr}, b{nullptr};
+  torch::nn::Linear fc{nullptr};
+  HardCoded() {
+    a = register_module("a", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    b = register_module("b", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 8, 3).padding(1)));
+    fc = register_module("fc", torch::nn::Linear(8 * 4 * 4, 5));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = b(torch::relu(a(x)));
+    return fc(x.reshape({x.size(0), 8 * 4 * 4}));
+  }
+};
+}  // namespace
+
+TEST_CASE("verification: a hard-coded reshape pins its group, the rest is still cut", "[prune]") {
+  auto m = std::make_shared<HardCoded>();
+  auto x = torch::randn({2, 3, 4, 4});
+  Pruner pruner(m, [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; }, PrunerOptions().ratio(0.5));
+  pruner.step();
+  CHECK(m->a->weight.size(0) == 4);
+  CHECK(m->b->weight.size(0) == 8);
+  REQUIRE(pruner.verification_pins().size() == 1);
+  CHECK_THAT(pruner.verification_pins()[0], Catch::Contains("b.weight"));
+  torch::NoGradGuard no_grad;
+  CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 5}));
+}
+
+TEST_CASE("pruner bad input: clear errors, model unchanged", "[prune]") {
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  auto x = torch::randn({2, 3, 32, 32});
+  const auto before = test::snapshot(*m);
+  for (double r : {1.0, -0.1, 1.5}) {
+    CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(r)); }),
+               Catch::Contains("ratio must be in [0, 1)"));
+  }
+  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().importance("l3")); }),
+             Catch::Contains("unknown importance \"l3\"") && Catch::Contains("l1, l2"));
+  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored({"fc2"})); }),
+             Catch::Contains("ignored module \"fc2\" is not in the model"));
+  // Example inputs the model cannot run.
+  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, torch::randn({2, 1, 32, 32}))).step(); }),
+             Catch::Contains("forward failed on the example inputs"));
+  // A plan recorded on another model.
+  auto other = models::resnet18(models::ModelOptions().num_classes(10));
+  auto other_plan = Pruner(other.ptr(), forward_of(other, torch::randn({2, 3, 32, 32})),
+                           PrunerOptions().ignored({"fc"})).plan();
+  CHECK_THAT(test::message_of([&] { layers::apply_plan(*m, other_plan); }), Catch::Contains("another model"));
+  // An optimizer over another model's parameters.
+  torch::optim::SGD foreign(other->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored({"fc"})).step(&foreign); }),
+             Catch::Contains("optimizer does not hold parameter"));
+  // A plan whose last cut is invalid changes nothing, although earlier cuts were fine.
+  auto plan = Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored({"fc"})).plan();
+  plan.cuts.back().keep.push_back(100000);
+  CHECK_THAT(test::message_of([&] { layers::apply_plan(*m, plan); }), Catch::Contains("not sorted, unique and within"));
+  CHECK_THAT(test::message_of([&] { schedule::PruningPlan::from_json("{\"format\": 1}"); }),
+             Catch::Contains("libprune.plan/1"));
+  CHECK(test::same(before, test::snapshot(*m)));
+}
