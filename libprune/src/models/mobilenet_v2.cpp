@@ -66,14 +66,7 @@ MobileNetV2Impl::MobileNetV2Impl(MobileNetV2Options options_) : options(options_
                                      torch::nn::Linear(last_channel, options.num_classes()));
   register_module("classifier", classifier);
 
-  init_like_torchvision(*this);
-  torch::NoGradGuard no_grad;
-  for (auto& m : modules(false)) {
-    if (auto* linear = m->as<torch::nn::Linear>()) {
-      linear->weight.normal_(0, 0.01);
-      linear->bias.zero_();
-    }
-  }
+  init_like_torchvision(*this, /*linear_std=*/0.01);
 }
 
 torch::Tensor MobileNetV2Impl::forward(torch::Tensor x) {

@@ -25,15 +25,7 @@ VGGImpl::VGGImpl(VGGOptions options_) : options(std::move(options_)) {
       torch::nn::ReLU(torch::nn::ReLUOptions(true)), torch::nn::Dropout(options.dropout()),
       torch::nn::Linear(4096, options.num_classes()));
   register_module("classifier", classifier);
-  init_like_torchvision(*this);
-  // torchvision draws VGG's linear weights from N(0, 0.01) with zero bias.
-  torch::NoGradGuard no_grad;
-  for (auto& m : classifier->modules(false)) {
-    if (auto* linear = m->as<torch::nn::Linear>()) {
-      linear->weight.normal_(0, 0.01);
-      linear->bias.zero_();
-    }
-  }
+  init_like_torchvision(*this, /*linear_std=*/0.01);
 }
 
 torch::Tensor VGGImpl::forward(torch::Tensor x) {
