@@ -11,6 +11,49 @@ using libprune::graph::NamedTensors;
 
 namespace {
 
+// The engine's view of a Python nn.Module: tensors are Python's own (set_data keeps them the
+// same objects), and the few Python-only chores go to bindings/libprune/_adapters.py.
+class PyModelAccess : public libprune::layers::ModelAccess {
+ public:
+  PyModelAccess(py::object module, py::object adapters) : module_(std::move(module)), adapters_(std::move(adapters)) {}
+  libprune::layers::TensorList parameters() const override {
+    return py::list(module_.attr("named_parameters")()).cast<libprune::layers::TensorList>();
+  }
+  libprune::layers::TensorList buffers() const override {
+    libprune::layers::TensorList out;
+    for (const auto& item : py::list(module_.attr("named_buffers")())) {
+      auto pair = item.cast<py::tuple>();
+      if (!pair[1].is_none()) out.emplace_back(pair[0].cast<std::string>(), pair[1].cast<torch::Tensor>());
+    }
+    return out;
+  }
+  std::vector<std::string> module_names() const override {
+    std::vector<std::string> out;
+    for (const auto& item : py::list(module_.attr("named_modules")())) out.push_back(item.cast<py::tuple>()[0].cast<std::string>());
+    return out;
+  }
+  void update_metadata() override { adapters_.attr("update_metadata")(module_); }
+  std::shared_ptr<void> eval_scope() override {
+    py::object restore = adapters_.attr("enter_eval")(module_);
+    return std::shared_ptr<void>(nullptr, [restore](void*) {
+      py::gil_scoped_acquire gil;
+      restore();
+    });
+  }
+
+ private:
+  py::object module_, adapters_;
+};
+
+libprune::layers::OptimizerView optimizer_view(const py::object& held, const py::object& state) {
+  libprune::layers::OptimizerView view;
+  if (held.is_none()) return view;
+  view.given = true;
+  for (const auto& t : held.cast<std::vector<torch::Tensor>>()) view.held.insert(t.unsafeGetTensorImpl());
+  view.state = state.cast<std::map<std::string, std::vector<torch::Tensor>>>();
+  return view;
+}
+
 // Wraps a Python callable returning a list of tensors as the core's Forward.
 Forward python_forward(py::function fn) {
   return [fn]() {
@@ -95,4 +138,71 @@ PYBIND11_MODULE(_libprune, m) {
       py::arg("forward"), py::arg("params"), py::arg("inputs") = "");
 
   m.def("_describe_inputs", &libprune::graph::describe_inputs);
+
+  using libprune::schedule::PruningPlan;
+  py::class_<PruningPlan>(m, "Plan", py::dynamic_attr(), "A pruning plan: the indices kept along each cut tensor dimension")
+      .def("to_json", &PruningPlan::to_json)
+      .def_static("from_json", &PruningPlan::from_json, py::arg("text"))
+      .def("empty", &PruningPlan::empty)
+      .def_property_readonly("cuts",
+                             [](const PruningPlan& p) {
+                               py::list out;
+                               for (const auto& c : p.cuts) out.append(py::make_tuple(c.tensor, c.dim, c.original_size, c.keep));
+                               return out;
+                             })
+      .def_property_readonly("groups", [](const PruningPlan& p) { return p.groups; })
+      .def("__repr__", [](const PruningPlan& p) {
+        return "Plan(" + std::to_string(p.cuts.size()) + " cuts over " + std::to_string(p.groups.size()) + " groups)";
+      });
+
+  using libprune::graph::Group;
+  py::class_<Group>(m, "Group")
+      .def_property_readonly("name", &Group::name)
+      .def_property_readonly("size", &Group::size)
+      .def_readonly("pinned", &Group::pinned)
+      .def_readonly("reason", &Group::reason)
+      .def_property_readonly("members",
+                             [](const Group& g) {
+                               py::list out;
+                               for (const auto& mem : g.members) out.append(py::make_tuple(mem.tensor, mem.dim));
+                               return out;
+                             })
+      .def("__repr__", [](const Group& g) {
+        return "Group('" + g.name() + "', size=" + std::to_string(g.size()) + (g.pinned ? ", pinned" : "") + ")";
+      });
+  py::class_<libprune::graph::DependencyGraph>(m, "_DependencyGraph")
+      .def_property_readonly("groups", &libprune::graph::DependencyGraph::groups)
+      .def("explain", &libprune::graph::DependencyGraph::explain);
+
+  auto make_pruner = [](py::object model, py::object adapters, py::function forward, double ratio,
+                        const std::string& importance, bool global_ranking, std::vector<std::string> ignored,
+                        int64_t round_to, int64_t min_channels, bool verify) {
+    return libprune::schedule::Pruner(std::make_shared<PyModelAccess>(std::move(model), std::move(adapters)),
+                                      python_forward(std::move(forward)),
+                                      libprune::schedule::PrunerOptions()
+                                          .ratio(ratio)
+                                          .importance(importance)
+                                          .global_ranking(global_ranking)
+                                          .ignored(std::move(ignored))
+                                          .round_to(round_to)
+                                          .min_channels(min_channels)
+                                          .verify(verify));
+  };
+  m.def("_graph", [make_pruner](py::object model, py::object adapters, py::function forward) {
+    return make_pruner(std::move(model), std::move(adapters), std::move(forward), 0.0, "l1", false, {}, 1, 1, true).graph();
+  });
+  m.def("_prune", [make_pruner](py::object model, py::object adapters, py::function forward, double ratio,
+                                const std::string& importance, bool global_ranking, std::vector<std::string> ignored,
+                                int64_t round_to, int64_t min_channels, bool verify, py::object held, py::object state) {
+    auto pruner = make_pruner(std::move(model), std::move(adapters), std::move(forward), ratio, importance,
+                              global_ranking, std::move(ignored), round_to, min_channels, verify);
+    const auto view = optimizer_view(held, state);
+    return py::make_tuple(pruner.step(view.given ? &view : nullptr), pruner.verification_pins());
+  });
+  m.def("_apply_plan", [](py::object model, py::object adapters, const PruningPlan& plan, py::object held,
+                          py::object state) {
+    PyModelAccess access(std::move(model), std::move(adapters));
+    const auto view = optimizer_view(held, state);
+    libprune::layers::apply_plan(access, plan, view.given ? &view : nullptr);
+  });
 }

@@ -5,7 +5,8 @@ do (calling an nn.Module, flattening its outputs, eval mode on its submodules).
 """
 import torch  # noqa: F401  (loads LibTorch and torch's tensor casters before the extension)
 
-from ._libprune import __version__, model_names, zoo_state_shapes, OpCount, LayerOps
-from ._adapters import count_ops
+from ._libprune import __version__, model_names, zoo_state_shapes, OpCount, LayerOps, Plan, Group
+from ._adapters import count_ops, prune, apply_plan, DependencyGraph
 
-__all__ = ["__version__", "model_names", "zoo_state_shapes", "count_ops", "OpCount", "LayerOps"]
+__all__ = ["__version__", "model_names", "zoo_state_shapes", "count_ops", "prune", "apply_plan",
+           "DependencyGraph", "Plan", "Group", "OpCount", "LayerOps"]

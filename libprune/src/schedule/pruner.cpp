@@ -9,12 +9,6 @@
 namespace libprune::schedule {
 namespace {
 
-graph::NamedTensors buffers_of(torch::nn::Module& m) {
-  graph::NamedTensors out;
-  for (const auto& b : m.named_buffers(true)) out.emplace_back(b.key(), b.value());
-  return out;
-}
-
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 int64_t keep_count(int64_t size, double remove_fraction, const PrunerOptions& o) {
@@ -27,6 +21,9 @@ int64_t keep_count(int64_t size, double remove_fraction, const PrunerOptions& o)
 }  // namespace
 
 Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_forward, PrunerOptions options)
+    : Pruner(std::make_shared<layers::ModuleAccess>(std::move(model)), std::move(example_forward), std::move(options)) {}
+
+Pruner::Pruner(std::shared_ptr<layers::ModelAccess> model, graph::Forward example_forward, PrunerOptions options)
     : model_(std::move(model)), forward_(std::move(example_forward)), options_(std::move(options)) {
   TORCH_CHECK_VALUE(model_, "Pruner: the model is null. Fix: pass the model to prune");
   TORCH_CHECK_VALUE(options_.ratio() >= 0.0 && options_.ratio() < 1.0, "pruning ratio must be in [0, 1), got ",
@@ -35,7 +32,7 @@ Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_
   TORCH_CHECK_VALUE(options_.min_channels() >= 1, "min_channels must be >= 1, got ", options_.min_channels());
   importance_ = importance::parse(options_.importance());
   std::set<std::string> modules;
-  for (const auto& m : model_->named_modules()) modules.insert(m.key());
+  for (const auto& m : model_->module_names()) modules.insert(m);
   for (const auto& name : options_.ignored()) {
     TORCH_CHECK_VALUE(modules.count(name) && !name.empty(), "ignored module \"", name,
                       "\" is not in the model. Fix: use a name from model.named_modules(), such as \"fc\" or "
@@ -43,16 +40,19 @@ Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_
   }
 }
 
-graph::DependencyGraph Pruner::graph() const {
-  return graph::DependencyGraph(graph::Trace::capture(*model_, forward_), buffers_of(*model_));
+graph::Trace Pruner::trace() const {
+  const auto eval = model_->eval_scope();
+  return graph::Trace::capture(forward_, model_->parameters());
 }
+
+graph::DependencyGraph Pruner::graph() const { return graph::DependencyGraph(trace(), model_->buffers()); }
 
 PruningPlan Pruner::plan() const { return make_plan(graph(), {}); }
 
 PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::vector<std::string>& skip) const {
   std::map<std::string, torch::Tensor> params, tensors;
-  for (const auto& p : model_->named_parameters(true)) params[p.key()] = tensors[p.key()] = p.value();
-  for (const auto& b : model_->named_buffers(true)) tensors[b.key()] = b.value();
+  for (const auto& [name, t] : model_->parameters()) params[name] = tensors[name] = t;
+  for (const auto& [name, t] : model_->buffers()) tensors[name] = t;
 
   auto ignored = [&](const graph::Group& grp) {
     for (const auto& m : grp.members) {
@@ -135,7 +135,7 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::vector
 }
 
 std::vector<graph::Shape> Pruner::run_shapes() const {
-  graph::EvalModeGuard eval(*model_);
+  const auto eval = model_->eval_scope();
   torch::NoGradGuard no_grad;
   std::vector<graph::Shape> shapes;
   for (const auto& t : forward_()) shapes.push_back(t.defined() ? t.sizes().vec() : graph::Shape{});
@@ -143,10 +143,16 @@ std::vector<graph::Shape> Pruner::run_shapes() const {
 }
 
 PruningPlan Pruner::step(torch::optim::Optimizer* optimizer) {
+  if (!optimizer) return step(static_cast<const layers::OptimizerView*>(nullptr));
+  const auto view = layers::view_of(*optimizer, *model_);
+  return step(&view);
+}
+
+PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   verification_pins_.clear();
-  const auto trace = graph::Trace::capture(*model_, forward_);
-  const auto expected = trace.output_shapes();
-  const graph::DependencyGraph g(trace, buffers_of(*model_));
+  const auto traced = trace();
+  const auto expected = traced.output_shapes();
+  const graph::DependencyGraph g(traced, model_->buffers());
   PruningPlan plan = make_plan(g, {});
   if (plan.empty()) {
     history_.push_back(plan);

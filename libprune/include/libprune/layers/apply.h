@@ -1,16 +1,16 @@
 #pragma once
 // Tensor surgery: applies a plan's cuts in place to parameters, buffers, their .grad, and the
 // optimizer's per-parameter state, then updates module metadata. All or nothing: the plan is
-// validated first, and on any failure every tensor is restored.
+// validated first, and on any failure every tensor is restored. Tensors keep their identity
+// (set_data), so optimizers and Python references keep working.
+#include "libprune/layers/model_access.h"
 #include "libprune/schedule/plan.h"
-
-#include <torch/torch.h>
 
 #include <functional>
 
 namespace libprune::layers {
 
-// Undoes an applied plan (restores every tensor, grad, optimizer state and module option).
+// Undoes applied cuts when run(); release() makes them permanent.
 class Rollback {
  public:
   void add(std::function<void()> undo) { undo_.push_back(std::move(undo)); }
@@ -24,17 +24,18 @@ class Rollback {
   std::vector<std::function<void()>> undo_;
 };
 
-// Checks that `plan` fits the module: every tensor exists with the recorded size, indices are
-// valid, and `optimizer` (when given) holds every cut parameter. Throws c10::ValueError naming the
-// first problem and the fix.
-void validate_plan(torch::nn::Module& model, const schedule::PruningPlan& plan,
-                   const torch::optim::Optimizer* optimizer = nullptr);
+// Checks that `plan` fits the model: every tensor exists with the recorded size, indices are
+// valid, and the optimizer (when given) holds every cut parameter. Throws c10::ValueError naming
+// the first problem and the fix.
+void validate_plan(const ModelAccess& model, const schedule::PruningPlan& plan, const OptimizerView* optimizer = nullptr);
 
-// Applies a validated plan; the returned Rollback can undo it (the Pruner's verify step uses it).
-Rollback apply_cuts(torch::nn::Module& model, const schedule::PruningPlan& plan,
-                    torch::optim::Optimizer* optimizer = nullptr);
+// Applies a validated plan; the returned Rollback undoes it (the Pruner's verify step uses it).
+Rollback apply_cuts(ModelAccess& model, const schedule::PruningPlan& plan, const OptimizerView* optimizer = nullptr);
 
-// validate_plan + apply_cuts.
+// validate_plan + apply_cuts, kept.
+void apply_plan(ModelAccess& model, const schedule::PruningPlan& plan, const OptimizerView* optimizer = nullptr);
+
+// For C++ modules (owned by a shared_ptr, as every ModuleHolder's is).
 void apply_plan(torch::nn::Module& model, const schedule::PruningPlan& plan,
                 torch::optim::Optimizer* optimizer = nullptr);
 

@@ -33,6 +33,8 @@ struct PrunerOptions {
 
 class Pruner {
  public:
+  Pruner(std::shared_ptr<layers::ModelAccess> model, graph::Forward example_forward, PrunerOptions options = {});
+  // For C++ modules.
   Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_forward, PrunerOptions options = {});
 
   // Traces the model as it is now and groups its channels.
@@ -42,6 +44,8 @@ class Pruner {
   // Applies plan(); the optimizer's per-parameter state shrinks too. Returns the applied plan,
   // also appended to history().
   PruningPlan step(torch::optim::Optimizer* optimizer = nullptr);
+  // The same for an optimizer seen through its state tensors (the Python bindings' path).
+  PruningPlan step(const layers::OptimizerView* optimizer);
 
   const std::vector<PruningPlan>& history() const { return history_; }
   // Groups pinned by the last verification, with the reason.
@@ -50,9 +54,10 @@ class Pruner {
 
  private:
   PruningPlan make_plan(const graph::DependencyGraph& g, const std::vector<std::string>& skip) const;
+  graph::Trace trace() const;
   std::vector<graph::Shape> run_shapes() const;
 
-  std::shared_ptr<torch::nn::Module> model_;
+  std::shared_ptr<layers::ModelAccess> model_;
   graph::Forward forward_;
   PrunerOptions options_;
   importance::Kind importance_;

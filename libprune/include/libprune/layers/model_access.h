@@ -1,0 +1,56 @@
+#pragma once
+// What the engine needs from a model, whichever language owns it: its named tensors, its module
+// names, a way into eval mode, and a way to bring module metadata in line after tensors shrink.
+// C++ modules get ModuleAccess; the Python bindings implement the same interface over an
+// nn.Module (updating Python attributes such as in_channels).
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace libprune::layers {
+
+using TensorList = std::vector<std::pair<std::string, torch::Tensor>>;
+
+class ModelAccess {
+ public:
+  virtual ~ModelAccess() = default;
+  virtual TensorList parameters() const = 0;
+  virtual TensorList buffers() const = 0;
+  virtual std::vector<std::string> module_names() const = 0;
+  // Sets module options/attributes from the current tensor shapes.
+  virtual void update_metadata() = 0;
+  // Eval mode for every submodule until the returned handle is destroyed, then the old flags.
+  virtual std::shared_ptr<void> eval_scope() = 0;
+};
+
+class ModuleAccess : public ModelAccess {
+ public:
+  explicit ModuleAccess(std::shared_ptr<torch::nn::Module> module);
+  TensorList parameters() const override;
+  TensorList buffers() const override;
+  std::vector<std::string> module_names() const override;
+  void update_metadata() override;
+  std::shared_ptr<void> eval_scope() override;
+  torch::nn::Module& module() { return *module_; }
+
+ private:
+  std::shared_ptr<torch::nn::Module> module_;
+};
+
+// An optimizer as the surgery sees it: the parameters it holds, and per parameter name the state
+// tensors shaped like the parameter (momentum, Adam moments), which shrink with it in place.
+struct OptimizerView {
+  bool given = false;
+  std::set<const c10::TensorImpl*> held;
+  std::map<std::string, std::vector<torch::Tensor>> state;
+};
+
+// Reads a torch::optim optimizer (SGD, Adam, AdamW, RMSprop, Adagrad) over `model`'s parameters.
+OptimizerView view_of(torch::optim::Optimizer& optimizer, const ModelAccess& model);
+
+}  // namespace libprune::layers
