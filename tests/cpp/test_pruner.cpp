@@ -170,3 +170,39 @@ TEST_CASE("pruner bad input: clear errors, model unchanged", "[prune]") {
              Catch::Contains("libprune.plan/1"));
   CHECK(test::same(before, test::snapshot(*m)));
 }
+
+TEST_CASE("L1 and L2 importance sum over every member of the group, worked by hand", "[prune]") {
+  torch::nn::Sequential net(torch::nn::Linear(2, 3), torch::nn::Linear(3, 1));
+  {
+    torch::NoGradGuard no_grad;
+    auto* a = net[0]->as<torch::nn::Linear>();
+    auto* b = net[1]->as<torch::nn::Linear>();
+    a->weight.copy_(torch::tensor({{1.0, -2.0}, {0.5, 0.5}, {-3.0, 0.0}}));
+    a->bias.copy_(torch::tensor({1.0, 0.0, -1.0}));
+    b->weight.copy_(torch::tensor({{2.0, -1.0, 0.0}}));
+  }
+  auto x = torch::randn({4, 2});
+  graph::NamedTensors params;
+  std::map<std::string, torch::Tensor> by_name;
+  for (const auto& p : net->named_parameters()) {
+    params.emplace_back(p.key(), p.value());
+    by_name[p.key()] = p.value();
+  }
+  graph::DependencyGraph g(graph::Trace::capture([&] { return std::vector<torch::Tensor>{net->forward(x)}; }, params), {});
+  const graph::Group* hidden = nullptr;
+  for (const auto& grp : g.groups()) {
+    if (grp.name() == "0.weight" && !grp.pinned) hidden = &grp;
+  }
+  REQUIRE(hidden);
+  INFO(g.explain());
+  REQUIRE(hidden->size() == 3);
+  // Unit j: row j of 0.weight, 0.bias[j], column j of 1.weight.
+  const auto l1 = importance::score(*hidden, by_name, importance::Kind::L1);
+  CHECK(l1[0] == Approx(1 + 2 + 1 + 2));
+  CHECK(l1[1] == Approx(0.5 + 0.5 + 0 + 1));
+  CHECK(l1[2] == Approx(3 + 0 + 1 + 0));
+  const auto l2 = importance::score(*hidden, by_name, importance::Kind::L2);
+  CHECK(l2[0] == Approx(std::sqrt(1.0 + 4 + 1 + 4)));
+  CHECK(l2[1] == Approx(std::sqrt(0.25 + 0.25 + 0 + 1)));
+  CHECK(l2[2] == Approx(std::sqrt(9.0 + 0 + 1 + 0)));
+}

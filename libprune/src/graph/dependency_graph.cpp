@@ -622,7 +622,7 @@ std::string Group::name() const {
   for (const auto& m : members) {
     if (m.dim == 0 && m.tensor.size() > 7 && m.tensor.compare(m.tensor.size() - 7, 7, ".weight") == 0) return m.tensor;
   }
-  return members.empty() ? std::string{} : members.front().tensor;
+  return members.empty() ? std::string{} : members.front().tensor + "@dim" + std::to_string(members.front().dim);
 }
 
 DependencyGraph::DependencyGraph(const Trace& trace, const NamedTensors& buffers)

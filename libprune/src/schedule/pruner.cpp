@@ -1,7 +1,10 @@
 #include "libprune/schedule/pruner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <numeric>
 #include <set>
@@ -10,6 +13,22 @@ namespace libprune::schedule {
 namespace {
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+// LIBPRUNE_PROFILE=1 prints each phase of step() to stderr.
+class PhaseTimer {
+ public:
+  PhaseTimer() : on_(std::getenv("LIBPRUNE_PROFILE") != nullptr), last_(std::chrono::steady_clock::now()) {}
+  void mark(const char* phase) {
+    if (!on_) return;
+    const auto now = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "libprune: %-8s %8.3f s\n", phase, std::chrono::duration<double>(now - last_).count());
+    last_ = now;
+  }
+
+ private:
+  bool on_;
+  std::chrono::steady_clock::time_point last_;
+};
 
 int64_t keep_count(int64_t size, double remove_fraction, const PrunerOptions& o) {
   int64_t keep = size - static_cast<int64_t>(std::floor(static_cast<double>(size) * remove_fraction + 1e-9));
@@ -49,7 +68,8 @@ graph::DependencyGraph Pruner::graph() const { return graph::DependencyGraph(tra
 
 PruningPlan Pruner::plan() const { return make_plan(graph(), {}); }
 
-PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::vector<std::string>& skip) const {
+PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
+                              std::vector<size_t>* used) const {
   std::map<std::string, torch::Tensor> params, tensors;
   for (const auto& [name, t] : model_->parameters()) params[name] = tensors[name] = t;
   for (const auto& [name, t] : model_->buffers()) tensors[name] = t;
@@ -65,14 +85,16 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::vector
   };
 
   struct Candidate {
+    size_t index;
     const graph::Group* group;
     std::vector<double> scores;
     int64_t keep = 0;
   };
   std::vector<Candidate> candidates;
-  for (const auto& grp : g.groups()) {
-    if (grp.pinned || ignored(grp) || std::find(skip.begin(), skip.end(), grp.name()) != skip.end()) continue;
-    candidates.push_back({&grp, importance::score(grp, params, importance_), grp.size()});
+  for (size_t gi = 0; gi < g.groups().size(); ++gi) {
+    const auto& grp = g.groups()[gi];
+    if (grp.pinned || ignored(grp) || skip.count(gi)) continue;
+    candidates.push_back({gi, &grp, importance::score(grp, params, importance_), grp.size()});
   }
 
   if (!options_.global_ranking()) {
@@ -120,6 +142,7 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::vector
       }
     }
     plan.groups.push_back({c.group->name(), {c.group->size(), c.keep}});
+    if (used) used->push_back(c.index);
   }
   for (const auto& [key, gone] : removed) {
     TensorCut cut;
@@ -150,10 +173,15 @@ PruningPlan Pruner::step(torch::optim::Optimizer* optimizer) {
 
 PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   verification_pins_.clear();
+  PhaseTimer timer;
   const auto traced = trace();
+  timer.mark("trace");
   const auto expected = traced.output_shapes();
   const graph::DependencyGraph g(traced, model_->buffers());
-  PruningPlan plan = make_plan(g, {});
+  timer.mark("group");
+  std::vector<size_t> cut_groups;
+  PruningPlan plan = make_plan(g, {}, &cut_groups);
+  timer.mark("plan");
   if (plan.empty()) {
     history_.push_back(plan);
     return plan;
@@ -169,22 +197,24 @@ PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   };
 
   auto rollback = layers::apply_cuts(*model_, plan, optimizer);
-  if (options_.verify() && !verified()) {
+  timer.mark("apply");
+  const bool ok = !options_.verify() || verified();
+  timer.mark("verify");
+  if (!ok) {
     // Something in the model's own code (a hard-coded reshape, say) broke. Undo everything, find
     // the groups that break it one by one, pin them, and cut the rest.
     rollback.run();
-    std::vector<std::string> bad;
-    for (const auto& [name, sizes] : plan.groups) {
-      std::vector<std::string> others;
-      for (const auto& [other, s] : plan.groups) {
-        if (other != name) others.push_back(other);
-      }
+    std::set<size_t> bad;
+    for (size_t gi : cut_groups) {
+      std::set<size_t> others(cut_groups.begin(), cut_groups.end());
+      others.erase(gi);
       auto single = make_plan(g, others);
       if (single.empty()) continue;
       auto undo = layers::apply_cuts(*model_, single, optimizer);
       if (!verified()) {
-        bad.push_back(name);
-        verification_pins_.push_back(name + ": the forward failed or changed its output shape after cutting it");
+        bad.insert(gi);
+        verification_pins_.push_back(g.groups()[gi].name() +
+                                     ": the forward failed or changed its output shape after cutting it");
       }
       undo.run();
     }

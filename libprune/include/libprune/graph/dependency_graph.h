@@ -29,7 +29,9 @@ struct Group {
   bool pinned = false;
   std::string reason;  // why it is pinned
   int64_t size() const { return static_cast<int64_t>(indices.size()); }
-  // The member that names the group in reports: the first weight cut along dim 0.
+  // Names the group in reports: the first weight cut along dim 0 ("layer1.0.conv1.weight"), else
+  // the first member with its dim ("conv1.weight@dim1"). Not unique when a layer's channels split
+  // into pinned and free groups; index groups() for identity.
   std::string name() const;
 };
 

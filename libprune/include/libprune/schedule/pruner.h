@@ -10,6 +10,7 @@
 #include "libprune/schedule/plan.h"
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,10 @@ class Pruner {
   const PrunerOptions& options() const { return options_; }
 
  private:
-  PruningPlan make_plan(const graph::DependencyGraph& g, const std::vector<std::string>& skip) const;
+  // Plans the cut of every free group whose index is not in `skip`; `used` receives the indices
+  // of the groups the plan cuts.
+  PruningPlan make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
+                        std::vector<size_t>* used = nullptr) const;
   graph::Trace trace() const;
   std::vector<graph::Shape> run_shapes() const;
 
