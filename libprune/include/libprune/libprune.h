@@ -10,6 +10,7 @@
 #include "libprune/models/resnet.h"
 #include "libprune/models/vgg.h"
 #include "libprune/nn/hook.h"
+#include "libprune/nn/eval_mode.h"
 #include "libprune/nn/memory_format.h"
 #include "libprune/report/count_ops.h"
 #include "libprune/report/latency.h"

@@ -197,21 +197,10 @@ Trace Trace::capture(const Forward& forward, const NamedTensors& params, const s
 }
 
 Trace Trace::capture(torch::nn::Module& module, const Forward& forward, const std::string& inputs) {
-  EvalModeGuard eval(module);
+  nn::EvalModeGuard eval(module);
   NamedTensors params;
   for (const auto& p : module.named_parameters(true)) params.emplace_back(p.key(), p.value());
   return capture(forward, params, inputs);
-}
-
-EvalModeGuard::EvalModeGuard(torch::nn::Module& module) : root_(module), root_flag_(module.is_training()) {
-  for (const auto& m : module.modules(/*include_self=*/false)) flags_.emplace_back(m, m->is_training());
-  module.eval();
-}
-
-EvalModeGuard::~EvalModeGuard() {
-  root_.train(root_flag_);
-  // train() recurses, so restore children afterwards, parents before children.
-  for (auto& [m, flag] : flags_) m->train(flag);
 }
 
 }  // namespace libprune::graph

@@ -1,6 +1,7 @@
 #include "libprune/layers/model_access.h"
 
 #include "libprune/layers/metadata.h"
+#include "libprune/nn/eval_mode.h"
 
 namespace libprune::layers {
 namespace {
@@ -50,15 +51,7 @@ std::vector<std::string> ModuleAccess::module_names() const {
 
 void ModuleAccess::update_metadata() { update_module_metadata(*module_); }
 
-std::shared_ptr<void> ModuleAccess::eval_scope() {
-  auto flags = std::make_shared<std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>>>();
-  for (const auto& m : module_->modules(/*include_self=*/true)) flags->emplace_back(m, m->is_training());
-  module_->eval();
-  // train() recurses, so restore in pre-order: parents first, then each child's own flag.
-  return std::shared_ptr<void>(nullptr, [flags](void*) {
-    for (auto& [m, flag] : *flags) m->train(flag);
-  });
-}
+std::shared_ptr<void> ModuleAccess::eval_scope() { return std::make_shared<nn::EvalModeGuard>(*module_); }
 
 OptimizerView view_of(torch::optim::Optimizer& optimizer, const ModelAccess& model) {
   OptimizerView view;

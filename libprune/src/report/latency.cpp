@@ -1,6 +1,6 @@
 #include "libprune/report/latency.h"
 
-#include "libprune/graph/trace.h"
+#include "libprune/nn/eval_mode.h"
 #include "libprune/nn/memory_format.h"
 
 #include <algorithm>
@@ -67,7 +67,7 @@ Latency time_calls(const std::function<void()>& run, const LatencyOptions& optio
 
 Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                         torch::Tensor input, const LatencyOptions& options) {
-  graph::EvalModeGuard eval(module);
+  nn::EvalModeGuard eval(module);
   torch::NoGradGuard no_grad;
   if (options.channels_last()) {
     TORCH_CHECK_VALUE(input.dim() == 4, "measure_latency: channels_last needs a 4-D [N, C, H, W] input, got shape ",

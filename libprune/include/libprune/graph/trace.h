@@ -6,6 +6,8 @@
 //   - Op nodes ("Convolution", "Addmm", "Cat", "View", ...) carry their forward output shapes,
 //     the shapes of their inputs, and the attributes the pruner needs, read through one
 //     version adapter (src/graph/autograd_adapter_*.cpp).
+#include "libprune/nn/eval_mode.h"
+
 #include <torch/torch.h>
 
 #include <functional>
@@ -88,19 +90,5 @@ class Trace {
 
 // "shapes [1, 3, 224, 224]" for error messages.
 std::string describe_inputs(const std::vector<torch::Tensor>& inputs);
-
-// Restores the train/eval flag of every submodule on scope exit, after switching all to eval.
-class EvalModeGuard {
- public:
-  explicit EvalModeGuard(torch::nn::Module& module);
-  ~EvalModeGuard();
-  EvalModeGuard(const EvalModeGuard&) = delete;
-  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
-
- private:
-  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> flags_;
-  torch::nn::Module& root_;
-  bool root_flag_;
-};
 
 }  // namespace libprune::graph
