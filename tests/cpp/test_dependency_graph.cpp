@@ -131,3 +131,27 @@ TEST_CASE("graph: concat offsets, split halves, and unknown ops pin with a reaso
   CHECK_THAT(gd->reason, Catch::Contains("Erfinv") && Catch::Contains("not understood"));
   CHECK_THAT(g.explain(), Catch::Contains("PINNED"));
 }
+
+TEST_CASE("graph: grouped convs cut the same local channels in every group (ResNeXt)", "[graph]") {
+  auto m = models::resnext50_32x4d(models::ModelOptions().num_classes(10));
+  auto x = torch::randn({2, 3, 64, 64});
+  auto g = graph_of(*m, [&] { return m->forward(x); });
+  const auto* inner = group_with(g, "layer1.0.conv1.weight", 0);
+  REQUIRE(inner);
+  CHECK_FALSE(inner->pinned);
+  CHECK(inner->size() == 4);  // 128 channels in 32 groups of 4: one unit per local index
+  CHECK(has(*inner, "layer1.0.conv2.weight", 0));
+  CHECK(has(*inner, "layer1.0.conv2.weight", 1));
+  CHECK(inner->indices[1][0].size() == 32);  // a unit spans one channel of every group
+
+  schedule::Pruner pruner(m.ptr(), [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; },
+                          schedule::PrunerOptions().ratio(0.5).ignored({"fc"}));
+  pruner.step();
+  auto block = m->stages[0]->ptr<models::BottleneckImpl>(0);
+  CHECK(block->conv2->weight.sizes() == torch::IntArrayRef({64, 2, 3, 3}));
+  CHECK(block->conv2->options.groups() == 32);
+  CHECK(block->conv2->options.in_channels() == 64);
+  torch::NoGradGuard no_grad;
+  m->eval();
+  CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 10}));
+}

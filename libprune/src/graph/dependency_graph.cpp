@@ -205,9 +205,22 @@ class Builder {
       member(w, 0, x.elems);
       member(b, 0, x.elems);
       set(i, single(1, x.elems));
+    } else if (!transposed && cin == cout && cin % groups == 0 && x_ok) {
+      // Grouped conv with as many outputs as inputs (ResNeXt, RegNet): output channel c reads the
+      // inputs of its own group, so channel c in is channel c out, and every group must lose the
+      // same local indices. Channels with the same index within their group are one unit.
+      const int64_t width = cin / groups;
+      for (int64_t k = 1; k < groups; ++k) {
+        for (int64_t j = 0; j < width; ++j) unite(x.elems[static_cast<size_t>(j)], x.elems[static_cast<size_t>(k * width + j)]);
+      }
+      member(w, 0, x.elems);
+      member(w, 1, std::vector<int64_t>(x.elems.begin(), x.elems.begin() + width));
+      member(b, 0, x.elems);
+      set(i, single(1, x.elems));
     } else {
       const std::string reason = why(i, "grouped conv (groups=" + std::to_string(groups) +
-                                            ") would lose its group balance if cut channel by channel");
+                                            ", in " + std::to_string(cin) + ", out " + std::to_string(cout) +
+                                            ") whose groups cannot be cut evenly");
       pin(x, reason);
       auto in = fresh(ws[1]);
       auto out = fresh(cout);
