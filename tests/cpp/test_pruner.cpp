@@ -206,3 +206,17 @@ TEST_CASE("L1 and L2 importance sum over every member of the group, worked by ha
   CHECK(l2[1] == Approx(std::sqrt(0.25 + 0.25 + 0 + 1)));
   CHECK(l2[2] == Approx(std::sqrt(9.0 + 0 + 1 + 0)));
 }
+
+TEST_CASE("deterministic: the same model, seed and options give the same plan", "[prune]") {
+  auto plan_text = [] {
+    torch::manual_seed(7);
+    auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+    auto x = torch::ones({2, 3, 32, 32});
+    return Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.4).global_ranking(true).ignored({"fc"}))
+        .plan()
+        .to_json();
+  };
+  const auto a = plan_text();
+  CHECK(a == plan_text());
+  CHECK(a.find("\"keep\"") != std::string::npos);
+}

@@ -48,7 +48,7 @@ class Builder {
   std::map<std::string, int64_t> buffer_names_;
   std::vector<std::vector<Space>> spaces_;
   std::vector<int64_t> parent_;
-  std::unordered_map<int64_t, std::string> reasons_;  // element -> why it is pinned
+  std::map<int64_t, std::string> reasons_;  // element -> why it is pinned (ordered: deterministic reasons)
   std::map<Member, std::vector<int64_t>> members_;  // member -> element per index
 
   // ---- union-find over elements
@@ -590,7 +590,7 @@ class Builder {
       member_list.push_back(m);
       for (size_t j = 0; j < elems.size(); ++j) by_root[find(elems[j])].emplace_back(id, static_cast<int64_t>(j));
     }
-    std::unordered_map<int64_t, std::string> root_reason;
+    std::map<int64_t, std::string> root_reason;
     for (const auto& [e, reason] : reasons_) root_reason.emplace(find(e), reason);
 
     // Units with the same members (and pinned state) form one group.
