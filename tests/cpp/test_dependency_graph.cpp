@@ -155,3 +155,68 @@ TEST_CASE("graph: grouped convs cut the same local channels in every group (ResN
   m->eval();
   CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 10}));
 }
+
+namespace {
+struct ShuffleNet : torch::nn::Module {
+  torch::nn::Conv2d a{nullptr}, b{nullptr};
+  ShuffleNet() {
+    a = register_module("a", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 1)));
+    b = register_module("b", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 4, 1)));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    auto y = a(x);
+    const auto n = y.size(0), h = y.size(2), w = y.size(3);
+    y = y.view({n, 2, y.size(1) / 2, h, w}).transpose(1, 2).reshape({n, -1, h, w});  // channel shuffle
+    return b(y);
+  }
+};
+}  // namespace
+
+TEST_CASE("graph: a channel shuffle is followed as a permutation of channels", "[graph]") {
+  auto m = std::make_shared<ShuffleNet>();
+  auto x = torch::randn({2, 3, 4, 4});
+  auto g = graph_of(*m, [&] { return m->forward(x); });
+  INFO(g.explain());
+  const auto* ga = group_with(g, "a.weight", 0);
+  REQUIRE(ga);
+  CHECK_FALSE(ga->pinned);
+  const auto pos = static_cast<size_t>(std::find(ga->members.begin(), ga->members.end(), graph::Member{"b.weight", 1}) -
+                                       ga->members.begin());
+  REQUIRE(pos < ga->members.size());
+  const auto a_pos = static_cast<size_t>(std::find(ga->members.begin(), ga->members.end(), graph::Member{"a.weight", 0}) -
+                                         ga->members.begin());
+  // Channel c = g*4 + j of a lands at position j*2 + g of b's input, and the channels with the
+  // same j in both shuffle groups are one unit (so the re-split after a cut still lines up).
+  REQUIRE(ga->size() == 4);
+  for (const auto& unit : ga->indices) {
+    REQUIRE(unit[a_pos].size() == 2);
+    const int64_t j = unit[a_pos][0];
+    CHECK(unit[a_pos] == std::vector<int64_t>{j, j + 4});
+    CHECK(unit[pos] == std::vector<int64_t>{j * 2, j * 2 + 1});
+  }
+  // Pruning through it keeps the forward working.
+  schedule::Pruner pruner(m, [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; },
+                          schedule::PrunerOptions().ratio(0.5));
+  auto original = std::make_shared<ShuffleNet>();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& kv : original->named_parameters()) kv.value().copy_(m->named_parameters()[kv.key()]);
+  }
+  const auto plan = pruner.step();
+  CHECK(pruner.verification_pins().empty());
+  CHECK(m->a->weight.size(0) == 4);
+  CHECK(m->b->weight.size(1) == 4);
+  // The unpruned model with the removed channels of `a` zeroed computes what the pruned one does,
+  // which holds only if the shuffle sent every kept channel to the right input of `b`.
+  std::vector<int64_t> keep;
+  for (const auto& c : plan.cuts) {
+    if (c.tensor == "a.weight" && c.dim == 0) keep = c.keep;
+  }
+  REQUIRE(keep.size() == 4);
+  torch::NoGradGuard no_grad;
+  auto mask = torch::zeros({8});
+  for (auto k : keep) mask[k] = 1.0;
+  original->a->weight.mul_(mask.view({8, 1, 1, 1}));
+  original->a->bias.mul_(mask);
+  CHECK(torch::allclose(m->forward(x), original->forward(x), 1e-5, 1e-6));
+}

@@ -410,19 +410,37 @@ class Builder {
         if (dims.size() == 2) std::swap(perm[static_cast<size_t>(dims[0])], perm[static_cast<size_t>(dims[1])]);
       }
       for (auto& p : perm) p = p < 0 ? p + static_cast<int64_t>(out.size()) : p;
+      // Where each channel dim lands. If they land side by side (in any order), the channels stay
+      // one range, reordered: a channel shuffle (view, transpose, flatten) is just a permutation.
+      const int64_t len = x.end - x.begin;
+      std::vector<int64_t> pos(static_cast<size_t>(len), -1);
       for (size_t j = 0; j < perm.size(); ++j) {
-        if (perm[j] != x.begin) continue;
-        for (int64_t t = 1; t < x.end - x.begin; ++t) {
-          if (j + static_cast<size_t>(t) >= perm.size() || perm[j + static_cast<size_t>(t)] != x.begin + t) {
-            return pin(x, why(i, "a permute splits the channel dimensions apart"));
-          }
-        }
-        Space s = x;
-        s.begin = static_cast<int64_t>(j);
-        s.end = s.begin + (x.end - x.begin);
-        return set(i, s);
+        if (perm[j] >= x.begin && perm[j] < x.end) pos[static_cast<size_t>(perm[j] - x.begin)] = static_cast<int64_t>(j);
       }
-      return pin(x, why(i, "permute dims not understood"));
+      const int64_t lo = *std::min_element(pos.begin(), pos.end());
+      const int64_t hi = *std::max_element(pos.begin(), pos.end());
+      if (lo < 0 || hi - lo + 1 != len) return pin(x, why(i, "a permute splits the channel dimensions apart"));
+      Space s = x;
+      s.begin = lo;
+      s.end = hi + 1;
+      if (!std::is_sorted(pos.begin(), pos.end())) {
+        if (in.size() < static_cast<size_t>(x.end)) return pin(x, why(i, "input shape unknown"));
+        std::vector<int64_t> sizes(in.begin() + x.begin, in.begin() + x.end), order;
+        for (int64_t o = lo; o <= hi; ++o) order.push_back(perm[static_cast<size_t>(o)] - x.begin);
+        const auto idx = torch::arange(static_cast<int64_t>(x.elems.size()), torch::kLong)
+                             .reshape(sizes)
+                             .permute(order)
+                             .flatten()
+                             .contiguous();
+        const int64_t* p = idx.data_ptr<int64_t>();
+        for (size_t k = 0; k < s.elems.size(); ++k) s.elems[k] = x.elems[static_cast<size_t>(p[k])];
+        // The model re-splits the channels after a cut (view(n, groups, c / groups)); that only
+        // lands each kept channel where the next layer expects it if every outer slice loses the
+        // same inner indices. So channels with the same innermost index are one unit.
+        const int64_t inner = sizes.back();
+        for (size_t k = 0; k < x.elems.size(); ++k) unite(x.elems[k], x.elems[k % static_cast<size_t>(inner)]);
+      }
+      return set(i, s);
     }
     if (op == "Slice") {
       int64_t d = n.attr("dim");
