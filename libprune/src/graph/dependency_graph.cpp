@@ -587,6 +587,18 @@ class Builder {
       return;
     }
     if (n.op == "Unbind" || !x.single()) return pin(x, why(i, "split across channel dimensions"));
+    // chunk(k) / split(size): the model derives the cut points from the current size, so after a
+    // cut every piece must still be equally large. Pairing channel j of every piece keeps that.
+    if (n.op == "Split" && outputs > 1) {
+      const int64_t piece = n.attr("split_size");
+      if (piece > 0 && piece * static_cast<int64_t>(outputs) == static_cast<int64_t>(x.elems.size())) {
+        for (size_t o = 1; o < outputs; ++o) {
+          for (int64_t j = 0; j < piece; ++j) {
+            unite(x.elems[static_cast<size_t>(j)], x.elems[o * static_cast<size_t>(piece) + static_cast<size_t>(j)]);
+          }
+        }
+      }
+    }
     int64_t offset = 0;
     for (size_t o = 0; o < outputs; ++o) {
       const Shape os = out_shape(i, o);
