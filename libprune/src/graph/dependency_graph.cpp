@@ -287,10 +287,19 @@ class Builder {
     int64_t dim = -1;
     if (n.op == "NativeBatchNorm" || n.op == "CudnnBatchNorm" || n.op == "MiopenBatchNorm") dim = 1;
     if (n.op == "NativeLayerNorm") dim = static_cast<int64_t>(xs.size()) - 1;
+    if (n.op == "NativeGroupNorm") dim = 1;
     if (dim < 0 || !x.single() || x.begin != dim) {
-      pin(x, why(i, n.op == "NativeGroupNorm" ? "group norm needs whole groups of channels"
-                                             : "normalised dimension is not the traced channel dimension"));
+      pin(x, why(i, "normalised dimension is not the traced channel dimension"));
       return;
+    }
+    if (n.op == "NativeGroupNorm") {
+      // Every group must keep the same width: channels with the same index inside their group
+      // are one unit, like a grouped conv's.
+      const int64_t groups = n.attr("groups", 1);
+      const auto c = static_cast<int64_t>(x.elems.size());
+      if (groups < 1 || c % groups != 0) return pin(x, why(i, "group norm with uneven groups"));
+      const int64_t width = c / groups;
+      for (int64_t k = width; k < c; ++k) unite(x.elems[static_cast<size_t>(k)], x.elems[static_cast<size_t>(k % width)]);
     }
     member(w, 0, x.elems);
     member(b, 0, x.elems);
@@ -369,8 +378,17 @@ class Builder {
         const int64_t local = d - shift;
         if (local >= 0 && local < static_cast<int64_t>(in.size()) && in[static_cast<size_t>(local)] != 1) along = true;
       }
-      if (!along) continue;
       const std::string p = param_of(i, k);
+      // PReLU's slope applies along dim 1, not right-aligned like broadcasting.
+      if (n.op == "Prelu" && !p.empty() && in.size() == 1 && in[0] > 1) {
+        if (result.single() && result.begin == 1 && in[0] == static_cast<int64_t>(result.elems.size())) {
+          member(p, 0, result.elems);
+          continue;
+        }
+        pin(result, why(i, "PReLU slope does not run along the channels"));
+        return;
+      }
+      if (!along) continue;
       if (!p.empty() && result.single() && result.begin - shift >= 0) {
         member(p, result.begin - shift, result.elems);
         continue;
