@@ -670,6 +670,14 @@ class Builder {
       }
       // Units in the order of their first index in the first member.
       std::sort(g.indices.begin(), g.indices.end(), [](const auto& a, const auto& b) { return a[0] < b[0]; });
+      const bool one_unit = g.indices.size() == 1 &&
+                            std::any_of(g.indices[0].begin(), g.indices[0].end(), [](const auto& idx) { return idx.size() > 1; });
+      if (!g.pinned && one_unit) {
+        // Removing the only unit would remove the whole layer; nothing smaller can go.
+        g.pinned = true;
+        g.reason = "coupling ties all its channels into one unit (through shuffles, equal splits or groups), so none "
+                   "can be removed on its own";
+      }
       out.push_back(std::move(g));
     }
     std::sort(out.begin(), out.end(), [](const Group& a, const Group& b) { return a.name() < b.name(); });
