@@ -190,16 +190,7 @@ class Builder {
     const int64_t cout = transposed ? ws[1] * groups : ws[0];
     const bool x_ok = x.single() && x.begin == 1 && static_cast<int64_t>(x.elems.size()) == cin;
     if (groups == 1) {
-      auto in = x_ok ? x.elems : fresh(cin);
-      if (!x_ok) {
-        pin(in, why(i, "input channels come from the model input or an untracked op"));
-        pin(x, why(i, "input layout not understood"));
-      }
-      auto out = fresh(cout);
-      member(w, transposed ? 0 : 1, in);
-      member(w, transposed ? 1 : 0, out);
-      member(b, 0, out);
-      set(i, single(1, out));
+      dense(i, x, x_ok, w, transposed ? 0 : 1, b, cin, cout);
     } else if (groups == cin && cin == cout && x_ok) {
       // Depthwise: channel c in is channel c out.
       member(w, 0, x.elems);
@@ -233,6 +224,23 @@ class Builder {
     }
   }
 
+  // A layer whose weight maps `n_in` input channels (weight dim `in_dim`) to `n_out` fresh output
+  // channels (the other of dims 0 and 1), with an optional bias along the outputs. Inputs the
+  // tracer cannot follow get pinned elements of their own.
+  void dense(int i, const Space& x, bool x_ok, const std::string& w, int64_t in_dim, const std::string& bias,
+             int64_t n_in, int64_t n_out) {
+    auto in = x_ok ? x.elems : fresh(n_in);
+    if (!x_ok) {
+      pin(in, why(i, "inputs come from the model input or an untracked op"));
+      pin(x, why(i, "input layout not understood"));
+    }
+    auto out = fresh(n_out);
+    member(w, in_dim, in);
+    member(w, 1 - in_dim, out);
+    member(bias, 0, out);
+    set(i, single(1, out));
+  }
+
   void matmul(int i) {
     const auto& n = node(i);
     const bool with_bias = n.op == "Addmm";
@@ -245,16 +253,7 @@ class Builder {
       if (!w.empty() && ws.size() == 2) {
         const int64_t k = ws[0], nout = ws[1];
         const bool x_ok = x.single() && x.begin == 1 && static_cast<int64_t>(x.elems.size()) == k;
-        auto in = x_ok ? x.elems : fresh(k);
-        if (!x_ok) {
-          pin(in, why(i, "features come from the model input or an untracked op"));
-          pin(x, why(i, "input layout not understood"));
-        }
-        auto out = fresh(nout);
-        member(w, t ? 1 : 0, in);
-        member(w, t ? 0 : 1, out);
-        if (with_bias) member(param_of(i, 0), 0, out);
-        set(i, single(1, out));
+        dense(i, x, x_ok, w, t ? 1 : 0, with_bias ? param_of(i, 0) : std::string{}, k, nout);
         return;
       }
       const Space y = input(i, rhs);
