@@ -30,13 +30,11 @@ def _flatten(out):
 @contextlib.contextmanager
 def eval_mode(model):
     """model.eval() for the block, then every submodule's own train flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    restore = enter_eval(model)
     try:
         yield model
     finally:
-        for m, flag in flags:
-            m.training = flag
+        restore()
 
 
 def _check_module(model, fn):
@@ -82,13 +80,11 @@ def update_metadata(model):
         if isinstance(m, _CONV + _CONV_T):
             w = m.weight
             depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            if depthwise:
+                m.groups = w.shape[0]
             if isinstance(m, _CONV_T):
-                if depthwise:
-                    m.groups = w.shape[0]
                 m.in_channels, m.out_channels = w.shape[0], w.shape[1] * m.groups
             else:
-                if depthwise:
-                    m.groups = w.shape[0]
                 m.out_channels, m.in_channels = w.shape[0], w.shape[1] * m.groups
         elif isinstance(m, _NORM):
             t = m.running_mean if m.running_mean is not None else m.weight

@@ -10,12 +10,11 @@ bool update_conv(torch::nn::Module& m) {
   auto& o = conv->options;
   const auto& w = conv->weight;
   const bool depthwise = o.groups() > 1 && o.groups() == o.in_channels() && o.groups() == o.out_channels();
+  if (depthwise) o.groups(w.size(0));
   if (o.transposed()) {
-    if (depthwise) o.groups(w.size(0));
     o.in_channels(w.size(0));
     o.out_channels(w.size(1) * o.groups());
   } else {
-    if (depthwise) o.groups(w.size(0));
     o.out_channels(w.size(0));
     o.in_channels(w.size(1) * o.groups());
   }
