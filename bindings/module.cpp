@@ -33,6 +33,14 @@ class PyModelAccess : public libprune::layers::ModelAccess {
     return out;
   }
   void update_metadata() override { adapters_.attr("update_metadata")(module_); }
+  std::vector<libprune::layers::TiedTensor> tied_tensors() const override {
+    std::vector<libprune::layers::TiedTensor> out;
+    for (const auto& t : adapters_.attr("tied_tensors")(module_)) {
+      auto tup = t.cast<py::tuple>();
+      out.push_back({tup[0].cast<std::string>(), tup[1].cast<int64_t>(), tup[2].cast<std::string>()});
+    }
+    return out;
+  }
   std::shared_ptr<void> eval_scope() override {
     py::object restore = adapters_.attr("enter_eval")(module_);
     return std::shared_ptr<void>(nullptr, [restore](void*) {
@@ -161,6 +169,9 @@ PYBIND11_MODULE(_libprune, m) {
       .def_property_readonly("size", &Group::size)
       .def_readonly("pinned", &Group::pinned)
       .def_readonly("reason", &Group::reason)
+      .def_readonly("hidden", &Group::hidden, "whether this is the hidden size (embedding dim) of a model with attention")
+      .def_property_readonly("indices", [](const Group& g) { return g.indices; },
+                             "indices[unit][member]: the indices each unit (channel, head) owns along each member")
       .def_property_readonly("members",
                              [](const Group& g) {
                                py::list out;
@@ -176,7 +187,7 @@ PYBIND11_MODULE(_libprune, m) {
 
   auto make_pruner = [](py::object model, py::object adapters, py::function forward, double ratio,
                         const std::string& importance, bool global_ranking, std::vector<std::string> ignored,
-                        int64_t round_to, int64_t min_channels, bool verify) {
+                        int64_t round_to, int64_t min_channels, bool verify, bool prune_hidden) {
     return libprune::schedule::Pruner(std::make_shared<PyModelAccess>(std::move(model), std::move(adapters)),
                                       python_forward(std::move(forward)),
                                       libprune::schedule::PrunerOptions()
@@ -186,16 +197,20 @@ PYBIND11_MODULE(_libprune, m) {
                                           .ignored(std::move(ignored))
                                           .round_to(round_to)
                                           .min_channels(min_channels)
-                                          .verify(verify));
+                                          .verify(verify)
+                                          .prune_hidden(prune_hidden));
   };
-  m.def("_graph", [make_pruner](py::object model, py::object adapters, py::function forward) {
-    return make_pruner(std::move(model), std::move(adapters), std::move(forward), 0.0, "l1", false, {}, 1, 1, true).graph();
+  m.def("_graph", [make_pruner](py::object model, py::object adapters, py::function forward, bool prune_hidden) {
+    return make_pruner(std::move(model), std::move(adapters), std::move(forward), 0.0, "l1", false, {}, 1, 1, true,
+                       prune_hidden)
+        .graph();
   });
   m.def("_prune", [make_pruner](py::object model, py::object adapters, py::function forward, double ratio,
                                 const std::string& importance, bool global_ranking, std::vector<std::string> ignored,
-                                int64_t round_to, int64_t min_channels, bool verify, py::object held, py::object state) {
+                                int64_t round_to, int64_t min_channels, bool verify, bool prune_hidden, py::object held,
+                                py::object state) {
     auto pruner = make_pruner(std::move(model), std::move(adapters), std::move(forward), ratio, importance,
-                              global_ranking, std::move(ignored), round_to, min_channels, verify);
+                              global_ranking, std::move(ignored), round_to, min_channels, verify, prune_hidden);
     const auto view = optimizer_view(held, state);
     return py::make_tuple(pruner.step(view.given ? &view : nullptr), pruner.verification_pins());
   });

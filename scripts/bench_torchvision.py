@@ -12,6 +12,7 @@ and the count; `--out FILE` also writes them.
   PYTHONPATH=build/python /usr/bin/python3 scripts/bench_torchvision.py [--models a,b] [--out docs/torchvision_sweep.md]
 """
 import argparse
+import re
 import inspect
 import json
 import math
@@ -71,7 +72,7 @@ def run_one(name, queue):
             ok=new_shape == out_shape and macs1 < macs0 and not off,
             macs_ratio=macs1 / macs0, params_ratio=params1 / params0,
             groups=len(graph.groups), pinned_groups=sum(g.pinned for g in graph.groups),
-            pins=sorted({g.reason.split(":")[0] for g in graph.groups if g.pinned}),
+            pins=sorted({re.sub(r" '[^']*'", "", g.reason.split(":")[0]) for g in graph.groups if g.pinned}),
             verification_pins=len(plan.verification_pins), off=off[:3], n_off=len(off),
             memory_x=max(0, rss1 - rss0) / max(1, param_bytes))
     except Exception as e:  # noqa: BLE001  (the table reports every failure)

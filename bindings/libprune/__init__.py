@@ -6,7 +6,7 @@ do (calling an nn.Module, flattening its outputs, eval mode on its submodules).
 import torch  # noqa: F401  (loads LibTorch and torch's tensor casters before the extension)
 
 from ._libprune import __version__, model_names, zoo_state_shapes, OpCount, LayerOps, Plan, Group
-from ._adapters import count_ops, prune, apply_plan, DependencyGraph
+from ._adapters import count_ops, prune, apply_plan, DependencyGraph, register_head_adapter
 
 __all__ = ["__version__", "model_names", "zoo_state_shapes", "count_ops", "prune", "apply_plan",
-           "DependencyGraph", "Plan", "Group", "OpCount", "LayerOps"]
+           "DependencyGraph", "register_head_adapter", "Plan", "Group", "OpCount", "LayerOps"]

@@ -74,9 +74,87 @@ _NORM = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
          torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
 
 
+def _linear(m, *names):
+    for n in names:
+        child = getattr(m, n, None)
+        if isinstance(child, torch.nn.Linear):
+            return child
+    return None
+
+
+def _hf_heads(m):
+    """Hugging Face BERT-style self-attention: query/key/value linears and three attributes.
+
+    Adapters run before the children's own rules, so they read weight shapes, not in/out_features.
+    """
+    q = _linear(m, "query")
+    if q is None or not all(hasattr(m, a) for a in ("num_attention_heads", "attention_head_size", "all_head_size")):
+        return False
+    m.num_attention_heads = q.weight.shape[0] // m.attention_head_size
+    m.all_head_size = m.num_attention_heads * m.attention_head_size
+    return True
+
+
+def _timm_heads(m):
+    """timm-style Attention: num_heads and head_dim, with a fused qkv linear or q/k/v linears."""
+    if not (hasattr(m, "num_heads") and hasattr(m, "head_dim")) or isinstance(m, torch.nn.MultiheadAttention):
+        return False
+    qkv, q = _linear(m, "qkv"), _linear(m, "q", "q_proj", "query")
+    if qkv is not None:
+        m.num_heads = qkv.weight.shape[0] // (3 * m.head_dim)
+    elif q is not None:
+        m.num_heads = q.weight.shape[0] // m.head_dim
+    else:
+        return False
+    return True
+
+
+# Head-count adapters: each takes a module, updates its head attributes from its (already cut)
+# linears and returns True, or returns False when the module is not its kind. Whole heads go, so
+# the head size stays and the count follows. Add your own with register_head_adapter().
+HEAD_ADAPTERS = [_hf_heads, _timm_heads]
+
+
+def register_head_adapter(fn):
+    """Adds `fn(module) -> bool` in front of the built-in head-count adapters."""
+    if not callable(fn):
+        raise TypeError(f"register_head_adapter: expected a callable, got {type(fn).__name__}")
+    HEAD_ADAPTERS.insert(0, fn)
+    return fn
+
+
+def tied_tensors(model):
+    """(tensor, dim, reason) for dims whose module code ties them to the hidden size."""
+    out = []
+    for name, m in model.named_modules():
+        prefix = name + "." if name else ""
+        if isinstance(m, torch.nn.MultiheadAttention):
+            why = (f"heads of nn.MultiheadAttention '{name}': it computes head_dim = embed_dim // num_heads, so its "
+                   "heads can go only with the hidden size. Fix: write the attention with q/k/v linears and a "
+                   "num_heads attribute (timm or Hugging Face style) to prune heads")
+            weights = ["in_proj_weight"] if m.in_proj_weight is not None else ["q_proj_weight", "k_proj_weight",
+                                                                              "v_proj_weight"]
+            out += [(prefix + w, 0, why) for w in weights] + [(prefix + "out_proj.weight", 1, why)]
+            # embed_dim is checked against the input and fixes the packed q/k/v rows.
+            width = (f"embed_dim of nn.MultiheadAttention '{name}' is checked against its input and fixes its "
+                     "packed q/k/v rows, so the width around it stays")
+            out += [(prefix + w, 1, width) for w in weights] + [(prefix + "out_proj.weight", 0, width)]
+        elif hasattr(m, "num_heads") and not hasattr(m, "head_dim") and _linear(m, "qkv") is not None:
+            # torchvision Swin: head_dim = C // num_heads, with C the input (hidden) size.
+            why = (f"heads of {type(m).__name__} '{name}': it computes the head size as C // num_heads from the "
+                   "hidden size, so its heads can go only with the hidden size")
+            out += [(prefix + "qkv.weight", 0, why)]
+            if _linear(m, "proj") is not None:
+                out.append((prefix + "proj.weight", 1, why))
+    return out
+
+
 def update_metadata(model):
     """The Python half of the layer rules: module attributes follow the (already cut) tensors."""
     for m in model.modules():
+        for adapter in HEAD_ADAPTERS:
+            if adapter(m):
+                break
         if isinstance(m, _CONV + _CONV_T):
             w = m.weight
             depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
@@ -138,19 +216,23 @@ def _forward(model, example_inputs):
 
 
 def prune(model, example_inputs, ratio=0.5, importance="l1", ignored=(), global_ranking=False, round_to=1,
-          optimizer=None, min_channels=1, verify=True):
+          optimizer=None, min_channels=1, verify=True, prune_hidden=False):
     """Prunes `model` in place (and `optimizer`'s state with it) and returns the applied Plan.
 
     The dependency graph is traced in C++ from one forward pass on `example_inputs`. After the
     cut the example forward runs again; if the model's own code breaks (a hard-coded reshape),
     every tensor is rolled back, the offending groups are pinned and the rest is cut.
+
+    Attention heads go whole, and head-count attributes (num_heads, num_attention_heads, ...)
+    follow through HEAD_ADAPTERS. The hidden size of a model with attention is kept unless
+    `prune_hidden` is set.
     """
     _check_module(model, "prune")
     from . import _adapters
     held, state = _optimizer_view(model, optimizer)
     plan, pins = _libprune._prune(model, _adapters, _forward(model, example_inputs), float(ratio), importance,
                                   bool(global_ranking), _ignored_names(model, ignored), int(round_to),
-                                  int(min_channels), bool(verify), held, state)
+                                  int(min_channels), bool(verify), bool(prune_hidden), held, state)
     plan.verification_pins = list(pins)
     return plan
 
@@ -158,10 +240,10 @@ def prune(model, example_inputs, ratio=0.5, importance="l1", ignored=(), global_
 class DependencyGraph:
     """Groups of coupled channels of `model`, traced from one forward pass on `example_inputs`."""
 
-    def __init__(self, model, example_inputs):
+    def __init__(self, model, example_inputs, prune_hidden=False):
         _check_module(model, "DependencyGraph")
         from . import _adapters
-        self._graph = _libprune._graph(model, _adapters, _forward(model, example_inputs))
+        self._graph = _libprune._graph(model, _adapters, _forward(model, example_inputs), bool(prune_hidden))
 
     @property
     def groups(self):

@@ -12,6 +12,7 @@
 #include "libprune/nn/hook.h"
 #include "libprune/nn/eval_mode.h"
 #include "libprune/nn/memory_format.h"
+#include "libprune/nn/attention.h"
 #include "libprune/report/count_ops.h"
 #include "libprune/report/latency.h"
 #include "libprune/schedule/pruner.h"

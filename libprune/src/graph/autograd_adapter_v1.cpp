@@ -46,6 +46,17 @@ Shape saved_shape(const torch::autograd::SavedVariable& v) {
   }
 }
 
+// A 0-dim operand broadcasts like a [1]; an empty Shape means "unknown" to the graph.
+Shape saved_broadcast_shape(const torch::autograd::SavedVariable& v) {
+  try {
+    auto t = v.unpack();
+    if (!t.defined()) return {};
+    return t.dim() == 0 ? Shape{1} : to_shape(t.sizes());
+  } catch (const c10::Error&) {
+    return {};
+  }
+}
+
 void fill(TracedNode& out, size_t input, const Shape& shape) {
   if (input < out.input_shapes.size() && out.input_shapes[input].empty()) out.input_shapes[input] = shape;
 }
@@ -134,6 +145,13 @@ void read_saved_fields(const torch::autograd::Node& node, TracedNode& out) {
     if (n->dim.list) out.attrs["dim"] = *n->dim.list;
     out.attrs["keepdim"] = {n->keepdim ? 1 : 0};
     fill(out, 0, to_shape(c10::SymIntArrayRef(n->self_sym_sizes)));
+  } else if (const auto* n = dynamic_cast<const MulBackward0*>(&node)) {
+    // Operands that need no grad have no edge; their saved value still says how they broadcast.
+    fill(out, 0, saved_broadcast_shape(n->self_));
+    fill(out, 1, saved_broadcast_shape(n->other_));
+  } else if (const auto* n = dynamic_cast<const DivBackward0*>(&node)) {
+    fill(out, 0, saved_broadcast_shape(n->self_));
+    fill(out, 1, saved_broadcast_shape(n->other_));
   } else if (const auto* n = dynamic_cast<const EmbeddingBackward0*>(&node)) {
     fill(out, 0, saved_shape(n->weight_));
   }

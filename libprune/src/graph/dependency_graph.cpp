@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 
@@ -15,13 +16,28 @@ int64_t prod(const Shape& s, size_t b, size_t e) {
   return p;
 }
 
-// The channel elements of one activation: dims [begin, end) of its shape, flattened row-major.
+// The channel elements of one activation: the dims in `dims` (ascending, not necessarily side by
+// side: attention heads sit in [batch, heads, tokens, head_dim]), flattened row-major. The same
+// element may appear at several positions (a flatten repeats a channel over its spatial block, a
+// batch-head merge over the batch).
 struct Space {
   bool tracked = false;
-  int64_t begin = 0, end = 0;
+  std::vector<int64_t> dims;
   std::vector<int64_t> elems;
-  bool single() const { return tracked && end == begin + 1; }
+  bool single() const { return tracked && dims.size() == 1; }
+  bool at(int64_t d) const { return single() && dims[0] == d; }
+  bool has(int64_t d) const { return tracked && std::find(dims.begin(), dims.end(), d) != dims.end(); }
+  bool contiguous() const { return tracked && !dims.empty() && dims.back() - dims.front() + 1 == static_cast<int64_t>(dims.size()); }
+  void shift(int64_t by) {
+    for (auto& d : dims) d += by;
+  }
 };
+
+int64_t prod_of(const Shape& s, const std::vector<int64_t>& dims) {
+  int64_t p = 1;
+  for (auto d : dims) p *= d >= 0 && d < static_cast<int64_t>(s.size()) ? s[static_cast<size_t>(d)] : 0;
+  return p;
+}
 
 class Builder {
  public:
@@ -50,6 +66,8 @@ class Builder {
   std::vector<int64_t> parent_;
   std::map<int64_t, std::string> reasons_;  // element -> why it is pinned (ordered: deterministic reasons)
   std::map<Member, std::vector<int64_t>> members_;  // member -> element per index
+  std::vector<int64_t> layer_normed_;  // elements a LayerNorm normalises
+  bool attention_ = false;  // the model multiplies two activations (attention)
 
   // ---- union-find over elements
   std::vector<int64_t> fresh(int64_t n) {
@@ -99,16 +117,20 @@ class Builder {
     const auto& n = node(i);
     return slot < n.output_shapes.size() ? n.output_shapes[slot] : Shape{};
   }
-  // The named parameter behind input k, directly or through t()/transpose(); `transposed` says
-  // whether its two dims arrive swapped.
+  // The named parameter behind input k, directly or through t()/transpose()/expand(); `transposed`
+  // says whether its two dims arrive swapped.
   std::string param_of(int i, size_t k, bool* transposed = nullptr) const {
     const auto& n = node(i);
     if (k >= n.inputs.size() || n.inputs[k] < 0) return {};
     int cur = n.inputs[k];
     bool t = false;
-    while (node(cur).kind == OpKind::Shape && (node(cur).op == "T" || node(cur).op == "Transpose") &&
+    // An Expand keeps the parameter's dims (a class token broadcast over the batch).
+    while (node(cur).kind == OpKind::Shape &&
+           (node(cur).op == "T" || node(cur).op == "Transpose" || node(cur).op == "Expand") &&
            !node(cur).inputs.empty() && node(cur).inputs[0] >= 0) {
-      t = !t;
+      if (node(cur).op != "Expand") t = !t;
+      else if (node(cur).output_shapes.empty() || node(cur).input_shapes.empty() ||
+               node(cur).output_shapes[0].size() != node(cur).input_shapes[0].size()) return {};
       cur = node(cur).inputs[0];
     }
     if (node(cur).kind != OpKind::Parameter) return {};
@@ -134,8 +156,7 @@ class Builder {
   Space single(int64_t dim, std::vector<int64_t> elems) const {
     Space s;
     s.tracked = true;
-    s.begin = dim;
-    s.end = dim + 1;
+    s.dims = {dim};
     s.elems = std::move(elems);
     return s;
   }
@@ -147,9 +168,8 @@ class Builder {
     if (slot >= outs.size()) outs.resize(slot + 1);
     // Never let an inconsistent space through: its size must match the output shape.
     const Shape shape = out_shape(i, slot);
-    if (s.tracked && (shape.empty() || s.end > static_cast<int64_t>(shape.size()) ||
-                      prod(shape, static_cast<size_t>(s.begin), static_cast<size_t>(s.end)) !=
-                          static_cast<int64_t>(s.elems.size()))) {
+    if (s.tracked && (shape.empty() || s.dims.empty() || !std::is_sorted(s.dims.begin(), s.dims.end()) ||
+                      s.dims.front() < 0 || prod_of(shape, s.dims) != static_cast<int64_t>(s.elems.size()))) {
       pin(s, why(i, "output shape does not match the traced channels"));
       s = Space{};
     }
@@ -188,7 +208,7 @@ class Builder {
     const int64_t groups = n.attr("groups", 1);
     const int64_t cin = transposed ? ws[0] : ws[1] * groups;
     const int64_t cout = transposed ? ws[1] * groups : ws[0];
-    const bool x_ok = x.single() && x.begin == 1 && static_cast<int64_t>(x.elems.size()) == cin;
+    const bool x_ok = x.at(1) && static_cast<int64_t>(x.elems.size()) == cin;
     if (groups == 1) {
       dense(i, x, x_ok, w, transposed ? 0 : 1, b, cin, cout);
     } else if (groups == cin && cin == cout && x_ok) {
@@ -241,6 +261,47 @@ class Builder {
     set(i, single(1, out));
   }
 
+  // ---- element maps: a space laid out over a shape (channel dims full, the others 1), holding
+  // element ids. Used where channels move between several dims (heads, batch-head merges).
+  torch::Tensor emap(const Space& s, const Shape& shape) const {
+    std::vector<int64_t> sizes(shape.size(), 1);
+    for (auto d : s.dims) sizes[static_cast<size_t>(d)] = shape[static_cast<size_t>(d)];
+    return torch::tensor(s.elems, torch::kLong).view(sizes);
+  }
+  // The space of a map over a full shape: the dims along which ids vary are the channel dims,
+  // and the ids must not vary along any other. Untracked when that does not hold.
+  static Space from_map(const torch::Tensor& full) {
+    Space s;
+    torch::Tensor base = full;
+    std::vector<int64_t> dims;
+    for (int64_t j = 0; j < full.dim(); ++j) {
+      if (full.size(j) > 1 && !full.eq(full.narrow(j, 0, 1)).all().item<bool>()) {
+        dims.push_back(j);
+      } else {
+        base = base.narrow(j, 0, 1);
+      }
+    }
+    if (dims.empty() || !full.eq(base).all().item<bool>()) return s;
+    const auto flat = base.contiguous().flatten();
+    s.tracked = true;
+    s.dims = std::move(dims);
+    s.elems.assign(flat.data_ptr<int64_t>(), flat.data_ptr<int64_t>() + flat.numel());
+    return s;
+  }
+  void unite_maps(const torch::Tensor& a, const torch::Tensor& b) {
+    auto both = torch::broadcast_tensors({a, b});
+    const auto x = both[0].contiguous(), y = both[1].contiguous();
+    const int64_t* px = x.data_ptr<int64_t>();
+    const int64_t* py = y.data_ptr<int64_t>();
+    for (int64_t k = 0; k < x.numel(); ++k) unite(px[k], py[k]);
+  }
+  // Makes every id along `dim` one unit (per position of the other dims); returns the map narrowed to
+  // one entry along it.
+  torch::Tensor collapse(const torch::Tensor& m, int64_t dim) {
+    if (m.size(dim) > 1) unite_maps(m, m.narrow(dim, 0, 1));
+    return m.narrow(dim, 0, 1);
+  }
+
   void matmul(int i) {
     const auto& n = node(i);
     const bool with_bias = n.op == "Addmm";
@@ -252,29 +313,85 @@ class Builder {
       const Space x = input(i, lhs);
       if (!w.empty() && ws.size() == 2) {
         const int64_t k = ws[0], nout = ws[1];
-        const bool x_ok = x.single() && x.begin == 1 && static_cast<int64_t>(x.elems.size()) == k;
+        const bool x_ok = x.at(1) && static_cast<int64_t>(x.elems.size()) == k;
         dense(i, x, x_ok, w, t ? 1 : 0, with_bias ? param_of(i, 0) : std::string{}, k, nout);
         return;
       }
-      const Space y = input(i, rhs);
-      if (x.single() && y.single() && x.begin == 1 && y.begin == 0 && x.elems.size() == y.elems.size()) {
-        unite(x.elems, y.elems);
-        return;
+      if (n.op == "Mm") {
+        // Two activations: a batched product with a batch of one.
+        Space a = input(i, 0), b = input(i, 1);
+        Shape as = in_shape(i, 0), bs = in_shape(i, 1), os = out_shape(i);
+        if (as.size() == 2 && bs.size() == 2 && os.size() == 2) {
+          a.shift(1);
+          b.shift(1);
+          as.insert(as.begin(), 1);
+          bs.insert(bs.begin(), 1);
+          os.insert(os.begin(), 1);
+          Space out;
+          if (!batched_product(i, a, as, b, bs, os, &out)) return;
+          if (out.tracked) {
+            if (out.has(0)) return pin_inputs(i, why(i, "matrix product of this form is not understood"));
+            out.shift(-1);
+            set(i, out);
+          }
+          return;
+        }
       }
       pin_inputs(i, why(i, "matrix product of this form is not understood"));
       return;
     }
     if (n.op == "Bmm") {
-      const Space a = input(i, 0), b = input(i, 1);
-      // [B, M, K] x [B, K, N]: K is contracted, B is shared.
-      if (a.single() && b.single() && a.begin == 2 && b.begin == 1 && a.elems.size() == b.elems.size()) {
-        unite(a.elems, b.elems);
-        return;
+      Space out;
+      if (batched_product(i, input(i, 0), in_shape(i, 0), input(i, 1), in_shape(i, 1), out_shape(i), &out) && out.tracked) {
+        set(i, out);
       }
-      if (a.single() && a.begin == 1 && !b.tracked) return set(i, a);
-      if (b.single() && b.begin == 2 && !a.tracked) return set(i, b);
+      return;
     }
     pin_inputs(i, why(i, "matrix product of this form is not understood"));
+  }
+
+  // [B, M, K] x [B, K, N] -> [B, M, N] with channels in any of B, M (lhs), K (both), N (rhs). A
+  // contracted channel pairs the two operands' elements. Where channels sit in the batch (heads
+  // merged into it), every channel contracted or carried within one batch entry joins that entry's
+  // unit: the output has one value per head, so a head goes whole. Returns false after pinning.
+  bool batched_product(int i, const Space& a, const Shape& as, const Space& b, const Shape& bs, const Shape& os,
+                       Space* out) {
+    if (!a.tracked && !b.tracked) return true;
+    auto fail = [&](const std::string& what) {
+      pin_inputs(i, why(i, what));
+      return false;
+    };
+    if (as.size() != 3 || bs.size() != 3 || os.size() != 3) return fail("matrix product of operands of unknown shape");
+    if ((a.has(1) && a.has(2)) || (b.has(1) && b.has(2))) return fail("channels on both dims of one operand");
+    if (a.has(1) && b.has(2)) return fail("an outer product of two channel dimensions");
+    if (a.tracked && b.tracked && a.has(2) != b.has(1)) return fail("contracts channels with a dim that has none");
+    if (a.tracked && b.tracked) attention_ = true;
+    if ((a.has(2) && !b.tracked) || (b.has(1) && !a.tracked)) {
+      return fail("contracts channels with an operand that has no traced channels");
+    }
+    torch::Tensor am = a.tracked ? emap(a, as) : torch::Tensor();
+    torch::Tensor bm = b.tracked ? emap(b, bs) : torch::Tensor();
+    if (a.has(2) && b.has(1)) unite_maps(am.select(1, 0), bm.select(2, 0));
+    // What each operand carries into the output, narrowed over K.
+    torch::Tensor ao, bo;
+    if (am.defined()) {
+      if (!a.has(2)) ao = am;
+      else if (a.has(0)) ao = collapse(am, 2);
+    }
+    if (bm.defined()) {
+      if (!b.has(1)) bo = bm;
+      else if (b.has(0)) bo = collapse(bm, 1);
+    }
+    if (ao.defined() && bo.defined()) {
+      // Both bring the batch channels: one entry's lhs and rhs channels are one unit.
+      if (!a.has(0) || !b.has(0) || a.has(1)) return fail("channels of both operands outside a shared batch");
+      unite_maps(ao, collapse(bo, 2));
+    }
+    const torch::Tensor& src = bo.defined() && (b.has(2) || !ao.defined()) ? bo : ao;
+    if (!src.defined()) return true;
+    *out = from_map(src.expand(os));
+    if (!out->tracked) return fail("channels of the product could not be followed");
+    return true;
   }
 
   void norm(int i) {
@@ -287,7 +404,7 @@ class Builder {
     if (n.op == "NativeBatchNorm" || n.op == "CudnnBatchNorm" || n.op == "MiopenBatchNorm") dim = 1;
     if (n.op == "NativeLayerNorm") dim = static_cast<int64_t>(xs.size()) - 1;
     if (n.op == "NativeGroupNorm") dim = 1;
-    if (dim < 0 || !x.single() || x.begin != dim) {
+    if (dim < 0 || !x.at(dim)) {
       pin(x, why(i, "normalised dimension is not the traced channel dimension"));
       return;
     }
@@ -303,6 +420,7 @@ class Builder {
     member(w, 0, x.elems);
     member(b, 0, x.elems);
     if (!w.empty()) companion_buffers(w, x.elems);
+    if (n.op == "NativeLayerNorm") layer_normed_.insert(layer_normed_.end(), x.elems.begin(), x.elems.end());
     set(i, x);
   }
 
@@ -314,21 +432,18 @@ class Builder {
       const Shape in = in_shape(i, 0);
       std::vector<int64_t> dims = n.attrs.count("dim") ? n.attrs.at("dim") : std::vector<int64_t>{};
       if (dims.empty() || in.empty()) return pin(x, why(i, "mean over every dimension mixes channels"));
-      int64_t before = 0;
-      for (auto d : dims) {
+      for (auto& d : dims) {
         if (d < 0) d += static_cast<int64_t>(in.size());
-        if (d >= x.begin && d < x.end) return pin(x, why(i, "mean over the channel dimension"));
-        if (d < x.begin) ++before;
+        if (x.has(d)) return pin(x, why(i, "mean over the channel dimension"));
       }
       Space s = x;
       if (!n.attr("keepdim")) {
-        s.begin -= before;
-        s.end -= before;
+        for (auto& c : s.dims) c -= std::count_if(dims.begin(), dims.end(), [c](int64_t d) { return d < c; });
       }
       return set(i, s);
     }
     // Spatial pooling keeps [N, C, ...] channels in place.
-    if (x.single() && x.begin == 1) return set(i, x);
+    if (x.at(1)) return set(i, x);
     pin(x, why(i, "pooling over the channel dimension"));
   }
 
@@ -345,12 +460,10 @@ class Builder {
       if (s.tracked) {
         if (in.empty()) { ok = false; break; }
         Space aligned = s;
-        aligned.begin += shift;
-        aligned.end += shift;
+        aligned.shift(shift);
         if (!result.tracked) {
           result = aligned;
-        } else if (result.begin == aligned.begin && result.end == aligned.end &&
-                   result.elems.size() == aligned.elems.size()) {
+        } else if (result.dims == aligned.dims && result.elems.size() == aligned.elems.size()) {
           unite(result.elems, aligned.elems);
         } else {
           ok = false;
@@ -366,21 +479,21 @@ class Builder {
       if (input(i, k).tracked) continue;
       const Shape in = in_shape(i, k);
       const int64_t shift = rank - static_cast<int64_t>(in.size());
-      if (n.inputs[k] < 0) {
-        // A tensor that needs no grad: autograd keeps no shape for it, so it cannot be shown to
-        // broadcast over the channels. Leave them alone rather than guess.
+      if (n.inputs[k] < 0 && in.empty()) {
+        // A tensor that needs no grad and whose shape autograd did not keep: it cannot be shown
+        // to broadcast over the channels. Leave them alone rather than guess.
         pin(result, why(i, "an operand that needs no grad may not broadcast over the channels"));
         return;
       }
       bool along = false;
-      for (int64_t d = result.begin; d < result.end; ++d) {
+      for (int64_t d : result.dims) {
         const int64_t local = d - shift;
         if (local >= 0 && local < static_cast<int64_t>(in.size()) && in[static_cast<size_t>(local)] != 1) along = true;
       }
       const std::string p = param_of(i, k);
       // PReLU's slope applies along dim 1, not right-aligned like broadcasting.
       if (n.op == "Prelu" && !p.empty() && in.size() == 1 && in[0] > 1) {
-        if (result.single() && result.begin == 1 && in[0] == static_cast<int64_t>(result.elems.size())) {
+        if (result.at(1) && in[0] == static_cast<int64_t>(result.elems.size())) {
           member(p, 0, result.elems);
           continue;
         }
@@ -388,13 +501,14 @@ class Builder {
         return;
       }
       if (!along) continue;
-      if (!p.empty() && result.single() && result.begin - shift >= 0) {
-        member(p, result.begin - shift, result.elems);
+      if (!p.empty() && result.single() && result.dims[0] - shift >= 0) {
+        member(p, result.dims[0] - shift, result.elems);
         continue;
       }
       pin(result, why(i, "an operand without traced channels does not broadcast over them"));
       return;
     }
+    if (!result.tracked) return;
     set(i, result);
   }
 
@@ -427,23 +541,23 @@ class Builder {
         if (dims.size() == 2) std::swap(perm[static_cast<size_t>(dims[0])], perm[static_cast<size_t>(dims[1])]);
       }
       for (auto& p : perm) p = p < 0 ? p + static_cast<int64_t>(out.size()) : p;
-      // Where each channel dim lands. If they land side by side (in any order), the channels stay
-      // one range, reordered: a channel shuffle (view, transpose, flatten) is just a permutation.
-      const int64_t len = x.end - x.begin;
-      std::vector<int64_t> pos(static_cast<size_t>(len), -1);
+      // Where each channel dim lands. Channel dims may end up apart (heads: [B, T, H, D] ->
+      // [B, H, T, D]); if they change order among themselves, the flattened channels are permuted.
+      std::vector<int64_t> pos(x.dims.size(), -1);
       for (size_t j = 0; j < perm.size(); ++j) {
-        if (perm[j] >= x.begin && perm[j] < x.end) pos[static_cast<size_t>(perm[j] - x.begin)] = static_cast<int64_t>(j);
+        for (size_t k = 0; k < x.dims.size(); ++k) {
+          if (perm[j] == x.dims[k]) pos[k] = static_cast<int64_t>(j);
+        }
       }
-      const int64_t lo = *std::min_element(pos.begin(), pos.end());
-      const int64_t hi = *std::max_element(pos.begin(), pos.end());
-      if (lo < 0 || hi - lo + 1 != len) return pin(x, why(i, "a permute splits the channel dimensions apart"));
+      if (std::count(pos.begin(), pos.end(), -1) > 0) return pin(x, why(i, "a permute of unknown rank"));
       Space s = x;
-      s.begin = lo;
-      s.end = hi + 1;
+      s.dims = pos;
+      std::sort(s.dims.begin(), s.dims.end());
       if (!std::is_sorted(pos.begin(), pos.end())) {
-        if (in.size() < static_cast<size_t>(x.end)) return pin(x, why(i, "input shape unknown"));
-        std::vector<int64_t> sizes(in.begin() + x.begin, in.begin() + x.end), order;
-        for (int64_t o = lo; o <= hi; ++o) order.push_back(perm[static_cast<size_t>(o)] - x.begin);
+        if (in.size() <= static_cast<size_t>(x.dims.back())) return pin(x, why(i, "input shape unknown"));
+        std::vector<int64_t> sizes, order;
+        for (auto d : x.dims) sizes.push_back(in[static_cast<size_t>(d)]);
+        for (auto d : s.dims) order.push_back(std::find(pos.begin(), pos.end(), d) - pos.begin());
         const auto idx = torch::arange(static_cast<int64_t>(x.elems.size()), torch::kLong)
                              .reshape(sizes)
                              .permute(order)
@@ -459,38 +573,39 @@ class Builder {
       }
       return set(i, s);
     }
-    if (op == "Slice") {
+    if (op == "Slice" || op == "Select") {
       int64_t d = n.attr("dim");
       if (d < 0) d += static_cast<int64_t>(in.size());
-      if (d < x.begin || d >= x.end) return set(i, x);
-      if (!x.single()) return pin(x, why(i, "slice across several channel dimensions"));
-      const int64_t size = static_cast<int64_t>(x.elems.size());
+      if (!x.has(d)) {
+        Space s = x;
+        if (op == "Select") {
+          for (auto& c : s.dims) c -= c > d ? 1 : 0;
+        }
+        return set(i, s);
+      }
+      if (in.size() <= static_cast<size_t>(x.dims.back())) return pin(x, why(i, "input shape unknown"));
+      const int64_t size = in[static_cast<size_t>(d)];
+      if (op == "Select") {
+        // Picking one entry of one channel dim among several (q, k, v = qkv[0], qkv[1], qkv[2]).
+        if (x.single()) return pin(x, why(i, "select picks single channels"));
+        int64_t index = n.attr("index");
+        if (index < 0) index += size;
+        return restrict(i, x, emap(x, in).select(d, index));
+      }
       int64_t start = std::clamp<int64_t>(n.attr("start", 0) < 0 ? n.attr("start", 0) + size : n.attr("start", 0), 0, size);
       int64_t end = n.has_attr("end") ? n.attr("end") : size;
       end = std::clamp<int64_t>(end < 0 ? end + size : end, 0, size);
       const int64_t step = std::max<int64_t>(1, n.attr("step", 1));
+      // The channels sliced away stay in the producer but are read by nobody here.
+      if (!x.single()) return restrict(i, x, emap(x, in).slice(d, start, end, step));
       Space s = x;
       s.elems.clear();
       for (int64_t j = start; j < end; j += step) s.elems.push_back(x.elems[static_cast<size_t>(j)]);
-      // The channels sliced away stay in the producer but are read by nobody here.
-      return set(i, s);
-    }
-    if (op == "Select") {
-      int64_t d = n.attr("dim");
-      if (d < 0) d += static_cast<int64_t>(in.size());
-      if (d >= x.begin && d < x.end) return pin(x, why(i, "select picks single channels"));
-      Space s = x;
-      if (d < x.begin) {
-        --s.begin;
-        --s.end;
-      }
       return set(i, s);
     }
     if (op == "Expand") {
-      const int64_t shift = static_cast<int64_t>(out.size()) - static_cast<int64_t>(in.size());
       Space s = x;
-      s.begin += shift;
-      s.end += shift;
+      s.shift(static_cast<int64_t>(out.size()) - static_cast<int64_t>(in.size()));
       return set(i, s);
     }
     if (in == out && (op == "Clone" || op == "Contiguous" || op == "ToCopy" || op == "AsStrided" ||
@@ -504,38 +619,52 @@ class Builder {
     pin(x, why(i, "shape op not understood"));
   }
 
-  // A row-major reshape: the channel range either maps onto output dims whole, or is merged with
-  // the dims after it (a flatten), so each channel owns a contiguous block of features.
+  // The output (slot) whose channels are the part of `x` left in `picked` (an element map over
+  // the input shape, with the picked dim gone or narrowed).
+  void restrict(int i, const Space& x, const torch::Tensor& picked, size_t slot = 0) {
+    const Shape out = out_shape(i, slot);
+    if (out.size() != static_cast<size_t>(picked.dim())) return pin(x, why(i, "output shape unknown"));
+    Space s = from_map(picked.expand(out));
+    if (!s.tracked) return pin(x, why(i, "picks channels in a way the tracer does not follow"));
+    set(i, s, slot);
+  }
+
+  // A row-major reshape. Fast path: the channel range either maps onto output dims whole, or is
+  // merged with the dims after it (a flatten), so each channel owns a contiguous block of
+  // features. Otherwise (heads split off and merged into the batch, and back) the element map is
+  // reshaped and read again.
   void view(int i, const Space& x, const Shape& in, const Shape& out) {
     if (in.empty()) return pin(x, why(i, "input shape unknown"));
-    const int64_t pre = prod(in, 0, static_cast<size_t>(x.begin));
-    const int64_t len = prod(in, static_cast<size_t>(x.begin), static_cast<size_t>(x.end));
-    const int64_t post = prod(in, static_cast<size_t>(x.end), in.size());
-    size_t b = 0;
-    while (b <= out.size() && prod(out, 0, b) != pre) ++b;
-    while (b < out.size() && out[b] == 1 && pre == prod(out, 0, b + 1) && len != 1) ++b;
-    if (b > out.size()) return pin(x, why(i, "a reshape merges channels with the dims before them"));
-    for (size_t e = b + 1; e <= out.size(); ++e) {
-      const int64_t p = prod(out, b, e);
-      if (p == len) {
-        Space s = x;
-        s.begin = static_cast<int64_t>(b);
-        s.end = static_cast<int64_t>(e);
-        return set(i, s);
-      }
-      if (p > len && p % len == 0 && post % (p / len) == 0) {
-        const int64_t k = p / len;
+    if (x.contiguous()) {
+      const auto begin = static_cast<size_t>(x.dims.front()), end = static_cast<size_t>(x.dims.back() + 1);
+      const int64_t pre = prod(in, 0, begin);
+      const int64_t len = prod(in, begin, end);
+      const int64_t post = prod(in, end, in.size());
+      size_t b = 0;
+      while (b <= out.size() && prod(out, 0, b) != pre) ++b;
+      while (b < out.size() && out[b] == 1 && pre == prod(out, 0, b + 1) && len != 1) ++b;
+      for (size_t e = b + 1; b <= out.size() && e <= out.size(); ++e) {
+        const int64_t p = prod(out, b, e);
         Space s;
         s.tracked = true;
-        s.begin = static_cast<int64_t>(b);
-        s.end = static_cast<int64_t>(e);
-        s.elems.reserve(static_cast<size_t>(p));
-        for (int64_t f = 0; f < p; ++f) s.elems.push_back(x.elems[static_cast<size_t>(f / k)]);
-        return set(i, s);
+        for (size_t d = b; d < e; ++d) s.dims.push_back(static_cast<int64_t>(d));
+        if (p == len) {
+          s.elems = x.elems;
+          return set(i, s);
+        }
+        if (p > len && p % len == 0 && post % (p / len) == 0) {
+          const int64_t k = p / len;
+          s.elems.reserve(static_cast<size_t>(p));
+          for (int64_t f = 0; f < p; ++f) s.elems.push_back(x.elems[static_cast<size_t>(f / k)]);
+          return set(i, s);
+        }
+        if (p > len) break;
       }
-      if (p > len) break;
     }
-    pin(x, why(i, "a reshape splits channels in a way the tracer does not follow"));
+    if (prod(in, 0, in.size()) != prod(out, 0, out.size())) return pin(x, why(i, "input shape unknown"));
+    Space s = from_map(emap(x, in).expand(in).reshape(out));
+    if (!s.tracked) return pin(x, why(i, "a reshape mixes channels with other dims in a way the tracer does not follow"));
+    set(i, s);
   }
 
   void cat(int i) {
@@ -552,12 +681,12 @@ class Builder {
       }
     }
     if (!first.tracked) return;
-    if (first.single() && first.begin == d) {
+    if (first.at(d)) {
       Space s = first;
       s.elems.clear();
       for (size_t k = 0; k < n.inputs.size(); ++k) {
         const Space x = input(i, k);
-        if (x.single() && x.begin == d) {
+        if (x.at(d)) {
           s.elems.insert(s.elems.end(), x.elems.begin(), x.elems.end());
         } else {
           const int64_t size = k < sizes.size() ? sizes[k] : (in_shape(i, k).empty() ? -1 : in_shape(i, k)[static_cast<size_t>(d)]);
@@ -569,18 +698,18 @@ class Builder {
       }
       return set(i, s);
     }
-    if (d >= first.begin && d < first.end) return pin_inputs(i, why(i, "concat inside a multi-dim channel range"));
+    if (first.has(d)) return pin_inputs(i, why(i, "concat inside a multi-dim channel range"));
     // Concat along another dim (tokens, batch): the inputs' channels are the same channels.
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       const Space x = input(i, k);
       if (!x.tracked) {
         if (!param_of(i, k).empty() && first.single()) {
-          member(param_of(i, k), first.begin, first.elems);
+          member(param_of(i, k), first.dims[0], first.elems);
           continue;
         }
         return pin(first, why(i, "concatenated with a tensor that has no traced channels"));
       }
-      if (x.begin != first.begin || x.end != first.end) return pin_inputs(i, why(i, "concat of different layouts"));
+      if (x.dims != first.dims) return pin_inputs(i, why(i, "concat of different layouts"));
       unite(first.elems, x.elems);
     }
     set(i, first);
@@ -594,13 +723,18 @@ class Builder {
     int64_t d = n.attr("dim");
     if (d < 0) d += static_cast<int64_t>(in.size());
     const size_t outputs = n.output_shapes.size();
-    if (d < x.begin || d >= x.end) {
+    if (!x.has(d)) {
       Space s = x;
-      if (n.op == "Unbind" && d < x.begin) {
-        --s.begin;
-        --s.end;
+      if (n.op == "Unbind") {
+        for (auto& c : s.dims) c -= c > d ? 1 : 0;
       }
       for (size_t o = 0; o < outputs; ++o) set(i, s, o);
+      return;
+    }
+    if (n.op == "Unbind" && !x.single() && in.size() > static_cast<size_t>(x.dims.back())) {
+      // q, k, v = qkv.unbind(0): each output keeps the channels of its entry.
+      const auto m = emap(x, in);
+      for (size_t o = 0; o < outputs; ++o) restrict(i, x, m.select(d, static_cast<int64_t>(o)), o);
       return;
     }
     if (n.op == "Unbind" || !x.single()) return pin(x, why(i, "split across channel dimensions"));
@@ -639,6 +773,10 @@ class Builder {
     }
     std::map<int64_t, std::string> root_reason;
     for (const auto& [e, reason] : reasons_) root_reason.emplace(find(e), reason);
+    std::set<int64_t> hidden_roots;
+    if (attention_) {
+      for (auto e : layer_normed_) hidden_roots.insert(find(e));
+    }
 
     // Units with the same members (and pinned state) form one group.
     std::map<std::pair<std::vector<size_t>, std::string>, std::vector<int64_t>> by_signature;
@@ -660,6 +798,7 @@ class Builder {
       g.pinned = !key.second.empty();
       g.reason = key.second;
       for (int64_t r : unit_roots) {
+        if (hidden_roots.count(r)) g.hidden = true;
         std::vector<std::vector<int64_t>> idx(g.members.size());
         for (const auto& [id, j] : by_root[r]) {
           const auto pos = static_cast<size_t>(std::find(key.first.begin(), key.first.end(), id) - key.first.begin());
@@ -695,6 +834,13 @@ std::string Group::name() const {
 
 DependencyGraph::DependencyGraph(const Trace& trace, const NamedTensors& buffers)
     : groups_(Builder(trace, buffers).run()) {}
+
+void DependencyGraph::pin(size_t group, const std::string& reason) {
+  auto& g = groups_.at(group);
+  if (g.pinned) return;
+  g.pinned = true;
+  g.reason = reason;
+}
 
 std::string DependencyGraph::explain() const {
   std::ostringstream s;

@@ -1,5 +1,10 @@
 #include "libprune/layers/metadata.h"
 
+#include "libprune/nn/attention.h"
+
+#include <mutex>
+#include <vector>
+
 namespace libprune::layers {
 namespace {
 
@@ -30,24 +35,71 @@ bool update_bn(torch::nn::Module& m) {
   return true;
 }
 
+bool update_linear(torch::nn::Module& m) {
+  auto* linear = m.as<torch::nn::Linear>();
+  if (!linear) return false;
+  linear->options.in_features(linear->weight.size(1));
+  linear->options.out_features(linear->weight.size(0));
+  return true;
+}
+
+bool update_layer_norm(torch::nn::Module& m) {
+  auto* ln = m.as<torch::nn::LayerNorm>();
+  if (!ln) return false;
+  if (ln->weight.defined()) ln->options.normalized_shape({ln->weight.size(0)});
+  return true;
+}
+
+bool update_embedding(torch::nn::Module& m) {
+  auto* emb = m.as<torch::nn::Embedding>();
+  if (!emb) return false;
+  emb->options.embedding_dim(emb->weight.size(1));
+  return true;
+}
+
+// Whole heads go, so the head size stays and the count follows q_proj's rows.
+bool update_attention(torch::nn::Module& m) {
+  auto* attn = m.as<nn::MultiheadSelfAttentionImpl>();
+  if (!attn) return false;
+  attn->options.num_heads(attn->q_proj->weight.size(0) / attn->options.head_dim());
+  attn->options.embed_dim(attn->q_proj->weight.size(1));
+  return true;
+}
+
+std::vector<MetadataRule>& rules() {
+  static std::vector<MetadataRule> table{
+      update_conv<torch::nn::Conv1dImpl>,          update_conv<torch::nn::Conv2dImpl>,
+      update_conv<torch::nn::Conv3dImpl>,          update_conv<torch::nn::ConvTranspose1dImpl>,
+      update_conv<torch::nn::ConvTranspose2dImpl>, update_conv<torch::nn::ConvTranspose3dImpl>,
+      update_bn<torch::nn::BatchNorm1dImpl>,       update_bn<torch::nn::BatchNorm2dImpl>,
+      update_bn<torch::nn::BatchNorm3dImpl>,       update_linear,
+      update_layer_norm,                           update_embedding,
+      update_attention};
+  return table;
+}
+
+std::mutex& rules_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 }  // namespace
 
+void add_metadata_rule(MetadataRule rule) {
+  TORCH_CHECK_VALUE(rule, "add_metadata_rule: the rule is empty. Fix: pass a callable");
+  std::lock_guard<std::mutex> lock(rules_mutex());
+  rules().insert(rules().begin(), std::move(rule));
+}
+
 void update_module_metadata(torch::nn::Module& root) {
+  std::vector<MetadataRule> table;
+  {
+    std::lock_guard<std::mutex> lock(rules_mutex());
+    table = rules();
+  }
   for (const auto& child : root.modules(/*include_self=*/true)) {
-    auto& m = *child;
-    if (update_conv<torch::nn::Conv1dImpl>(m) || update_conv<torch::nn::Conv2dImpl>(m) ||
-        update_conv<torch::nn::Conv3dImpl>(m) || update_conv<torch::nn::ConvTranspose2dImpl>(m) ||
-        update_bn<torch::nn::BatchNorm1dImpl>(m) || update_bn<torch::nn::BatchNorm2dImpl>(m) ||
-        update_bn<torch::nn::BatchNorm3dImpl>(m)) {
-      continue;
-    }
-    if (auto* linear = m.as<torch::nn::Linear>()) {
-      linear->options.in_features(linear->weight.size(1));
-      linear->options.out_features(linear->weight.size(0));
-    } else if (auto* ln = m.as<torch::nn::LayerNorm>()) {
-      if (ln->weight.defined()) ln->options.normalized_shape({ln->weight.size(0)});
-    } else if (auto* emb = m.as<torch::nn::Embedding>()) {
-      emb->options.embedding_dim(emb->weight.size(1));
+    for (const auto& rule : table) {
+      if (rule(*child)) break;
     }
   }
 }

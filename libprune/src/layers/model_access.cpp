@@ -53,6 +53,26 @@ void ModuleAccess::update_metadata() { update_module_metadata(*module_); }
 
 std::shared_ptr<void> ModuleAccess::eval_scope() { return std::make_shared<nn::EvalModeGuard>(*module_); }
 
+std::vector<TiedTensor> ModuleAccess::tied_tensors() const {
+  std::vector<TiedTensor> out;
+  for (const auto& m : module_->named_modules()) {
+    if (!m.value()->as<torch::nn::MultiheadAttention>()) continue;
+    const std::string prefix = m.key().empty() ? "" : m.key() + ".";
+    const std::string reason = "heads of torch::nn::MultiheadAttention \"" + m.key() +
+                               "\": it derives head_dim from embed_dim, so its heads can go only with the hidden size. "
+                               "Fix: use libprune::nn::MultiheadSelfAttention, which keeps its head count in options";
+    out.push_back({prefix + "in_proj_weight", 0, reason});
+    out.push_back({prefix + "out_proj.weight", 1, reason});
+    // Its embed_dim is checked against the input and fixes the packed q/k/v rows, so the width
+    // around it stays too.
+    const std::string width = "embed_dim of torch::nn::MultiheadAttention \"" + m.key() +
+                              "\" is fixed by its packed in_proj (3 x embed_dim rows), so the width around it stays";
+    out.push_back({prefix + "in_proj_weight", 1, width});
+    out.push_back({prefix + "out_proj.weight", 0, width});
+  }
+  return out;
+}
+
 OptimizerView view_of(torch::optim::Optimizer& optimizer, const ModelAccess& model) {
   OptimizerView view;
   view.given = true;

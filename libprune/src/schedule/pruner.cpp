@@ -64,7 +64,27 @@ graph::Trace Pruner::trace() const {
   return graph::Trace::capture(forward_, model_->parameters());
 }
 
-graph::DependencyGraph Pruner::graph() const { return graph::DependencyGraph(trace(), model_->buffers()); }
+graph::DependencyGraph Pruner::graph() const { return build_graph(trace()); }
+
+graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced) const {
+  graph::DependencyGraph g(traced, model_->buffers());
+  const auto tied = model_->tied_tensors();
+  for (size_t gi = 0; gi < g.groups().size(); ++gi) {
+    const auto& grp = g.groups()[gi];
+    for (const auto& t : tied) {
+      if (std::any_of(grp.members.begin(), grp.members.end(),
+                      [&](const graph::Member& m) { return m.tensor == t.tensor && m.dim == t.dim; })) {
+        g.pin(gi, t.reason);
+      }
+    }
+    if (grp.hidden && !options_.prune_hidden()) {
+      g.pin(gi, "hidden size (embedding dim): LayerNorm and the residual stream share it, so cutting it changes every "
+                "block; kept by default. Fix: set prune_hidden (PrunerOptions::prune_hidden, prune(..., "
+                "prune_hidden=True)) to cut it");
+    }
+  }
+  return g;
+}
 
 PruningPlan Pruner::plan() const { return make_plan(graph(), {}); }
 
@@ -177,7 +197,7 @@ PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   const auto traced = trace();
   timer.mark("trace");
   const auto expected = traced.output_shapes();
-  const graph::DependencyGraph g(traced, model_->buffers());
+  const graph::DependencyGraph g = build_graph(traced);
   timer.mark("group");
   std::vector<size_t> cut_groups;
   PruningPlan plan = make_plan(g, {}, &cut_groups);

@@ -28,6 +28,9 @@ struct Group {
   std::vector<std::vector<std::vector<int64_t>>> indices;
   bool pinned = false;
   std::string reason;  // why it is pinned
+  // The model's hidden size (embedding dim): channels a LayerNorm normalises in a model with
+  // attention, which also run along its residual stream. Pruners keep it unless asked.
+  bool hidden = false;
   int64_t size() const { return static_cast<int64_t>(indices.size()); }
   // Names the group in reports: the first weight cut along dim 0 ("layer1.0.conv1.weight"), else
   // the first member with its dim ("conv1.weight@dim1"). Not unique when a layer's channels split
@@ -41,6 +44,9 @@ class DependencyGraph {
   DependencyGraph(const Trace& trace, const NamedTensors& buffers);
 
   const std::vector<Group>& groups() const { return groups_; }
+  // Pins group `group` (an index into groups()) with `reason`, unless it is pinned already. For
+  // policies above the graph: the hidden size, heads a module ties to it.
+  void pin(size_t group, const std::string& reason);
   // Every group with its members; for pinned ones, the op and the reason.
   std::string explain() const;
 

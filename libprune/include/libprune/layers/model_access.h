@@ -16,6 +16,14 @@ namespace libprune::layers {
 
 using TensorList = std::vector<std::pair<std::string, torch::Tensor>>;
 
+// A tensor dimension a module's own code ties to something the graph cannot see (nn.MultiheadAttention
+// derives head_dim from embed_dim): groups that cut it are pinned with `reason`.
+struct TiedTensor {
+  std::string tensor;
+  int64_t dim = 0;
+  std::string reason;
+};
+
 class ModelAccess {
  public:
   virtual ~ModelAccess() = default;
@@ -26,6 +34,7 @@ class ModelAccess {
   virtual void update_metadata() = 0;
   // Eval mode for every submodule until the returned handle is destroyed, then the old flags.
   virtual std::shared_ptr<void> eval_scope() = 0;
+  virtual std::vector<TiedTensor> tied_tensors() const { return {}; }
 };
 
 class ModuleAccess : public ModelAccess {
@@ -36,6 +45,7 @@ class ModuleAccess : public ModelAccess {
   std::vector<std::string> module_names() const override;
   void update_metadata() override;
   std::shared_ptr<void> eval_scope() override;
+  std::vector<TiedTensor> tied_tensors() const override;
   torch::nn::Module& module() { return *module_; }
 
  private:

@@ -30,6 +30,9 @@ struct PrunerOptions {
   TORCH_ARG(int64_t, min_channels) = 1;
   // Re-run the example forward after applying; on failure, roll back and pin the culprit groups.
   TORCH_ARG(bool, verify) = true;
+  // Also cut the hidden size (embedding dim) of models with attention: the channels LayerNorm
+  // normalises along the residual stream. Off by default: it changes every block at once.
+  TORCH_ARG(bool, prune_hidden) = false;
 };
 
 class Pruner {
@@ -59,6 +62,8 @@ class Pruner {
   PruningPlan make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
                         std::vector<size_t>* used = nullptr) const;
   graph::Trace trace() const;
+  // The graph of `traced`, with the policy pins: the hidden size, heads a module ties to it.
+  graph::DependencyGraph build_graph(const graph::Trace& traced) const;
   std::vector<graph::Shape> run_shapes() const;
 
   std::shared_ptr<layers::ModelAccess> model_;
