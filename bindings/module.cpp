@@ -3,7 +3,12 @@
 // nn.Module) live in the small adapters in bindings/libprune/*.py.
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include "libprune/libprune.h"
+#include "libprune/recipe/recipe.h"
+#include "libprune/recipe/runner.h"
 
 namespace py = pybind11;
 using libprune::graph::Forward;
@@ -214,6 +219,101 @@ PYBIND11_MODULE(_libprune, m) {
     const auto view = optimizer_view(held, state);
     return py::make_tuple(pruner.step(view.given ? &view : nullptr), pruner.verification_pins());
   });
+  // A pruner that lives across steps (schedules inside a plain PyTorch loop).
+  py::class_<libprune::schedule::Pruner, std::shared_ptr<libprune::schedule::Pruner>>(m, "_Pruner")
+      .def(py::init([](py::object model, py::object adapters, py::function forward, py::dict o) {
+        libprune::schedule::RatioOverrides overrides;
+        for (const auto& kv : o["overrides"].cast<py::dict>()) {
+          overrides.emplace_back(kv.first.cast<std::string>(), kv.second.cast<double>());
+        }
+        return std::make_shared<libprune::schedule::Pruner>(
+            std::make_shared<PyModelAccess>(std::move(model), std::move(adapters)), python_forward(std::move(forward)),
+            libprune::schedule::PrunerOptions()
+                .ratio(o["ratio"].cast<double>())
+                .importance(o["importance"].cast<std::string>())
+                .reduction(o["reduction"].cast<std::string>())
+                .normalize(o["normalize"].cast<bool>())
+                .seed(o["seed"].cast<uint64_t>())
+                .global_ranking(o["global_ranking"].cast<bool>())
+                .ignored(o["ignored"].cast<std::vector<std::string>>())
+                .overrides(overrides)
+                .round_to(o["round_to"].cast<int64_t>())
+                .max_ratio(o["max_ratio"].cast<double>())
+                .min_channels(o["min_channels"].cast<int64_t>())
+                .verify(o["verify"].cast<bool>())
+                .prune_hidden(o["prune_hidden"].cast<bool>()));
+      }))
+      .def("set_ratio", &libprune::schedule::Pruner::set_ratio)
+      .def("record_sizes", &libprune::schedule::Pruner::record_sizes)
+      .def("graph", &libprune::schedule::Pruner::graph)
+      .def("plan", &libprune::schedule::Pruner::plan)
+      .def("step", [](libprune::schedule::Pruner& p, py::object held, py::object state) {
+        const auto view = optimizer_view(held, state);
+        return py::make_tuple(p.step(view.given ? &view : nullptr), p.verification_pins());
+      })
+      .def_property_readonly("history", &libprune::schedule::Pruner::history);
+
+  using libprune::schedule::Schedule;
+  py::class_<Schedule>(m, "Schedule", "How much to prune, and when: one_shot, iterative or agp (Zhu & Gupta)")
+      .def(py::init([](const std::string& kind, double target, int64_t start_epoch, int64_t end_epoch, int64_t frequency,
+                       int64_t steps, double initial) {
+             return Schedule(libprune::schedule::ScheduleOptions()
+                                 .kind(libprune::schedule::parse_schedule(kind))
+                                 .target(target)
+                                 .start_epoch(start_epoch)
+                                 .end_epoch(end_epoch)
+                                 .frequency(frequency)
+                                 .steps(steps)
+                                 .initial(initial));
+           }),
+           py::arg("kind") = "one_shot", py::arg("target") = 0.5, py::arg("start_epoch") = 0, py::arg("end_epoch") = 0,
+           py::arg("frequency") = 1, py::arg("steps") = 1, py::arg("initial") = 0.0)
+      .def("prunes_at", &Schedule::prunes_at)
+      .def("ratio_at", &Schedule::ratio_at)
+      .def("steps", &Schedule::steps);
+
+  m.def(
+      "_run_recipe",
+      [](const std::string& path, std::vector<std::string> sets, bool resume, bool print) {
+        libprune::recipe::RunOptions o;
+        o.sets = std::move(sets);
+        o.resume = resume;
+        o.print = print;
+        libprune::recipe::RunResult r;
+        {
+          py::gil_scoped_release release;
+          r = libprune::recipe::run(path, o);
+        }
+        return py::make_tuple(r.completed, r.summary_json, r.output_dir);
+      },
+      py::arg("path"), py::arg("sets"), py::arg("resume") = false, py::arg("print") = true);
+  m.def("_recipe_defaults", &libprune::recipe::defaults);
+
+  // The C++ half of scripts/bench_train_step.py: median seconds of one SGD training step of a zoo
+  // model, run entirely in C++ (the GIL released).
+  m.def("_train_step_seconds", [](const std::string& name, int64_t classes, int64_t batch, int64_t size, int steps,
+                                  bool channels_last) {
+    py::gil_scoped_release release;
+    torch::manual_seed(0);
+    auto model = libprune::models::create(name, libprune::models::ModelOptions().num_classes(classes));
+    if (channels_last) libprune::nn::to_memory_format(*model, torch::MemoryFormat::ChannelsLast);
+    torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(5e-4));
+    auto x = torch::randn({batch, 3, size, size});
+    if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    auto y = torch::randint(classes, {batch}, torch::kLong);
+    model->train();
+    std::vector<double> times;
+    for (int s = 0; s < steps + 2; ++s) {
+      const auto t0 = std::chrono::steady_clock::now();
+      opt.zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      opt.step();
+      if (s >= 2) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+  });
+
   m.def("_apply_plan", [](py::object model, py::object adapters, const PruningPlan& plan, py::object held,
                           py::object state) {
     PyModelAccess access(std::move(model), std::move(adapters));

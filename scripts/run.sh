@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# README command (1): install what is missing, build, then run the main job on the embedded
-# default (Fashion-MNIST from Debian's dataset-fashion-mnist). Arguments go to the program.
+# README command (1): install what is missing, build, then run the main job: the embedded default
+# recipe (CIFAR-style ResNet-20 on Fashion-MNIST from Debian's dataset-fashion-mnist: train dense,
+# prune 50% of the filters on an AGP schedule, fine-tune), printing dense against pruned.
+# Arguments go to the runner, e.g. --set output_dir=runs/x, --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh >/dev/null
-exec ./build/libprune-demo "$@"
+exec ./build/libprune-run configs/fashion_mnist_resnet20_filters50.json "$@"

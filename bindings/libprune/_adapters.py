@@ -265,3 +265,65 @@ def apply_plan(model, example_inputs, plan, optimizer=None):
     with eval_mode(model), torch.no_grad():
         _flatten(model(*_as_tuple(example_inputs)))
     return model
+
+
+class Pruner:
+    """A pruner that lives across steps, for schedules inside a plain PyTorch loop.
+
+    Ratios count against the sizes it first saw, so ``step(ratio=s_t)`` along a Schedule reaches
+    the same architecture as one step to the final ratio. Criteria: l1, l2, bn_scale, taylor
+    (uses each parameter's current ``.grad``: call it after ``loss.backward()``), fpgm, lamp, random.
+
+        pruner = libprune.Pruner(model, x, importance="taylor", ignored=[model.fc], round_to=8)
+        schedule = libprune.Schedule("agp", target=0.5, start_epoch=1, end_epoch=4)
+        for epoch in range(epochs):
+            if schedule.prunes_at(epoch):
+                pruner.step(ratio=schedule.ratio_at(epoch), optimizer=opt)
+            train_one_epoch(...)
+    """
+
+    def __init__(self, model, example_inputs, ratio=0.5, importance="l1", reduction="sum", normalize=False, seed=0,
+                 ignored=(), global_ranking=False, round_to=1, min_channels=1, max_ratio=1.0, overrides=None,
+                 verify=True, prune_hidden=False):
+        _check_module(model, "Pruner")
+        from . import _adapters
+        self.model = model
+        options = dict(ratio=float(ratio), importance=importance, reduction=reduction, normalize=bool(normalize),
+                       seed=int(seed), ignored=_ignored_names(model, ignored), global_ranking=bool(global_ranking),
+                       round_to=int(round_to), min_channels=int(min_channels), max_ratio=float(max_ratio),
+                       overrides={str(k): float(v) for k, v in (overrides or {}).items()}, verify=bool(verify),
+                       prune_hidden=bool(prune_hidden))
+        self._pruner = _libprune._Pruner(model, _adapters, _forward(model, example_inputs), options)
+        self._pruner.record_sizes()
+
+    def step(self, ratio=None, optimizer=None):
+        """Cuts to `ratio` (or the current one) in place; returns the applied Plan."""
+        if ratio is not None:
+            self._pruner.set_ratio(float(ratio))
+        held, state = _optimizer_view(self.model, optimizer)
+        plan, pins = self._pruner.step(held, state)
+        plan.verification_pins = list(pins)
+        return plan
+
+    @property
+    def history(self):
+        """Every applied Plan, in order (replay them with apply_plan to rebuild the architecture)."""
+        return list(self._pruner.history)
+
+    def graph(self):
+        return self._pruner.graph()
+
+
+def run_recipe(path, overrides=None, resume=False, quiet=False):
+    """Runs a recipe (configs/*.json) with the C++ runner and returns its summary as a dict.
+
+    `overrides` maps dotted keys to values, like the runner's ``--set``:
+    ``run_recipe("configs/x.json", {"training.epochs": 2, "output_dir": "runs/y"})``.
+    """
+    import json
+    sets = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (overrides or {}).items()]
+    completed, summary, output_dir = _libprune._run_recipe(str(path), sets, bool(resume), not quiet)
+    if not completed:
+        raise KeyboardInterrupt(f"run_recipe stopped early; the last checkpoint in {output_dir} is loadable: "
+                                "call again with resume=True")
+    return json.loads(summary)

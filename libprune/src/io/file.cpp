@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -22,13 +24,24 @@ std::vector<char> read_file(const std::string& path, const std::string& what) {
   return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+namespace {
+std::atomic<int64_t> g_fail_after{-1};
+}  // namespace
+
+void detail::fail_next_write_after(int64_t bytes) { g_fail_after = bytes; }
+
 void write_file_atomic(const std::string& path, const std::vector<char>& bytes, const std::string& what) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   TORCH_CHECK(f, "cannot write ", what, " '", path, "': ", std::strerror(errno),
               ". Fix: check that the directory exists and is writable");
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
-                  ::fsync(::fileno(f)) == 0;
+  const int64_t fail_after = g_fail_after.exchange(-1);
+  const size_t n = fail_after >= 0 ? std::min(bytes.size(), static_cast<size_t>(fail_after)) : bytes.size();
+  bool ok = std::fwrite(bytes.data(), 1, n, f) == n && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+  if (fail_after >= 0) {
+    ok = false;
+    errno = ENOSPC;
+  }
   const int err = errno;
   const bool closed = std::fclose(f) == 0;
   if (!ok || !closed) {

@@ -30,11 +30,19 @@ class PhaseTimer {
   std::chrono::steady_clock::time_point last_;
 };
 
-int64_t keep_count(int64_t size, double remove_fraction, const PrunerOptions& o) {
-  int64_t keep = size - static_cast<int64_t>(std::floor(static_cast<double>(size) * remove_fraction + 1e-9));
+// Units to keep of a group that had `original` units, after removing `remove_fraction` of them.
+int64_t keep_count(int64_t original, double remove_fraction, const PrunerOptions& o) {
+  int64_t keep = original - static_cast<int64_t>(std::floor(static_cast<double>(original) * remove_fraction + 1e-9));
   if (o.round_to() > 1) keep = (keep + o.round_to() - 1) / o.round_to() * o.round_to();
   keep = std::max(keep, o.min_channels());
-  return std::min(keep, size);
+  return std::min(keep, original);
+}
+
+void check_ratio(double ratio, double max_ratio, const std::string& what) {
+  TORCH_CHECK_VALUE(ratio >= 0.0 && ratio < 1.0, what, " must be in [0, 1), got ", ratio,
+                    ". Fix: pass e.g. ratio=0.5 to remove half of the channels");
+  TORCH_CHECK_VALUE(ratio <= max_ratio + 1e-12, what, " ", ratio, " is above max_ratio ", max_ratio,
+                    ". Fix: lower the ratio or raise max_ratio");
 }
 
 }  // namespace
@@ -45,11 +53,24 @@ Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_
 Pruner::Pruner(std::shared_ptr<layers::ModelAccess> model, graph::Forward example_forward, PrunerOptions options)
     : model_(std::move(model)), forward_(std::move(example_forward)), options_(std::move(options)) {
   TORCH_CHECK_VALUE(model_, "Pruner: the model is null. Fix: pass the model to prune");
-  TORCH_CHECK_VALUE(options_.ratio() >= 0.0 && options_.ratio() < 1.0, "pruning ratio must be in [0, 1), got ",
-                    options_.ratio(), ". Fix: pass e.g. ratio=0.5 to remove half of the channels");
+  TORCH_CHECK_VALUE(options_.max_ratio() > 0.0 && options_.max_ratio() <= 1.0, "max_ratio must be in (0, 1], got ",
+                    options_.max_ratio());
+  check_ratio(options_.ratio(), options_.max_ratio(), "pruning ratio");
+  for (const auto& [pattern, r] : options_.overrides()) {
+    check_ratio(r, options_.max_ratio(), "ratio override for \"" + pattern + "\"");
+    try {
+      overrides_.emplace_back(pattern, std::regex(pattern));
+    } catch (const std::regex_error& e) {
+      TORCH_CHECK_VALUE(false, "ratio override \"", pattern, "\" is not a valid regex (", e.what(),
+                        "). Fix: use a module name such as \"layer1.0.conv1\" or a regex such as \"layer4\\..*\"");
+    }
+  }
   TORCH_CHECK_VALUE(options_.round_to() >= 1, "round_to must be >= 1, got ", options_.round_to());
   TORCH_CHECK_VALUE(options_.min_channels() >= 1, "min_channels must be >= 1, got ", options_.min_channels());
-  importance_ = importance::parse(options_.importance());
+  importance_ = importance::ImportanceOptions(importance::parse(options_.importance()))
+                    .reduction(importance::parse_reduction(options_.reduction()))
+                    .normalize(options_.normalize())
+                    .seed(options_.seed());
   std::set<std::string> modules;
   for (const auto& m : model_->module_names()) modules.insert(m);
   for (const auto& name : options_.ignored()) {
@@ -62,6 +83,16 @@ Pruner::Pruner(std::shared_ptr<layers::ModelAccess> model, graph::Forward exampl
 graph::Trace Pruner::trace() const {
   const auto eval = model_->eval_scope();
   return graph::Trace::capture(forward_, model_->parameters());
+}
+
+void Pruner::record_sizes() {
+  const auto g = graph();
+  for (const auto& grp : g.groups()) original_sizes_.emplace(grp.name(), grp.size());
+}
+
+void Pruner::set_ratio(double ratio) {
+  check_ratio(ratio, options_.max_ratio(), "pruning ratio");
+  options_.ratio(ratio);
 }
 
 graph::DependencyGraph Pruner::graph() const { return build_graph(trace()); }
@@ -114,27 +145,51 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<si
   for (size_t gi = 0; gi < g.groups().size(); ++gi) {
     const auto& grp = g.groups()[gi];
     if (grp.pinned || ignored(grp) || skip.count(gi)) continue;
-    candidates.push_back({gi, &grp, importance::score(grp, params, importance_), grp.size()});
+    candidates.push_back({gi, &grp, importance::score(grp, params, importance_, gradients_), grp.size()});
   }
+  auto original = [&](const graph::Group& grp) {
+    return std::max(grp.size(), original_sizes_.emplace(grp.name(), grp.size()).first->second);
+  };
+  // The first override naming a module whose outputs the group cuts (like `ignored`).
+  auto ratio_of = [&](const graph::Group& grp) {
+    for (size_t k = 0; k < overrides_.size(); ++k) {
+      for (const auto& m : grp.members) {
+        const auto dot = m.tensor.rfind('.');
+        if (m.dim != 0 || dot == std::string::npos) continue;
+        const std::string module = m.tensor.substr(0, dot);
+        if (overrides_[k].first == module || std::regex_match(module, overrides_[k].second)) {
+          return options_.overrides()[k].second;
+        }
+      }
+    }
+    return options_.ratio();
+  };
 
   if (!options_.global_ranking()) {
-    for (auto& c : candidates) c.keep = keep_count(c.group->size(), options_.ratio(), options_);
+    for (auto& c : candidates) c.keep = std::min(c.group->size(), keep_count(original(*c.group), ratio_of(*c.group), options_));
   } else {
     // Scores divided by their group's mean, so layers of different scale compete fairly.
+    // The total to remove counts against the original sizes; no group goes below min_channels or
+    // loses more than max_ratio of its original units.
     std::vector<std::tuple<double, size_t, size_t>> all;
-    int64_t total = 0;
+    std::vector<int64_t> floor_keep(candidates.size());
+    int64_t total = 0, total_original = 0;
     for (size_t ci = 0; ci < candidates.size(); ++ci) {
       const auto& s = candidates[ci].scores;
       const double mean = std::accumulate(s.begin(), s.end(), 0.0) / std::max<size_t>(1, s.size());
       for (size_t u = 0; u < s.size(); ++u) all.emplace_back(mean > 0 ? s[u] / mean : 0.0, ci, u);
       total += static_cast<int64_t>(s.size());
+      const int64_t orig = original(*candidates[ci].group);
+      total_original += orig;
+      floor_keep[ci] = std::max(options_.min_channels(), keep_count(orig, options_.max_ratio(), options_));
     }
     std::sort(all.begin(), all.end());
-    int64_t to_remove = static_cast<int64_t>(std::floor(static_cast<double>(total) * options_.ratio() + 1e-9));
+    int64_t to_remove = static_cast<int64_t>(std::floor(static_cast<double>(total_original) * options_.ratio() + 1e-9)) -
+                        (total_original - total);
     for (const auto& [score, ci, u] : all) {
-      if (to_remove == 0) break;
+      if (to_remove <= 0) break;
       auto& c = candidates[ci];
-      if (c.keep > options_.min_channels()) {
+      if (c.keep > floor_keep[ci]) {
         --c.keep;
         --to_remove;
       }

@@ -5,22 +5,39 @@
 //                                     PrunerOptions().ratio(0.5).ignored({"fc"}));
 //   auto plan = pruner.step(&optimizer);   // model and optimizer state shrink in place
 #include "libprune/graph/dependency_graph.h"
-#include "libprune/importance/magnitude.h"
+#include "libprune/importance/importance.h"
 #include "libprune/layers/apply.h"
 #include "libprune/schedule/plan.h"
 
+#include <map>
 #include <memory>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
 
 namespace libprune::schedule {
 
+// A per-layer ratio: module name (exact, or a std::regex_match pattern) and its ratio.
+using RatioOverrides = std::vector<std::pair<std::string, double>>;
+
 struct PrunerOptions {
   PrunerOptions() = default;
   // Fraction of each group's channels to remove (local), or of all channels (global); [0, 1).
+  // Counted against the sizes the pruner first saw, so raising it step by step (iterative, AGP)
+  // reaches the same total as one step.
   TORCH_ARG(double, ratio) = 0.5;
+  // l1, l2, bn_scale, taylor, fpgm, lamp, random (importance::parse).
   TORCH_ARG(std::string, importance) = "l1";
+  // How members' scores combine into a unit's: sum, mean, max, first.
+  TORCH_ARG(std::string, reduction) = "sum";
+  TORCH_ARG(bool, normalize) = false;
+  TORCH_ARG(uint64_t, seed) = 0;  // for "random"
+  // Per-layer ratios: a module name, exact or as a regex (std::regex_match), with its ratio. A
+  // group takes the first override that names a module whose outputs it cuts; local ranking only.
+  TORCH_ARG(RatioOverrides, overrides) = {};
+  // No group loses more than this fraction, whatever the ratio or ranking; ratios above it are errors.
+  TORCH_ARG(double, max_ratio) = 1.0;
   TORCH_ARG(bool, global_ranking) = false;
   // Module names whose output channels stay (their input channels still follow their producer).
   TORCH_ARG(std::vector<std::string>, ignored) = {};
@@ -52,6 +69,13 @@ class Pruner {
   PruningPlan step(const layers::OptimizerView* optimizer);
 
   const std::vector<PruningPlan>& history() const { return history_; }
+  // Records every group's size as the base that ratios count against (done lazily by the first
+  // plan; call it first when a saved plan history will be replayed before the next step).
+  void record_sizes();
+  // The next step's ratio (schedules raise it step by step); checked like the option.
+  void set_ratio(double ratio);
+  // Accumulated |w * dL/dw| for the "taylor" criterion (not owned; null: use each .grad).
+  void set_gradients(const importance::Gradients* gradients) { gradients_ = gradients; }
   // Groups pinned by the last verification, with the reason.
   const std::vector<std::string>& verification_pins() const { return verification_pins_; }
   const PrunerOptions& options() const { return options_; }
@@ -69,7 +93,11 @@ class Pruner {
   std::shared_ptr<layers::ModelAccess> model_;
   graph::Forward forward_;
   PrunerOptions options_;
-  importance::Kind importance_;
+  importance::ImportanceOptions importance_;
+  const importance::Gradients* gradients_ = nullptr;
+  std::vector<std::pair<std::string, std::regex>> overrides_;
+  // Unit count of each group (by name) when the pruner first saw it.
+  mutable std::map<std::string, int64_t> original_sizes_;
   std::vector<PruningPlan> history_;
   std::vector<std::string> verification_pins_;
 };

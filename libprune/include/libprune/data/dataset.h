@@ -1,0 +1,74 @@
+#pragma once
+// Datasets the Trainer reads: a size, and a batch for a list of indices. In-memory tensor sets
+// (MNIST, Fashion-MNIST, CIFAR) slice; ImageFolder decodes files on several threads.
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace libprune::data {
+
+struct Batch {
+  torch::Tensor x;  // float [B, C, H, W]
+  torch::Tensor y;  // int64 [B]
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual int64_t num_classes() const = 0;
+  // `train` turns on random augmentation, drawn from `seed` only (so batches are reproducible
+  // whichever thread loads them).
+  virtual Batch get(const std::vector<int64_t>& indices, bool train, uint64_t seed = 0) = 0;
+  // One example input of batch `batch`, for tracing and latency.
+  torch::Tensor example(int64_t batch = 1);
+};
+
+// Images already decoded and normalised in memory.
+class TensorDataset : public Dataset {
+ public:
+  // images float [N, C, H, W], labels int64 [N]. `flip`: random horizontal flips when training;
+  // `pad_crop`: pad by this many pixels and crop back at random (CIFAR-style), when training.
+  TensorDataset(torch::Tensor images, torch::Tensor labels, int64_t num_classes, bool flip = false, int64_t pad_crop = 0);
+  int64_t size() const override { return labels_.size(0); }
+  int64_t num_classes() const override { return num_classes_; }
+  Batch get(const std::vector<int64_t>& indices, bool train, uint64_t seed = 0) override;
+
+ private:
+  torch::Tensor images_, labels_;
+  int64_t num_classes_;
+  bool flip_;
+  int64_t pad_crop_;
+};
+
+// Takes at most `limit` examples (the first ones); 0 keeps all. For quick runs and tests.
+std::shared_ptr<TensorDataset> limit(std::shared_ptr<TensorDataset> set, int64_t limit);
+
+// Shuffled (or ordered) batches of a dataset; the next batch is prepared on a background thread
+// while the current one trains. The order depends only on (seed, epoch), so a resumed run sees the
+// same batches as an unbroken one.
+class Loader {
+ public:
+  Loader(Dataset& dataset, int64_t batch_size, bool train, uint64_t seed, bool drop_last = false);
+  // Starts epoch `epoch`; then next() until it returns false.
+  void start(int64_t epoch);
+  bool next(Batch& out);
+  int64_t batches() const;
+
+ private:
+  Batch load(size_t b);
+  Dataset& dataset_;
+  int64_t batch_size_;
+  bool train_, drop_last_;
+  uint64_t seed_;
+  std::vector<int64_t> order_;
+  size_t cursor_ = 0;
+  int64_t epoch_ = 0;
+  std::future<Batch> pending_;
+};
+
+}  // namespace libprune::data

@@ -1,0 +1,99 @@
+#pragma once
+// The training loop: epochs of SGD or AdamW with an LR schedule, evaluated every epoch (top-1,
+// top-5), with callbacks for pruning, checkpoints, logging and progress. Device-agnostic; on CPU
+// it trains in channels_last (about 3x faster for conv nets with LibTorch 1.13's oneDNN kernels).
+#include "libprune/data/dataset.h"
+#include "libprune/models/model.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace libprune::train {
+
+struct TrainOptions {
+  TrainOptions() = default;
+  TORCH_ARG(int64_t, epochs) = 1;
+  TORCH_ARG(int64_t, batch_size) = 128;
+  TORCH_ARG(int64_t, eval_batch_size) = 256;
+  TORCH_ARG(std::string, optimizer) = "sgd";  // sgd, adamw
+  TORCH_ARG(double, lr) = 0.1;
+  TORCH_ARG(double, momentum) = 0.9;
+  TORCH_ARG(bool, nesterov) = false;
+  TORCH_ARG(double, weight_decay) = 5e-4;
+  TORCH_ARG(std::string, lr_schedule) = "cosine";  // constant, step, cosine, one_cycle
+  TORCH_ARG(int64_t, step_size) = 30;              // step: epochs between decays
+  TORCH_ARG(double, gamma) = 0.1;                  // step: decay factor
+  TORCH_ARG(double, warmup_epochs) = 0;            // linear warmup from 0, in epochs (fractions allowed)
+  TORCH_ARG(double, label_smoothing) = 0;
+  TORCH_ARG(bool, channels_last) = true;
+  TORCH_ARG(int, threads) = 0;  // torch intra-op threads; 0: every core
+  TORCH_ARG(std::string, device) = "cpu";
+  TORCH_ARG(uint64_t, seed) = 0;
+  TORCH_ARG(int64_t, max_batches) = 0;  // per epoch; 0: all (quick runs, tests)
+  TORCH_ARG(bool, progress) = true;
+};
+
+// Checks every option, naming the bad one and the fix.
+void validate(const TrainOptions& options);
+
+struct EpochMetrics {
+  int64_t epoch = 0;
+  double loss = 0, train_top1 = 0, top1 = 0, top5 = 0, lr = 0, seconds = 0;
+  int64_t batches = 0;
+};
+
+class Trainer;
+
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual void on_train_begin(Trainer&) {}
+  virtual void on_epoch_begin(Trainer&, int64_t /*epoch*/) {}
+  // After loss.backward(), before the optimizer step (penalties that edit gradients).
+  virtual void on_after_backward(Trainer&, int64_t /*epoch*/, int64_t /*batch*/) {}
+  virtual void on_batch_end(Trainer&, int64_t /*epoch*/, int64_t /*batch*/, double /*loss*/) {}
+  virtual void on_epoch_end(Trainer&, const EpochMetrics&) {}
+  virtual void on_train_end(Trainer&) {}
+};
+
+class Trainer {
+ public:
+  Trainer(models::ModelPtr model, std::shared_ptr<data::Dataset> train, std::shared_ptr<data::Dataset> eval,
+          TrainOptions options);
+  void add_callback(std::shared_ptr<Callback> callback) { callbacks_.push_back(std::move(callback)); }
+
+  // Trains epochs [start_epoch, epochs). Returns false if stopped early (request_stop, SIGINT);
+  // an interrupted epoch leaves no checkpoint, so the last one stays the last completed epoch.
+  bool fit(int64_t start_epoch = 0);
+  // Top-1 and top-5 accuracy (%) on the eval set.
+  std::pair<double, double> evaluate();
+  // The LR at `epoch` + `fraction` of it.
+  double lr_at(double epoch) const;
+
+  models::ModelPtr model() const { return model_; }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  const TrainOptions& options() const { return options_; }
+  torch::Device device() const { return device_; }
+  // A batch of eval inputs on the model's device and memory format (tracing, latency).
+  torch::Tensor example(int64_t batch = 1);
+  const std::vector<EpochMetrics>& history() const { return history_; }
+  int64_t batches_per_epoch() const;
+
+  // Asks the loop to stop after the current batch (thread- and signal-safe).
+  static void request_stop() { stop_flag() = true; }
+  static std::atomic<bool>& stop_flag();
+
+ private:
+  torch::Tensor prepare(torch::Tensor x) const;
+  models::ModelPtr model_;
+  std::shared_ptr<data::Dataset> train_, eval_;
+  TrainOptions options_;
+  torch::Device device_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  std::vector<EpochMetrics> history_;
+};
+
+}  // namespace libprune::train

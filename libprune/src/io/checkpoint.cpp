@@ -1,0 +1,88 @@
+#include "libprune/io/checkpoint.h"
+
+#include "libprune/io/file.h"
+
+#include <nlohmann/json.hpp>
+
+#include <sstream>
+
+namespace libprune::io {
+namespace {
+
+constexpr const char* kFormat = "libprune.checkpoint/1";
+
+torch::serialize::InputArchive open_archive(const std::string& path) {
+  auto bytes = read_file(path, "checkpoint");
+  torch::serialize::InputArchive in;
+  try {
+    std::istringstream stream(std::string(bytes.begin(), bytes.end()));
+    in.load_from(stream);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' is corrupt or not a libprune checkpoint (",
+                      e.what_without_backtrace(), "). Fix: delete it, or resume from another checkpoint");
+  }
+  return in;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                     const CheckpointMeta& meta) {
+  nlohmann::json header = {{"format", kFormat},       {"epoch", meta.epoch},
+                           {"recipe_id", meta.recipe_id}, {"plans", nlohmann::json::parse(meta.plans_json)},
+                           {"best_top1", meta.best_top1}, {"extra", nlohmann::json::parse(meta.extra_json)}};
+  torch::serialize::OutputArchive out, model_archive, optim_archive;
+  out.write("meta", c10::IValue(header.dump()));
+  model.save(model_archive);
+  optimizer.save(optim_archive);
+  out.write("model", model_archive);
+  out.write("optimizer", optim_archive);
+  std::ostringstream stream;
+  out.save_to(stream);
+  const std::string s = stream.str();
+  write_file_atomic(path, std::vector<char>(s.begin(), s.end()), "checkpoint");
+}
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  auto in = open_archive(path);
+  c10::IValue value;
+  nlohmann::json header;
+  try {
+    in.read("meta", value);
+    header = nlohmann::json::parse(value.toStringRef());
+  } catch (const std::exception& e) {
+    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' has no readable libprune header. Fix: it was not written by "
+                      "libprune-run; delete it or pass another output_dir");
+  }
+  TORCH_CHECK_VALUE(header.value("format", "") == kFormat, "checkpoint '", path, "' has format \"",
+                    header.value("format", ""), "\", expected \"", kFormat, "\"");
+  CheckpointMeta meta;
+  meta.epoch = header.at("epoch").get<int64_t>();
+  meta.recipe_id = header.at("recipe_id").get<std::string>();
+  meta.plans_json = header.at("plans").dump();
+  meta.best_top1 = header.at("best_top1").get<double>();
+  meta.extra_json = header.at("extra").dump();
+  return meta;
+}
+
+void load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
+  auto in = open_archive(path);
+  torch::serialize::InputArchive model_archive, optim_archive;
+  // Loading replaces tensors one by one; keep the old ones so a failure leaves the model as it was.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
+  for (auto& t : model.parameters()) saved.emplace_back(t, t.detach().clone());
+  for (auto& t : model.buffers()) saved.emplace_back(t, t.detach().clone());
+  try {
+    in.read("model", model_archive);
+    in.read("optimizer", optim_archive);
+    model.load(model_archive);
+    optimizer.load(optim_archive);
+  } catch (const c10::Error& e) {
+    torch::NoGradGuard no_grad;
+    for (auto& [t, old] : saved) t.set_data(old);
+    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' does not fit this model (", e.what_without_backtrace(),
+                      "). Fix: resume with the recipe that wrote it, after replaying its plan history");
+  }
+}
+
+}  // namespace libprune::io

@@ -1,0 +1,166 @@
+#include "libprune/train/trainer.h"
+
+#include "libprune/nn/memory_format.h"
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+namespace libprune::train {
+
+std::atomic<bool>& Trainer::stop_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+void validate(const TrainOptions& o) {
+  TORCH_CHECK_VALUE(o.epochs() >= 1, "training.epochs must be >= 1, got ", o.epochs());
+  TORCH_CHECK_VALUE(o.batch_size() >= 1, "training.batch_size must be >= 1, got ", o.batch_size());
+  TORCH_CHECK_VALUE(o.eval_batch_size() >= 1, "training.eval_batch_size must be >= 1, got ", o.eval_batch_size());
+  TORCH_CHECK_VALUE(o.optimizer() == "sgd" || o.optimizer() == "adamw", "unknown optimizer \"", o.optimizer(),
+                    "\"; expected one of sgd, adamw");
+  TORCH_CHECK_VALUE(o.lr() > 0, "training.lr must be > 0, got ", o.lr());
+  TORCH_CHECK_VALUE(o.momentum() >= 0 && o.momentum() < 1, "training.momentum must be in [0, 1), got ", o.momentum());
+  TORCH_CHECK_VALUE(o.weight_decay() >= 0, "training.weight_decay must be >= 0, got ", o.weight_decay());
+  const auto& s = o.lr_schedule();
+  TORCH_CHECK_VALUE(s == "constant" || s == "step" || s == "cosine" || s == "one_cycle", "unknown lr schedule \"", s,
+                    "\"; expected one of constant, step, cosine, one_cycle");
+  TORCH_CHECK_VALUE(o.step_size() >= 1, "training.lr_schedule.step_size must be >= 1, got ", o.step_size());
+  TORCH_CHECK_VALUE(o.warmup_epochs() >= 0 && o.warmup_epochs() < static_cast<double>(o.epochs()),
+                    "training.lr_schedule.warmup_epochs must be in [0, epochs), got ", o.warmup_epochs());
+  TORCH_CHECK_VALUE(o.label_smoothing() >= 0 && o.label_smoothing() < 1, "training.label_smoothing must be in [0, 1), got ",
+                    o.label_smoothing());
+  TORCH_CHECK_VALUE(o.nesterov() == false || o.momentum() > 0, "training.nesterov needs momentum > 0");
+  TORCH_CHECK_VALUE(o.device() == "cpu" || o.device().rfind("cuda", 0) == 0, "unknown device \"", o.device(),
+                    "\"; expected cpu or cuda[:N]");
+  TORCH_CHECK_VALUE(o.device() == "cpu" || torch::cuda::is_available(), "device \"", o.device(),
+                    "\" requested but this LibTorch has no CUDA device. Fix: set training.device to cpu");
+}
+
+Trainer::Trainer(models::ModelPtr model, std::shared_ptr<data::Dataset> train, std::shared_ptr<data::Dataset> eval,
+                 TrainOptions options)
+    : model_(std::move(model)), train_(std::move(train)), eval_(std::move(eval)), options_(std::move(options)),
+      device_(options_.device()) {
+  TORCH_CHECK_VALUE(model_ && train_ && eval_, "Trainer: model and datasets must be set");
+  validate(options_);
+  TORCH_CHECK_VALUE(train_->size() > 0 && eval_->size() > 0, "Trainer: a dataset is empty (train ", train_->size(),
+                    ", eval ", eval_->size(), "). Fix: check the data paths");
+  torch::set_num_threads(options_.threads() > 0 ? options_.threads()
+                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  model_->to(device_);
+  if (options_.channels_last() && device_.is_cpu()) nn::to_memory_format(*model_, torch::MemoryFormat::ChannelsLast);
+  if (options_.optimizer() == "sgd") {
+    optimizer_ = std::make_unique<torch::optim::SGD>(model_->parameters(), torch::optim::SGDOptions(options_.lr())
+                                                                                .momentum(options_.momentum())
+                                                                                .nesterov(options_.nesterov())
+                                                                                .weight_decay(options_.weight_decay()));
+  } else {
+    optimizer_ = std::make_unique<torch::optim::AdamW>(
+        model_->parameters(), torch::optim::AdamWOptions(options_.lr()).weight_decay(options_.weight_decay()));
+  }
+}
+
+int64_t Trainer::batches_per_epoch() const {
+  const int64_t all = train_->size() / options_.batch_size() + (train_->size() % options_.batch_size() ? 1 : 0);
+  return options_.max_batches() > 0 ? std::min(all, options_.max_batches()) : all;
+}
+
+double Trainer::lr_at(double epoch) const {
+  const auto& o = options_;
+  const double base = o.lr(), total = static_cast<double>(o.epochs());
+  if (epoch < o.warmup_epochs()) return base * (epoch + 1.0 / std::max<int64_t>(1, batches_per_epoch())) / o.warmup_epochs();
+  const double t = (epoch - o.warmup_epochs()) / std::max(1e-9, total - o.warmup_epochs());  // [0, 1)
+  if (o.lr_schedule() == "step") return base * std::pow(o.gamma(), std::floor(epoch / static_cast<double>(o.step_size())));
+  if (o.lr_schedule() == "cosine") return 0.5 * base * (1 + std::cos(M_PI * t));
+  if (o.lr_schedule() == "one_cycle") {
+    // Up from base/25 over the first 30%, then cosine down to base/1e4.
+    const double up = 0.3;
+    if (t < up) return base / 25 + (base - base / 25) * t / up;
+    return base / 1e4 + 0.5 * (base - base / 1e4) * (1 + std::cos(M_PI * (t - up) / (1 - up)));
+  }
+  return base;
+}
+
+torch::Tensor Trainer::prepare(torch::Tensor x) const {
+  x = x.to(device_);
+  if (options_.channels_last() && device_.is_cpu() && x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  return x;
+}
+
+torch::Tensor Trainer::example(int64_t batch) { return prepare(eval_->example(batch)); }
+
+std::pair<double, double> Trainer::evaluate() {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model_->is_training();
+  model_->eval();
+  data::Loader loader(*eval_, options_.eval_batch_size(), false, options_.seed());
+  loader.start(0);
+  data::Batch b;
+  int64_t top1 = 0, top5 = 0, n = 0;
+  while (loader.next(b)) {
+    const auto logits = model_->forward(prepare(b.x));
+    const auto y = b.y.to(device_);
+    const int64_t k = std::min<int64_t>(5, logits.size(1));
+    const auto pred = std::get<1>(logits.topk(k, 1));
+    const auto hit = pred.eq(y.unsqueeze(1));
+    top1 += hit.select(1, 0).sum().item<int64_t>();
+    top5 += hit.any(1).sum().item<int64_t>();
+    n += y.size(0);
+  }
+  model_->train(was_training);
+  return {100.0 * static_cast<double>(top1) / static_cast<double>(n), 100.0 * static_cast<double>(top5) / static_cast<double>(n)};
+}
+
+bool Trainer::fit(int64_t start_epoch) {
+  stop_flag() = false;
+  for (auto& c : callbacks_) c->on_train_begin(*this);
+  data::Loader loader(*train_, options_.batch_size(), true, options_.seed(), /*drop_last=*/true);
+  const int64_t per_epoch = batches_per_epoch();
+  for (int64_t epoch = start_epoch; epoch < options_.epochs(); ++epoch) {
+    // Every epoch's randomness (dropout, augmentation) derives from (seed, epoch), so a resumed
+    // run repeats an unbroken one.
+    torch::manual_seed(options_.seed() * 7919ULL + static_cast<uint64_t>(epoch));
+    for (auto& c : callbacks_) c->on_epoch_begin(*this, epoch);
+    const auto t0 = std::chrono::steady_clock::now();
+    model_->train();
+    loader.start(epoch);
+    data::Batch b;
+    EpochMetrics m;
+    m.epoch = epoch;
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0, batch = 0;
+    while (batch < per_epoch && loader.next(b)) {
+      const double lr = lr_at(static_cast<double>(epoch) + static_cast<double>(batch) / static_cast<double>(per_epoch));
+      for (auto& g : optimizer_->param_groups()) g.options().set_lr(lr);
+      m.lr = lr;
+      optimizer_->zero_grad();
+      const auto x = prepare(b.x);
+      const auto y = b.y.to(device_);
+      const auto logits = model_->forward(x);
+      const auto loss = torch::nn::functional::cross_entropy(
+          logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing()));
+      loss.backward();
+      for (auto& c : callbacks_) c->on_after_backward(*this, epoch, batch);
+      optimizer_->step();
+      const double l = loss.item<double>();
+      loss_sum += l;
+      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      seen += y.size(0);
+      for (auto& c : callbacks_) c->on_batch_end(*this, epoch, batch, l);
+      ++batch;
+      if (stop_flag()) return false;
+    }
+    m.batches = batch;
+    m.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, batch));
+    m.train_top1 = 100.0 * static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, seen));
+    std::tie(m.top1, m.top5) = evaluate();
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    history_.push_back(m);
+    for (auto& c : callbacks_) c->on_epoch_end(*this, m);
+    if (stop_flag()) return false;
+  }
+  for (auto& c : callbacks_) c->on_train_end(*this);
+  return true;
+}
+
+}  // namespace libprune::train

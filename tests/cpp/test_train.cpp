@@ -1,0 +1,336 @@
+#include "helpers.h"
+#include "libprune/data/cifar.h"
+#include "libprune/data/image_folder.h"
+#include "libprune/importance/importance.h"
+#include "libprune/io/checkpoint.h"
+#include "libprune/io/file.h"
+#include "libprune/libprune.h"
+#include "libprune/recipe/recipe.h"
+#include "libprune/recipe/runner.h"
+#include "libprune/schedule/schedule.h"
+#include "test_paths.h"
+
+#include <cmath>
+#include <fstream>
+
+using namespace libprune;
+using importance::ImportanceOptions;
+using importance::Kind;
+using importance::Reduction;
+
+namespace {
+
+graph::Group group_of(std::vector<graph::Member> members, int64_t units) {
+  graph::Group g;
+  g.members = std::move(members);
+  for (int64_t u = 0; u < units; ++u) g.indices.push_back(std::vector<std::vector<int64_t>>(g.members.size(), {u}));
+  return g;
+}
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// A tiny recipe on synthetic data that trains, prunes and fine-tunes in a few seconds.
+std::string tiny_recipe(const test::TempDir& dir) {
+  const std::string path = dir.file("tiny.json");
+  write_text(path, R"({
+    "name": "tiny", "model": {"name": "cifar_resnet20"},
+    "data": {"kind": "synthetic", "synthetic_size": 8, "synthetic_channels": 1, "limit_train": 64, "limit_eval": 32},
+    "training": {"epochs": 3, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "progress": false, "threads": 2},
+    "pruning": [{"criterion": "l2", "schedule": {"kind": "agp", "start_epoch": 1, "end_epoch": 2}, "target_ratio": 0.5,
+                 "ignored": ["fc"], "round_to": 8}],
+    "report": {"latency_runs": 2, "latency_warmup": 1},
+    "output_dir": ")" + dir.file("out") + R"("})");
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("criteria: each one worked by hand on a tiny layer", "[train]") {
+  auto w = torch::tensor({{1.0, -2.0}, {3.0, 0.0}, {0.5, 0.5}});
+  std::map<std::string, torch::Tensor> params{{"fc.weight", w}};
+  const auto g = group_of({{"fc.weight", 0}}, 3);
+  auto near = [](const std::vector<double>& a, const std::vector<double>& b) {
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == Approx(b[i]).epsilon(1e-9));
+  };
+  near(importance::score(g, params, Kind::L1), {3, 3, 1});
+  near(importance::score(g, params, Kind::L2), {std::sqrt(5.0), 3, std::sqrt(0.5)});
+  // FPGM: each filter's summed distance to the others.
+  const double d01 = std::sqrt(8.0), d02 = std::sqrt(6.5), d12 = std::sqrt(6.5);
+  near(importance::score(g, params, Kind::Fpgm), {d01 + d02, d01 + d12, d02 + d12});
+  // LAMP: squared norms 5, 9, 0.5 over the sum of those at least as large.
+  near(importance::score(g, params, Kind::Lamp), {5.0 / 14.0, 1.0, 0.5 / 14.5});
+  // Taylor from the current gradient: sum |w * g| per filter.
+  w.mutable_grad() = torch::tensor({{1.0, 1.0}, {0.0, 1.0}, {2.0, 2.0}});
+  near(importance::score(g, params, Kind::Taylor), {3, 0, 2});
+  importance::Gradients acc;
+  importance::accumulate_taylor({{"fc.weight", w}}, acc);
+  importance::accumulate_taylor({{"fc.weight", w}}, acc);
+  near(importance::score(g, params, Kind::Taylor, &acc), {6, 0, 4});
+  // BN scale: |gamma|; a group without a norm scale falls back to L1.
+  std::map<std::string, torch::Tensor> with_bn{{"fc.weight", w}, {"bn.weight", torch::tensor({0.5, -2.0, 1.0})}};
+  near(importance::score(group_of({{"bn.weight", 0}, {"fc.weight", 0}}, 3), with_bn, Kind::BnScale), {0.5, 2, 1});
+  near(importance::score(g, params, Kind::BnScale), {3, 3, 1});
+  // Random: seeded.
+  const auto r1 = importance::score(g, params, ImportanceOptions(Kind::Random).seed(1));
+  CHECK(r1 == importance::score(g, params, ImportanceOptions(Kind::Random).seed(1)));
+  CHECK(r1 != importance::score(g, params, ImportanceOptions(Kind::Random).seed(2)));
+  // Reductions across members: fc rows give 3, 3, 1 and next.weight columns give 1, 2, 3.
+  std::map<std::string, torch::Tensor> two{{"fc.weight", w}, {"next.weight", torch::tensor({{1.0, -2.0, 3.0}})}};
+  const auto g2 = group_of({{"fc.weight", 0}, {"next.weight", 1}}, 3);
+  near(importance::score(g2, two, Kind::L1), {4, 5, 4});
+  near(importance::score(g2, two, ImportanceOptions(Kind::L1).reduction(Reduction::Mean)), {2, 2.5, 2});
+  near(importance::score(g2, two, ImportanceOptions(Kind::L1).reduction(Reduction::Max)), {3, 3, 3});
+  near(importance::score(g2, two, ImportanceOptions(Kind::L1).reduction(Reduction::First)), {3, 3, 1});
+  near(importance::score(g2, two, ImportanceOptions(Kind::L1).normalize(true)), {4.0 / 13, 5.0 / 13, 4.0 / 13});
+  // Bad input.
+  CHECK_THAT(test::message_of([] { importance::parse("l3"); }), Catch::Contains("bn_scale, taylor, fpgm, lamp, random"));
+  CHECK_THAT(test::message_of([] { importance::parse_reduction("median"); }), Catch::Contains("sum, mean, max, first"));
+  auto no_grad = torch::ones({3, 2});
+  CHECK_THAT(test::message_of([&] { importance::score(g, {{"fc.weight", no_grad}}, Kind::Taylor); }),
+             Catch::Contains("fc.weight") && Catch::Contains("backward"));
+}
+
+TEST_CASE("schedules: AGP cubic, iterative and one-shot ratios by epoch", "[train]") {
+  using schedule::Schedule;
+  using schedule::ScheduleKind;
+  using schedule::ScheduleOptions;
+  Schedule agp(ScheduleOptions().kind(ScheduleKind::Agp).target(0.5).start_epoch(2).end_epoch(6));
+  CHECK_FALSE(agp.prunes_at(2));  // s_i = 0
+  CHECK(agp.ratio_at(3) == Approx(0.5 * (1 - std::pow(0.75, 3))));
+  CHECK(agp.ratio_at(4) == Approx(0.4375));
+  CHECK(agp.ratio_at(5) == Approx(0.5 * (1 - std::pow(0.25, 3))));
+  CHECK(agp.ratio_at(6) == Approx(0.5));
+  CHECK(agp.ratio_at(20) == Approx(0.5));
+  CHECK(agp.steps().size() == 4);
+  Schedule it(ScheduleOptions().kind(ScheduleKind::Iterative).target(0.6).start_epoch(1).steps(3).frequency(2));
+  REQUIRE(it.steps().size() == 3);
+  for (size_t k = 0; k < 3; ++k) {
+    CHECK(it.steps()[k].first == static_cast<int64_t>(1 + 2 * k));
+    CHECK(it.steps()[k].second == Approx(0.2 * static_cast<double>(k + 1)));
+  }
+  Schedule once(ScheduleOptions().target(0.3).start_epoch(4));
+  CHECK(once.prunes_at(4));
+  CHECK_FALSE(once.prunes_at(3));
+  CHECK_THAT(test::message_of([] { Schedule(ScheduleOptions().kind(ScheduleKind::Agp).start_epoch(3).end_epoch(3)); }),
+             Catch::Contains("end_epoch") && Catch::Contains("Fix:"));
+  CHECK_THAT(test::message_of([] { schedule::parse_schedule("linear"); }), Catch::Contains("one_shot, iterative, agp"));
+}
+
+TEST_CASE("pruner: steps toward a ratio reach the one-shot architecture; overrides and max_ratio", "[train]") {
+  auto widths = [](models::ModelPtr m) {
+    std::vector<int64_t> out;
+    for (const auto& p : m->named_parameters()) {
+      if (p.value().dim() == 4) out.push_back(p.value().size(0));
+    }
+    return out;
+  };
+  auto make = [] {
+    torch::manual_seed(0);
+    return models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));
+  };
+  auto x = torch::randn({1, 1, 16, 16});
+  auto fwd = [&x](models::ModelPtr m) { return [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; }; };
+  auto a = make(), b = make();
+  schedule::Pruner one(a, fwd(a), schedule::PrunerOptions().ratio(0.5).ignored({"fc"}));
+  one.step();
+  schedule::Pruner steps(b, fwd(b), schedule::PrunerOptions().ratio(0.25).ignored({"fc"}));
+  steps.step();
+  steps.set_ratio(0.5);
+  steps.step();
+  CHECK(widths(a) == widths(b));
+  // Per-layer override by regex, and a maximum ratio.
+  auto c = make();
+  schedule::Pruner over(c, fwd(c), schedule::PrunerOptions().ratio(0.5).ignored({"fc"}).overrides({{"layer1\\.0\\.conv1", 0.0}}));
+  over.step();
+  CHECK(c->named_parameters()["layer1.0.conv1.weight"].size(0) == 16);
+  CHECK(c->named_parameters()["layer1.1.conv1.weight"].size(0) == 8);
+  auto d = make();
+  CHECK_THAT(test::message_of([&] { schedule::Pruner(d, fwd(d), schedule::PrunerOptions().ratio(0.6).max_ratio(0.5)); }),
+             Catch::Contains("above max_ratio") && Catch::Contains("Fix:"));
+  CHECK_THAT(test::message_of([&] { schedule::Pruner(d, fwd(d), schedule::PrunerOptions().overrides({{"layer[", 0.2}})); }),
+             Catch::Contains("not a valid regex"));
+}
+
+TEST_CASE("recipes: bad JSON, unknown keys, wrong types and ratios above the maximum name the path and the fix", "[recipe]") {
+  auto msg = [](const std::string& text, std::vector<std::string> sets = {}) {
+    return test::message_of([&] { recipe::load_text(text, "configs/x.json", sets); });
+  };
+  CHECK_THAT(msg("{\"training\": {\"epochs\": 3,}}"), Catch::Contains("configs/x.json is not valid JSON"));
+  CHECK_THAT(msg(R"({"training": {"epoch": 3}})"),
+             Catch::Contains("at training.epoch: unknown key") && Catch::Contains("use one of") && Catch::Contains("epochs"));
+  CHECK_THAT(msg(R"({"training": {"epochs": "3"}})"), Catch::Contains("at training.epochs: expected a number, got a string"));
+  CHECK_THAT(msg(R"({"pruning": [{"target_ratio": 0.95, "max_ratio": 0.9}]})"),
+             Catch::Contains("at pruning.0.target_ratio") && Catch::Contains("above the maximum"));
+  CHECK_THAT(msg(R"({"pruning": [{"criterion": 3}]})"), Catch::Contains("pruning.0.criterion: expected a string"));
+  CHECK_THAT(msg("{}", {"training.nope=1"}), Catch::Contains("training.nope: unknown key"));
+  CHECK_THAT(msg("{}", {"novalue"}), Catch::Contains("key=value"));
+  // --set values are JSON or plain strings, and reach array entries.
+  const auto j = recipe::load_text(R"({"pruning": [{}]})", "x", {"pruning.0.target_ratio=0.3", "output_dir=runs/y"});
+  CHECK_THAT(j, Catch::Contains("\"target_ratio\": 0.3") && Catch::Contains("\"output_dir\": \"runs/y\""));
+  CHECK_THAT(recipe::defaults(), Catch::Contains("\"latency_batches\""));
+}
+
+TEST_CASE("checkpoints: round trip, corrupt files, and a failed write keeps the previous one", "[recipe]") {
+  test::TempDir dir("ckpt");
+  torch::manual_seed(0);
+  auto m = torch::nn::Linear(3, 2);
+  torch::optim::SGD opt(m->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  m->forward(torch::randn({4, 3})).sum().backward();
+  opt.step();
+  io::CheckpointMeta meta;
+  meta.epoch = 2;
+  meta.recipe_id = "abc";
+  meta.plans_json = "[]";
+  const auto path = dir.file("last.ckpt");
+  io::save_checkpoint(path, *m, opt, meta);
+  const auto before = m->weight.detach().clone();
+  // A write that fails halfway (a full disk): the error says so, the old file still loads.
+  {
+    torch::NoGradGuard ng;
+    m->weight.add_(1.0);
+  }
+  io::detail::fail_next_write_after(100);
+  CHECK_THAT(test::message_of([&] { io::save_checkpoint(path, *m, opt, meta); }), Catch::Contains("previous file"));
+  CHECK(std::distance(std::filesystem::directory_iterator(dir.path), std::filesystem::directory_iterator()) == 1);
+  CHECK(io::read_checkpoint_meta(path).epoch == 2);
+  io::load_checkpoint(path, *m, opt);
+  CHECK(torch::equal(m->weight, before));
+  // Corrupt and foreign files.
+  write_text(dir.file("bad.ckpt"), "not a checkpoint");
+  CHECK_THAT(test::message_of([&] { io::read_checkpoint_meta(dir.file("bad.ckpt")); }),
+             Catch::Contains("corrupt") && Catch::Contains("bad.ckpt"));
+  CHECK_THAT(test::message_of([&] { io::read_checkpoint_meta(dir.file("missing.ckpt")); }), Catch::Contains("does not exist"));
+}
+
+TEST_CASE("data: CIFAR binary files, and missing or truncated ones", "[recipe]") {
+  test::TempDir dir("cifar");
+  std::vector<char> rec(3073, 7);
+  for (int i = 1; i <= 5; ++i) {
+    std::ofstream f(dir.file("data_batch_" + std::to_string(i) + ".bin"), std::ios::binary);
+    for (int r = 0; r < 2; ++r) {
+      rec[0] = static_cast<char>(r + i);
+      f.write(rec.data(), static_cast<std::streamsize>(rec.size()));
+    }
+  }
+  const auto d = data::read_cifar(dir.path.string(), data::Split::Train, 10);
+  CHECK(d.images.sizes() == torch::IntArrayRef({10, 3, 32, 32}));
+  CHECK(d.labels[3].item<int64_t>() == 3);
+  CHECK_THAT(test::message_of([&] { data::read_cifar(dir.path.string(), data::Split::Test, 10); }),
+             Catch::Contains("test_batch.bin") && Catch::Contains("missing"));
+  std::ofstream(dir.file("test_batch.bin"), std::ios::binary) << "short";
+  CHECK_THAT(test::message_of([&] { data::read_cifar(dir.path.string(), data::Split::Test, 10); }),
+             Catch::Contains("truncated"));
+  CHECK_THAT(test::message_of([&] { data::read_cifar(dir.file("nope"), data::Split::Train, 10); }),
+             Catch::Contains("does not exist"));
+}
+
+TEST_CASE("runner: trains, prunes on schedule, writes summary; resume after a kill ends like an unbroken run", "[recipe]") {
+  test::TempDir dir("runner");
+  const auto path = tiny_recipe(dir);
+  recipe::RunOptions quiet;
+  quiet.print = false;
+  const auto full = recipe::run(path, quiet);
+  REQUIRE(full.completed);
+  const auto summary = full.summary_json;
+  CHECK_THAT(summary, Catch::Contains("\"dense\"") && Catch::Contains("\"pruned\"") && Catch::Contains("latency_ms_b32") &&
+                          Catch::Contains("size_bytes"));
+  CHECK(std::filesystem::exists(dir.file("out/summary.json")));
+  CHECK(std::filesystem::exists(dir.file("out/best.ckpt")));
+  const auto meta = io::read_checkpoint_meta(dir.file("out/last.ckpt"));
+  CHECK(meta.epoch == 3);
+  CHECK(meta.plans_json.find("cuts") != std::string::npos);
+
+  // Killed after epoch 2 (one cut done), then resumed: the same final figures.
+  recipe::RunOptions killed = quiet;
+  killed.sets = {"output_dir=" + dir.file("out2")};
+  killed.stop_after_epochs = 2;
+  CHECK_FALSE(recipe::run(path, killed).completed);
+  CHECK(io::read_checkpoint_meta(dir.file("out2/last.ckpt")).epoch == 2);
+  recipe::RunOptions resumed = quiet;
+  resumed.sets = killed.sets;
+  resumed.resume = true;
+  const auto again = recipe::run(path, resumed);
+  REQUIRE(again.completed);
+  auto field = [](const std::string& s, const std::string& section, const std::string& key) {
+    const auto at = s.find("\"" + key + "\"", s.find("\"" + section + "\""));
+    return s.substr(at, s.find_first_of(",\n}", at) - at);
+  };
+  for (const char* key : {"accuracy", "params", "macs"}) {
+    CHECK(field(again.summary_json, "pruned", key) == field(summary, "pruned", key));
+    CHECK(field(again.summary_json, "dense", key) == field(summary, "dense", key));
+  }
+  // Resuming with other settings is refused, and nothing is written.
+  resumed.sets.push_back("training.optimizer.lr=0.01");
+  CHECK_THAT(test::message_of([&] { recipe::run(path, resumed); }), Catch::Contains("another recipe") && Catch::Contains("Fix:"));
+  // A missing data path.
+  recipe::RunOptions bad = quiet;
+  bad.sets = {"data.kind=fashion_mnist", "data.path=" + dir.file("nowhere")};
+  CHECK_THAT(test::message_of([&] { recipe::run(path, bad); }), Catch::Contains("nowhere"));
+}
+
+namespace {
+// A 24-bit BMP of w x h pixels of one colour.
+void write_bmp(const std::string& path, int w, int h, unsigned char v) {
+  const int row = (w * 3 + 3) / 4 * 4, size = 54 + row * h;
+  std::vector<unsigned char> b(static_cast<size_t>(size), 0);
+  auto put32 = [&](int at, int x) {
+    for (int k = 0; k < 4; ++k) b[static_cast<size_t>(at + k)] = static_cast<unsigned char>((x >> (8 * k)) & 255);
+  };
+  b[0] = 'B';
+  b[1] = 'M';
+  put32(2, size);
+  put32(10, 54);
+  put32(14, 40);
+  put32(18, w);
+  put32(22, h);
+  b[26] = 1;
+  b[28] = 24;
+  put32(34, row * h);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w * 3; ++x) b[static_cast<size_t>(54 + y * row + x)] = static_cast<unsigned char>(v + x % 3 * 20);
+  }
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), size);
+}
+}  // namespace
+
+TEST_CASE("image folder: transforms, unreadable files skipped or refused, and the ResNet-50 recipe at reduced size",
+          "[recipe]") {
+  if (!data::image_folder_available()) {
+    CHECK_THAT(test::message_of([] { data::ImageFolder("x"); }), Catch::Contains("without OpenCV"));
+    return;
+  }
+  test::TempDir dir("images");
+  for (const char* split : {"train", "val"}) {
+    for (int c = 0; c < 2; ++c) {
+      const auto folder = dir.path / split / ("class" + std::to_string(c));
+      std::filesystem::create_directories(folder);
+      for (int i = 0; i < 3; ++i) write_bmp((folder / (std::to_string(i) + ".bmp")).string(), 40 + 8 * i, 36, static_cast<unsigned char>(60 * c + i));
+    }
+  }
+  write_text((dir.path / "train" / "class0" / "broken.jpg").string(), "not an image");
+  const auto root = (dir.path / "train").string();
+  data::ImageFolder set(root, data::ImageFolderOptions().crop(16).resize(20));
+  CHECK(set.size() == 7);
+  CHECK(set.num_classes() == 2);
+  const auto eval = set.get({0, 1, 2, 3}, false);
+  CHECK(eval.x.sizes() == torch::IntArrayRef({4, 3, 16, 16}));
+  CHECK(set.skipped() == 1);  // broken.jpg is index 3, after 0/1/2.bmp of class0
+  CHECK(set.get({4, 5}, true, 3).x.sizes() == torch::IntArrayRef({2, 3, 16, 16}));
+  data::ImageFolder strict(root, data::ImageFolderOptions().crop(16).resize(20).skip_unreadable(false));
+  CHECK_THAT(test::message_of([&] { strict.get({3}, false); }), Catch::Contains("broken.jpg") && Catch::Contains("skip_unreadable"));
+  std::filesystem::create_directories(dir.path / "empty" / "a");
+  CHECK_THAT(test::message_of([&] { data::ImageFolder((dir.path / "empty").string()); }), Catch::Contains("has no images"));
+  CHECK_THAT(test::message_of([&] { data::ImageFolder((dir.path / "missing").string()); }), Catch::Contains("does not exist"));
+
+  // configs/resnet50_imagenet_filters50_30ep.json, as shipped, at reduced size for one short epoch.
+  recipe::RunOptions o;
+  o.print = false;
+  o.sets = {"data.path=" + dir.path.string(), "data.crop=32", "data.resize=36", "training.device=cpu", "training.epochs=2",
+            "training.batch_size=4", "training.max_batches=1", "pruning.0.schedule.end_epoch=1",
+            "pruning.0.schedule.frequency=1", "report.latency_batches=[1]", "report.latency_runs=1",
+            "output_dir=" + dir.file("r50")};
+  const auto run = recipe::run(std::string(LIBPRUNE_SOURCE_DIR) + "/configs/resnet50_imagenet_filters50_30ep.json", o);
+  REQUIRE(run.completed);
+  CHECK_THAT(run.summary_json, Catch::Contains("resnet50"));
+}
