@@ -334,3 +334,28 @@ TEST_CASE("image folder: transforms, unreadable files skipped or refused, and th
   REQUIRE(run.completed);
   CHECK_THAT(run.summary_json, Catch::Contains("resnet50"));
 }
+
+TEST_CASE("trainer: LR schedules with warmup and restarts; bad options name the key", "[train]") {
+  auto set = std::make_shared<data::TensorDataset>(torch::randn({8, 1, 8, 8}), torch::zeros({8}, torch::kLong), 10);
+  auto model = models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));
+  auto opts = train::TrainOptions().epochs(9).batch_size(4).lr(0.1).lr_schedule("one_cycle").restarts({5}).restart_scale(0.4).threads(1);
+  train::Trainer t(model, set, set, opts);
+  CHECK(t.lr_at(0) == Approx(0.1 / 25));
+  CHECK(t.lr_at(1.5) == Approx(0.1));  // the peak, 30% into the 5-epoch cycle
+  CHECK(t.lr_at(4.999) < 0.001);
+  CHECK(t.lr_at(5) == Approx(0.04 / 25));
+  CHECK(t.lr_at(6.2) == Approx(0.04));  // 30% into the 4-epoch cycle
+  train::Trainer cosine(model, set, set, train::TrainOptions().epochs(10).lr(0.2).lr_schedule("cosine").warmup_epochs(2).batch_size(4).threads(1));
+  CHECK(cosine.lr_at(1) == Approx(0.2 * (1 + 0.5) / 2));  // linear warmup, one batch (of 2) in
+  CHECK(cosine.lr_at(6) == Approx(0.1));                   // half-way through the cosine
+  train::Trainer step(model, set, set, train::TrainOptions().epochs(10).lr(0.1).lr_schedule("step").step_size(3).gamma(0.5).batch_size(4).threads(1));
+  CHECK(step.lr_at(7) == Approx(0.025));
+  CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().lr_schedule("poly")); }),
+             Catch::Contains("constant, step, cosine, one_cycle"));
+  CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().epochs(3).restarts({3})); }),
+             Catch::Contains("restarts") && Catch::Contains("Fix:"));
+  CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().optimizer("lion")); }),
+             Catch::Contains("sgd, adamw"));
+  auto empty = std::make_shared<data::TensorDataset>(torch::randn({0, 1, 8, 8}), torch::zeros({0}, torch::kLong), 10);
+  CHECK_THAT(test::message_of([&] { train::Trainer(model, empty, set, train::TrainOptions()); }), Catch::Contains("empty"));
+}

@@ -19,7 +19,8 @@ const char* const kDefaults = R"({
            "synthetic_size": 32, "synthetic_channels": 3, "synthetic_classes": 10},
   "training": {"epochs": 1, "batch_size": 128, "eval_batch_size": 256,
                "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": false, "weight_decay": 0.0005},
-               "lr_schedule": {"name": "cosine", "warmup_epochs": 0, "step_size": 30, "gamma": 0.1},
+               "lr_schedule": {"name": "cosine", "warmup_epochs": 0, "step_size": 30, "gamma": 0.1,
+                               "restarts": [], "restart_scale": 1.0},
                "label_smoothing": 0, "device": "cpu", "seed": 0, "threads": 0, "channels_last": true,
                "max_batches": 0, "bn_l1": 0, "progress": true},
   "pruning": [],
@@ -80,7 +81,9 @@ json merge(const json& schema, const json& user, const std::string& path, const 
   if (schema.is_array()) {
     if (!user.is_array()) fail(source, path, "expected an array, got " + type_of(user), "write [ ... ]");
     for (size_t i = 0; i < user.size(); ++i) {
-      const bool want_number = !schema.empty() && schema[0].is_number();
+      // Arrays hold the type of their default's elements; restarts (empty by default) holds epochs.
+      const bool want_number = (!schema.empty() && schema[0].is_number()) ||
+                               (path.size() >= 8 && path.compare(path.size() - 8, 8, "restarts") == 0);
       if (want_number ? !user[i].is_number() : !user[i].is_string()) {
         fail(source, path + "." + std::to_string(i), std::string("expected ") + (want_number ? "a number" : "a string") +
              ", got " + type_of(user[i]), "fix the array's element");

@@ -144,6 +144,8 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
                            .warmup_epochs(lrs["warmup_epochs"])
                            .step_size(lrs["step_size"])
                            .gamma(lrs["gamma"])
+                           .restarts(lrs["restarts"].get<std::vector<int64_t>>())
+                           .restart_scale(lrs["restart_scale"])
                            .label_smoothing(t["label_smoothing"])
                            .channels_last(t["channels_last"])
                            .threads(t["threads"])
@@ -194,18 +196,45 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
   json dense;
   const int runs = r["report"]["latency_runs"], warmup = r["report"]["latency_warmup"],
             lat_threads = r["report"]["latency_threads"];
-  auto measure = [&](double top1, double top5) {
-    const auto c = report::count_ops(model, trainer.example(1));
-    json out = {{"accuracy", top1}, {"top5", top5}, {"params", c.params}, {"macs", c.macs}, {"size_bytes", file_size(*model)}};
+  // Latency of `net` per batch size: on CPU both memory formats are timed and the faster one kept
+  // (a deployment runs each model in its faster layout; thin pruned layers can favour NCHW).
+  const bool cpu = trainer.device().is_cpu();
+  auto time_model = [&](models::ModelPtr net, json& out) {
     for (const auto& b : r["report"]["latency_batches"]) {
       const int64_t batch = b.get<int64_t>();
-      const auto lat = report::measure_latency(
-          model, trainer.example(batch),
-          report::LatencyOptions().runs(runs).warmup(warmup).threads(lat_threads).channels_last(t["channels_last"].get<bool>() &&
-                                                                                               trainer.device().is_cpu()));
-      out["latency_ms_b" + std::to_string(batch)] = lat.median_ms;
+      const std::string key = "latency_ms_b" + std::to_string(batch);
+      for (const bool cl : cpu ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+        nn::to_memory_format(*net, cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
+        const auto x = trainer.example(batch).contiguous(cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
+        const double ms = report::measure_latency(
+            net, x, report::LatencyOptions().runs(runs).warmup(warmup).threads(lat_threads).channels_last(cl)).median_ms;
+        const std::string fkey = key + (cl ? "_channels_last" : "_nchw");
+        if (!out.contains(fkey) || ms < out[fkey].get<double>()) out[fkey] = ms;
+        if (!out.contains(key) || out[fkey].get<double>() <= out[key].get<double>()) {
+          out[key] = out[fkey];
+          out["latency_format_b" + std::to_string(batch)] = cl ? "channels_last" : "nchw";
+        }
+      }
     }
-    return out;
+    nn::to_memory_format(*net, t["channels_last"].get<bool>() && cpu ? torch::MemoryFormat::ChannelsLast
+                                                                     : torch::MemoryFormat::Contiguous);
+  };
+  auto measure = [&](double top1, double top5) {
+    const auto c = report::count_ops(model, trainer.example(1));
+    return json{{"accuracy", top1}, {"top5", top5}, {"params", c.params}, {"macs", c.macs}, {"size_bytes", file_size(*model)}};
+  };
+  // The dense model's copy, kept from the first cut so both are timed side by side at the end
+  // (the machine is shared and noisy: figures minutes apart do not compare).
+  models::ModelPtr dense_copy;
+  auto keep_dense = [&](bool copy_weights) {
+    dense_copy = models::create(m["name"], model_options);
+    dense_copy->to(trainer.device());
+    if (!copy_weights) return;
+    torch::NoGradGuard no_grad;
+    auto src = model->named_parameters(true);
+    for (auto& p : dense_copy->named_parameters(true)) p.value().copy_(src[p.key()]);
+    auto bsrc = model->named_buffers(true);
+    for (auto& b : dense_copy->named_buffers(true)) b.value().copy_(bsrc[b.key()]);
   };
   auto last_accuracy = [&]() {
     if (!trainer.history().empty()) return std::make_pair(trainer.history().back().top1, trainer.history().back().top5);
@@ -249,6 +278,7 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
       if (dense.is_null()) {
         const auto [top1, top5] = last_accuracy();
         dense = measure(top1, top5);
+        keep_dense(true);
       }
     };
     trainer.add_callback(cb);
@@ -274,8 +304,24 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
     return result;
   }
   const auto [top1, top5] = last_accuracy();
-  const json pruned = measure(top1, top5);
-  if (dense.is_null()) dense = pruned;
+  json pruned = measure(top1, top5);
+  if (dense.is_null()) {
+    dense = pruned;
+    keep_dense(true);
+  }
+  // Resumed after the first cut, the dense weights are gone: time its architecture, freshly built.
+  if (!dense_copy) keep_dense(false);
+  // Interleaved rounds, the best of each: dense and pruned see the same machine state.
+  for (json* side : {&dense, &pruned}) {
+    for (auto it = side->begin(); it != side->end();) {
+      it = it.key().rfind("latency_", 0) == 0 ? side->erase(it) : std::next(it);
+    }
+  }
+  for (int round = 0; round < 3; ++round) {
+    time_model(dense_copy, dense);
+    time_model(model, pruned);
+  }
+  dense_copy.reset();
   json summary = {{"recipe", r["name"]},
                   {"model", m["name"]},
                   {"dense", dense},

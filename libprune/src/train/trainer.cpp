@@ -31,6 +31,11 @@ void validate(const TrainOptions& o) {
   TORCH_CHECK_VALUE(o.label_smoothing() >= 0 && o.label_smoothing() < 1, "training.label_smoothing must be in [0, 1), got ",
                     o.label_smoothing());
   TORCH_CHECK_VALUE(o.nesterov() == false || o.momentum() > 0, "training.nesterov needs momentum > 0");
+  for (const int64_t r : o.restarts()) {
+    TORCH_CHECK_VALUE(r > 0 && r < o.epochs(), "training.lr_schedule.restarts: epoch ", r,
+                      " is outside (0, epochs). Fix: list epochs where a new LR cycle starts, e.g. [5]");
+  }
+  TORCH_CHECK_VALUE(o.restart_scale() > 0, "training.lr_schedule.restart_scale must be > 0, got ", o.restart_scale());
   TORCH_CHECK_VALUE(o.device() == "cpu" || o.device().rfind("cuda", 0) == 0, "unknown device \"", o.device(),
                     "\"; expected cpu or cuda[:N]");
   TORCH_CHECK_VALUE(o.device() == "cpu" || torch::cuda::is_available(), "device \"", o.device(),
@@ -67,9 +72,21 @@ int64_t Trainer::batches_per_epoch() const {
 
 double Trainer::lr_at(double epoch) const {
   const auto& o = options_;
-  const double base = o.lr(), total = static_cast<double>(o.epochs());
-  if (epoch < o.warmup_epochs()) return base * (epoch + 1.0 / std::max<int64_t>(1, batches_per_epoch())) / o.warmup_epochs();
-  const double t = (epoch - o.warmup_epochs()) / std::max(1e-9, total - o.warmup_epochs());  // [0, 1)
+  // The cycle `epoch` falls in: [begin, end), restarted cycles peaking at lr * restart_scale.
+  double begin = 0, end = static_cast<double>(o.epochs()), base = o.lr();
+  for (const int64_t r : o.restarts()) {
+    if (static_cast<double>(r) <= epoch) {
+      begin = static_cast<double>(r);
+      base = o.lr() * o.restart_scale();
+    } else {
+      end = std::min(end, static_cast<double>(r));
+    }
+  }
+  const double warmup = begin == 0 ? o.warmup_epochs() : 0.0;
+  epoch -= begin;
+  const double total = end - begin;
+  if (epoch < warmup) return base * (epoch + 1.0 / std::max<int64_t>(1, batches_per_epoch())) / warmup;
+  const double t = (epoch - warmup) / std::max(1e-9, total - warmup);  // [0, 1)
   if (o.lr_schedule() == "step") return base * std::pow(o.gamma(), std::floor(epoch / static_cast<double>(o.step_size())));
   if (o.lr_schedule() == "cosine") return 0.5 * base * (1 + std::cos(M_PI * t));
   if (o.lr_schedule() == "one_cycle") {

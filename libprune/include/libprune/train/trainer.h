@@ -26,6 +26,10 @@ struct TrainOptions {
   TORCH_ARG(int64_t, step_size) = 30;              // step: epochs between decays
   TORCH_ARG(double, gamma) = 0.1;                  // step: decay factor
   TORCH_ARG(double, warmup_epochs) = 0;            // linear warmup from 0, in epochs (fractions allowed)
+  // Epochs where the schedule starts a new cycle (train dense to convergence, then prune and
+  // fine-tune with a fresh cycle), each cycle peaking at lr * restart_scale.
+  TORCH_ARG(std::vector<int64_t>, restarts) = {};
+  TORCH_ARG(double, restart_scale) = 1.0;
   TORCH_ARG(double, label_smoothing) = 0;
   TORCH_ARG(bool, channels_last) = true;
   TORCH_ARG(int, threads) = 0;  // torch intra-op threads; 0: every core
@@ -69,7 +73,7 @@ class Trainer {
   bool fit(int64_t start_epoch = 0);
   // Top-1 and top-5 accuracy (%) on the eval set.
   std::pair<double, double> evaluate();
-  // The LR at `epoch` + `fraction` of it.
+  // The LR at `epoch` + `fraction` of it (a fractional epoch).
   double lr_at(double epoch) const;
 
   models::ModelPtr model() const { return model_; }
