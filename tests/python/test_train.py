@@ -114,3 +114,20 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stdout.decode()[-2000:]
     assert b"resuming" in done.stdout
     assert json.loads((out / "summary.json").read_text())["cuts"] == 1
+
+
+def test_training_goes_on_while_the_last_graph_is_still_referenced():
+    # A loop keeps `loss` (and so its graph, with each parameter's cached gradient accumulator)
+    # alive when the next epoch prunes; the next backward must still work.
+    model = _resnet()
+    x = torch.randn(4, 3, 32, 32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long))
+    loss.backward()
+    opt.step()
+    libprune.prune(model, x[:1], ratio=0.5, ignored=[model.fc], optimizer=opt)
+    opt.zero_grad()
+    loss2 = torch.nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long))
+    loss2.backward()
+    opt.step()
+    assert model.fc.weight.grad.shape == (10, 256) and loss.grad_fn is not None

@@ -1,5 +1,7 @@
 #include "libprune/layers/apply.h"
 
+#include <torch/csrc/autograd/variable.h>
+
 #include <map>
 #include <set>
 
@@ -21,6 +23,16 @@ torch::Tensor cut(const torch::Tensor& t, const std::vector<const schedule::Tens
     out = out.index_select(c->dim, torch::tensor(c->keep, torch::TensorOptions().dtype(torch::kLong).device(t.device())));
   }
   return channels_last ? out.contiguous(torch::MemoryFormat::ChannelsLast) : out.contiguous();
+}
+
+// set_data, then a fresh gradient accumulator. A parameter caches its AccumulateGrad node (with
+// the shape it had) for as long as any graph holds it, and training loops keep the last graph
+// alive (`loss` is still referenced when the next epoch prunes). Reusing that node after a cut
+// fails the next backward ("expected shape compatible with [10, 512]"); dropping the cache makes
+// the next forward build one with the new shape, and the old graph keeps its own.
+void resize_in_place(torch::Tensor& t, const torch::Tensor& value) {
+  t.set_data(value);
+  if (auto* meta = torch::autograd::impl::get_autograd_meta(t)) meta->grad_accumulator_.reset();
 }
 
 }  // namespace
@@ -70,8 +82,8 @@ Rollback apply_cuts(ModelAccess& model, const schedule::PruningPlan& plan, const
   // Swaps `t`'s data for `value` in place and records the way back.
   auto swap = [&rollback](torch::Tensor t, const torch::Tensor& value) {
     const torch::Tensor old = t.data();
-    t.set_data(value);
-    rollback.add([t, old]() mutable { t.set_data(old); });
+    resize_in_place(t, value);
+    rollback.add([t, old]() mutable { resize_in_place(t, old); });
   };
   try {
     for (auto& [name, cuts] : by_tensor) {

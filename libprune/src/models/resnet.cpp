@@ -34,12 +34,18 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
   add = register_module("add", libprune::nn::Add());
 }
 
+namespace {
+// ReLUs run in place, as torchvision's do: every out-of-place activation is a fresh allocation,
+// and on this class of VM fresh pages cost more than the arithmetic.
+torch::Tensor relu_inplace(torch::Tensor t) { return t.relu_(); }
+}  // namespace
+
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   using libprune::nn::call;
-  auto out = torch::relu(bn1(call(conv1, x)));
+  auto out = relu_inplace(bn1(call(conv1, x)));
   out = bn2(call(conv2, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
-  return torch::relu(add(out, identity));
+  return relu_inplace(add(out, identity));
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t groups,
@@ -59,11 +65,11 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   using libprune::nn::call;
-  auto out = torch::relu(bn1(call(conv1, x)));
-  out = torch::relu(bn2(call(conv2, out)));
+  auto out = relu_inplace(bn1(call(conv1, x)));
+  out = relu_inplace(bn2(call(conv2, out)));
   out = bn3(call(conv3, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
-  return torch::relu(add(out, identity));
+  return relu_inplace(add(out, identity));
 }
 
 ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
@@ -101,7 +107,7 @@ ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
-  x = torch::relu(bn1(libprune::nn::call(conv1, x)));
+  x = relu_inplace(bn1(libprune::nn::call(conv1, x)));
   if (options.stem() == Stem::ImageNet) x = torch::max_pool2d(x, 3, 2, 1);
   for (auto& stage : stages) x = stage->forward(x);
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
