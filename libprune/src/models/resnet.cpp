@@ -38,6 +38,14 @@ namespace {
 // ReLUs run in place, as torchvision's do: every out-of-place activation is a fresh allocation,
 // and on this class of VM fresh pages cost more than the arithmetic.
 torch::Tensor relu_inplace(torch::Tensor t) { return t.relu_(); }
+
+// The residual add, in place into the block's output (as torchvision's `out += identity`) unless a
+// forward wrapper (QAT) observes it through the module. Batch norm's backward does not need its
+// output, so overwriting it is safe; measured: an out-of-place add makes a training step ~25% slower.
+torch::Tensor residual(libprune::nn::Add& add, torch::Tensor out, const torch::Tensor& identity) {
+  if (libprune::nn::detail::find_forward_wrapper(*add) == nullptr) return out.add_(identity);
+  return add(out, identity);
+}
 }  // namespace
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
@@ -45,7 +53,7 @@ torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   auto out = relu_inplace(bn1(call(conv1, x)));
   out = bn2(call(conv2, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
-  return relu_inplace(add(out, identity));
+  return relu_inplace(residual(add, out, identity));
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t groups,
@@ -69,7 +77,7 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   out = relu_inplace(bn2(call(conv2, out)));
   out = bn3(call(conv3, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
-  return relu_inplace(add(out, identity));
+  return relu_inplace(residual(add, out, identity));
 }
 
 ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
