@@ -190,36 +190,7 @@ PYBIND11_MODULE(_libprune, m) {
       .def_property_readonly("groups", &libprune::graph::DependencyGraph::groups)
       .def("explain", &libprune::graph::DependencyGraph::explain);
 
-  auto make_pruner = [](py::object model, py::object adapters, py::function forward, double ratio,
-                        const std::string& importance, bool global_ranking, std::vector<std::string> ignored,
-                        int64_t round_to, int64_t min_channels, bool verify, bool prune_hidden) {
-    return libprune::schedule::Pruner(std::make_shared<PyModelAccess>(std::move(model), std::move(adapters)),
-                                      python_forward(std::move(forward)),
-                                      libprune::schedule::PrunerOptions()
-                                          .ratio(ratio)
-                                          .importance(importance)
-                                          .global_ranking(global_ranking)
-                                          .ignored(std::move(ignored))
-                                          .round_to(round_to)
-                                          .min_channels(min_channels)
-                                          .verify(verify)
-                                          .prune_hidden(prune_hidden));
-  };
-  m.def("_graph", [make_pruner](py::object model, py::object adapters, py::function forward, bool prune_hidden) {
-    return make_pruner(std::move(model), std::move(adapters), std::move(forward), 0.0, "l1", false, {}, 1, 1, true,
-                       prune_hidden)
-        .graph();
-  });
-  m.def("_prune", [make_pruner](py::object model, py::object adapters, py::function forward, double ratio,
-                                const std::string& importance, bool global_ranking, std::vector<std::string> ignored,
-                                int64_t round_to, int64_t min_channels, bool verify, bool prune_hidden, py::object held,
-                                py::object state) {
-    auto pruner = make_pruner(std::move(model), std::move(adapters), std::move(forward), ratio, importance,
-                              global_ranking, std::move(ignored), round_to, min_channels, verify, prune_hidden);
-    const auto view = optimizer_view(held, state);
-    return py::make_tuple(pruner.step(view.given ? &view : nullptr), pruner.verification_pins());
-  });
-  // A pruner that lives across steps (schedules inside a plain PyTorch loop).
+  // The pruner behind prune(), DependencyGraph and Pruner (which keeps it across steps).
   py::class_<libprune::schedule::Pruner, std::shared_ptr<libprune::schedule::Pruner>>(m, "_Pruner")
       .def(py::init([](py::object model, py::object adapters, py::function forward, py::dict o) {
         libprune::schedule::RatioOverrides overrides;

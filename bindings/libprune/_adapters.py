@@ -210,6 +210,17 @@ def _ignored_names(model, ignored):
     return out
 
 
+def _pruner_options(model, ratio=0.5, importance="l1", reduction="sum", normalize=False, seed=0, ignored=(),
+                    global_ranking=False, round_to=1, min_channels=1, max_ratio=1.0, overrides=None, verify=True,
+                    prune_hidden=False):
+    """The C++ PrunerOptions, as the dict _libprune._Pruner reads (one place for prune, DependencyGraph, Pruner)."""
+    return dict(ratio=float(ratio), importance=importance, reduction=reduction, normalize=bool(normalize),
+                seed=int(seed), ignored=_ignored_names(model, ignored), global_ranking=bool(global_ranking),
+                round_to=int(round_to), min_channels=int(min_channels), max_ratio=float(max_ratio),
+                overrides={str(k): float(v) for k, v in (overrides or {}).items()}, verify=bool(verify),
+                prune_hidden=bool(prune_hidden))
+
+
 def _forward(model, example_inputs):
     inputs = _as_tuple(example_inputs)
     return lambda: _flatten(model(*inputs))
@@ -230,9 +241,9 @@ def prune(model, example_inputs, ratio=0.5, importance="l1", ignored=(), global_
     _check_module(model, "prune")
     from . import _adapters
     held, state = _optimizer_view(model, optimizer)
-    plan, pins = _libprune._prune(model, _adapters, _forward(model, example_inputs), float(ratio), importance,
-                                  bool(global_ranking), _ignored_names(model, ignored), int(round_to),
-                                  int(min_channels), bool(verify), bool(prune_hidden), held, state)
+    options = _pruner_options(model, ratio=ratio, importance=importance, ignored=ignored, global_ranking=global_ranking,
+                              round_to=round_to, min_channels=min_channels, verify=verify, prune_hidden=prune_hidden)
+    plan, pins = _libprune._Pruner(model, _adapters, _forward(model, example_inputs), options).step(held, state)
     plan.verification_pins = list(pins)
     return plan
 
@@ -243,7 +254,8 @@ class DependencyGraph:
     def __init__(self, model, example_inputs, prune_hidden=False):
         _check_module(model, "DependencyGraph")
         from . import _adapters
-        self._graph = _libprune._graph(model, _adapters, _forward(model, example_inputs), bool(prune_hidden))
+        options = _pruner_options(model, ratio=0.0, prune_hidden=prune_hidden)
+        self._graph = _libprune._Pruner(model, _adapters, _forward(model, example_inputs), options).graph()
 
     @property
     def groups(self):
@@ -288,11 +300,10 @@ class Pruner:
         _check_module(model, "Pruner")
         from . import _adapters
         self.model = model
-        options = dict(ratio=float(ratio), importance=importance, reduction=reduction, normalize=bool(normalize),
-                       seed=int(seed), ignored=_ignored_names(model, ignored), global_ranking=bool(global_ranking),
-                       round_to=int(round_to), min_channels=int(min_channels), max_ratio=float(max_ratio),
-                       overrides={str(k): float(v) for k, v in (overrides or {}).items()}, verify=bool(verify),
-                       prune_hidden=bool(prune_hidden))
+        options = _pruner_options(model, ratio=ratio, importance=importance, reduction=reduction, normalize=normalize,
+                                  seed=seed, ignored=ignored, global_ranking=global_ranking, round_to=round_to,
+                                  min_channels=min_channels, max_ratio=max_ratio, overrides=overrides, verify=verify,
+                                  prune_hidden=prune_hidden)
         self._pruner = _libprune._Pruner(model, _adapters, _forward(model, example_inputs), options)
         self._pruner.record_sizes()
 
