@@ -30,3 +30,109 @@ TEST_CASE("latency: bad options are errors", "[latency]") {
   CHECK_THROWS_WITH(report::measure_latency(mlp, torch::randn({2, 4}), report::LatencyOptions().channels_last(true)),
                     Catch::Contains("channels_last needs a 4-D"));
 }
+
+namespace {
+// Batch-norm statistics and affine terms away from their identity defaults, so folding is not trivial.
+void randomize_norms(torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  for (auto& b : m.named_buffers()) {
+    if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.5, 0.5);
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+  }
+  for (auto& p : m.named_parameters()) {
+    if (p.key().find("bn") != std::string::npos || p.key().find("downsample.1") != std::string::npos) {
+      p.value().uniform_(0.5, 1.5);
+    }
+  }
+}
+
+// A conv and a batch norm that its forward calls directly, not through libprune::nn::call.
+struct DirectImpl : torch::nn::Module {
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm2d bn{nullptr};
+  torch::nn::Conv2d head{nullptr};
+  torch::nn::BatchNorm2d head_bn{nullptr};
+  torch::nn::Conv2d tail{nullptr};
+  torch::nn::BatchNorm2d tail_bn{nullptr};
+  DirectImpl() {
+    conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    bn = register_module("bn", torch::nn::BatchNorm2d(8));
+    head = register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 8, 1)));
+    head_bn = register_module("head_bn", torch::nn::BatchNorm2d(8));
+    tail = register_module("tail", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 4, 3).stride(2)));  // with a bias
+    tail_bn = register_module("tail_bn", torch::nn::BatchNorm2d(4));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = bn(conv(x)).relu();
+    auto h = libprune::nn::call(head, x);
+    auto y = libprune::nn::call(head_bn, h) + h;  // the conv's output is read twice
+    return libprune::nn::call(tail_bn, libprune::nn::call(tail, y));
+  }
+};
+TORCH_MODULE(Direct);
+}  // namespace
+
+TEST_CASE("fold_batchnorm: every conv+BN pair of a ResNet folds, outputs agree, the model is untouched",
+          "[latency]") {
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  randomize_norms(*m);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 3, 32, 32});
+  const auto before = test::snapshot(*m);
+  const auto reference = m->forward(x);
+  const auto other_batch = torch::randn({5, 3, 32, 32});
+  const auto other_reference = m->forward(other_batch);
+  {
+    nn::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+    CHECK(folding.folded().size() == 21);  // stem, 18 in the blocks, 2 projections
+    CHECK(folding.skipped().empty());
+    CHECK(folding.folded().front().conv == "conv1");
+    CHECK(folding.folded().front().norm == "bn1");
+    CHECK(nn::forward_wrapper_count() == 42);
+    CHECK(torch::allclose(m->forward(x), reference, 1e-4, 1e-4));
+    // Another batch size than the example's: still folded, still the same function.
+    CHECK(torch::allclose(m->forward(other_batch), other_reference, 1e-4, 1e-4));
+    CHECK(test::same(before, test::snapshot(*m)));  // wrappers only: no weight was edited
+    // In training mode both modules run their own forward: BN updates its statistics.
+    m->train();
+    const auto mean = m->bn1->running_mean.clone();
+    m->forward(x);
+    CHECK_FALSE(torch::equal(mean, m->bn1->running_mean));
+  }
+  CHECK(nn::forward_wrapper_count() == 0);
+}
+
+TEST_CASE("fold_batchnorm: pairs it cannot fold are listed with the reason and left as they are", "[latency]") {
+  Direct m;
+  randomize_norms(*m);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 3, 8, 8});
+  const auto reference = m->forward(x);
+  const auto before = test::snapshot(*m);
+  nn::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+  REQUIRE(folding.folded().size() == 1);
+  CHECK(folding.folded()[0].conv == "tail");
+  REQUIRE(folding.skipped().size() == 2);
+  const std::string all = folding.skipped()[0] + "\n" + folding.skipped()[1];
+  CHECK_THAT(all, Catch::Contains("head_bn: the output of 'head' is also read elsewhere"));
+  CHECK_THAT(all, Catch::Contains("bn: 'conv' is not called through libprune::nn::call") &&
+                      Catch::Contains("Fix: call it as libprune::nn::call(module, x)"));
+  CHECK(nn::forward_wrapper_count() == 2);
+  CHECK(torch::allclose(m->forward(x), reference, 1e-4, 1e-4));
+  CHECK(test::same(before, test::snapshot(*m)));  // the conv's bias and weight are not edited
+}
+
+TEST_CASE("latency: fold_batchnorm times the folded model and leaves it as it was", "[latency]") {
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  randomize_norms(*m);
+  const auto before = test::snapshot(*m);
+  const auto lat = report::measure_latency(
+      m, torch::randn({2, 3, 32, 32}), report::LatencyOptions().warmup(1).runs(3).channels_last(true).fold_batchnorm(true));
+  CHECK(lat.batchnorms_folded == 21);
+  CHECK_THAT(lat.to_string(), Catch::Contains("21 batch norms folded"));
+  CHECK(nn::forward_wrapper_count() == 0);
+  CHECK(test::same(before, test::snapshot(*m)));
+}

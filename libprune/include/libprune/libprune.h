@@ -15,6 +15,7 @@
 #include "libprune/models/vgg.h"
 #include "libprune/nn/hook.h"
 #include "libprune/nn/eval_mode.h"
+#include "libprune/nn/fold_batchnorm.h"
 #include "libprune/nn/memory_format.h"
 #include "libprune/nn/attention.h"
 #include "libprune/report/count_ops.h"

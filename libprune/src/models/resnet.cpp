@@ -50,8 +50,8 @@ torch::Tensor residual(libprune::nn::Add& add, torch::Tensor out, const torch::T
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   using libprune::nn::call;
-  auto out = relu_inplace(bn1(call(conv1, x)));
-  out = bn2(call(conv2, out));
+  auto out = relu_inplace(call(bn1, call(conv1, x)));
+  out = call(bn2, call(conv2, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
   return relu_inplace(residual(add, out, identity));
 }
@@ -73,9 +73,9 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   using libprune::nn::call;
-  auto out = relu_inplace(bn1(call(conv1, x)));
-  out = relu_inplace(bn2(call(conv2, out)));
-  out = bn3(call(conv3, out));
+  auto out = relu_inplace(call(bn1, call(conv1, x)));
+  out = relu_inplace(call(bn2, call(conv2, out)));
+  out = call(bn3, call(conv3, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
   return relu_inplace(residual(add, out, identity));
 }
@@ -115,7 +115,7 @@ ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
-  x = relu_inplace(bn1(libprune::nn::call(conv1, x)));
+  x = relu_inplace(libprune::nn::call(bn1, libprune::nn::call(conv1, x)));
   if (options.stem() == Stem::ImageNet) x = torch::max_pool2d(x, 3, 2, 1);
   for (auto& stage : stages) x = stage->forward(x);
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);

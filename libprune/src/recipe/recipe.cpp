@@ -24,7 +24,8 @@ const char* const kDefaults = R"({
                "label_smoothing": 0, "device": "cpu", "seed": 0, "threads": 0, "channels_last": true,
                "max_batches": 0, "bn_l1": 0, "progress": true},
   "pruning": [],
-  "report": {"latency_runs": 20, "latency_warmup": 5, "latency_threads": 0, "latency_batches": [1, 32]},
+  "report": {"latency_runs": 20, "latency_warmup": 5, "latency_threads": 0, "latency_batches": [1, 32],
+             "fold_batchnorm": true},
   "output_dir": "runs/default"
 })";
 

@@ -196,6 +196,7 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
   json dense;
   const int runs = r["report"]["latency_runs"], warmup = r["report"]["latency_warmup"],
             lat_threads = r["report"]["latency_threads"];
+  const bool fold = r["report"]["fold_batchnorm"];
   // Latency of `net` per batch size: on CPU both memory formats are timed and the faster one kept
   // (a deployment runs each model in its faster layout; thin pruned layers can favour NCHW).
   const bool cpu = trainer.device().is_cpu();
@@ -207,7 +208,8 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
         nn::to_memory_format(*net, cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
         const auto x = trainer.example(batch).contiguous(cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
         const double ms = report::measure_latency(
-            net, x, report::LatencyOptions().runs(runs).warmup(warmup).threads(lat_threads).channels_last(cl)).median_ms;
+            net, x, report::LatencyOptions().runs(runs).warmup(warmup).threads(lat_threads).channels_last(cl).fold_batchnorm(fold))
+                               .median_ms;
         const std::string fkey = key + (cl ? "_channels_last" : "_nchw");
         if (!out.contains(fkey) || ms < out[fkey].get<double>()) out[fkey] = ms;
         if (!out.contains(key) || out[fkey].get<double>() <= out[key].get<double>()) {
@@ -329,6 +331,7 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
                   {"cuts", plans->size()},
                   {"epochs", t["epochs"]},
                   {"threads", torch::get_num_threads()},
+                  {"latency_batchnorm_folded", fold},
                   {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()}};
   result.summary_json = summary.dump(2);
   io::write_file_atomic((fs::path(result.output_dir) / "summary.json").string(),

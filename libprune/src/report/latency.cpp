@@ -1,6 +1,7 @@
 #include "libprune/report/latency.h"
 
 #include "libprune/nn/eval_mode.h"
+#include "libprune/nn/fold_batchnorm.h"
 #include "libprune/nn/memory_format.h"
 
 #include <algorithm>
@@ -36,7 +37,9 @@ std::string Latency::to_string() const {
   std::ostringstream s;
   s.precision(3);
   s << std::fixed << "median " << median_ms << " ms, p90 " << p90_ms << " ms (batch " << batch << ", " << threads
-    << " threads, " << runs << " runs" << (channels_last ? ", channels_last" : "") << ")";
+    << " threads, " << runs << " runs" << (channels_last ? ", channels_last" : "");
+  if (batchnorms_folded > 0) s << ", " << batchnorms_folded << " batch norms folded";
+  s << ")";
   return s.str();
 }
 
@@ -68,20 +71,26 @@ Latency time_calls(const std::function<void()>& run, const LatencyOptions& optio
 Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                         torch::Tensor input, const LatencyOptions& options) {
   nn::EvalModeGuard eval(module);
-  torch::NoGradGuard no_grad;
   if (options.channels_last()) {
     TORCH_CHECK_VALUE(input.dim() == 4, "measure_latency: channels_last needs a 4-D [N, C, H, W] input, got shape ",
                       input.sizes(), ". Fix: set channels_last(false) for this model");
     nn::to_memory_format(module, torch::MemoryFormat::ChannelsLast);
     input = input.contiguous(torch::MemoryFormat::ChannelsLast);
   }
+  std::unique_ptr<nn::BatchNormFolding> folding;
+  if (options.fold_batchnorm()) {
+    folding = std::make_unique<nn::BatchNormFolding>(module, [&] { return std::vector<torch::Tensor>{forward(input)}; });
+  }
   const bool cuda = input.is_cuda();
-  return time_calls(
+  c10::InferenceMode inference;
+  auto out = time_calls(
       [&] {
         forward(input);
         if (cuda) torch::cuda::synchronize();
       },
       options, input.dim() > 0 ? input.size(0) : 1);
+  out.batchnorms_folded = folding ? static_cast<int64_t>(folding->folded().size()) : 0;
+  return out;
 }
 
 }  // namespace libprune::report

@@ -1,6 +1,7 @@
 #pragma once
-// Entry points through which zoo models call their conv, linear and residual-add layers, so
-// that QAT can later wrap them (fake-quant on weights and activations, observers on adds).
+// Entry points through which zoo models call their conv, linear, batch-norm and residual-add
+// layers, so that QAT can wrap them (fake-quant on weights and activations, observers on adds)
+// and deploy-time batch-norm folding can replace them (nn/fold_batchnorm.h).
 //
 // LibTorch C++ modules have no forward hooks, and replace_module cannot swap a typed member
 // (torch::nn::Conv2d conv1) for a wrapper of another type. Zoo models therefore keep plain

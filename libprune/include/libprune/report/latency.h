@@ -15,6 +15,9 @@ struct LatencyOptions {
   TORCH_ARG(int, threads) = 0;
   // Converts the input, and the model's 4-D weights in place, to channels_last first.
   TORCH_ARG(bool, channels_last) = false;
+  // Folds batch norms into the convs before them for the measurement, as an inference runtime
+  // would (nn/fold_batchnorm.h); the model is unchanged afterwards.
+  TORCH_ARG(bool, fold_batchnorm) = false;
 };
 
 struct Latency {
@@ -23,13 +26,14 @@ struct Latency {
   int threads = 0;
   int64_t batch = 0;
   bool channels_last = false;
+  int64_t batchnorms_folded = 0;
   std::string to_string() const;
 };
 
 // Times `run` (one inference) under the options; `batch` is recorded for the report.
 Latency time_calls(const std::function<void()>& run, const LatencyOptions& options = {}, int64_t batch = 0);
 
-// Times model->forward(input) in eval mode without autograd (train flags restored afterwards).
+// Times model->forward(input) in eval mode under inference mode (train flags restored afterwards).
 Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                         torch::Tensor input, const LatencyOptions& options = {});
 
