@@ -136,3 +136,15 @@ TEST_CASE("latency: fold_batchnorm times the folded model and leaves it as it wa
   CHECK(nn::forward_wrapper_count() == 0);
   CHECK(test::same(before, test::snapshot(*m)));
 }
+
+TEST_CASE("fold_batchnorm: a diverged model (NaN in its output) still folds", "[latency]") {
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  randomize_norms(*m);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  m->fc->weight[0][0] = std::numeric_limits<float>::quiet_NaN();
+  const auto x = torch::randn({2, 3, 32, 32});
+  REQUIRE(m->forward(x).isnan().any().item<bool>());
+  nn::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+  CHECK(folding.folded().size() == 21);
+}
