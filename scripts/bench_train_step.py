@@ -50,8 +50,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--nchw", action="store_true", help="NCHW instead of channels_last")
+    ap.add_argument("--return-freed-memory", action="store_true",
+                    help="leave glibc's malloc at its defaults (freed activations go back to the OS every step)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    # Process-wide, so both steps run under the same allocator settings.
+    retained = not a.return_freed_memory and libprune.retain_freed_memory()
     cl = not a.nchw
     cpp, py = [], []
     for _ in range(a.rounds):
@@ -59,7 +63,8 @@ def main():
         py.append(python_step_seconds(a.model, 10, a.batch, a.size, a.steps, cl))
     c, p = statistics.median(cpp), statistics.median(py)
     print(f"{a.model}, batch {a.batch}, {a.size}x{a.size}, {'channels_last' if cl else 'NCHW'}, "
-          f"{torch.get_num_threads()} threads, libprune {libprune.__version__}")
+          f"{torch.get_num_threads()} threads, freed memory {'retained' if retained else 'returned to the OS'}, "
+          f"libprune {libprune.__version__}")
     print(f"C++ step    {c * 1e3:8.1f} ms (median of {a.rounds} rounds x {a.steps} steps)")
     print(f"Python step {p * 1e3:8.1f} ms")
     print(f"Python / C++ = {p / c:.3f} (>= 1: the C++ step is at least as fast)")

@@ -6,5 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh >/dev/null
+# Only the runner and the library: the tests and bindings are built by the test command.
+LIBPRUNE_TARGETS=libprune-run bash scripts/build.sh >/dev/null
 exec ./build/libprune-run configs/fashion_mnist_resnet20_filters50.json "$@"

@@ -359,3 +359,19 @@ TEST_CASE("trainer: LR schedules with warmup and restarts; bad options name the 
   auto empty = std::make_shared<data::TensorDataset>(torch::randn({0, 1, 8, 8}), torch::zeros({0}, torch::kLong), 10);
   CHECK_THAT(test::message_of([&] { train::Trainer(model, empty, set, train::TrainOptions()); }), Catch::Contains("empty"));
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+TEST_CASE("retain_freed_memory: blocks of a few MiB come from the heap and stay there", "[train]") {
+  REQUIRE(libprune::retain_freed_memory());
+  const auto mapped_before = mallinfo2().hblkhd;
+  void* block = std::malloc(size_t{8} << 20);  // an activation-sized block: mmapped under glibc's defaults
+  REQUIRE(block != nullptr);
+  std::memset(block, 1, size_t{8} << 20);
+  CHECK(mallinfo2().hblkhd == mapped_before);
+  std::free(block);
+  // Not trimmed: the freed block is still the process's, ready for the next step.
+  CHECK(mallinfo2().fordblks >= (size_t{8} << 20));
+  CHECK(libprune::retain_freed_memory(int64_t{1} << 40));  // clamped to glibc's maximum, not an error
+}
+#endif

@@ -131,3 +131,10 @@ def test_training_goes_on_while_the_last_graph_is_still_referenced():
     loss2.backward()
     opt.step()
     assert model.fc.weight.grad.shape == (10, 256) and loss.grad_fn is not None
+
+
+def test_retain_freed_memory_is_exposed_and_clamps():
+    # glibc (Debian): applied; the largest block size is clamped to glibc's 32 MiB cap, not refused.
+    assert libprune.retain_freed_memory() is True
+    assert libprune.retain_freed_memory(1 << 40) is True
+    assert "retain_freed_memory" in libprune.__all__

@@ -22,6 +22,7 @@
 #include "libprune/report/latency.h"
 #include "libprune/recipe/recipe.h"
 #include "libprune/recipe/runner.h"
+#include "libprune/runtime.h"
 #include "libprune/schedule/pruner.h"
 #include "libprune/schedule/schedule.h"
 #include "libprune/train/callbacks.h"

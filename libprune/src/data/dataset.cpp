@@ -1,8 +1,7 @@
 #include "libprune/data/dataset.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -20,26 +19,58 @@ TensorDataset::TensorDataset(torch::Tensor images, torch::Tensor labels, int64_t
   TORCH_CHECK_VALUE(images_.dim() == 4 && labels_.dim() == 1 && images_.size(0) == labels_.size(0),
                     "TensorDataset: images must be [N, C, H, W] and labels [N], got ", images_.sizes(), " and ",
                     labels_.sizes());
+  TORCH_CHECK_VALUE(images_.scalar_type() == torch::kFloat && labels_.scalar_type() == torch::kLong,
+                    "TensorDataset: images must be float32 and labels int64, got ", images_.scalar_type(), " and ",
+                    labels_.scalar_type(), ". Fix: convert them with .to(torch::kFloat) and .to(torch::kLong)");
+  TORCH_CHECK_VALUE(pad_crop_ >= 0, "TensorDataset: pad_crop must be >= 0, got ", pad_crop_);
+  images_ = images_.cpu().contiguous();
+  labels_ = labels_.cpu().contiguous();
 }
 
+// Plain loops, no ATen kernels: this runs on the loader's thread, where an op big enough to go
+// parallel starts a second OpenMP team that competes with training for the same cores (measured:
+// a Fashion-MNIST epoch spent most of its samples spinning in libgomp).
 Batch TensorDataset::get(const std::vector<int64_t>& indices, bool train, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  const auto idx = torch::tensor(indices, torch::kLong);
-  Batch b{images_.index_select(0, idx), labels_.index_select(0, idx)};
-  if (train && pad_crop_ > 0) {
-    const int64_t h = b.x.size(2), w = b.x.size(3), p = pad_crop_;
-    auto padded = torch::constant_pad_nd(b.x, {p, p, p, p});
-    auto out = torch::empty_like(b.x);
-    const auto offsets = torch::randint(0, 2 * p + 1, {b.x.size(0), 2}, gen, torch::kLong);
-    const auto* o = offsets.data_ptr<int64_t>();
-    for (int64_t i = 0; i < b.x.size(0); ++i) {
-      out[i].copy_(padded[i].narrow(1, o[2 * i], h).narrow(2, o[2 * i + 1], w));
+  const int64_t n = static_cast<int64_t>(indices.size()), c = images_.size(1), h = images_.size(2),
+                w = images_.size(3), count = size();
+  Batch b{torch::empty({n, c, h, w}, images_.options()), torch::empty({n}, labels_.options())};
+  const float* src = images_.data_ptr<float>();
+  const int64_t* labels = labels_.data_ptr<int64_t>();
+  float* dst = b.x.data_ptr<float>();
+  int64_t* y = b.y.data_ptr<int64_t>();
+  const int64_t per = c * h * w;
+  std::mt19937_64 rng(seed);
+  const int64_t p = train ? pad_crop_ : 0;
+  std::uniform_int_distribution<int64_t> shift(-p, p);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = indices[static_cast<size_t>(i)];
+    TORCH_CHECK_INDEX(k >= 0 && k < count, "TensorDataset: index ", k, " is outside [0, ", count, ")");
+    y[i] = labels[k];
+    const float* in = src + k * per;
+    float* out = dst + i * per;
+    // Pad by p and crop back at a random offset, then flip: out[y][x] = in[y + dy][x' + dx] with
+    // x' = w - 1 - x when flipped, and zero outside the image.
+    const int64_t dy = p > 0 ? shift(rng) : 0, dx = p > 0 ? shift(rng) : 0;
+    const bool mirror = train && flip_ && (rng() & 1U) != 0;
+    if (dy == 0 && dx == 0 && !mirror) {
+      std::memcpy(out, in, static_cast<size_t>(per) * sizeof(float));
+      continue;
     }
-    b.x = out;
-  }
-  if (train && flip_) {
-    const auto mask = torch::rand({b.x.size(0)}, gen) < 0.5;
-    b.x = torch::where(mask.view({-1, 1, 1, 1}), b.x.flip({3}), b.x);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for (int64_t r = 0; r < h; ++r) {
+        const int64_t sr = r + dy;
+        float* row = out + (ch * h + r) * w;
+        if (sr < 0 || sr >= h) {
+          std::fill(row, row + w, 0.0f);
+          continue;
+        }
+        const float* in_row = in + (ch * h + sr) * w;
+        for (int64_t x = 0; x < w; ++x) {
+          const int64_t sc = (mirror ? w - 1 - x : x) + dx;
+          row[x] = sc >= 0 && sc < w ? in_row[sc] : 0.0f;
+        }
+      }
+    }
   }
   return b;
 }

@@ -22,7 +22,8 @@ const char* const kDefaults = R"({
                "lr_schedule": {"name": "cosine", "warmup_epochs": 0, "step_size": 30, "gamma": 0.1,
                                "restarts": [], "restart_scale": 1.0},
                "label_smoothing": 0, "device": "cpu", "seed": 0, "threads": 0, "channels_last": true,
-               "max_batches": 0, "bn_l1": 0, "progress": true},
+               "max_batches": 0, "bn_l1": 0, "progress": true,
+               "retain_freed_memory": true},
   "pruning": [],
   "report": {"latency_runs": 20, "latency_warmup": 5, "latency_threads": 0, "latency_batches": [1, 32],
              "fold_batchnorm": true},
@@ -99,17 +100,22 @@ json merge(const json& schema, const json& user, const std::string& path, const 
   return user;
 }
 
+// "pruning.0.target_ratio" -> {"pruning", "0", "target_ratio"}: the one reader of dotted paths,
+// for range checks and for --set.
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t dot = path.find('.', start);
+    parts.push_back(path.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) return parts;
+    start = dot + 1;
+  }
+}
+
 void check_range(const json& r, const std::string& source) {
   auto num = [&](const std::string& path) {
     const json* j = &r;
-    size_t start = 0;
-    while (start <= path.size()) {
-      const size_t dot = path.find('.', start);
-      const std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-      j = j->is_array() ? &(*j)[std::stoul(key)] : &(*j)[key];
-      if (dot == std::string::npos) break;
-      start = dot + 1;
-    }
+    for (const auto& key : split_path(path)) j = j->is_array() ? &j->at(std::stoul(key)) : &j->at(key);
     return j->get<double>();
   };
   auto need = [&](bool ok, const std::string& path, const std::string& what, const std::string& fix) {
@@ -159,11 +165,7 @@ json set_path(json root, const std::string& assignment, const std::string& sourc
     value = text;  // a plain string
   }
   json* node = &root;
-  size_t start = 0;
-  while (true) {
-    const size_t dot = key.find('.', start);
-    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    const bool last = dot == std::string::npos;
+  for (const auto& part : split_path(key)) {
     if (node->is_array()) {
       size_t idx = 0;
       try {
@@ -177,8 +179,6 @@ json set_path(json root, const std::string& assignment, const std::string& sourc
       if (!node->is_object()) *node = json::object();
       node = &(*node)[part];
     }
-    if (last) break;
-    start = dot + 1;
   }
   *node = value;
   return root;

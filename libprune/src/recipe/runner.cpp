@@ -104,6 +104,7 @@ std::string id_of(json r) {
   r.erase("report");
   r["training"].erase("progress");
   r["training"].erase("threads");
+  r["training"].erase("retain_freed_memory");
   return std::to_string(std::hash<std::string>{}(r.dump()));
 }
 
@@ -152,7 +153,8 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
                            .device(t["device"])
                            .seed(t["seed"])
                            .max_batches(t["max_batches"])
-                           .progress(t["progress"]);
+                           .progress(t["progress"])
+                           .retain_freed_memory(t["retain_freed_memory"]);
   train::Trainer trainer(model, data.train, data.eval, train_options);
 
   auto example = trainer.example(1);

@@ -12,7 +12,6 @@
 namespace libprune::schedule {
 namespace {
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 // LIBPRUNE_PROFILE=1 prints each phase of step() to stderr.
 class PhaseTimer {
@@ -125,12 +124,20 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<si
   for (const auto& [name, t] : model_->parameters()) params[name] = tensors[name] = t;
   for (const auto& [name, t] : model_->buffers()) tensors[name] = t;
 
-  auto ignored = [&](const graph::Group& grp) {
+  // The modules whose outputs a group cuts (members along dim 0): what `ignored` and the
+  // per-layer overrides name.
+  auto output_modules = [](const graph::Group& grp) {
+    std::vector<std::string> out;
     for (const auto& m : grp.members) {
-      if (m.dim != 0) continue;
-      for (const auto& name : options_.ignored()) {
-        if (starts_with(m.tensor, name + ".") && m.tensor.find('.', name.size() + 1) == std::string::npos) return true;
-      }
+      const auto dot = m.tensor.rfind('.');
+      if (m.dim == 0 && dot != std::string::npos) out.push_back(m.tensor.substr(0, dot));
+    }
+    return out;
+  };
+  const std::set<std::string> ignored_modules(options_.ignored().begin(), options_.ignored().end());
+  auto ignored = [&](const graph::Group& grp) {
+    for (const auto& module : output_modules(grp)) {
+      if (ignored_modules.count(module)) return true;
     }
     return false;
   };
@@ -152,11 +159,9 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<si
   };
   // The first override naming a module whose outputs the group cuts (like `ignored`).
   auto ratio_of = [&](const graph::Group& grp) {
+    const auto modules = output_modules(grp);
     for (size_t k = 0; k < overrides_.size(); ++k) {
-      for (const auto& m : grp.members) {
-        const auto dot = m.tensor.rfind('.');
-        if (m.dim != 0 || dot == std::string::npos) continue;
-        const std::string module = m.tensor.substr(0, dot);
+      for (const auto& module : modules) {
         if (overrides_[k].first == module || std::regex_match(module, overrides_[k].second)) {
           return options_.overrides()[k].second;
         }

@@ -18,7 +18,7 @@ namespace {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path, bool append) : path_(path) {
+MetricsLog::MetricsLog(const std::string& path, bool append) {
   file_ = std::fopen(path.c_str(), append ? "a" : "w");
   TORCH_CHECK(file_, "cannot open metrics log '", path, "': ", std::strerror(errno),
               ". Fix: check that output_dir exists and is writable");

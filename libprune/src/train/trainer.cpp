@@ -1,6 +1,7 @@
 #include "libprune/train/trainer.h"
 
 #include "libprune/nn/memory_format.h"
+#include "libprune/runtime.h"
 
 #include <chrono>
 #include <cmath>
@@ -50,6 +51,7 @@ Trainer::Trainer(models::ModelPtr model, std::shared_ptr<data::Dataset> train, s
   validate(options_);
   TORCH_CHECK_VALUE(train_->size() > 0 && eval_->size() > 0, "Trainer: a dataset is empty (train ", train_->size(),
                     ", eval ", eval_->size(), "). Fix: check the data paths");
+  if (options_.retain_freed_memory()) retain_freed_memory();
   torch::set_num_threads(options_.threads() > 0 ? options_.threads()
                                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   model_->to(device_);

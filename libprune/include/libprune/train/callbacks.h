@@ -23,7 +23,6 @@ class MetricsLog {
 
  private:
   std::FILE* file_ = nullptr;
-  std::string path_;
 };
 
 // Plans applied so far, shared by the pruning stages and the checkpoints.

@@ -37,6 +37,9 @@ struct TrainOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(int64_t, max_batches) = 0;  // per epoch; 0: all (quick runs, tests)
   TORCH_ARG(bool, progress) = true;
+  // Keep freed tensor memory in the process (libprune/runtime.h): on a VM, returning it to the OS
+  // and faulting it back every step made a training step 2-5x slower.
+  TORCH_ARG(bool, retain_freed_memory) = true;
 };
 
 // Checks every option, naming the bad one and the fix.
