@@ -226,7 +226,7 @@ PYBIND11_MODULE(_libprune, m) {
 
   using libprune::schedule::Schedule;
   py::class_<Schedule>(m, "Schedule", "How much to prune, and when: one_shot, iterative or agp (Zhu & Gupta)")
-      .def(py::init([](const std::string& kind, double target, int64_t start_epoch, int64_t end_epoch, int64_t frequency,
+      .def(py::init([](const std::string& kind, double target, double start_epoch, double end_epoch, double frequency,
                        int64_t steps, double initial) {
              return Schedule(libprune::schedule::ScheduleOptions()
                                  .kind(libprune::schedule::parse_schedule(kind))
@@ -238,10 +238,14 @@ PYBIND11_MODULE(_libprune, m) {
                                  .initial(initial));
            }),
            py::arg("kind") = "one_shot", py::arg("target") = 0.5, py::arg("start_epoch") = 0, py::arg("end_epoch") = 0,
-           py::arg("frequency") = 1, py::arg("steps") = 1, py::arg("initial") = 0.0)
-      .def("prunes_at", &Schedule::prunes_at)
-      .def("ratio_at", &Schedule::ratio_at)
-      .def("steps", &Schedule::steps);
+           py::arg("frequency") = 1.0, py::arg("steps") = 1, py::arg("initial") = 0.0)
+      .def("prunes_at", &Schedule::prunes_at, py::arg("epoch"))
+      .def("ratio_at", &Schedule::ratio_at, py::arg("epoch"))
+      .def("steps", &Schedule::steps)
+      .def("steps_between", &Schedule::steps_between, py::arg("start"), py::arg("end"),
+           "(time, ratio) steps due in (start, end]: call once per batch with epoch + batch / batches_per_epoch and "
+           "epoch + (batch + 1) / batches_per_epoch to cut between batches")
+      .def("next_step_after", &Schedule::next_step_after, py::arg("epoch"));
 
   m.def(
       "_run_recipe",

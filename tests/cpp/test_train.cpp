@@ -43,6 +43,12 @@ std::string tiny_recipe(const test::TempDir& dir) {
   return path;
 }
 
+// `"key": value` of one section ("dense", "pruned") of a summary's JSON text.
+std::string field(const std::string& s, const std::string& section, const std::string& key) {
+  const auto at = s.find("\"" + key + "\"", s.find("\"" + section + "\""));
+  return s.substr(at, s.find_first_of(",\n}", at) - at);
+}
+
 }  // namespace
 
 TEST_CASE("criteria: each one worked by hand on a tiny layer", "[train]") {
@@ -115,6 +121,67 @@ TEST_CASE("schedules: AGP cubic, iterative and one-shot ratios by epoch", "[trai
   CHECK_THAT(test::message_of([] { Schedule(ScheduleOptions().kind(ScheduleKind::Agp).start_epoch(3).end_epoch(3)); }),
              Catch::Contains("end_epoch") && Catch::Contains("Fix:"));
   CHECK_THAT(test::message_of([] { schedule::parse_schedule("linear"); }), Catch::Contains("one_shot, iterative, agp"));
+}
+
+TEST_CASE("schedules: fractional epochs place cuts between batches", "[train]") {
+  using schedule::Schedule;
+  using schedule::ScheduleKind;
+  using schedule::ScheduleOptions;
+  Schedule agp(ScheduleOptions().kind(ScheduleKind::Agp).target(0.5).start_epoch(4).end_epoch(4.5).frequency(0.125));
+  REQUIRE(agp.steps().size() == 4);  // 4.0 has s = 0
+  CHECK(agp.steps().front().first == Approx(4.125));
+  CHECK(agp.steps().back().first == Approx(4.5));
+  CHECK(agp.ratio_at(4.25) == Approx(0.4375));
+  CHECK(agp.prunes_at(4.375));
+  CHECK_FALSE(agp.prunes_at(4));
+  const auto due = agp.steps_between(4.1, 4.25);  // (from, to]
+  REQUIRE(due.size() == 2);
+  CHECK(due[1].first == Approx(4.25));
+  CHECK(agp.steps_between(4.25, 4.3).empty());
+  CHECK(agp.next_step_after(4.25) == Approx(4.375));
+  CHECK(std::isinf(agp.next_step_after(4.5)));
+  CHECK_THAT(test::message_of([] { Schedule(ScheduleOptions().kind(ScheduleKind::Agp).end_epoch(2).frequency(0)); }),
+             Catch::Contains("frequency must be > 0") && Catch::Contains("Fix:"));
+}
+
+TEST_CASE("runner: a fractional schedule cuts inside an epoch; killed and resumed, it ends the same", "[recipe]") {
+  test::TempDir dir("fractional");
+  const auto path = tiny_recipe(dir);
+  // 64 images in batches of 16: 4 batches an epoch, so 1.25 and 1.5 fall after batches 0 and 1 of epoch 1.
+  const std::vector<std::string> sets{"pruning.0.schedule.end_epoch=1.5", "pruning.0.schedule.frequency=0.25"};
+  recipe::RunOptions full;
+  full.print = false;
+  full.sets = sets;
+  full.sets.push_back("output_dir=" + dir.file("a"));
+  const auto a = recipe::run(path, full);
+  REQUIRE(a.completed);
+  std::ifstream log(dir.file("a/metrics.jsonl"));
+  std::vector<double> cut_times;
+  for (std::string line; std::getline(log, line);) {
+    if (line.find("\"type\":\"prune\"") == std::string::npos) continue;
+    const auto at = line.find("\"epoch\":") + 8;
+    cut_times.push_back(std::stod(line.substr(at)));
+  }
+  REQUIRE(cut_times.size() == 2);
+  CHECK(cut_times[0] == Approx(1.25));
+  CHECK(cut_times[1] == Approx(1.5));
+  recipe::RunOptions killed = full;
+  killed.sets.back() = "output_dir=" + dir.file("b");
+  killed.stop_after_epochs = 2;
+  CHECK_FALSE(recipe::run(path, killed).completed);
+  killed.stop_after_epochs = 0;
+  killed.resume = true;
+  const auto b = recipe::run(path, killed);
+  REQUIRE(b.completed);
+  for (const char* key : {"accuracy", "params", "macs"}) {
+    CHECK(field(b.summary_json, "pruned", key) == field(a.summary_json, "pruned", key));
+  }
+  CHECK(field(a.summary_json, "pruned", "params") != field(a.summary_json, "dense", "params"));
+  // A frequency of 0 is refused with the JSON path.
+  recipe::RunOptions bad = full;
+  bad.sets.push_back("pruning.0.schedule.frequency=0");
+  CHECK_THAT(test::message_of([&] { recipe::run(path, bad); }),
+             Catch::Contains("pruning.0.schedule.frequency") && Catch::Contains("must be > 0"));
 }
 
 TEST_CASE("pruner: steps toward a ratio reach the one-shot architecture; overrides and max_ratio", "[train]") {
@@ -252,10 +319,6 @@ TEST_CASE("runner: trains, prunes on schedule, writes summary; resume after a ki
   resumed.resume = true;
   const auto again = recipe::run(path, resumed);
   REQUIRE(again.completed);
-  auto field = [](const std::string& s, const std::string& section, const std::string& key) {
-    const auto at = s.find("\"" + key + "\"", s.find("\"" + section + "\""));
-    return s.substr(at, s.find_first_of(",\n}", at) - at);
-  };
   for (const char* key : {"accuracy", "params", "macs"}) {
     CHECK(field(again.summary_json, "pruned", key) == field(summary, "pruned", key));
     CHECK(field(again.summary_json, "dense", key) == field(summary, "dense", key));

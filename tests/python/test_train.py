@@ -138,3 +138,14 @@ def test_retain_freed_memory_is_exposed_and_clamps():
     assert libprune.retain_freed_memory() is True
     assert libprune.retain_freed_memory(1 << 40) is True
     assert "retain_freed_memory" in libprune.__all__
+
+
+def test_schedule_in_fractional_epochs_cuts_between_batches():
+    s = libprune.Schedule("agp", target=0.5, start_epoch=4, end_epoch=4.5, frequency=0.125)
+    assert [t for t, _ in s.steps()] == pytest.approx([4.125, 4.25, 4.375, 4.5])
+    # In a plain loop: after batch b of n in epoch e, cut if a step fell in (e + b/n, e + (b+1)/n].
+    due = s.steps_between(4 + 1 / 8, 4 + 2 / 8)
+    assert len(due) == 1 and due[0][1] == pytest.approx(0.4375)
+    assert s.next_step_after(4.25) == pytest.approx(4.375)
+    with pytest.raises(ValueError, match="frequency must be > 0"):
+        libprune.Schedule("agp", end_epoch=2, frequency=0)

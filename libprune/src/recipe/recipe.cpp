@@ -145,6 +145,8 @@ void check_range(const json& r, const std::string& source) {
     need(num(p + ".round_to") >= 1, p + ".round_to", "must be >= 1", "e.g. 8 (channel counts a multiple of 8 run fastest)");
     need(num(p + ".schedule.start_epoch") >= 0 && num(p + ".schedule.start_epoch") < epochs, p + ".schedule.start_epoch",
          "must be in [0, training.epochs)", "prune at an epoch the run reaches");
+    need(num(p + ".schedule.frequency") > 0, p + ".schedule.frequency", "must be > 0 epochs",
+         "e.g. 1 (every epoch) or 0.25 (every quarter of an epoch)");
     const std::string kind = r["pruning"][i]["schedule"]["kind"].get<std::string>();
     if (kind == "agp") {
       need(num(p + ".schedule.end_epoch") > num(p + ".schedule.start_epoch") && num(p + ".schedule.end_epoch") < epochs,

@@ -1,6 +1,8 @@
 #include "libprune/schedule/schedule.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace libprune::schedule {
 
@@ -27,7 +29,8 @@ Schedule::Schedule(ScheduleOptions o) : options_(std::move(o)) {
   TORCH_CHECK_VALUE(options_.initial() >= 0 && options_.initial() <= options_.target(),
                     "schedule initial ratio must be in [0, target], got ", options_.initial());
   TORCH_CHECK_VALUE(options_.start_epoch() >= 0, "schedule start_epoch must be >= 0, got ", options_.start_epoch());
-  TORCH_CHECK_VALUE(options_.frequency() >= 1, "schedule frequency must be >= 1 epoch, got ", options_.frequency());
+  TORCH_CHECK_VALUE(options_.frequency() > 0, "schedule frequency must be > 0 epochs, got ", options_.frequency(),
+                    ". Fix: e.g. 1 (every epoch) or 0.25 (every quarter epoch)");
   if (options_.kind() == ScheduleKind::Agp) {
     TORCH_CHECK_VALUE(options_.end_epoch() > options_.start_epoch(), "agp schedule: end_epoch (", options_.end_epoch(),
                       ") must be after start_epoch (", options_.start_epoch(), "). Fix: e.g. start_epoch 2, end_epoch 6");
@@ -37,23 +40,28 @@ Schedule::Schedule(ScheduleOptions o) : options_(std::move(o)) {
   }
 }
 
-std::vector<std::pair<int64_t, double>> Schedule::steps() const {
+namespace {
+constexpr double kEps = 1e-9;
+}
+
+std::vector<std::pair<double, double>> Schedule::steps() const {
   const auto& o = options_;
-  std::vector<std::pair<int64_t, double>> out;
+  std::vector<std::pair<double, double>> out;
   switch (o.kind()) {
     case ScheduleKind::OneShot: out.emplace_back(o.start_epoch(), o.target()); break;
     case ScheduleKind::Iterative:
       for (int64_t k = 1; k <= o.steps(); ++k) {
-        out.emplace_back(o.start_epoch() + (k - 1) * o.frequency(), o.target() * static_cast<double>(k) / static_cast<double>(o.steps()));
+        out.emplace_back(o.start_epoch() + static_cast<double>(k - 1) * o.frequency(),
+                         o.target() * static_cast<double>(k) / static_cast<double>(o.steps()));
       }
       break;
     case ScheduleKind::Agp: {
       // s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3 at t = t0, t0 + dt, ..., t0 + n dt.
-      const int64_t n = std::max<int64_t>(1, (o.end_epoch() - o.start_epoch()) / o.frequency());
+      const auto n = std::max<int64_t>(1, static_cast<int64_t>(std::floor((o.end_epoch() - o.start_epoch()) / o.frequency() + kEps)));
       for (int64_t k = 0; k <= n; ++k) {
         const double progress = static_cast<double>(k) / static_cast<double>(n);
         const double s = o.target() + (o.initial() - o.target()) * std::pow(1.0 - progress, 3);
-        if (s > 0) out.emplace_back(o.start_epoch() + k * o.frequency(), s);
+        if (s > 0) out.emplace_back(o.start_epoch() + static_cast<double>(k) * o.frequency(), s);
       }
       break;
     }
@@ -61,19 +69,34 @@ std::vector<std::pair<int64_t, double>> Schedule::steps() const {
   return out;
 }
 
-bool Schedule::prunes_at(int64_t epoch) const {
-  for (const auto& [e, r] : steps()) {
-    if (e == epoch) return true;
+bool Schedule::prunes_at(double epoch) const {
+  for (const auto& [t, r] : steps()) {
+    if (std::abs(t - epoch) <= kEps) return true;
   }
   return false;
 }
 
-double Schedule::ratio_at(int64_t epoch) const {
+double Schedule::ratio_at(double epoch) const {
   double ratio = 0.0;
-  for (const auto& [e, r] : steps()) {
-    if (e <= epoch) ratio = r;
+  for (const auto& [t, r] : steps()) {
+    if (t <= epoch + kEps) ratio = r;
   }
   return ratio;
+}
+
+std::vector<std::pair<double, double>> Schedule::steps_between(double from, double to) const {
+  std::vector<std::pair<double, double>> out;
+  for (const auto& step : steps()) {
+    if (step.first > from + kEps && step.first <= to + kEps) out.push_back(step);
+  }
+  return out;
+}
+
+double Schedule::next_step_after(double epoch) const {
+  for (const auto& [t, r] : steps()) {
+    if (t > epoch + kEps) return t;
+  }
+  return std::numeric_limits<double>::infinity();
 }
 
 }  // namespace libprune::schedule

@@ -67,19 +67,33 @@ PruningCallback::PruningCallback(std::shared_ptr<schedule::Pruner> pruner, sched
       taylor_batches_(taylor_batches) {}
 
 void PruningCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t batch, double) {
-  if (taylor_batches_ <= 0 || !schedule_.prunes_at(epoch + 1)) return;
-  if (batch >= trainer.batches_per_epoch() - taylor_batches_) {
-    std::vector<std::pair<std::string, torch::Tensor>> params;
-    for (const auto& p : trainer.model()->named_parameters()) params.emplace_back(p.key(), p.value());
-    importance::accumulate_taylor(params, taylor_);
+  const double per = static_cast<double>(std::max<int64_t>(1, trainer.batches_per_epoch()));
+  const double from = static_cast<double>(epoch) + static_cast<double>(batch) / per;
+  const double to = static_cast<double>(epoch) + static_cast<double>(batch + 1) / per;
+  // Taylor: accumulate over the last `taylor_batches` batches before the next cut.
+  if (taylor_batches_ > 0) {
+    const double next = schedule_.next_step_after(from);
+    if (next - to < static_cast<double>(taylor_batches_) / per - 1e-9) {
+      std::vector<std::pair<std::string, torch::Tensor>> params;
+      for (const auto& p : trainer.model()->named_parameters()) params.emplace_back(p.key(), p.value());
+      importance::accumulate_taylor(params, taylor_);
+    }
   }
+  // Steps due during this batch, inside the epoch: cut now, between this batch and the next. A step
+  // at the epoch's end (epoch + 1) is left to on_epoch_begin, after the epoch's evaluation.
+  const auto due = schedule_.steps_between(from, to);
+  if (!due.empty() && due.back().first < static_cast<double>(epoch + 1) - 1e-9) cut(trainer, due.back().first);
 }
 
 void PruningCallback::on_epoch_begin(Trainer& trainer, int64_t epoch) {
-  if (!schedule_.prunes_at(epoch)) return;
+  if (schedule_.prunes_at(static_cast<double>(epoch))) cut(trainer, static_cast<double>(epoch));
+}
+
+void PruningCallback::cut(Trainer& trainer, double time) {
   if (before_first_cut && plans_->empty()) before_first_cut(trainer);
   const auto t0 = now();
-  pruner_->set_ratio(schedule_.ratio_at(epoch));
+  const double ratio = schedule_.ratio_at(time);
+  pruner_->set_ratio(ratio);
   pruner_->set_gradients(taylor_.empty() ? nullptr : &taylor_);
   const auto plan = pruner_->step(&trainer.optimizer());
   pruner_->set_gradients(nullptr);
@@ -91,11 +105,11 @@ void PruningCallback::on_epoch_begin(Trainer& trainer, int64_t epoch) {
   }
   const auto [params, macs] = measure_size(trainer);
   const double seconds = now() - t0;
-  if (verbose) std::cout << "prune  epoch " << epoch << ": ratio " << schedule_.ratio_at(epoch) << ", " << plan.groups.size()
+  if (verbose) std::cout << "prune  epoch " << time << ": ratio " << ratio << ", " << plan.groups.size()
             << " groups cut, params " << params << ", MACs " << macs << " (" << seconds << " s)" << std::endl;
   if (log_) {
-    log_->write("prune", {{"epoch", static_cast<double>(epoch)},
-                          {"ratio", schedule_.ratio_at(epoch)},
+    log_->write("prune", {{"epoch", time},
+                          {"ratio", ratio},
                           {"groups_cut", static_cast<double>(plan.groups.size())},
                           {"params", static_cast<double>(params)},
                           {"macs", static_cast<double>(macs)},

@@ -35,9 +35,10 @@ std::pair<int64_t, int64_t> measure_size(Trainer& trainer);
 
 class PruningCallback : public Callback {
  public:
-  // Cuts at the schedule's epochs (before training them) to the schedule's ratio; training goes
-  // on with the same optimizer. With the "taylor" criterion, |w * dL/dw| is accumulated over the
-  // last `taylor_batches` batches before each step.
+  // Cuts at the schedule's times to the schedule's ratio; training goes on with the same
+  // optimizer. Whole epochs cut before the epoch trains (after the previous one is evaluated);
+  // fractional times (4.25) cut between the batches where they fall. With the "taylor" criterion,
+  // |w * dL/dw| is accumulated over the last `taylor_batches` batches before each step.
   PruningCallback(std::shared_ptr<schedule::Pruner> pruner, schedule::Schedule schedule,
                   std::shared_ptr<PlanHistory> plans, std::shared_ptr<MetricsLog> log = nullptr,
                   int64_t taylor_batches = 0);
@@ -48,6 +49,8 @@ class PruningCallback : public Callback {
   bool verbose = true;  // a line per cut on stdout
 
  private:
+  void cut(Trainer& trainer, double time);
+
   std::shared_ptr<schedule::Pruner> pruner_;
   schedule::Schedule schedule_;
   std::shared_ptr<PlanHistory> plans_;
