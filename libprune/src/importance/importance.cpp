@@ -13,22 +13,25 @@ const char* const kNames[] = {"l1", "l2", "bn_scale", "taylor", "fpgm", "lamp", 
 const char* const kReductions[] = {"sum", "mean", "max", "first"};
 }  // namespace
 
-Kind parse(const std::string& name) {
-  for (size_t i = 0; i < std::size(kNames); ++i) {
-    if (name == kNames[i]) return static_cast<Kind>(i);
+// The enum value whose name is `name` (enums number their values in table order); otherwise an
+// error listing the table.
+template <typename E, size_t N>
+E parse_name(const char* const (&names)[N], const std::string& name, const char* what) {
+  std::string all;
+  for (size_t i = 0; i < N; ++i) {
+    if (name == names[i]) return static_cast<E>(i);
+    all += (i ? ", " : "") + std::string(names[i]);
   }
-  TORCH_CHECK_VALUE(false, "unknown importance \"", name, "\"; expected one of l1, l2, bn_scale, taylor, fpgm, lamp, random");
-  return Kind::L1;
+  TORCH_CHECK_VALUE(false, "unknown ", what, " \"", name, "\"; expected one of ", all);
+  return static_cast<E>(0);
 }
+
+Kind parse(const std::string& name) { return parse_name<Kind>(kNames, name, "importance"); }
 
 const char* to_string(Kind kind) { return kNames[static_cast<size_t>(kind)]; }
 
 Reduction parse_reduction(const std::string& name) {
-  for (size_t i = 0; i < std::size(kReductions); ++i) {
-    if (name == kReductions[i]) return static_cast<Reduction>(i);
-  }
-  TORCH_CHECK_VALUE(false, "unknown importance reduction \"", name, "\"; expected one of sum, mean, max, first");
-  return Reduction::Sum;
+  return parse_name<Reduction>(kReductions, name, "importance reduction");
 }
 
 const char* to_string(Reduction r) { return kReductions[static_cast<size_t>(r)]; }

@@ -28,6 +28,11 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
 
 void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                      const CheckpointMeta& meta) {
+  save_checkpoint(std::vector<std::string>{path}, model, optimizer, meta);
+}
+
+void save_checkpoint(const std::vector<std::string>& paths, torch::nn::Module& model,
+                     torch::optim::Optimizer& optimizer, const CheckpointMeta& meta) {
   nlohmann::json header = {{"format", kFormat},       {"epoch", meta.epoch},
                            {"recipe_id", meta.recipe_id}, {"plans", nlohmann::json::parse(meta.plans_json)},
                            {"best_top1", meta.best_top1}, {"extra", nlohmann::json::parse(meta.extra_json)}};
@@ -40,7 +45,8 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
   std::ostringstream stream;
   out.save_to(stream);
   const std::string s = stream.str();
-  write_file_atomic(path, std::vector<char>(s.begin(), s.end()), "checkpoint");
+  const std::vector<char> bytes(s.begin(), s.end());
+  for (const auto& path : paths) write_file_atomic(path, bytes, "checkpoint");
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& path) {

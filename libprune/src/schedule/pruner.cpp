@@ -186,7 +186,7 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<si
       total += static_cast<int64_t>(s.size());
       const int64_t orig = original(*candidates[ci].group);
       total_original += orig;
-      floor_keep[ci] = std::max(options_.min_channels(), keep_count(orig, options_.max_ratio(), options_));
+      floor_keep[ci] = keep_count(orig, options_.max_ratio(), options_);  // min_channels included
     }
     std::sort(all.begin(), all.end());
     int64_t to_remove = static_cast<int64_t>(std::floor(static_cast<double>(total_original) * options_.ratio() + 1e-9)) -

@@ -132,8 +132,9 @@ void CheckpointCallback::on_epoch_end(Trainer& trainer, const EpochMetrics& m) {
   meta.best_top1 = best_;
   if (extra_) meta.extra_json = extra_();
   const auto dir = std::filesystem::path(dir_);
-  io::save_checkpoint((dir / "last.ckpt").string(), *trainer.model(), trainer.optimizer(), meta);
-  if (best) io::save_checkpoint((dir / "best.ckpt").string(), *trainer.model(), trainer.optimizer(), meta);
+  std::vector<std::string> paths{(dir / "last.ckpt").string()};
+  if (best) paths.push_back((dir / "best.ckpt").string());
+  io::save_checkpoint(paths, *trainer.model(), trainer.optimizer(), meta);
 }
 
 void LogCallback::on_epoch_end(Trainer& trainer, const EpochMetrics& m) {

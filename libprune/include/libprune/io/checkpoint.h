@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 namespace libprune::io {
 
@@ -19,6 +20,9 @@ struct CheckpointMeta {
 // Writes `path` atomically (temp file, fsync, rename): a failed write leaves the previous file.
 void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                      const CheckpointMeta& meta);
+// The same checkpoint to several files (last and best), serialised once.
+void save_checkpoint(const std::vector<std::string>& paths, torch::nn::Module& model,
+                     torch::optim::Optimizer& optimizer, const CheckpointMeta& meta);
 
 // Reads the header only. Throws naming the file and the fix when it is missing or not a checkpoint.
 CheckpointMeta read_checkpoint_meta(const std::string& path);
