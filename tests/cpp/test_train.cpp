@@ -232,6 +232,11 @@ TEST_CASE("recipes: bad JSON, unknown keys, wrong types and ratios above the max
   CHECK_THAT(msg(R"({"pruning": [{"criterion": 3}]})"), Catch::Contains("pruning.0.criterion: expected a string"));
   CHECK_THAT(msg("{}", {"training.nope=1"}), Catch::Contains("training.nope: unknown key"));
   CHECK_THAT(msg("{}", {"novalue"}), Catch::Contains("key=value"));
+  // The report section is checked when the recipe loads, not after training when it is used.
+  CHECK_THAT(msg(R"({"report": {"latency_runs": 0}})"),
+             Catch::Contains("at report.latency_runs: must be >= 1, got 0") && Catch::Contains("Fix:"));
+  CHECK_THAT(msg("{}", {"report.latency_threads=-1"}), Catch::Contains("at report.latency_threads: must be >= 0"));
+  CHECK_THAT(msg("{}", {"report.latency_batches=[1, 0]"}), Catch::Contains("at report.latency_batches.1: must be >= 1"));
   // --set values are JSON or plain strings, and reach array entries.
   const auto j = recipe::load_text(R"({"pruning": [{}]})", "x", {"pruning.0.target_ratio=0.3", "output_dir=runs/y"});
   CHECK_THAT(j, Catch::Contains("\"target_ratio\": 0.3") && Catch::Contains("\"output_dir\": \"runs/y\""));
@@ -302,6 +307,15 @@ TEST_CASE("runner: trains, prunes on schedule, writes summary; resume after a ki
   const auto summary = full.summary_json;
   CHECK_THAT(summary, Catch::Contains("\"dense\"") && Catch::Contains("\"pruned\"") && Catch::Contains("latency_ms_b32") &&
                           Catch::Contains("size_bytes"));
+  // With latency_threads 0, each model's batch is timed at 1 and 2 threads (the recipe trains on 2)
+  // and in both layouts; the fastest is kept and named.
+  for (const char* side : {"dense", "pruned"}) {
+    const auto threads = field(summary, side, "latency_threads_b1");
+    CHECK((threads == "\"latency_threads_b1\": 1" || threads == "\"latency_threads_b1\": 2"));
+    CHECK_THAT(summary, Catch::Contains("latency_ms_b32_threads1") && Catch::Contains("latency_ms_b32_threads2") &&
+                            Catch::Contains("latency_ms_b32_channels_last") && Catch::Contains("latency_ms_b32_nchw"));
+    CHECK_THAT(field(summary, side, "latency_format_b32"), Catch::Contains("nchw") || Catch::Contains("channels_last"));
+  }
   CHECK(std::filesystem::exists(dir.file("out/summary.json")));
   CHECK(std::filesystem::exists(dir.file("out/best.ckpt")));
   const auto meta = io::read_checkpoint_meta(dir.file("out/last.ckpt"));

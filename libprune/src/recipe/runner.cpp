@@ -199,24 +199,40 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
   const int runs = r["report"]["latency_runs"], warmup = r["report"]["latency_warmup"],
             lat_threads = r["report"]["latency_threads"];
   const bool fold = r["report"]["fold_batchnorm"];
-  // Latency of `net` per batch size: on CPU both memory formats are timed and the faster one kept
-  // (a deployment runs each model in its faster layout; thin pruned layers can favour NCHW).
+  // Latency of `net` per batch size, as it would be deployed: on CPU both memory formats are timed
+  // (thin pruned layers can favour NCHW) and, with latency_threads 0, each thread count in
+  // 1, 2, 4, ... up to the training threads (small batches often run faster on fewer threads:
+  // a parallel region costs more than the work it splits). The fastest is kept, and named.
   const bool cpu = trainer.device().is_cpu();
+  std::vector<int> thread_counts{lat_threads};
+  if (cpu && lat_threads == 0) {
+    thread_counts.clear();
+    const int all = torch::get_num_threads();
+    for (int n = 1; n < all; n *= 2) thread_counts.push_back(n);
+    thread_counts.push_back(all);
+  }
+  auto keep_min = [](json& out, const std::string& key, double ms) {
+    if (out.contains(key) && out[key].get<double>() <= ms) return false;
+    out[key] = ms;
+    return true;
+  };
   auto time_model = [&](models::ModelPtr net, json& out) {
     for (const auto& b : r["report"]["latency_batches"]) {
       const int64_t batch = b.get<int64_t>();
       const std::string key = "latency_ms_b" + std::to_string(batch);
       for (const bool cl : cpu ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+        const char* format = cl ? "channels_last" : "nchw";
         nn::to_memory_format(*net, cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
         const auto x = trainer.example(batch).contiguous(cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
-        const double ms = report::measure_latency(
-            net, x, report::LatencyOptions().runs(runs).warmup(warmup).threads(lat_threads).channels_last(cl).fold_batchnorm(fold))
-                               .median_ms;
-        const std::string fkey = key + (cl ? "_channels_last" : "_nchw");
-        if (!out.contains(fkey) || ms < out[fkey].get<double>()) out[fkey] = ms;
-        if (!out.contains(key) || out[fkey].get<double>() <= out[key].get<double>()) {
-          out[key] = out[fkey];
-          out["latency_format_b" + std::to_string(batch)] = cl ? "channels_last" : "nchw";
+        for (const int threads : thread_counts) {
+          const auto lat = report::measure_latency(
+              net, x, report::LatencyOptions().runs(runs).warmup(warmup).threads(threads).channels_last(cl).fold_batchnorm(fold));
+          keep_min(out, key + "_" + format, lat.median_ms);
+          if (thread_counts.size() > 1) keep_min(out, key + "_threads" + std::to_string(lat.threads), lat.median_ms);
+          if (keep_min(out, key, lat.median_ms)) {
+            out["latency_format_b" + std::to_string(batch)] = format;
+            out["latency_threads_b" + std::to_string(batch)] = lat.threads;
+          }
         }
       }
     }
@@ -359,6 +375,14 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
     }
     std::printf("%-16s %12.2f  %12.2f  %+8.2f pt\n", "top-1 (%)", dense.value("accuracy", 0.0), pruned.value("accuracy", 0.0),
                 pruned.value("accuracy", 0.0) - dense.value("accuracy", 0.0));
+    for (const auto& b : r["report"]["latency_batches"]) {
+      const std::string n = std::to_string(b.get<int64_t>());
+      auto how = [&](const json& side) {
+        return side.value("latency_format_b" + n, std::string("?")) + ", " +
+               std::to_string(side.value("latency_threads_b" + n, 0)) + " thread(s)";
+      };
+      std::cout << "latency b" << n << " timed as: dense " << how(dense) << "; pruned " << how(pruned) << "\n";
+    }
     std::cout << "summary: " << (fs::path(result.output_dir) / "summary.json").string() << std::endl;
   }
   return result;
