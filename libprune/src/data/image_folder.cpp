@@ -56,14 +56,20 @@ ImageFolder::ImageFolder(const std::string& root, ImageFolderOptions options) : 
 
 Batch ImageFolder::get(const std::vector<int64_t>& indices, bool train, uint64_t seed) {
   const int64_t n = static_cast<int64_t>(indices.size()), s = options_.crop();
+  for (const int64_t index : indices) {
+    TORCH_CHECK_INDEX(index >= 0 && index < size(), "ImageFolder: index ", index, " is out of range for ", size(),
+                      " images. Fix: sample indices in [0, size())");
+  }
   auto x = torch::empty({n, 3, s, s});
   auto y = torch::empty({n}, torch::kLong);
   std::vector<char> ok(static_cast<size_t>(n), 0);
   std::vector<std::string> errors(static_cast<size_t>(n));
+  int64_t* yp = y.data_ptr<int64_t>();
 #ifdef LIBPRUNE_HAVE_OPENCV
+  float* xp = x.data_ptr<float>();
   auto work = [&](int64_t i) {
     const auto& [path, label] = files_.at(static_cast<size_t>(indices[static_cast<size_t>(i)]));
-    y[i] = label;
+    yp[i] = label;
     cv::Mat img = cv::imread(path, cv::IMREAD_COLOR);
     if (img.empty()) {
       errors[static_cast<size_t>(i)] = path;
@@ -104,16 +110,35 @@ Batch ImageFolder::get(const std::vector<int64_t>& indices, bool train, uint64_t
                              static_cast<int>(s), static_cast<int>(s)))
                 .clone();
     }
-    auto t = torch::from_blob(out.data, {s, s, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0);
-    for (int c = 0; c < 3; ++c) t[c].sub_(options_.mean()[static_cast<size_t>(c)]).div_(options_.std()[static_cast<size_t>(c)]);
-    x[i].copy_(t);
+    // HWC bytes to normalised CHW floats in a plain loop: an ATen op here, on a decoding thread,
+    // is large enough to go parallel and would start an OpenMP team per decoding thread that
+    // fights training for the cores (as the in-memory loader did before it gathered in loops).
+    const int64_t plane = s * s;
+    float* dst = xp + i * 3 * plane;
+    for (int c = 0; c < 3; ++c) {
+      const float scale = static_cast<float>(1.0 / (255.0 * options_.std()[static_cast<size_t>(c)]));
+      const float shift = static_cast<float>(options_.mean()[static_cast<size_t>(c)] / options_.std()[static_cast<size_t>(c)]);
+      for (int64_t r = 0; r < s; ++r) {
+        const unsigned char* row = out.ptr<unsigned char>(static_cast<int>(r));
+        float* d = dst + c * plane + r * s;
+        for (int64_t col = 0; col < s; ++col) d[col] = static_cast<float>(row[col * 3 + c]) * scale - shift;
+      }
+    }
     ok[static_cast<size_t>(i)] = 1;
   };
   const int threads = std::max(1, std::min<int>(options_.threads(), static_cast<int>(n)));
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      for (int64_t i = t; i < n; i += threads) work(i);
+      for (int64_t i = t; i < n; i += threads) {
+        // An exception must not leave a std::thread (that terminates the process): the image
+        // counts as unreadable, with the reason.
+        try {
+          work(i);
+        } catch (const std::exception& e) {
+          errors[static_cast<size_t>(i)] = files_[static_cast<size_t>(indices[static_cast<size_t>(i)])].first + " (" + e.what() + ")";
+        }
+      }
     });
   }
   for (auto& th : pool) th.join();
@@ -131,7 +156,7 @@ Batch ImageFolder::get(const std::vector<int64_t>& indices, bool train, uint64_t
     TORCH_CHECK_VALUE(good >= 0, "no image of a batch could be read (first: \"", errors[static_cast<size_t>(i)],
                       "\"). Fix: check the image folder's files");
     x[i].copy_(x[good]);
-    y[i] = y[good].item<int64_t>();
+    yp[i] = yp[good];
   }
   return {x, y};
 }
