@@ -273,6 +273,40 @@ TEST_CASE("checkpoints: round trip, corrupt files, and a failed write keeps the 
   CHECK_THAT(test::message_of([&] { io::read_checkpoint_meta(dir.file("bad.ckpt")); }),
              Catch::Contains("corrupt") && Catch::Contains("bad.ckpt"));
   CHECK_THAT(test::message_of([&] { io::read_checkpoint_meta(dir.file("missing.ckpt")); }), Catch::Contains("does not exist"));
+
+  // The model fits but the optimizer does not: LibTorch's loader moves the state in group by group
+  // and checks each group's size as it goes, so a checkpoint whose second group is larger fails
+  // after the first group's state was replaced. The model and that state are as before.
+  using torch::optim::OptimizerParamGroup;
+  auto extra = torch::zeros({2}, torch::requires_grad());
+  torch::optim::SGD writer({OptimizerParamGroup({m->weight}), OptimizerParamGroup({m->bias, extra})},
+                           torch::optim::SGDOptions(0.1).momentum(0.9));
+  torch::optim::SGD reader({OptimizerParamGroup({m->weight}), OptimizerParamGroup({m->bias})},
+                           torch::optim::SGDOptions(0.1).momentum(0.9));
+  for (auto* opt_step : {&writer, &reader}) {
+    m->zero_grad();
+    extra.mutable_grad() = torch::Tensor();
+    (m->forward(torch::randn({4, 3})).sum() + extra.sum()).backward();
+    opt_step->step();
+  }
+  io::save_checkpoint(dir.file("groups.ckpt"), *m, writer, meta);
+  {
+    torch::NoGradGuard ng;
+    m->weight.add_(1.0);
+  }
+  const auto weight_before = m->weight.detach().clone();
+  auto momentum = [&] {
+    return static_cast<const torch::optim::SGDParamState&>(
+               *reader.state().at(c10::guts::to_string(m->weight.unsafeGetTensorImpl())))
+        .momentum_buffer()
+        .clone();
+  };
+  const auto momentum_before = momentum();
+  CHECK_THAT(test::message_of([&] { io::load_checkpoint(dir.file("groups.ckpt"), *m, reader); }),
+             Catch::Contains("does not fit this model and optimizer") && Catch::Contains("different size") &&
+                 Catch::Contains("Fix:"));
+  CHECK(torch::equal(m->weight, weight_before));
+  CHECK(torch::equal(momentum(), momentum_before));
 }
 
 TEST_CASE("data: CIFAR binary files, and missing or truncated ones", "[recipe]") {

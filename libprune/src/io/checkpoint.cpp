@@ -74,19 +74,32 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
 void load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
   auto in = open_archive(path);
   torch::serialize::InputArchive model_archive, optim_archive;
-  // Loading replaces tensors one by one; keep the old ones so a failure leaves the model as it was.
+  // Loading replaces tensors one by one, and the optimizer's state entry by entry; keep the old
+  // ones so that a failure leaves both as they were.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
   for (auto& t : model.parameters()) saved.emplace_back(t, t.detach().clone());
   for (auto& t : model.buffers()) saved.emplace_back(t, t.detach().clone());
+  std::ostringstream optimizer_before;
+  {
+    torch::serialize::OutputArchive archive;
+    optimizer.save(archive);
+    archive.save_to(optimizer_before);
+  }
   try {
     in.read("model", model_archive);
     in.read("optimizer", optim_archive);
     model.load(model_archive);
     optimizer.load(optim_archive);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     torch::NoGradGuard no_grad;
     for (auto& [t, old] : saved) t.set_data(old);
-    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' does not fit this model (", e.what_without_backtrace(),
+    std::istringstream stream(optimizer_before.str());
+    torch::serialize::InputArchive archive;
+    archive.load_from(stream);
+    optimizer.load(archive);
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' does not fit this model and optimizer (",
+                      c10_error ? c10_error->what_without_backtrace() : e.what(),
                       "). Fix: resume with the recipe that wrote it, after replaying its plan history");
   }
 }
