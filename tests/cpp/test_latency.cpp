@@ -22,6 +22,26 @@ TEST_CASE("latency: median and p90 over timed runs, with threads and batch", "[l
   CHECK_THAT(lat.to_string(), Catch::Contains("batch 4") && Catch::Contains("1 threads"));
 }
 
+TEST_CASE("latency: search_threads halves the thread count while that is faster and reports the fastest", "[latency]") {
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  const int threads_before = torch::get_num_threads();
+  const auto x = torch::randn({1, 3, 16, 16});
+  const auto lat = report::measure_latency(m, x, report::LatencyOptions().warmup(1).runs(3).threads(4).search_threads(true));
+  // 4 threads first, then 2, then 1 only while each was faster than the last.
+  REQUIRE(lat.median_ms_by_threads.count(4) == 1);
+  REQUIRE(lat.median_ms_by_threads.count(2) == 1);
+  double fastest = lat.median_ms_by_threads.at(4);
+  for (const auto& [threads, ms] : lat.median_ms_by_threads) fastest = std::min(fastest, ms);
+  CHECK(lat.median_ms == fastest);
+  CHECK(lat.median_ms_by_threads.at(lat.threads) == lat.median_ms);
+  if (lat.median_ms_by_threads.at(2) >= lat.median_ms_by_threads.at(4)) CHECK(lat.median_ms_by_threads.count(1) == 0);
+  CHECK(torch::get_num_threads() == threads_before);
+  // Without it, one count only.
+  const auto one = report::measure_latency(m, x, report::LatencyOptions().warmup(1).runs(3).threads(2));
+  CHECK(one.median_ms_by_threads.size() == 1);
+  CHECK(one.threads == 2);
+}
+
 TEST_CASE("latency: bad options are errors", "[latency]") {
   auto m = models::create("cifar_resnet20", models::ModelOptions().num_classes(10));
   CHECK_THROWS_WITH(report::measure_latency(m, torch::randn({1, 3, 32, 32}), report::LatencyOptions().runs(0)),

@@ -341,8 +341,8 @@ TEST_CASE("runner: trains, prunes on schedule, writes summary; resume after a ki
   const auto summary = full.summary_json;
   CHECK_THAT(summary, Catch::Contains("\"dense\"") && Catch::Contains("\"pruned\"") && Catch::Contains("latency_ms_b32") &&
                           Catch::Contains("size_bytes"));
-  // With latency_threads 0, each model's batch is timed at 1 and 2 threads (the recipe trains on 2)
-  // and in both layouts; the fastest is kept and named.
+  // With latency_threads 0, each model's batch is timed at 2 threads (the recipe trains on 2), then
+  // at 1, in both layouts; the fastest is kept and named.
   for (const char* side : {"dense", "pruned"}) {
     const auto threads = field(summary, side, "latency_threads_b1");
     CHECK((threads == "\"latency_threads_b1\": 1" || threads == "\"latency_threads_b1\": 2"));

@@ -130,7 +130,7 @@ void check_range(const json& r, const std::string& source) {
   need(num("report.latency_runs") >= 1, "report.latency_runs", "must be >= 1", "e.g. 20 (the median of that many timed calls)");
   need(num("report.latency_warmup") >= 0, "report.latency_warmup", "must be >= 0", "e.g. 5");
   need(num("report.latency_threads") >= 0, "report.latency_threads", "must be >= 0",
-       "0 times 1, 2, 4, ... threads up to all cores and keeps the fastest; N > 0 times N threads");
+       "0 times the training threads, then halves them while that is faster; N > 0 times N threads");
   for (size_t i = 0; i < r["report"]["latency_batches"].size(); ++i) {
     const std::string b = "report.latency_batches." + std::to_string(i);
     need(num(b) >= 1, b, "must be >= 1", "batch sizes to time, e.g. [1, 32]");

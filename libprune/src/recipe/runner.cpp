@@ -200,17 +200,9 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
             lat_threads = r["report"]["latency_threads"];
   const bool fold = r["report"]["fold_batchnorm"];
   // Latency of `net` per batch size, as it would be deployed: on CPU both memory formats are timed
-  // (thin pruned layers can favour NCHW) and, with latency_threads 0, each thread count in
-  // 1, 2, 4, ... up to the training threads (small batches often run faster on fewer threads:
-  // a parallel region costs more than the work it splits). The fastest is kept, and named.
+  // (thin pruned layers can favour NCHW) and, with latency_threads 0, fewer threads than the
+  // training's too (small batches often run faster on fewer). The fastest is kept, and named.
   const bool cpu = trainer.device().is_cpu();
-  std::vector<int> thread_counts{lat_threads};
-  if (cpu && lat_threads == 0) {
-    thread_counts.clear();
-    const int all = torch::get_num_threads();
-    for (int n = 1; n < all; n *= 2) thread_counts.push_back(n);
-    thread_counts.push_back(all);
-  }
   auto keep_min = [](json& out, const std::string& key, double ms) {
     if (out.contains(key) && out[key].get<double>() <= ms) return false;
     out[key] = ms;
@@ -224,15 +216,23 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
         const char* format = cl ? "channels_last" : "nchw";
         nn::to_memory_format(*net, cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
         const auto x = trainer.example(batch).contiguous(cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
-        for (const int threads : thread_counts) {
-          const auto lat = report::measure_latency(
-              net, x, report::LatencyOptions().runs(runs).warmup(warmup).threads(threads).channels_last(cl).fold_batchnorm(fold));
-          keep_min(out, key + "_" + format, lat.median_ms);
-          if (thread_counts.size() > 1) keep_min(out, key + "_threads" + std::to_string(lat.threads), lat.median_ms);
-          if (keep_min(out, key, lat.median_ms)) {
-            out["latency_format_b" + std::to_string(batch)] = format;
-            out["latency_threads_b" + std::to_string(batch)] = lat.threads;
+        const auto lat = report::measure_latency(net, x,
+                                                 report::LatencyOptions()
+                                                     .runs(runs)
+                                                     .warmup(warmup)
+                                                     .threads(lat_threads)
+                                                     .search_threads(lat_threads == 0)
+                                                     .channels_last(cl)
+                                                     .fold_batchnorm(fold));
+        keep_min(out, key + "_" + format, lat.median_ms);
+        if (lat_threads == 0) {
+          for (const auto& [threads, ms] : lat.median_ms_by_threads) {
+            keep_min(out, key + "_threads" + std::to_string(threads), ms);
           }
+        }
+        if (keep_min(out, key, lat.median_ms)) {
+          out["latency_format_b" + std::to_string(batch)] = format;
+          out["latency_threads_b" + std::to_string(batch)] = lat.threads;
         }
       }
     }

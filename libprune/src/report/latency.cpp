@@ -65,6 +65,7 @@ Latency time_calls(const std::function<void()>& run, const LatencyOptions& optio
   out.p90_ms = percentile(ms, 0.9);
   out.min_ms = ms.front();
   out.mean_ms = std::accumulate(ms.begin(), ms.end(), 0.0) / static_cast<double>(ms.size());
+  out.median_ms_by_threads[out.threads] = out.median_ms;
   return out;
 }
 
@@ -83,12 +84,25 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
   }
   const bool cuda = input.is_cuda();
   c10::InferenceMode inference;
-  auto out = time_calls(
-      [&] {
-        forward(input);
-        if (cuda) torch::cuda::synchronize();
-      },
-      options, input.dim() > 0 ? input.size(0) : 1);
+  const auto run = [&] {
+    forward(input);
+    if (cuda) torch::cuda::synchronize();
+  };
+  const int64_t batch = input.dim() > 0 ? input.size(0) : 1;
+  auto out = time_calls(run, options, batch);
+  if (options.search_threads() && !cuda) {
+    // From the most threads down, halving while the median improves (one model, one input: the
+    // time is close to unimodal in the thread count).
+    auto tried = out.median_ms_by_threads;
+    for (int n = out.threads / 2; n >= 1; n /= 2) {
+      auto fewer = time_calls(run, LatencyOptions(options).threads(n), batch);
+      tried[fewer.threads] = fewer.median_ms;
+      const bool faster = fewer.median_ms < out.median_ms;
+      if (faster) out = fewer;
+      if (!faster) break;
+    }
+    out.median_ms_by_threads = tried;
+  }
   out.batchnorms_folded = folding ? static_cast<int64_t>(folding->folded().size()) : 0;
   return out;
 }

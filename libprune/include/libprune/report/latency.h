@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 #include <string>
 
 namespace libprune::report {
@@ -13,6 +14,10 @@ struct LatencyOptions {
   TORCH_ARG(int, runs) = 20;
   // Torch intra-op threads for the measurement; 0 keeps the current setting.
   TORCH_ARG(int, threads) = 0;
+  // Also tries fewer threads: halves the count from `threads` (or the current setting) while that
+  // gets faster, and reports the fastest. Small batches often run faster on fewer threads, since a
+  // parallel region can cost more than the work it splits. Each count tried is a full measurement.
+  TORCH_ARG(bool, search_threads) = false;
   // Converts the input, and the model's 4-D weights in place, to channels_last first.
   TORCH_ARG(bool, channels_last) = false;
   // Folds batch norms into the convs before them for the measurement, as an inference runtime
@@ -27,6 +32,8 @@ struct Latency {
   int64_t batch = 0;
   bool channels_last = false;
   int64_t batchnorms_folded = 0;
+  // Median per thread count tried (one entry unless search_threads).
+  std::map<int, double> median_ms_by_threads;
   std::string to_string() const;
 };
 
