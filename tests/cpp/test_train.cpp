@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <sstream>
 
 using namespace libprune;
 using importance::ImportanceOptions;
@@ -454,6 +455,31 @@ TEST_CASE("image folder: transforms, unreadable files skipped or refused, and th
   const auto run = recipe::run(std::string(LIBPRUNE_SOURCE_DIR) + "/configs/resnet50_imagenet_filters50_30ep.json", o);
   REQUIRE(run.completed);
   CHECK_THAT(run.summary_json, Catch::Contains("resnet50"));
+}
+
+TEST_CASE("progress: plain lines (not a terminal) with batches/s, loss, running accuracy and ETA", "[train]") {
+  // 16 images, all of class 3: an untrained net's running accuracy is 0% or 100% per batch.
+  auto set = std::make_shared<data::TensorDataset>(torch::randn({16, 1, 8, 8}), torch::full({16}, 3, torch::kLong), 10);
+  auto model = models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));
+  auto run = [&](bool terminal) {
+    train::Trainer t(model, set, set, train::TrainOptions().epochs(1).batch_size(2).lr(0.01).threads(1));
+    t.add_callback(std::make_shared<train::ProgressCallback>(terminal));
+    std::ostringstream out;
+    auto* old = std::cout.rdbuf(out.rdbuf());
+    const bool ok = t.fit();
+    std::cout.rdbuf(old);
+    CHECK(ok);
+    CHECK(t.running_train_top1() == Approx(t.history().back().train_top1));
+    return out.str();
+  };
+  const auto plain = run(false);
+  CHECK_THAT(plain, Catch::Contains("epoch 0: 2/8 batches") && Catch::Contains("batch/s, loss ") &&
+                        Catch::Contains("train top-1 ") && Catch::Contains("ETA "));
+  CHECK_THAT(plain, Catch::Contains("epoch 0: loss ") && Catch::Contains("eval top-1"));
+  CHECK(plain.find('\r') == std::string::npos);
+  const auto bar = run(true);
+  CHECK_THAT(bar, Catch::Contains("\repoch   0 [") && Catch::Contains("8/8") && Catch::Contains("top-1 ") &&
+                      Catch::Contains("ETA"));
 }
 
 TEST_CASE("trainer: LR schedules with warmup and restarts; bad options name the key", "[train]") {

@@ -165,14 +165,15 @@ void ProgressCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t bat
   char line[200];
   if (tty_) {
     const int width = 24, filled = static_cast<int>(width * done / std::max<int64_t>(1, total));
-    std::snprintf(line, sizeof line, "\repoch %3lld [%-*s] %lld/%lld %.1f batch/s loss %.4f ETA %.0fs ",
+    std::snprintf(line, sizeof line, "\repoch %3lld [%-*s] %lld/%lld %.1f batch/s loss %.4f top-1 %.1f%% ETA %.0fs ",
                   static_cast<long long>(epoch), width, std::string(static_cast<size_t>(filled), '=').c_str(),
-                  static_cast<long long>(done), static_cast<long long>(total), rate, loss_sum_ / static_cast<double>(done), eta);
+                  static_cast<long long>(done), static_cast<long long>(total), rate, loss_sum_ / static_cast<double>(done),
+                  trainer.running_train_top1(), eta);
     std::cout << line << std::flush;
   } else if (done % std::max<int64_t>(1, total / 4) == 0 && done < total) {
-    std::snprintf(line, sizeof line, "epoch %lld: %lld/%lld batches, %.1f batch/s, loss %.4f, ETA %.0f s\n",
+    std::snprintf(line, sizeof line, "epoch %lld: %lld/%lld batches, %.1f batch/s, loss %.4f, train top-1 %.2f%%, ETA %.0f s\n",
                   static_cast<long long>(epoch), static_cast<long long>(done), static_cast<long long>(total), rate,
-                  loss_sum_ / static_cast<double>(done), eta);
+                  loss_sum_ / static_cast<double>(done), trainer.running_train_top1(), eta);
     std::cout << line << std::flush;
   }
 }

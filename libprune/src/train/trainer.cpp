@@ -147,7 +147,8 @@ bool Trainer::fit(int64_t start_epoch) {
     EpochMetrics m;
     m.epoch = epoch;
     double loss_sum = 0;
-    int64_t correct = 0, seen = 0, batch = 0;
+    int64_t batch = 0;
+    epoch_correct_ = epoch_seen_ = 0;
     while (batch < per_epoch && loader.next(b)) {
       const double lr = lr_at(static_cast<double>(epoch) + static_cast<double>(batch) / static_cast<double>(per_epoch));
       for (auto& g : optimizer_->param_groups()) g.options().set_lr(lr);
@@ -163,15 +164,15 @@ bool Trainer::fit(int64_t start_epoch) {
       optimizer_->step();
       const double l = loss.item<double>();
       loss_sum += l;
-      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-      seen += y.size(0);
+      epoch_correct_ += logits.argmax(1).eq(y).sum().item<int64_t>();
+      epoch_seen_ += y.size(0);
       for (auto& c : callbacks_) c->on_batch_end(*this, epoch, batch, l);
       ++batch;
       if (stop_flag()) return false;
     }
     m.batches = batch;
     m.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, batch));
-    m.train_top1 = 100.0 * static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, seen));
+    m.train_top1 = running_train_top1();
     std::tie(m.top1, m.top5) = evaluate();
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     history_.push_back(m);

@@ -87,6 +87,10 @@ class Trainer {
   torch::Tensor example(int64_t batch = 1);
   const std::vector<EpochMetrics>& history() const { return history_; }
   int64_t batches_per_epoch() const;
+  // Training top-1 (%) of the epoch in progress, over its batches so far (for progress bars).
+  double running_train_top1() const {
+    return epoch_seen_ > 0 ? 100.0 * static_cast<double>(epoch_correct_) / static_cast<double>(epoch_seen_) : 0.0;
+  }
 
   // Asks the loop to stop after the current batch (thread- and signal-safe).
   static void request_stop() { stop_flag() = true; }
@@ -101,6 +105,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<EpochMetrics> history_;
+  int64_t epoch_correct_ = 0, epoch_seen_ = 0;
 };
 
 }  // namespace libprune::train
