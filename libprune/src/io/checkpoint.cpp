@@ -93,10 +93,15 @@ void load_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
   } catch (const std::exception& e) {
     torch::NoGradGuard no_grad;
     for (auto& [t, old] : saved) t.set_data(old);
-    std::istringstream stream(optimizer_before.str());
-    torch::serialize::InputArchive archive;
-    archive.load_from(stream);
-    optimizer.load(archive);
+    try {
+      std::istringstream stream(optimizer_before.str());
+      torch::serialize::InputArchive archive;
+      archive.load_from(stream);
+      optimizer.load(archive);
+    } catch (const std::exception& again) {
+      TORCH_CHECK(false, "checkpoint '", path, "' does not fit, and the optimizer's own state could not be put back (",
+                  again.what(), "): rebuild the optimizer before training on");
+    }
     const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
     TORCH_CHECK_VALUE(false, "checkpoint '", path, "' does not fit this model and optimizer (",
                       c10_error ? c10_error->what_without_backtrace() : e.what(),

@@ -221,18 +221,18 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
                                                      .runs(runs)
                                                      .warmup(warmup)
                                                      .threads(lat_threads)
-                                                     .search_threads(lat_threads == 0)
+                                                     .search_threads(cpu && lat_threads == 0)
                                                      .channels_last(cl)
                                                      .fold_batchnorm(fold));
         keep_min(out, key + "_" + format, lat.median_ms);
-        if (lat_threads == 0) {
+        if (cpu && lat_threads == 0) {
           for (const auto& [threads, ms] : lat.median_ms_by_threads) {
             keep_min(out, key + "_threads" + std::to_string(threads), ms);
           }
         }
         if (keep_min(out, key, lat.median_ms)) {
           out["latency_format_b" + std::to_string(batch)] = format;
-          out["latency_threads_b" + std::to_string(batch)] = lat.threads;
+          if (cpu) out["latency_threads_b" + std::to_string(batch)] = lat.threads;
         }
       }
     }
@@ -378,8 +378,8 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
     for (const auto& b : r["report"]["latency_batches"]) {
       const std::string n = std::to_string(b.get<int64_t>());
       auto how = [&](const json& side) {
-        return side.value("latency_format_b" + n, std::string("?")) + ", " +
-               std::to_string(side.value("latency_threads_b" + n, 0)) + " thread(s)";
+        return side.value("latency_format_b" + n, std::string("?")) +
+               (cpu ? ", " + std::to_string(side.value("latency_threads_b" + n, 0)) + " thread(s)" : std::string());
       };
       std::cout << "latency b" << n << " timed as: dense " << how(dense) << "; pruned " << how(pruned) << "\n";
     }

@@ -97,9 +97,8 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
     for (int n = out.threads / 2; n >= 1; n /= 2) {
       auto fewer = time_calls(run, LatencyOptions(options).threads(n), batch);
       tried[fewer.threads] = fewer.median_ms;
-      const bool faster = fewer.median_ms < out.median_ms;
-      if (faster) out = fewer;
-      if (!faster) break;
+      if (fewer.median_ms >= out.median_ms) break;
+      out = fewer;
     }
     out.median_ms_by_threads = tried;
   }
