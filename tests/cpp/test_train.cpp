@@ -157,15 +157,22 @@ TEST_CASE("runner: a fractional schedule cuts inside an epoch; killed and resume
   const auto a = recipe::run(path, full);
   REQUIRE(a.completed);
   std::ifstream log(dir.file("a/metrics.jsonl"));
-  std::vector<double> cut_times;
+  std::vector<double> cut_times, epoch_ratios;
+  auto number_after = [](const std::string& line, const std::string& key) {
+    return std::stod(line.substr(line.find("\"" + key + "\":") + key.size() + 3));
+  };
   for (std::string line; std::getline(log, line);) {
-    if (line.find("\"type\":\"prune\"") == std::string::npos) continue;
-    const auto at = line.find("\"epoch\":") + 8;
-    cut_times.push_back(std::stod(line.substr(at)));
+    if (line.find("\"type\":\"prune\"") != std::string::npos) cut_times.push_back(number_after(line, "epoch"));
+    if (line.find("\"type\":\"epoch\"") != std::string::npos) epoch_ratios.push_back(number_after(line, "ratio"));
   }
   REQUIRE(cut_times.size() == 2);
   CHECK(cut_times[0] == Approx(1.25));
   CHECK(cut_times[1] == Approx(1.5));
+  // Each epoch's record carries the ratio its model trained at: none in epoch 0, 50% from epoch 1.
+  REQUIRE(epoch_ratios.size() == 3);
+  CHECK(epoch_ratios[0] == 0);
+  CHECK(epoch_ratios[1] == Approx(0.5));
+  CHECK(epoch_ratios[2] == Approx(0.5));
   recipe::RunOptions killed = full;
   killed.sets.back() = "output_dir=" + dir.file("b");
   killed.stop_after_epochs = 2;

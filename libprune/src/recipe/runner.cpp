@@ -303,7 +303,17 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
     };
     trainer.add_callback(cb);
   }
-  trainer.add_callback(std::make_shared<train::LogCallback>(log));
+  // The ratio of the latest cut, of any stage, before a time: what an epoch ending then trained at.
+  auto ratio_before = [&stages](double time) {
+    double latest = -1, ratio = 0;
+    for (const auto& stage : stages) {
+      for (const auto& [at, r] : stage.second.steps()) {
+        if (at < time - 1e-9 && at >= latest) latest = at, ratio = r;
+      }
+    }
+    return ratio;
+  };
+  trainer.add_callback(std::make_shared<train::LogCallback>(log, ratio_before));
   trainer.add_callback(std::make_shared<train::CheckpointCallback>(result.output_dir, id, plans, best, [&]() {
     return json({{"dense", dense}}).dump();
   }));

@@ -139,15 +139,17 @@ void CheckpointCallback::on_epoch_end(Trainer& trainer, const EpochMetrics& m) {
 
 void LogCallback::on_epoch_end(Trainer& trainer, const EpochMetrics& m) {
   const auto [params, macs] = measure_size(trainer);
-  log_->write("epoch", {{"epoch", static_cast<double>(m.epoch)},
-                        {"loss", m.loss},
-                        {"train_top1", m.train_top1},
-                        {"top1", m.top1},
-                        {"top5", m.top5},
-                        {"lr", m.lr},
-                        {"params", static_cast<double>(params)},
-                        {"macs", static_cast<double>(macs)},
-                        {"seconds", m.seconds}});
+  std::map<std::string, double> fields{{"epoch", static_cast<double>(m.epoch)},
+                                       {"loss", m.loss},
+                                       {"train_top1", m.train_top1},
+                                       {"top1", m.top1},
+                                       {"top5", m.top5},
+                                       {"lr", m.lr},
+                                       {"params", static_cast<double>(params)},
+                                       {"macs", static_cast<double>(macs)},
+                                       {"seconds", m.seconds}};
+  if (ratio_) fields["ratio"] = ratio_(static_cast<double>(m.epoch + 1));
+  log_->write("epoch", fields);
 }
 
 ProgressCallback::ProgressCallback() : tty_(::isatty(STDOUT_FILENO) != 0) {}

@@ -77,11 +77,15 @@ class CheckpointCallback : public Callback {
 
 class LogCallback : public Callback {
  public:
-  explicit LogCallback(std::shared_ptr<MetricsLog> log) : log_(std::move(log)) {}
+  // `ratio`, when given, maps a time (in epochs) to the pruning ratio reached before it; each
+  // epoch's record then carries the ratio its model was trained at.
+  explicit LogCallback(std::shared_ptr<MetricsLog> log, std::function<double(double)> ratio = {})
+      : log_(std::move(log)), ratio_(std::move(ratio)) {}
   void on_epoch_end(Trainer& trainer, const EpochMetrics& m) override;
 
  private:
   std::shared_ptr<MetricsLog> log_;
+  std::function<double(double)> ratio_;
 };
 
 // A bar per epoch on a terminal (batches/s, loss, accuracy, ETA); plain lines otherwise.
