@@ -95,6 +95,11 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
     // time is close to unimodal in the thread count).
     auto tried = out.median_ms_by_threads;
     for (int n = out.threads / 2; n >= 1; n /= 2) {
+      // A short probe first: a count clearly slower (a big model on fewer cores) ends the search
+      // without a full measurement, which at batch 32 on one core can take minutes.
+      const auto probe = time_calls(run, LatencyOptions(options).threads(n).warmup(1).runs(std::min(3, options.runs())), batch);
+      tried[probe.threads] = probe.median_ms;
+      if (probe.median_ms > 1.25 * out.median_ms) break;
       auto fewer = time_calls(run, LatencyOptions(options).threads(n), batch);
       tried[fewer.threads] = fewer.median_ms;
       if (fewer.median_ms >= out.median_ms) break;

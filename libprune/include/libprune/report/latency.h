@@ -16,7 +16,8 @@ struct LatencyOptions {
   TORCH_ARG(int, threads) = 0;
   // Also tries fewer threads: halves the count from `threads` (or the current setting) while that
   // gets faster, and reports the fastest. Small batches often run faster on fewer threads, since a
-  // parallel region can cost more than the work it splits. Each count tried is a full measurement.
+  // parallel region can cost more than the work it splits. Each count is probed with 3 calls and
+  // measured in full unless the probe is over 25% slower than the best so far.
   TORCH_ARG(bool, search_threads) = false;
   // Converts the input, and the model's 4-D weights in place, to channels_last first.
   TORCH_ARG(bool, channels_last) = false;
@@ -32,7 +33,8 @@ struct Latency {
   int64_t batch = 0;
   bool channels_last = false;
   int64_t batchnorms_folded = 0;
-  // Median per thread count tried (one entry unless search_threads).
+  // Median per thread count tried (one entry unless search_threads; a count that failed its probe
+  // has the probe's median).
   std::map<int, double> median_ms_by_threads;
   std::string to_string() const;
 };
