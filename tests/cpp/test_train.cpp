@@ -477,6 +477,8 @@ TEST_CASE("progress: plain lines (not a terminal) with batches/s, loss, running 
     std::cout.rdbuf(old);
     CHECK(ok);
     CHECK(t.running_train_top1() == Approx(t.history().back().train_top1));
+    CHECK(t.running_train_loss() == Approx(t.history().back().loss));
+    CHECK(t.running_train_loss() > 0);
     return out.str();
   };
   const auto plain = run(false);

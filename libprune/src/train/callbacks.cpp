@@ -156,11 +156,9 @@ ProgressCallback::ProgressCallback() : tty_(::isatty(STDOUT_FILENO) != 0) {}
 
 void ProgressCallback::on_epoch_begin(Trainer&, int64_t) {
   start_ = now();
-  loss_sum_ = 0;
 }
 
-void ProgressCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t batch, double loss) {
-  loss_sum_ += loss;
+void ProgressCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t batch, double /*loss*/) {
   const int64_t total = trainer.batches_per_epoch(), done = batch + 1;
   const double elapsed = now() - start_, rate = static_cast<double>(done) / std::max(1e-9, elapsed);
   const double eta = static_cast<double>(total - done) / std::max(1e-9, rate);
@@ -169,13 +167,13 @@ void ProgressCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t bat
     const int width = 24, filled = static_cast<int>(width * done / std::max<int64_t>(1, total));
     std::snprintf(line, sizeof line, "\repoch %3lld [%-*s] %lld/%lld %.1f batch/s loss %.4f top-1 %.1f%% ETA %.0fs ",
                   static_cast<long long>(epoch), width, std::string(static_cast<size_t>(filled), '=').c_str(),
-                  static_cast<long long>(done), static_cast<long long>(total), rate, loss_sum_ / static_cast<double>(done),
+                  static_cast<long long>(done), static_cast<long long>(total), rate, trainer.running_train_loss(),
                   trainer.running_train_top1(), eta);
     std::cout << line << std::flush;
   } else if (done % std::max<int64_t>(1, total / 4) == 0 && done < total) {
     std::snprintf(line, sizeof line, "epoch %lld: %lld/%lld batches, %.1f batch/s, loss %.4f, train top-1 %.2f%%, ETA %.0f s\n",
                   static_cast<long long>(epoch), static_cast<long long>(done), static_cast<long long>(total), rate,
-                  loss_sum_ / static_cast<double>(done), trainer.running_train_top1(), eta);
+                  trainer.running_train_loss(), trainer.running_train_top1(), eta);
     std::cout << line << std::flush;
   }
 }

@@ -146,9 +146,9 @@ bool Trainer::fit(int64_t start_epoch) {
     data::Batch b;
     EpochMetrics m;
     m.epoch = epoch;
-    double loss_sum = 0;
     int64_t batch = 0;
-    epoch_correct_ = epoch_seen_ = 0;
+    epoch_loss_sum_ = 0;
+    epoch_batches_ = epoch_correct_ = epoch_seen_ = 0;
     while (batch < per_epoch && loader.next(b)) {
       const double lr = lr_at(static_cast<double>(epoch) + static_cast<double>(batch) / static_cast<double>(per_epoch));
       for (auto& g : optimizer_->param_groups()) g.options().set_lr(lr);
@@ -163,7 +163,8 @@ bool Trainer::fit(int64_t start_epoch) {
       for (auto& c : callbacks_) c->on_after_backward(*this, epoch, batch);
       optimizer_->step();
       const double l = loss.item<double>();
-      loss_sum += l;
+      epoch_loss_sum_ += l;
+      ++epoch_batches_;
       epoch_correct_ += logits.argmax(1).eq(y).sum().item<int64_t>();
       epoch_seen_ += y.size(0);
       for (auto& c : callbacks_) c->on_batch_end(*this, epoch, batch, l);
@@ -171,7 +172,7 @@ bool Trainer::fit(int64_t start_epoch) {
       if (stop_flag()) return false;
     }
     m.batches = batch;
-    m.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, batch));
+    m.loss = running_train_loss();
     m.train_top1 = running_train_top1();
     std::tie(m.top1, m.top5) = evaluate();
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

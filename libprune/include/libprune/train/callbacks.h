@@ -100,7 +100,7 @@ class ProgressCallback : public Callback {
 
  private:
   bool tty_;
-  double start_ = 0, loss_sum_ = 0;
+  double start_ = 0;
 };
 
 // Adds lambda * sign(gamma) to every BatchNorm scale's gradient (network slimming's sparsity

@@ -87,7 +87,11 @@ class Trainer {
   torch::Tensor example(int64_t batch = 1);
   const std::vector<EpochMetrics>& history() const { return history_; }
   int64_t batches_per_epoch() const;
-  // Training top-1 (%) of the epoch in progress, over its batches so far (for progress bars).
+  // Mean training loss and top-1 (%) of the epoch in progress, over its batches so far (progress
+  // bars); at the epoch's end, its EpochMetrics loss and train_top1.
+  double running_train_loss() const {
+    return epoch_batches_ > 0 ? epoch_loss_sum_ / static_cast<double>(epoch_batches_) : 0.0;
+  }
   double running_train_top1() const {
     return epoch_seen_ > 0 ? 100.0 * static_cast<double>(epoch_correct_) / static_cast<double>(epoch_seen_) : 0.0;
   }
@@ -105,7 +109,8 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<EpochMetrics> history_;
-  int64_t epoch_correct_ = 0, epoch_seen_ = 0;
+  double epoch_loss_sum_ = 0;
+  int64_t epoch_batches_ = 0, epoch_correct_ = 0, epoch_seen_ = 0;
 };
 
 }  // namespace libprune::train
