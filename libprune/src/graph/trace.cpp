@@ -92,6 +92,13 @@ class RequiresGradGuard {
 
 }  // namespace
 
+std::string module_of_weight(const std::string& param_name) {
+  const std::string suffix = ".weight";
+  const size_t n = param_name.size(), k = suffix.size();
+  if (n <= k || param_name.compare(n - k, k, suffix) != 0) return {};
+  return param_name.substr(0, n - k);
+}
+
 std::string describe_inputs(const std::vector<torch::Tensor>& inputs) {
   std::ostringstream s;
   s << (inputs.size() == 1 ? "shape " : "shapes ");

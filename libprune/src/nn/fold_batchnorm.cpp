@@ -41,11 +41,7 @@ bool read_norm(const torch::nn::Module& m, NormState& out) {
 
 // "layer1.0.bn1.weight" -> "layer1.0.bn1"; empty when the node is not a named `.weight`.
 std::string module_of_weight(const graph::Trace& trace, int node) {
-  if (node < 0) return {};
-  const auto& name = trace.nodes()[static_cast<size_t>(node)].param_name;
-  const std::string suffix = ".weight";
-  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return {};
-  return name.substr(0, name.size() - suffix.size());
+  return node < 0 ? std::string() : graph::module_of_weight(trace.nodes()[static_cast<size_t>(node)].param_name);
 }
 
 }  // namespace

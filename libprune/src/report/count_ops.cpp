@@ -23,11 +23,8 @@ std::string param_name_through_shapes(const graph::Trace& trace, int node) {
 }
 
 std::string layer_name(const std::string& param) {
-  const std::string suffix = ".weight";
-  if (param.size() > suffix.size() && param.compare(param.size() - suffix.size(), suffix.size(), suffix) == 0) {
-    return param.substr(0, param.size() - suffix.size());
-  }
-  return param;
+  const auto module = graph::module_of_weight(param);
+  return module.empty() ? param : module;
 }
 
 // Inner dimension K of a matrix product, from whichever operand shape is known.

@@ -91,4 +91,8 @@ class Trace {
 // "shapes [1, 3, 224, 224]" for error messages.
 std::string describe_inputs(const std::vector<torch::Tensor>& inputs);
 
+// The module that owns a weight: "layer1.0.conv1.weight" -> "layer1.0.conv1"; empty when the
+// parameter name does not end in ".weight".
+std::string module_of_weight(const std::string& param_name);
+
 }  // namespace libprune::graph
