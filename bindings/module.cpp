@@ -264,12 +264,13 @@ PYBIND11_MODULE(_libprune, m) {
       py::arg("path"), py::arg("sets"), py::arg("resume") = false, py::arg("print") = true);
   m.def("_recipe_defaults", &libprune::recipe::defaults);
 
-  // The C++ half of scripts/bench_train_step.py: median seconds of one SGD training step of a zoo
-  // model, run entirely in C++ (the GIL released).
   m.def("retain_freed_memory", &libprune::retain_freed_memory, py::arg("max_block_bytes") = int64_t{32} << 20,
         "Keep freed tensor memory in the process instead of returning it to the OS (glibc mallopt), so a "
         "training loop does not fault its activations' pages in again every step. Process-wide; on the 2-core "
         "dev VM a ResNet-20 step went from 200-570 ms to 108 ms. Returns False (nothing changed) off glibc.");
+
+  // The C++ half of scripts/bench_train_step.py: median seconds of one SGD training step of a zoo
+  // model, run entirely in C++ (the GIL released).
   m.def("_train_step_seconds", [](const std::string& name, int64_t classes, int64_t batch, int64_t size, int steps,
                                   bool channels_last) {
     py::gil_scoped_release release;

@@ -12,7 +12,6 @@
 namespace libprune::schedule {
 namespace {
 
-
 // LIBPRUNE_PROFILE=1 prints each phase of step() to stderr.
 class PhaseTimer {
  public:
