@@ -113,12 +113,12 @@ PYBIND11_MODULE(_libprune, m) {
       py::arg("name"), py::arg("num_classes") = 1000, py::arg("in_channels") = 3,
       "state_dict keys and shapes of a C++ zoo model, to check against its Python twin");
 
-  using libprune::report::OpCount;
-  py::class_<libprune::report::LayerOps>(m, "LayerOps")
-      .def_readonly("name", &libprune::report::LayerOps::name)
-      .def_readonly("op", &libprune::report::LayerOps::op)
-      .def_readonly("macs", &libprune::report::LayerOps::macs)
-      .def("__repr__", [](const libprune::report::LayerOps& l) {
+  using libprune::measure::OpCount;
+  py::class_<libprune::measure::LayerOps>(m, "LayerOps")
+      .def_readonly("name", &libprune::measure::LayerOps::name)
+      .def_readonly("op", &libprune::measure::LayerOps::op)
+      .def_readonly("macs", &libprune::measure::LayerOps::macs)
+      .def("__repr__", [](const libprune::measure::LayerOps& l) {
         return "LayerOps(name='" + l.name + "', op='" + l.op + "', macs=" + std::to_string(l.macs) + ")";
       });
   py::class_<OpCount>(m, "OpCount", "Result of count_ops; unpacks as (macs, params)")
@@ -145,14 +145,14 @@ PYBIND11_MODULE(_libprune, m) {
   m.def(
       "_count_ops",
       [](py::function forward, const NamedTensors& params, const std::string& inputs) {
-        return libprune::report::count_ops(
+        return libprune::measure::count_ops(
             libprune::graph::Trace::capture(python_forward(std::move(forward)), params, inputs));
       },
       py::arg("forward"), py::arg("params"), py::arg("inputs") = "");
 
   m.def("_describe_inputs", &libprune::graph::describe_inputs);
 
-  using libprune::schedule::PruningPlan;
+  using libprune::layers::PruningPlan;
   py::class_<PruningPlan>(m, "Plan", py::dynamic_attr(), "A pruning plan: the indices kept along each cut tensor dimension")
       .def("to_json", &PruningPlan::to_json)
       .def_static("from_json", &PruningPlan::from_json, py::arg("text"))
@@ -191,15 +191,15 @@ PYBIND11_MODULE(_libprune, m) {
       .def("explain", &libprune::graph::DependencyGraph::explain);
 
   // The pruner behind prune(), DependencyGraph and Pruner (which keeps it across steps).
-  py::class_<libprune::schedule::Pruner, std::shared_ptr<libprune::schedule::Pruner>>(m, "_Pruner")
+  py::class_<libprune::prune::Pruner, std::shared_ptr<libprune::prune::Pruner>>(m, "_Pruner")
       .def(py::init([](py::object model, py::object adapters, py::function forward, py::dict o) {
-        libprune::schedule::RatioOverrides overrides;
+        libprune::prune::RatioOverrides overrides;
         for (const auto& kv : o["overrides"].cast<py::dict>()) {
           overrides.emplace_back(kv.first.cast<std::string>(), kv.second.cast<double>());
         }
-        return std::make_shared<libprune::schedule::Pruner>(
+        return std::make_shared<libprune::prune::Pruner>(
             std::make_shared<PyModelAccess>(std::move(model), std::move(adapters)), python_forward(std::move(forward)),
-            libprune::schedule::PrunerOptions()
+            libprune::prune::PrunerOptions()
                 .ratio(o["ratio"].cast<double>())
                 .importance(o["importance"].cast<std::string>())
                 .reduction(o["reduction"].cast<std::string>())
@@ -214,15 +214,15 @@ PYBIND11_MODULE(_libprune, m) {
                 .verify(o["verify"].cast<bool>())
                 .prune_hidden(o["prune_hidden"].cast<bool>()));
       }))
-      .def("set_ratio", &libprune::schedule::Pruner::set_ratio)
-      .def("record_sizes", &libprune::schedule::Pruner::record_sizes)
-      .def("graph", &libprune::schedule::Pruner::graph)
-      .def("plan", &libprune::schedule::Pruner::plan)
-      .def("step", [](libprune::schedule::Pruner& p, py::object held, py::object state) {
+      .def("set_ratio", &libprune::prune::Pruner::set_ratio)
+      .def("record_sizes", &libprune::prune::Pruner::record_sizes)
+      .def("graph", &libprune::prune::Pruner::graph)
+      .def("plan", &libprune::prune::Pruner::plan)
+      .def("step", [](libprune::prune::Pruner& p, py::object held, py::object state) {
         const auto view = optimizer_view(held, state);
         return py::make_tuple(p.step(view.given ? &view : nullptr), p.verification_pins());
       })
-      .def_property_readonly("history", &libprune::schedule::Pruner::history);
+      .def_property_readonly("history", &libprune::prune::Pruner::history);
 
   using libprune::schedule::Schedule;
   py::class_<Schedule>(m, "Schedule", "How much to prune, and when: one_shot, iterative or agp (Zhu & Gupta)")

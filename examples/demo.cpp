@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
               << args.data << "\n";
 
     auto model = libprune::models::create(args.model, libprune::models::ModelOptions().num_classes(10).in_channels(1));
-    const auto ops = libprune::report::count_ops(model, train_x.slice(0, 0, 1));
+    const auto ops = libprune::measure::count_ops(model, train_x.slice(0, 0, 1));
     std::printf("%s: %.3f M params, %.2f M MACs per image (conv+linear)\n", args.model.c_str(), ops.params / 1e6,
                 ops.macs / 1e6);
 
@@ -86,8 +86,8 @@ int main(int argc, char** argv) {
       correct += model->forward(x).argmax(1).eq(test.labels.slice(0, i, i + 1000)).sum().item<int64_t>();
     }
     std::printf("test accuracy after %d steps: %.2f%%\n", args.steps, 100.0 * correct / test_x.size(0));
-    const auto lat = libprune::report::measure_latency(model, test_x.slice(0, 0, 32),
-                                                       libprune::report::LatencyOptions().channels_last(true));
+    const auto lat = libprune::measure::measure_latency(model, test_x.slice(0, 0, 32),
+                                                       libprune::measure::LatencyOptions().channels_last(true));
     std::cout << "latency: " << lat.to_string() << "\n";
     return 0;
   } catch (const c10::Error& e) {

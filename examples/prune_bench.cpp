@@ -28,17 +28,17 @@ int main(int argc, char** argv) {
     if (retain) retain = libprune::retain_freed_memory();
     const auto x = torch::randn({1, 3, 224, 224});
     std::vector<double> seconds;
-    libprune::report::OpCount before, after;
+    libprune::measure::OpCount before, after;
     for (int r = 0; r < runs; ++r) {
       auto model = libprune::models::create(name);
-      if (r == 0) before = libprune::report::count_ops(model, x);
-      libprune::schedule::Pruner pruner(
+      if (r == 0) before = libprune::measure::count_ops(model, x);
+      libprune::prune::Pruner pruner(
           model, [model, x] { return std::vector<torch::Tensor>{model->forward(x)}; },
-          libprune::schedule::PrunerOptions().ratio(0.5).importance("l2").ignored({"fc"}));
+          libprune::prune::PrunerOptions().ratio(0.5).importance("l2").ignored({"fc"}));
       const auto t0 = std::chrono::steady_clock::now();
       pruner.step();
       seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      if (r == 0) after = libprune::report::count_ops(model, x);
+      if (r == 0) after = libprune::measure::count_ops(model, x);
     }
     std::sort(seconds.begin(), seconds.end());
     const double reference_params = 6917640.0;

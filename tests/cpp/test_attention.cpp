@@ -3,8 +3,8 @@
 #include "libprune/nn/attention.h"
 
 using namespace libprune;
-using schedule::Pruner;
-using schedule::PrunerOptions;
+using prune::Pruner;
+using prune::PrunerOptions;
 
 namespace {
 
@@ -91,7 +91,7 @@ TEST_CASE("attention: pruning removes whole heads and updates num_heads; output 
   CHECK(m->attn->out_proj->weight.sizes() == torch::IntArrayRef({16, 8}));
   CHECK(m->fc1->weight.size(0) == 16);
   CHECK(m->embed->weight.size(0) == 16);  // hidden size kept
-  const auto* cut = [&]() -> const schedule::TensorCut* {
+  const auto* cut = [&]() -> const layers::TensorCut* {
     for (const auto& c : plan.cuts) {
       if (c.tensor == "attn.v_proj.weight") return &c;
     }

@@ -12,7 +12,7 @@ TEST_CASE("count_ops matches the hook-based conv+linear MACs of torchvision mode
   for (const auto& [name, macs, params] : expected) {
     INFO(name);
     auto m = models::create(name);
-    const auto c = report::count_ops(m, torch::randn({1, 3, 224, 224}));
+    const auto c = measure::count_ops(m, torch::randn({1, 3, 224, 224}));
     CHECK(c.macs == macs);
     CHECK(c.params == params);
     CHECK(c.matmul_macs == 0);
@@ -47,7 +47,7 @@ struct Tiny : torch::nn::Module {
 
 TEST_CASE("count_ops: hand-worked conv, grouped conv, transposed conv, linear and matmul", "[count_ops]") {
   auto m = std::make_shared<Tiny>();
-  const auto c = report::count_ops(m, torch::randn({1, 3, 8, 8}));
+  const auto c = measure::count_ops(m, torch::randn({1, 3, 8, 8}));
   const int64_t conv = 8 * 8 * 8 * (3 * 9);      // out elements x (in x kernel)
   const int64_t grouped = 8 * 8 * 8 * (2 * 9);   // in/groups = 2
   const int64_t up = (8 * 8 * 8) * (4 * 4);      // input elements x (out x kernel)
@@ -63,7 +63,7 @@ TEST_CASE("count_ops: hand-worked conv, grouped conv, transposed conv, linear an
   CHECK(by_name.at("up") == up);
   CHECK(by_name.at("fc") == fc);
   // Batch scales every count linearly.
-  CHECK(report::count_ops(m, torch::randn({3, 3, 8, 8})).macs == 3 * c.macs);
+  CHECK(measure::count_ops(m, torch::randn({3, 3, 8, 8})).macs == 3 * c.macs);
 }
 
 TEST_CASE("count_ops: example inputs of the wrong shape give a clear error and change nothing", "[count_ops]") {
@@ -71,11 +71,11 @@ TEST_CASE("count_ops: example inputs of the wrong shape give a clear error and c
   m->train();
   m->fc->bias.set_requires_grad(false);
   const auto before = test::snapshot(*m);
-  const std::string msg = test::message_of([&] { report::count_ops(m, torch::randn({1, 1, 32, 32})); });
+  const std::string msg = test::message_of([&] { measure::count_ops(m, torch::randn({1, 1, 32, 32})); });
   CHECK_THAT(msg, Catch::Contains("forward failed on the example inputs"));
   CHECK_THAT(msg, Catch::Contains("[1, 1, 32, 32]"));
   CHECK_THAT(msg, Catch::Contains("Fix:"));
-  CHECK_THROWS_AS(report::count_ops(m, torch::randn({1, 1, 32, 32})), c10::ValueError);
+  CHECK_THROWS_AS(measure::count_ops(m, torch::randn({1, 1, 32, 32})), c10::ValueError);
   CHECK(m->is_training());
   CHECK(m->stages[0]->is_training());
   CHECK_FALSE(m->fc->bias.requires_grad());
@@ -87,7 +87,7 @@ TEST_CASE("count_ops leaves BN statistics, train flags and requires_grad as they
   m->train();
   m->conv1->weight.set_requires_grad(false);
   const auto before = test::snapshot(*m);
-  const auto c = report::count_ops(m, torch::randn({4, 3, 32, 32}));
+  const auto c = measure::count_ops(m, torch::randn({4, 3, 32, 32}));
   CHECK(c.params > 0);
   CHECK(test::same(before, test::snapshot(*m)));
   CHECK(m->is_training());

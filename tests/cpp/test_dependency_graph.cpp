@@ -7,9 +7,9 @@ using namespace libprune;
 namespace {
 
 graph::DependencyGraph graph_of(torch::nn::Module& m, const std::function<torch::Tensor()>& fwd) {
-  graph::NamedTensors buffers;
-  for (const auto& b : m.named_buffers()) buffers.emplace_back(b.key(), b.value());
-  return graph::DependencyGraph(graph::Trace::capture(m, [&] { return std::vector<torch::Tensor>{fwd()}; }), buffers);
+  const layers::ModuleAccess access(m.shared_from_this());
+  return graph::DependencyGraph(graph::Trace::capture(m, [&] { return std::vector<torch::Tensor>{fwd()}; }),
+                                access.companions());
 }
 
 const graph::Group* group_with(const graph::DependencyGraph& g, const std::string& tensor, int64_t dim) {
@@ -144,8 +144,8 @@ TEST_CASE("graph: grouped convs cut the same local channels in every group (ResN
   CHECK(has(*inner, "layer1.0.conv2.weight", 1));
   CHECK(inner->indices[1][0].size() == 32);  // a unit spans one channel of every group
 
-  schedule::Pruner pruner(m.ptr(), [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; },
-                          schedule::PrunerOptions().ratio(0.5).ignored({"fc"}));
+  prune::Pruner pruner(m.ptr(), [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; },
+                          prune::PrunerOptions().ratio(0.5).ignored({"fc"}));
   pruner.step();
   auto block = m->stages[0]->ptr<models::BottleneckImpl>(0);
   CHECK(block->conv2->weight.sizes() == torch::IntArrayRef({64, 2, 3, 3}));
@@ -195,8 +195,8 @@ TEST_CASE("graph: a channel shuffle is followed as a permutation of channels", "
     CHECK(unit[pos] == std::vector<int64_t>{j * 2, j * 2 + 1});
   }
   // Pruning through it keeps the forward working.
-  schedule::Pruner pruner(m, [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; },
-                          schedule::PrunerOptions().ratio(0.5));
+  prune::Pruner pruner(m, [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; },
+                          prune::PrunerOptions().ratio(0.5));
   auto original = std::make_shared<ShuffleNet>();
   {
     torch::NoGradGuard no_grad;

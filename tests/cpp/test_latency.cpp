@@ -7,8 +7,8 @@ TEST_CASE("latency: median and p90 over timed runs, with threads and batch", "[l
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   m->train();
   const int threads_before = torch::get_num_threads();
-  const auto lat = report::measure_latency(m, torch::randn({4, 3, 32, 32}),
-                                           report::LatencyOptions().warmup(1).runs(5).threads(1).channels_last(true));
+  const auto lat = measure::measure_latency(m, torch::randn({4, 3, 32, 32}),
+                                           measure::LatencyOptions().warmup(1).runs(5).threads(1).channels_last(true));
   CHECK(lat.runs == 5);
   CHECK(lat.threads == 1);
   CHECK(lat.batch == 4);
@@ -26,7 +26,7 @@ TEST_CASE("latency: search_threads halves the thread count while that is faster 
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   const int threads_before = torch::get_num_threads();
   const auto x = torch::randn({1, 3, 16, 16});
-  const auto lat = report::measure_latency(m, x, report::LatencyOptions().warmup(1).runs(3).threads(4).search_threads(true));
+  const auto lat = measure::measure_latency(m, x, measure::LatencyOptions().warmup(1).runs(3).threads(4).search_threads(true));
   // 4 threads first, then 2, then 1 only while each was faster than the last.
   REQUIRE(lat.median_ms_by_threads.count(4) == 1);
   REQUIRE(lat.median_ms_by_threads.count(2) == 1);
@@ -37,17 +37,17 @@ TEST_CASE("latency: search_threads halves the thread count while that is faster 
   if (lat.median_ms_by_threads.at(2) >= lat.median_ms_by_threads.at(4)) CHECK(lat.median_ms_by_threads.count(1) == 0);
   CHECK(torch::get_num_threads() == threads_before);
   // Without it, one count only.
-  const auto one = report::measure_latency(m, x, report::LatencyOptions().warmup(1).runs(3).threads(2));
+  const auto one = measure::measure_latency(m, x, measure::LatencyOptions().warmup(1).runs(3).threads(2));
   CHECK(one.median_ms_by_threads.size() == 1);
   CHECK(one.threads == 2);
 }
 
 TEST_CASE("latency: bad options are errors", "[latency]") {
   auto m = models::create("cifar_resnet20", models::ModelOptions().num_classes(10));
-  CHECK_THROWS_WITH(report::measure_latency(m, torch::randn({1, 3, 32, 32}), report::LatencyOptions().runs(0)),
+  CHECK_THROWS_WITH(measure::measure_latency(m, torch::randn({1, 3, 32, 32}), measure::LatencyOptions().runs(0)),
                     Catch::Contains("runs must be at least 1"));
   auto mlp = torch::nn::Linear(4, 2);
-  CHECK_THROWS_WITH(report::measure_latency(mlp, torch::randn({2, 4}), report::LatencyOptions().channels_last(true)),
+  CHECK_THROWS_WITH(measure::measure_latency(mlp, torch::randn({2, 4}), measure::LatencyOptions().channels_last(true)),
                     Catch::Contains("channels_last needs a 4-D"));
 }
 
@@ -65,6 +65,13 @@ void randomize_norms(torch::nn::Module& m) {
       p.value().uniform_(0.5, 1.5);
     }
   }
+}
+
+// Extensions installed on the model's modules.
+size_t extension_count(torch::nn::Module& model) {
+  size_t n = 0;
+  for (const auto& m : model.modules()) n += nn::extensions(*m).size();
+  return n;
 }
 
 // A conv and a batch norm that its forward calls directly, not through libprune::nn::call.
@@ -105,23 +112,23 @@ TEST_CASE("fold_batchnorm: every conv+BN pair of a ResNet folds, outputs agree, 
   const auto other_batch = torch::randn({5, 3, 32, 32});
   const auto other_reference = m->forward(other_batch);
   {
-    nn::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+    measure::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
     CHECK(folding.folded().size() == 21);  // stem, 18 in the blocks, 2 projections
     CHECK(folding.skipped().empty());
     CHECK(folding.folded().front().conv == "conv1");
     CHECK(folding.folded().front().norm == "bn1");
-    CHECK(nn::forward_wrapper_count() == 42);
+    CHECK(extension_count(*m) == 42);
     CHECK(torch::allclose(m->forward(x), reference, 1e-4, 1e-4));
     // Another batch size than the example's: still folded, still the same function.
     CHECK(torch::allclose(m->forward(other_batch), other_reference, 1e-4, 1e-4));
-    CHECK(test::same(before, test::snapshot(*m)));  // wrappers only: no weight was edited
+    CHECK(test::same(before, test::snapshot(*m)));  // extensions only: no weight was edited
     // In training mode both modules run their own forward: BN updates its statistics.
     m->train();
     const auto mean = m->bn1->running_mean.clone();
     m->forward(x);
     CHECK_FALSE(torch::equal(mean, m->bn1->running_mean));
   }
-  CHECK(nn::forward_wrapper_count() == 0);
+  CHECK(extension_count(*m) == 0);
 }
 
 TEST_CASE("fold_batchnorm: pairs it cannot fold are listed with the reason and left as they are", "[latency]") {
@@ -132,7 +139,7 @@ TEST_CASE("fold_batchnorm: pairs it cannot fold are listed with the reason and l
   const auto x = torch::randn({2, 3, 8, 8});
   const auto reference = m->forward(x);
   const auto before = test::snapshot(*m);
-  nn::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+  measure::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
   REQUIRE(folding.folded().size() == 1);
   CHECK(folding.folded()[0].conv == "tail");
   REQUIRE(folding.skipped().size() == 2);
@@ -140,7 +147,7 @@ TEST_CASE("fold_batchnorm: pairs it cannot fold are listed with the reason and l
   CHECK_THAT(all, Catch::Contains("head_bn: the output of 'head' is also read elsewhere"));
   CHECK_THAT(all, Catch::Contains("bn: 'conv' is not called through libprune::nn::call") &&
                       Catch::Contains("Fix: call it as libprune::nn::call(module, x)"));
-  CHECK(nn::forward_wrapper_count() == 2);
+  CHECK(extension_count(*m) == 2);
   CHECK(torch::allclose(m->forward(x), reference, 1e-4, 1e-4));
   CHECK(test::same(before, test::snapshot(*m)));  // the conv's bias and weight are not edited
 }
@@ -149,11 +156,11 @@ TEST_CASE("latency: fold_batchnorm times the folded model and leaves it as it wa
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   randomize_norms(*m);
   const auto before = test::snapshot(*m);
-  const auto lat = report::measure_latency(
-      m, torch::randn({2, 3, 32, 32}), report::LatencyOptions().warmup(1).runs(3).channels_last(true).fold_batchnorm(true));
+  const auto lat = measure::measure_latency(
+      m, torch::randn({2, 3, 32, 32}), measure::LatencyOptions().warmup(1).runs(3).channels_last(true).fold_batchnorm(true));
   CHECK(lat.batchnorms_folded == 21);
   CHECK_THAT(lat.to_string(), Catch::Contains("21 batch norms folded"));
-  CHECK(nn::forward_wrapper_count() == 0);
+  CHECK(extension_count(*m) == 0);
   CHECK(test::same(before, test::snapshot(*m)));
 }
 
@@ -165,6 +172,6 @@ TEST_CASE("fold_batchnorm: a diverged model (NaN in its output) still folds", "[
   m->fc->weight[0][0] = std::numeric_limits<float>::quiet_NaN();
   const auto x = torch::randn({2, 3, 32, 32});
   REQUIRE(m->forward(x).isnan().any().item<bool>());
-  nn::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+  measure::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
   CHECK(folding.folded().size() == 21);
 }

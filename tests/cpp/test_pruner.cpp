@@ -2,8 +2,8 @@
 #include "libprune/libprune.h"
 
 using namespace libprune;
-using schedule::Pruner;
-using schedule::PrunerOptions;
+using prune::Pruner;
+using prune::PrunerOptions;
 
 namespace {
 graph::Forward forward_of(models::ResNet m, torch::Tensor x) {
@@ -15,7 +15,7 @@ TEST_CASE("prune resnet18 by 50%: smaller dense model, same output shape, option
   torch::manual_seed(0);
   auto m = models::resnet18(models::ModelOptions().num_classes(10));
   auto x = torch::randn({2, 3, 64, 64});
-  const auto before = report::count_ops(m, x);
+  const auto before = measure::count_ops(m, x);
   Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).importance("l2").ignored({"fc"}));
   const auto plan = pruner.step();
   CHECK_FALSE(plan.empty());
@@ -31,7 +31,7 @@ TEST_CASE("prune resnet18 by 50%: smaller dense model, same output shape, option
   m->eval();
   torch::NoGradGuard no_grad;
   CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 10}));
-  const auto after = report::count_ops(m, x);
+  const auto after = measure::count_ops(m, x);
   CHECK(after.macs < before.macs * 0.3);
   CHECK(after.params < before.params * 0.3);
 }
@@ -80,7 +80,7 @@ TEST_CASE("plans replay on a fresh model and pruned weights load; JSON round tri
     }
   }
   const auto text = plan.to_json();
-  const auto parsed = schedule::PruningPlan::from_json(text);
+  const auto parsed = layers::PruningPlan::from_json(text);
   CHECK(parsed.to_json() == text);
 
   auto fresh = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
@@ -166,7 +166,7 @@ TEST_CASE("pruner bad input: clear errors, model unchanged", "[prune]") {
   auto plan = Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored({"fc"})).plan();
   plan.cuts.back().keep.push_back(100000);
   CHECK_THAT(test::message_of([&] { layers::apply_plan(*m, plan); }), Catch::Contains("not sorted, unique and within"));
-  CHECK_THAT(test::message_of([&] { schedule::PruningPlan::from_json("{\"format\": 1}"); }),
+  CHECK_THAT(test::message_of([&] { layers::PruningPlan::from_json("{\"format\": 1}"); }),
              Catch::Contains("libprune.plan/1"));
   CHECK(test::same(before, test::snapshot(*m)));
 }

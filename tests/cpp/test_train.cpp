@@ -207,23 +207,23 @@ TEST_CASE("pruner: steps toward a ratio reach the one-shot architecture; overrid
   auto x = torch::randn({1, 1, 16, 16});
   auto fwd = [&x](models::ModelPtr m) { return [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; }; };
   auto a = make(), b = make();
-  schedule::Pruner one(a, fwd(a), schedule::PrunerOptions().ratio(0.5).ignored({"fc"}));
+  prune::Pruner one(a, fwd(a), prune::PrunerOptions().ratio(0.5).ignored({"fc"}));
   one.step();
-  schedule::Pruner steps(b, fwd(b), schedule::PrunerOptions().ratio(0.25).ignored({"fc"}));
+  prune::Pruner steps(b, fwd(b), prune::PrunerOptions().ratio(0.25).ignored({"fc"}));
   steps.step();
   steps.set_ratio(0.5);
   steps.step();
   CHECK(widths(a) == widths(b));
   // Per-layer override by regex, and a maximum ratio.
   auto c = make();
-  schedule::Pruner over(c, fwd(c), schedule::PrunerOptions().ratio(0.5).ignored({"fc"}).overrides({{"layer1\\.0\\.conv1", 0.0}}));
+  prune::Pruner over(c, fwd(c), prune::PrunerOptions().ratio(0.5).ignored({"fc"}).overrides({{"layer1\\.0\\.conv1", 0.0}}));
   over.step();
   CHECK(c->named_parameters()["layer1.0.conv1.weight"].size(0) == 16);
   CHECK(c->named_parameters()["layer1.1.conv1.weight"].size(0) == 8);
   auto d = make();
-  CHECK_THAT(test::message_of([&] { schedule::Pruner(d, fwd(d), schedule::PrunerOptions().ratio(0.6).max_ratio(0.5)); }),
+  CHECK_THAT(test::message_of([&] { prune::Pruner(d, fwd(d), prune::PrunerOptions().ratio(0.6).max_ratio(0.5)); }),
              Catch::Contains("above max_ratio") && Catch::Contains("Fix:"));
-  CHECK_THAT(test::message_of([&] { schedule::Pruner(d, fwd(d), schedule::PrunerOptions().overrides({{"layer[", 0.2}})); }),
+  CHECK_THAT(test::message_of([&] { prune::Pruner(d, fwd(d), prune::PrunerOptions().overrides({{"layer[", 0.2}})); }),
              Catch::Contains("not a valid regex"));
 }
 

@@ -1,6 +1,7 @@
 #include "libprune/graph/trace.h"
 
 #include "autograd_adapter.h"
+#include "libprune/graph/op_rules.h"
 
 #include <sstream>
 #include <unordered_map>
@@ -33,41 +34,6 @@ std::string op_name(const std::string& autograd_name) {
   const auto pos = s.rfind("Backward");
   if (pos != std::string::npos) s = s.substr(0, pos);
   return s;
-}
-
-OpKind classify(const std::string& op) {
-  static const std::unordered_map<std::string, OpKind> table = {
-      {"AccumulateGrad", OpKind::Parameter},
-      {"Convolution", OpKind::Conv}, {"ConvolutionBackwardOverrideable", OpKind::Conv},
-      {"Addmm", OpKind::MatMul}, {"Mm", OpKind::MatMul}, {"Bmm", OpKind::MatMul},
-      {"Matmul", OpKind::MatMul}, {"Baddbmm", OpKind::MatMul}, {"Addbmm", OpKind::MatMul},
-      {"NativeBatchNorm", OpKind::Norm}, {"CudnnBatchNorm", OpKind::Norm}, {"MiopenBatchNorm", OpKind::Norm},
-      {"NativeLayerNorm", OpKind::Norm}, {"NativeGroupNorm", OpKind::Norm},
-      {"MaxPool2DWithIndices", OpKind::Pool}, {"MaxPool3DWithIndices", OpKind::Pool},
-      {"MaxPool2D", OpKind::Pool}, {"AvgPool2D", OpKind::Pool}, {"AvgPool3D", OpKind::Pool},
-      {"AdaptiveAvgPool2D", OpKind::Pool}, {"AdaptiveAvgPool3D", OpKind::Pool},
-      {"AdaptiveMaxPool2D", OpKind::Pool}, {"Mean", OpKind::Pool}, {"MkldnnAdaptiveAvgPool2D", OpKind::Pool},
-      {"Embedding", OpKind::Embedding},
-      {"View", OpKind::Shape}, {"ReshapeAlias", OpKind::Shape}, {"UnsafeView", OpKind::Shape},
-      {"Permute", OpKind::Shape}, {"Transpose", OpKind::Shape}, {"T", OpKind::Shape},
-      {"Expand", OpKind::Shape}, {"Unsqueeze", OpKind::Shape}, {"Squeeze", OpKind::Shape},
-      {"Slice", OpKind::Shape}, {"Select", OpKind::Shape}, {"Cat", OpKind::Shape},
-      {"Split", OpKind::Shape}, {"SplitWithSizes", OpKind::Shape}, {"Unbind", OpKind::Shape},
-      {"Stack", OpKind::Shape}, {"Clone", OpKind::Shape}, {"AsStrided", OpKind::Shape},
-      {"Flatten", OpKind::Shape}, {"Contiguous", OpKind::Shape}, {"ToCopy", OpKind::Shape},
-      {"PixelShuffle", OpKind::Shape}, {"Roll", OpKind::Shape}, {"ConstantPadNd", OpKind::Shape},
-      {"Add", OpKind::Elementwise}, {"Sub", OpKind::Elementwise}, {"Mul", OpKind::Elementwise},
-      {"Div", OpKind::Elementwise}, {"Relu", OpKind::Elementwise}, {"Hardtanh", OpKind::Elementwise},
-      {"Gelu", OpKind::Elementwise}, {"Silu", OpKind::Elementwise}, {"Sigmoid", OpKind::Elementwise},
-      {"Tanh", OpKind::Elementwise}, {"Hardswish", OpKind::Elementwise}, {"Hardsigmoid", OpKind::Elementwise},
-      {"Softmax", OpKind::Elementwise}, {"LogSoftmax", OpKind::Elementwise}, {"LeakyRelu", OpKind::Elementwise},
-      {"Elu", OpKind::Elementwise}, {"Prelu", OpKind::Elementwise}, {"Neg", OpKind::Elementwise},
-      {"Exp", OpKind::Elementwise}, {"Pow", OpKind::Elementwise}, {"Sqrt", OpKind::Elementwise},
-      {"Rsqrt", OpKind::Elementwise}, {"NativeDropout", OpKind::Elementwise}, {"Mish", OpKind::Elementwise},
-      {"Clamp", OpKind::Elementwise}, {"Where", OpKind::Elementwise},
-  };
-  auto it = table.find(op);
-  return it == table.end() ? OpKind::Other : it->second;
 }
 
 // Switches requires_grad on for the pass so every parameter shows up as an AccumulateGrad node.
@@ -160,13 +126,12 @@ Trace Trace::capture(const Forward& forward, const NamedTensors& params, const s
 
   Trace trace;
   trace.nodes_.resize(order.size());
-  trace.param_derived_.assign(order.size(), false);
   for (size_t i = 0; i < order.size(); ++i) {
     const auto& node = *order[i];
     auto& t = trace.nodes_[i];
     t.autograd_name = node.name();
     t.op = op_name(t.autograd_name);
-    t.kind = classify(t.op);
+    t.kind = detail::op_kind(t.op);
     for (uint32_t k = 0; k < node.num_inputs(); ++k) t.output_shapes.push_back(detail::forward_output_shape(node, k));
     const auto n_inputs = node.num_outputs();
     t.inputs.assign(n_inputs, -1);
@@ -183,16 +148,11 @@ Trace Trace::capture(const Forward& forward, const NamedTensors& params, const s
       t.param = detail::accumulated_variable(node);
       auto it = t.param.defined() ? names.find(t.param.unsafeGetTensorImpl()) : names.end();
       if (it != names.end()) t.param_name = it->second;
-      trace.param_derived_[i] = true;
     } else {
       detail::read_saved_fields(node, t);
-      if (t.kind == OpKind::Shape) {
-        bool derived = false;
-        for (int in : t.inputs) derived = derived || (in >= 0 && trace.param_derived_[static_cast<size_t>(in)]);
-        trace.param_derived_[i] = derived;
-      }
     }
   }
+  trace.mark_parameter_derived();
   for (const auto& out : outputs) {
     trace.output_shapes_.push_back(out.defined() ? Shape(out.sizes().begin(), out.sizes().end()) : Shape{});
     trace.outputs_.push_back(out.defined() && out.grad_fn() ? index.at(out.grad_fn().get()) : -1);
@@ -200,6 +160,68 @@ Trace Trace::capture(const Forward& forward, const NamedTensors& params, const s
   TORCH_CHECK_VALUE(!order.empty(), "trace: the forward pass produced no output that depends on a parameter, so "
                     "there is no graph to read. Fix: check that the model uses its parameters and that the "
                     "forward is not run under torch.no_grad() or inference mode");
+  return trace;
+}
+
+void Trace::mark_parameter_derived() {
+  param_derived_.assign(nodes_.size(), false);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const auto& t = nodes_[i];
+    bool any = false, all = true;
+    for (int in : t.inputs) {
+      if (in < 0) continue;
+      const bool derived = param_derived_[static_cast<size_t>(in)];
+      any = any || derived;
+      all = all && derived;
+    }
+    param_derived_[i] = t.kind == OpKind::Parameter || (t.kind == OpKind::Shape && any) ||
+                        (t.kind == OpKind::Elementwise && any && all);
+  }
+}
+
+std::string Trace::parameter_source(int i, bool* transposed, bool through_views) const {
+  bool t = false;
+  while (i >= 0 && param_derived_[static_cast<size_t>(i)]) {
+    const auto& n = nodes_[static_cast<size_t>(i)];
+    if (n.kind == OpKind::Parameter) {
+      if (transposed) *transposed = t;
+      return n.param_name;
+    }
+    if (n.inputs.empty()) return {};
+    int next = -1;
+    if (n.kind == OpKind::Elementwise) {
+      // A transform of a parameter (w * scale, fake quantization): follow the operand shaped like the output.
+      for (size_t k = 0; k < n.inputs.size() && next < 0; ++k) {
+        if (is_parameter_derived(n.inputs[k]) && k < n.input_shapes.size() && !n.output_shapes.empty() &&
+            n.input_shapes[k] == n.output_shapes[0]) {
+          next = n.inputs[k];
+        }
+      }
+    } else if (n.op == "T" || n.op == "Transpose") {
+      t = !t;
+      next = n.inputs[0];
+    } else if (n.op == "Expand") {
+      // An Expand keeps the parameter's dims (a class token broadcast over the batch).
+      const bool same_rank = !n.output_shapes.empty() && !n.input_shapes.empty() &&
+                             n.output_shapes[0].size() == n.input_shapes[0].size();
+      next = same_rank ? n.inputs[0] : -1;
+    } else if (through_views) {
+      next = n.inputs[0];
+    }
+    i = next;
+  }
+  return {};
+}
+
+Trace Trace::from_nodes(std::vector<TracedNode> nodes, std::vector<int> outputs, std::vector<Shape> output_shapes) {
+  Trace trace;
+  trace.nodes_ = std::move(nodes);
+  trace.outputs_ = std::move(outputs);
+  trace.output_shapes_ = std::move(output_shapes);
+  for (auto& n : trace.nodes_) {
+    if (n.kind == OpKind::Other) n.kind = detail::op_kind(n.op);
+  }
+  trace.mark_parameter_derived();
   return trace;
 }
 

@@ -15,7 +15,7 @@ std::map<std::string, torch::Tensor> named_tensors(const ModelAccess& model) {
   return out;
 }
 
-torch::Tensor cut(const torch::Tensor& t, const std::vector<const schedule::TensorCut*>& cuts) {
+torch::Tensor cut(const torch::Tensor& t, const std::vector<const layers::TensorCut*>& cuts) {
   torch::NoGradGuard no_grad;
   const bool channels_last = t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(torch::MemoryFormat::ChannelsLast);
   torch::Tensor out = t;
@@ -37,7 +37,7 @@ void resize_in_place(torch::Tensor& t, const torch::Tensor& value) {
 
 }  // namespace
 
-void validate_plan(const ModelAccess& model, const schedule::PruningPlan& plan, const OptimizerView* optimizer) {
+void validate_plan(const ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer) {
   const auto tensors = named_tensors(model);
   std::set<std::pair<std::string, int64_t>> seen;
   for (const auto& c : plan.cuts) {
@@ -73,9 +73,9 @@ void validate_plan(const ModelAccess& model, const schedule::PruningPlan& plan, 
   }
 }
 
-Rollback apply_cuts(ModelAccess& model, const schedule::PruningPlan& plan, const OptimizerView* optimizer) {
+Rollback apply_cuts(ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer) {
   auto tensors = named_tensors(model);
-  std::map<std::string, std::vector<const schedule::TensorCut*>> by_tensor;
+  std::map<std::string, std::vector<const layers::TensorCut*>> by_tensor;
   for (const auto& c : plan.cuts) by_tensor[c.tensor].push_back(&c);
 
   Rollback rollback;
@@ -122,12 +122,12 @@ Rollback apply_cuts(ModelAccess& model, const schedule::PruningPlan& plan, const
   return full;
 }
 
-void apply_plan(ModelAccess& model, const schedule::PruningPlan& plan, const OptimizerView* optimizer) {
+void apply_plan(ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer) {
   validate_plan(model, plan, optimizer);
   apply_cuts(model, plan, optimizer).release();
 }
 
-void apply_plan(torch::nn::Module& model, const schedule::PruningPlan& plan, torch::optim::Optimizer* optimizer) {
+void apply_plan(torch::nn::Module& model, const layers::PruningPlan& plan, torch::optim::Optimizer* optimizer) {
   ModuleAccess access(model.shared_from_this());
   if (optimizer) {
     const auto view = view_of(*optimizer, access);

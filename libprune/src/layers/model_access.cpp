@@ -2,6 +2,9 @@
 
 #include "libprune/layers/metadata.h"
 #include "libprune/nn/eval_mode.h"
+#include "libprune/nn/extension.h"
+
+#include <cstring>
 
 namespace libprune::layers {
 namespace {
@@ -26,6 +29,23 @@ std::vector<torch::Tensor> state_tensors(torch::optim::OptimizerParamState& s) {
 }
 
 }  // namespace
+
+std::vector<graph::Companion> ModelAccess::companions() const {
+  std::map<std::string, int64_t> weights;
+  for (const auto& [name, p] : parameters()) {
+    if (p.dim() == 1 && !graph::module_of_weight(name).empty()) weights[name] = p.size(0);
+  }
+  std::vector<graph::Companion> out;
+  for (const auto& [name, b] : buffers()) {
+    for (const char* stat : {".running_mean", ".running_var"}) {
+      const size_t n = std::strlen(stat);
+      if (b.dim() != 1 || name.size() <= n || name.compare(name.size() - n, n, stat) != 0) continue;
+      auto it = weights.find(name.substr(0, name.size() - n) + ".weight");
+      if (it != weights.end()) out.push_back({name, 0, b.size(0), it->first, 0});
+    }
+  }
+  return out;
+}
 
 ModuleAccess::ModuleAccess(std::shared_ptr<torch::nn::Module> module) : module_(std::move(module)) {
   TORCH_CHECK_VALUE(module_, "the model is null. Fix: pass the model to prune");
@@ -69,6 +89,27 @@ std::vector<TiedTensor> ModuleAccess::tied_tensors() const {
                               "\" is fixed by its packed in_proj (3 x embed_dim rows), so the width around it stays";
     out.push_back({prefix + "in_proj_weight", 1, width});
     out.push_back({prefix + "out_proj.weight", 0, width});
+  }
+  return out;
+}
+
+std::vector<graph::Companion> ModuleAccess::companions() const {
+  auto out = ModelAccess::companions();
+  for (const auto& item : module_->named_modules()) {
+    if (!nn::has_extensions(*item.value())) continue;
+    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    const auto tensors = item.value()->named_parameters(true);
+    const auto buffers = item.value()->named_buffers(true);
+    for (const auto& [name, ext] : nn::extensions(*item.value())) {
+      for (const auto& tie : ext->channel_ties()) {
+        const std::string own = name + "." + tie.tensor;
+        const auto* t = tensors.find(own) ? tensors.find(own) : buffers.find(own);
+        TORCH_CHECK_VALUE(t && t->dim() > tie.dim, "extension \"", prefix + name, "\" ties '", tie.tensor, "' dim ",
+                          tie.dim, " to its layer, but has no such tensor or dim. Fix: name one of its own parameters or "
+                          "buffers in channel_ties()");
+        out.push_back({prefix + own, tie.dim, t->size(tie.dim), prefix + tie.layer_tensor, tie.layer_dim});
+      }
+    }
   }
   return out;
 }

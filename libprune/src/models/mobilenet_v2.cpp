@@ -41,7 +41,7 @@ InvertedResidualImpl::InvertedResidualImpl(int64_t inp, int64_t oup, int64_t str
 
 torch::Tensor InvertedResidualImpl::forward(torch::Tensor x) {
   auto out = libprune::nn::call_sequential(conv, x);
-  return use_res_connect ? add(x, out) : out;
+  return use_res_connect ? libprune::nn::call(add, x, out) : out;
 }
 
 MobileNetV2Impl::MobileNetV2Impl(MobileNetV2Options options_) : options(options_) {

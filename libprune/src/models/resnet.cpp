@@ -18,6 +18,19 @@ torch::nn::Sequential projection(int64_t in, int64_t out, int64_t stride) {
   return torch::nn::Sequential(conv1x1(in, out, stride), torch::nn::BatchNorm2d(out));
 }
 
+// ReLUs run in place, as torchvision's do: every out-of-place activation is a fresh allocation,
+// and on this class of VM fresh pages cost more than the arithmetic. They are modules without
+// parameters (state_dict keys are unchanged) so that extensions can observe them.
+torch::nn::ReLU inplace_relu() { return torch::nn::ReLU(torch::nn::ReLUOptions(true)); }
+
+// The residual add, in place into the block's output (as torchvision's `out += identity`) unless an
+// extension (QAT) observes it through the module. Batch norm's backward does not need its output,
+// so overwriting it is safe; measured: an out-of-place add makes a training step ~25% slower.
+torch::Tensor residual(libprune::nn::Add& add, torch::Tensor out, const torch::Tensor& identity) {
+  if (!libprune::nn::has_extensions(*add)) return out.add_(identity);
+  return libprune::nn::call(add, out, identity);
+}
+
 }  // namespace
 
 BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t groups,
@@ -32,28 +45,16 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
     downsample = register_module("downsample", projection(inplanes, planes * expansion, stride));
   }
   add = register_module("add", libprune::nn::Add());
+  relu1 = register_module("relu1", inplace_relu());
+  relu2 = register_module("relu2", inplace_relu());
 }
-
-namespace {
-// ReLUs run in place, as torchvision's do: every out-of-place activation is a fresh allocation,
-// and on this class of VM fresh pages cost more than the arithmetic.
-torch::Tensor relu_inplace(torch::Tensor t) { return t.relu_(); }
-
-// The residual add, in place into the block's output (as torchvision's `out += identity`) unless a
-// forward wrapper (QAT) observes it through the module. Batch norm's backward does not need its
-// output, so overwriting it is safe; measured: an out-of-place add makes a training step ~25% slower.
-torch::Tensor residual(libprune::nn::Add& add, torch::Tensor out, const torch::Tensor& identity) {
-  if (libprune::nn::detail::find_forward_wrapper(*add) == nullptr) return out.add_(identity);
-  return add(out, identity);
-}
-}  // namespace
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   using libprune::nn::call;
-  auto out = relu_inplace(call(bn1, call(conv1, x)));
+  auto out = call(relu1, call(bn1, call(conv1, x)));
   out = call(bn2, call(conv2, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
-  return relu_inplace(residual(add, out, identity));
+  return call(relu2, residual(add, out, identity));
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t groups,
@@ -69,15 +70,18 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
     downsample = register_module("downsample", projection(inplanes, planes * expansion, stride));
   }
   add = register_module("add", libprune::nn::Add());
+  relu1 = register_module("relu1", inplace_relu());
+  relu2 = register_module("relu2", inplace_relu());
+  relu3 = register_module("relu3", inplace_relu());
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   using libprune::nn::call;
-  auto out = relu_inplace(call(bn1, call(conv1, x)));
-  out = relu_inplace(call(bn2, call(conv2, out)));
+  auto out = call(relu1, call(bn1, call(conv1, x)));
+  out = call(relu2, call(bn2, call(conv2, out)));
   out = call(bn3, call(conv3, out));
   auto identity = downsample ? libprune::nn::call_sequential(downsample, x) : x;
-  return relu_inplace(residual(add, out, identity));
+  return call(relu3, residual(add, out, identity));
 }
 
 ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
@@ -93,6 +97,7 @@ ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
                                      .padding(imagenet ? 3 : 1)
                                      .bias(false)));
   bn1 = register_module("bn1", torch::nn::BatchNorm2d(o.stem_width()));
+  relu = register_module("relu", inplace_relu());
 
   const int64_t expansion = o.block() == BlockKind::Basic ? BasicBlockImpl::expansion : BottleneckImpl::expansion;
   int64_t inplanes = o.stem_width();
@@ -115,7 +120,7 @@ ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
-  x = relu_inplace(libprune::nn::call(bn1, libprune::nn::call(conv1, x)));
+  x = libprune::nn::call(relu, libprune::nn::call(bn1, libprune::nn::call(conv1, x)));
   if (options.stem() == Stem::ImageNet) x = torch::max_pool2d(x, 3, 2, 1);
   for (auto& stage : stages) x = stage->forward(x);
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);

@@ -1,7 +1,7 @@
 #include "libprune/models/vgg.h"
 
 #include "libprune/models/init.h"
-#include "libprune/nn/hook.h"
+#include "libprune/nn/call.h"
 
 namespace libprune::models {
 

@@ -1,6 +1,6 @@
 #include "libprune/nn/attention.h"
 
-#include "libprune/nn/hook.h"
+#include "libprune/nn/call.h"
 
 #include <cmath>
 

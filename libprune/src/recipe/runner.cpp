@@ -10,8 +10,8 @@
 #include "libprune/models/registry.h"
 #include "libprune/nn/memory_format.h"
 #include "libprune/recipe/recipe.h"
-#include "libprune/report/count_ops.h"
-#include "libprune/report/latency.h"
+#include "libprune/measure/count_ops.h"
+#include "libprune/measure/latency.h"
 #include "libprune/train/callbacks.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -160,14 +160,14 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
   auto example = trainer.example(1);
   auto forward = [model, example]() { return std::vector<torch::Tensor>{model->forward(example)}; };
   auto plans = std::make_shared<train::PlanHistory>();
-  std::vector<std::pair<std::shared_ptr<schedule::Pruner>, schedule::Schedule>> stages;
+  std::vector<std::pair<std::shared_ptr<prune::Pruner>, schedule::Schedule>> stages;
   for (size_t i = 0; i < r["pruning"].size(); ++i) {
     const auto& s = r["pruning"][i];
     std::vector<std::pair<std::string, double>> overrides;
     for (const auto& [k, v] : s["overrides"].items()) overrides.emplace_back(k, v.get<double>());
     TORCH_CHECK_VALUE(s["scope"] == "local" || s["scope"] == "global", recipe_path, " at pruning.", i,
                       ".scope: unknown scope ", s["scope"].dump(), ". Fix: use local or global");
-    auto popts = schedule::PrunerOptions()
+    auto popts = prune::PrunerOptions()
                      .ratio(0.0)
                      .importance(s["criterion"])
                      .reduction(s["reduction"])
@@ -189,7 +189,7 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
                                  .end_epoch(sc["end_epoch"])
                                  .frequency(sc["frequency"])
                                  .steps(sc["steps"]));
-    auto pruner = std::make_shared<schedule::Pruner>(std::static_pointer_cast<torch::nn::Module>(model), forward, popts);
+    auto pruner = std::make_shared<prune::Pruner>(std::static_pointer_cast<torch::nn::Module>(model), forward, popts);
     pruner->record_sizes();  // the base ratios count against, before any replayed cut
     stages.emplace_back(pruner, sched);
   }
@@ -216,8 +216,8 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
         const char* format = cl ? "channels_last" : "nchw";
         nn::to_memory_format(*net, cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
         const auto x = trainer.example(batch).contiguous(cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
-        const auto lat = report::measure_latency(net, x,
-                                                 report::LatencyOptions()
+        const auto lat = measure::measure_latency(net, x,
+                                                 measure::LatencyOptions()
                                                      .runs(runs)
                                                      .warmup(warmup)
                                                      .threads(lat_threads)
@@ -240,7 +240,7 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
                                                                      : torch::MemoryFormat::Contiguous);
   };
   auto measure = [&](double top1, double top5) {
-    const auto c = report::count_ops(model, trainer.example(1));
+    const auto c = measure::count_ops(model, trainer.example(1));
     return json{{"accuracy", top1}, {"top5", top5}, {"params", c.params}, {"macs", c.macs}, {"size_bytes", file_size(*model)}};
   };
   // The dense model's copy, kept from the first cut so both are timed side by side at the end

@@ -2,7 +2,7 @@
 
 #include "libprune/io/checkpoint.h"
 #include "libprune/nn/memory_format.h"
-#include "libprune/report/count_ops.h"
+#include "libprune/measure/count_ops.h"
 
 #include <nlohmann/json.hpp>
 
@@ -50,17 +50,17 @@ std::string plans_to_json(const PlanHistory& plans) {
 
 PlanHistory plans_from_json(const std::string& json) {
   PlanHistory out;
-  for (const auto& p : nlohmann::json::parse(json)) out.push_back(schedule::PruningPlan::from_json(p.dump()));
+  for (const auto& p : nlohmann::json::parse(json)) out.push_back(layers::PruningPlan::from_json(p.dump()));
   return out;
 }
 
 std::pair<int64_t, int64_t> measure_size(Trainer& trainer) {
   auto model = trainer.model();
-  const auto c = report::count_ops(model, trainer.example(1));
+  const auto c = measure::count_ops(model, trainer.example(1));
   return {c.params, c.macs};
 }
 
-PruningCallback::PruningCallback(std::shared_ptr<schedule::Pruner> pruner, schedule::Schedule schedule,
+PruningCallback::PruningCallback(std::shared_ptr<prune::Pruner> pruner, schedule::Schedule schedule,
                                  std::shared_ptr<PlanHistory> plans, std::shared_ptr<MetricsLog> log,
                                  int64_t taylor_batches)
     : pruner_(std::move(pruner)), schedule_(std::move(schedule)), plans_(std::move(plans)), log_(std::move(log)),

@@ -38,10 +38,21 @@ struct Group {
   std::string name() const;
 };
 
+// A tensor dim cut together with another, index for index: a batch norm's running statistics with
+// its weight, an extension's per-channel state with its layer's weight. The graph cannot see them
+// (buffers are not in the autograd graph); the model access lists them (layers::ModelAccess).
+struct Companion {
+  std::string tensor;
+  int64_t dim = 0;
+  int64_t size = 0;  // along dim; a companion of another size is left out
+  std::string follows;
+  int64_t follows_dim = 0;
+};
+
 class DependencyGraph {
  public:
-  // `buffers`: the model's named buffers (BN running statistics are cut with their layer).
-  DependencyGraph(const Trace& trace, const NamedTensors& buffers);
+  // Op rules (op_rules.h) couple the trace's channels; companions join the members they follow.
+  explicit DependencyGraph(const Trace& trace, const std::vector<Companion>& companions = {});
 
   const std::vector<Group>& groups() const { return groups_; }
   // Pins group `group` (an index into groups()) with `reason`, unless it is pinned already. For

@@ -78,10 +78,22 @@ class Trace {
   const std::vector<int>& outputs() const { return outputs_; }
   const std::vector<Shape>& output_shapes() const { return output_shapes_; }
 
-  // Whether node i is a parameter, or a pure reshuffle (transpose, view, ...) of one.
+  // Whether node i is a parameter, a pure reshuffle (transpose, view, ...) of one, or an
+  // elementwise op on parameters only (a fake-quantised or rescaled weight).
   bool is_parameter_derived(int i) const { return i >= 0 && param_derived_.at(static_cast<size_t>(i)); }
 
+  // The named parameter whose value node i carries, seen through transposes, expands and
+  // per-parameter transforms (elementwise ops on parameters only, such as an extension's
+  // fake-quantised weight): empty when node i is an activation. `transposed` says whether its two
+  // dims arrive swapped. `through_views` also walks back through any reshape (for naming layers).
+  std::string parameter_source(int i, bool* transposed = nullptr, bool through_views = false) const;
+
+  // A trace built by hand (tests of single op rules, tools): nodes in topological order.
+  static Trace from_nodes(std::vector<TracedNode> nodes, std::vector<int> outputs, std::vector<Shape> output_shapes);
+
  private:
+  void mark_parameter_derived();
+
   std::vector<TracedNode> nodes_;
   std::vector<int> outputs_;
   std::vector<Shape> output_shapes_;

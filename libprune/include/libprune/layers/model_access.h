@@ -3,6 +3,8 @@
 // names, a way into eval mode, and a way to bring module metadata in line after tensors shrink.
 // C++ modules get ModuleAccess; the Python bindings implement the same interface over an
 // nn.Module (updating Python attributes such as in_channels).
+#include "libprune/graph/dependency_graph.h"
+
 #include <torch/torch.h>
 
 #include <map>
@@ -35,6 +37,9 @@ class ModelAccess {
   // Eval mode for every submodule until the returned handle is destroyed, then the old flags.
   virtual std::shared_ptr<void> eval_scope() = 0;
   virtual std::vector<TiedTensor> tied_tensors() const { return {}; }
+  // Tensor dims cut with ones the graph sees (graph::Companion). By default, found by name for any
+  // model: each norm's running statistics with its weight ("bn1.running_mean" with "bn1.weight").
+  virtual std::vector<graph::Companion> companions() const;
 };
 
 class ModuleAccess : public ModelAccess {
@@ -46,6 +51,8 @@ class ModuleAccess : public ModelAccess {
   void update_metadata() override;
   std::shared_ptr<void> eval_scope() override;
   std::vector<TiedTensor> tied_tensors() const override;
+  // The defaults, and each forward extension's per-channel state (nn::ChannelTie).
+  std::vector<graph::Companion> companions() const override;
   torch::nn::Module& module() { return *module_; }
 
  private:

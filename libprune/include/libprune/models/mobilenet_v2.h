@@ -2,7 +2,7 @@
 // MobileNetV2 with torchvision's layout: features.0 (stem), features.1-17 (inverted residuals,
 // each with a `conv` Sequential), features.18 (1x1 to last_channel), classifier.1.
 #include "libprune/models/model.h"
-#include "libprune/nn/hook.h"
+#include "libprune/nn/call.h"
 
 namespace libprune::models {
 

@@ -3,7 +3,7 @@
 // resnet18/34/50/101/152, resnext50_32x4d, wide_resnet50_2, and the CIFAR-style ResNet-20/32/56/110
 // (3x3 stem, 3 stages of 16/32/64 channels, 1x1 projection shortcuts).
 #include "libprune/models/model.h"
-#include "libprune/nn/hook.h"
+#include "libprune/nn/call.h"
 
 #include <vector>
 
@@ -39,6 +39,8 @@ class BasicBlockImpl : public torch::nn::Module {
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};
   libprune::nn::Add add{nullptr};
+  // One in-place ReLU per use (relu2 after the residual add), so an extension on each sees one tensor.
+  torch::nn::ReLU relu1{nullptr}, relu2{nullptr};
 };
 TORCH_MODULE(BasicBlock);
 
@@ -52,6 +54,7 @@ class BottleneckImpl : public torch::nn::Module {
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
   libprune::nn::Add add{nullptr};
+  torch::nn::ReLU relu1{nullptr}, relu2{nullptr}, relu3{nullptr};  // relu3 after the residual add
 };
 TORCH_MODULE(Bottleneck);
 
@@ -63,6 +66,7 @@ class ResNetImpl : public ModelImpl {
   ResNetOptions options;
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::ReLU relu{nullptr};
   std::vector<torch::nn::Sequential> stages;  // registered as layer1, layer2, ...
   torch::nn::Linear fc{nullptr};
 };

@@ -1,7 +1,7 @@
 #pragma once
 // The Trainer's standard callbacks: pruning on a schedule, checkpoints (last and best), a
 // JSON-lines metrics log, a progress bar, and the L1 penalty on BN scales (network slimming).
-#include "libprune/schedule/pruner.h"
+#include "libprune/prune/pruner.h"
 #include "libprune/schedule/schedule.h"
 #include "libprune/train/trainer.h"
 
@@ -26,7 +26,7 @@ class MetricsLog {
 };
 
 // Plans applied so far, shared by the pruning stages and the checkpoints.
-using PlanHistory = std::vector<schedule::PruningPlan>;
+using PlanHistory = std::vector<layers::PruningPlan>;
 std::string plans_to_json(const PlanHistory& plans);
 PlanHistory plans_from_json(const std::string& json);
 
@@ -39,7 +39,7 @@ class PruningCallback : public Callback {
   // optimizer. Whole epochs cut before the epoch trains (after the previous one is evaluated);
   // fractional times (4.25) cut between the batches where they fall. With the "taylor" criterion,
   // |w * dL/dw| is accumulated over the last `taylor_batches` batches before each step.
-  PruningCallback(std::shared_ptr<schedule::Pruner> pruner, schedule::Schedule schedule,
+  PruningCallback(std::shared_ptr<prune::Pruner> pruner, schedule::Schedule schedule,
                   std::shared_ptr<PlanHistory> plans, std::shared_ptr<MetricsLog> log = nullptr,
                   int64_t taylor_batches = 0);
   void on_epoch_begin(Trainer& trainer, int64_t epoch) override;
@@ -51,7 +51,7 @@ class PruningCallback : public Callback {
  private:
   void cut(Trainer& trainer, double time);
 
-  std::shared_ptr<schedule::Pruner> pruner_;
+  std::shared_ptr<prune::Pruner> pruner_;
   schedule::Schedule schedule_;
   std::shared_ptr<PlanHistory> plans_;
   std::shared_ptr<MetricsLog> log_;

@@ -1,13 +1,13 @@
 #pragma once
 // The structural pruner: trace, group, score, choose, apply, verify.
 //
-//   libprune::schedule::Pruner pruner(model, [&] { return std::vector<torch::Tensor>{model->forward(x)}; },
+//   libprune::prune::Pruner pruner(model, [&] { return std::vector<torch::Tensor>{model->forward(x)}; },
 //                                     PrunerOptions().ratio(0.5).ignored({"fc"}));
 //   auto plan = pruner.step(&optimizer);   // model and optimizer state shrink in place
 #include "libprune/graph/dependency_graph.h"
 #include "libprune/importance/importance.h"
 #include "libprune/layers/apply.h"
-#include "libprune/schedule/plan.h"
+#include "libprune/layers/plan.h"
 
 #include <map>
 #include <memory>
@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace libprune::schedule {
+namespace libprune::prune {
 
 // A per-layer ratio: module name (exact, or a std::regex_match pattern) and its ratio.
 using RatioOverrides = std::vector<std::pair<std::string, double>>;
@@ -61,14 +61,14 @@ class Pruner {
   // Traces the model as it is now and groups its channels.
   graph::DependencyGraph graph() const;
   // What step() would cut, without changing anything.
-  PruningPlan plan() const;
+  layers::PruningPlan plan() const;
   // Applies plan(); the optimizer's per-parameter state shrinks too. Returns the applied plan,
   // also appended to history().
-  PruningPlan step(torch::optim::Optimizer* optimizer = nullptr);
+  layers::PruningPlan step(torch::optim::Optimizer* optimizer = nullptr);
   // The same for an optimizer seen through its state tensors (the Python bindings' path).
-  PruningPlan step(const layers::OptimizerView* optimizer);
+  layers::PruningPlan step(const layers::OptimizerView* optimizer);
 
-  const std::vector<PruningPlan>& history() const { return history_; }
+  const std::vector<layers::PruningPlan>& history() const { return history_; }
   // Records every group's size as the base that ratios count against (done lazily by the first
   // plan; call it first when a saved plan history will be replayed before the next step).
   void record_sizes();
@@ -83,7 +83,7 @@ class Pruner {
  private:
   // Plans the cut of every free group whose index is not in `skip`; `used` receives the indices
   // of the groups the plan cuts.
-  PruningPlan make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
+  layers::PruningPlan make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
                         std::vector<size_t>* used = nullptr) const;
   graph::Trace trace() const;
   // The graph of `traced`, with the policy pins: the hidden size, heads a module ties to it.
@@ -98,8 +98,8 @@ class Pruner {
   std::vector<std::pair<std::string, std::regex>> overrides_;
   // Unit count of each group (by name) when the pruner first saw it.
   mutable std::map<std::string, int64_t> original_sizes_;
-  std::vector<PruningPlan> history_;
+  std::vector<layers::PruningPlan> history_;
   std::vector<std::string> verification_pins_;
 };
 
-}  // namespace libprune::schedule
+}  // namespace libprune::prune

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace libprune::schedule {
+namespace libprune::layers {
 
 struct TensorCut {
   std::string tensor;     // parameter or buffer name
@@ -25,4 +25,4 @@ struct PruningPlan {
   static PruningPlan from_json(const std::string& text);
 };
 
-}  // namespace libprune::schedule
+}  // namespace libprune::layers

@@ -2,18 +2,18 @@
 // Deploy-time batch-norm folding: every batch norm that reads a convolution's output (and nothing
 // else reads that output) is folded into the convolution, as an inference runtime would do.
 //
-// The model is not edited. Folding installs forward wrappers (libprune/nn/hook.h): the conv runs
-// with the folded weight and bias, and the batch norm passes its input through. The wrappers are
-// removed when the BatchNormFolding is destroyed, so state_dict, checkpoints and pruning see the
-// model as it was. A wrapper only acts in eval mode; in training mode both modules run their own
-// forward, so a folding left in place never changes training.
+// The model's tensors are not edited. Folding installs a pair of forward extensions
+// (nn/batchnorm_fold.h): the conv runs its own forward with the folded weight and bias, and the
+// batch norm passes its input through. They are removed when the BatchNormFolding is destroyed, and
+// they hold no state, so state_dict, checkpoints and pruning see the model as it was. They only act
+// in eval mode; in training mode both modules run as they are, so a folding left in place never
+// changes training.
 //
-// The folded weights are a snapshot: change the model's weights or running statistics and the
-// folding is stale (build a new one). Pairs are found from one traced forward pass, then each is
-// checked: the conv and the batch norm must be called through libprune::nn::call (or a Chain /
-// call_sequential), which the zoo models do. A pair whose modules are called directly is left
-// unfolded and listed in skipped() with the reason, and the folded model's output is compared with
-// the unfolded one before the constructor returns.
+// Pairs are found from one traced forward pass, then each is checked on the example: the conv and
+// the batch norm must be called through libprune::nn::call (or a Chain / call_sequential), which the
+// zoo models do. A pair whose modules are called directly is left unfolded and listed in skipped()
+// with the reason, and the folded model's output is compared with the unfolded one before the
+// constructor returns.
 #include "libprune/graph/trace.h"
 
 #include <torch/torch.h>
@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-namespace libprune::nn {
+namespace libprune::measure {
 
 struct FoldedPair {
   std::string conv;  // module names, e.g. "layer1.0.conv1"
@@ -44,12 +44,11 @@ class BatchNormFolding {
 
  private:
   struct Installed;
-  void install(Installed& pair);
-  void remove(Installed& pair);
+  static void remove(Installed& pair);
 
   std::vector<FoldedPair> folded_;
   std::vector<std::string> skipped_;
   std::vector<std::shared_ptr<Installed>> installed_;
 };
 
-}  // namespace libprune::nn
+}  // namespace libprune::measure

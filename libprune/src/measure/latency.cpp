@@ -1,7 +1,7 @@
-#include "libprune/report/latency.h"
+#include "libprune/measure/latency.h"
 
 #include "libprune/nn/eval_mode.h"
-#include "libprune/nn/fold_batchnorm.h"
+#include "libprune/measure/fold_batchnorm.h"
 #include "libprune/nn/memory_format.h"
 
 #include <algorithm>
@@ -10,7 +10,7 @@
 #include <numeric>
 #include <sstream>
 
-namespace libprune::report {
+namespace libprune::measure {
 namespace {
 
 class ThreadGuard {
@@ -78,9 +78,9 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
     nn::to_memory_format(module, torch::MemoryFormat::ChannelsLast);
     input = input.contiguous(torch::MemoryFormat::ChannelsLast);
   }
-  std::unique_ptr<nn::BatchNormFolding> folding;
+  std::unique_ptr<measure::BatchNormFolding> folding;
   if (options.fold_batchnorm()) {
-    folding = std::make_unique<nn::BatchNormFolding>(module, [&] { return std::vector<torch::Tensor>{forward(input)}; });
+    folding = std::make_unique<measure::BatchNormFolding>(module, [&] { return std::vector<torch::Tensor>{forward(input)}; });
   }
   const bool cuda = input.is_cuda();
   c10::InferenceMode inference;
@@ -111,4 +111,4 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
   return out;
 }
 
-}  // namespace libprune::report
+}  // namespace libprune::measure

@@ -17,7 +17,7 @@
 #include <map>
 #include <string>
 
-namespace libprune::report {
+namespace libprune::measure {
 
 struct LayerOps {
   std::string name;  // the weight's parameter name without ".weight", or the op name
@@ -51,4 +51,4 @@ OpCount count_ops(ModuleLike& model, const torch::Tensor& input) {
                    graph::describe_inputs({input}));
 }
 
-}  // namespace libprune::report
+}  // namespace libprune::measure

@@ -1,25 +1,13 @@
-#include "libprune/report/count_ops.h"
+#include "libprune/measure/count_ops.h"
 
 #include <numeric>
 #include <unordered_set>
 
-namespace libprune::report {
+namespace libprune::measure {
 namespace {
 
 int64_t numel(const graph::Shape& s) {
   return std::accumulate(s.begin(), s.end(), int64_t{1}, std::multiplies<int64_t>());
-}
-
-// Parameter name of the tensor feeding input `k`, through reshuffles like t() or view().
-std::string param_name_through_shapes(const graph::Trace& trace, int node) {
-  const auto& nodes = trace.nodes();
-  while (node >= 0) {
-    const auto& n = nodes[static_cast<size_t>(node)];
-    if (n.kind == graph::OpKind::Parameter) return n.param_name;
-    if (n.kind != graph::OpKind::Shape || n.inputs.empty()) return {};
-    node = n.inputs.front();
-  }
-  return {};
 }
 
 std::string layer_name(const std::string& param) {
@@ -61,7 +49,7 @@ OpCount count_ops(const graph::Trace& trace) {
         const int64_t elements = transposed ? numel(n.input_shapes[0]) : numel(out);
         const int64_t macs = elements * per_element;
         c.macs += macs;
-        c.layers.push_back({layer_name(param_name_through_shapes(trace, n.inputs[1])), "conv", macs});
+        c.layers.push_back({layer_name(trace.parameter_source(n.inputs[1], nullptr, true)), "conv", macs});
         break;
       }
       case graph::OpKind::MatMul: {
@@ -72,7 +60,7 @@ OpCount count_ops(const graph::Trace& trace) {
         std::string param;
         for (size_t k : {rhs, lhs}) {
           if (k < n.inputs.size() && trace.is_parameter_derived(n.inputs[k])) {
-            param = param_name_through_shapes(trace, n.inputs[k]);
+            param = trace.parameter_source(n.inputs[k], nullptr, true);
             if (param.empty()) param = "linear";
             break;
           }
@@ -103,4 +91,4 @@ OpCount count_ops(torch::nn::Module& module, const graph::Forward& forward, cons
   return count_ops(graph::Trace::capture(module, forward, inputs));
 }
 
-}  // namespace libprune::report
+}  // namespace libprune::measure

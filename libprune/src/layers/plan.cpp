@@ -1,9 +1,9 @@
-#include "libprune/schedule/plan.h"
+#include "libprune/layers/plan.h"
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
-namespace libprune::schedule {
+namespace libprune::layers {
 
 std::string PruningPlan::to_json() const {
   nlohmann::json j;
@@ -58,4 +58,4 @@ PruningPlan PruningPlan::from_json(const std::string& text) {
   return plan;
 }
 
-}  // namespace libprune::schedule
+}  // namespace libprune::layers

@@ -6,7 +6,7 @@
 #include <map>
 #include <string>
 
-namespace libprune::report {
+namespace libprune::measure {
 
 struct LatencyOptions {
   LatencyOptions() = default;
@@ -51,4 +51,4 @@ Latency measure_latency(ModuleLike& model, const torch::Tensor& input, const Lat
   return measure_latency(*model, [&model](const torch::Tensor& x) { return model->forward(x); }, input, options);
 }
 
-}  // namespace libprune::report
+}  // namespace libprune::measure

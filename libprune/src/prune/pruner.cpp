@@ -1,4 +1,4 @@
-#include "libprune/schedule/pruner.h"
+#include "libprune/prune/pruner.h"
 
 #include <algorithm>
 #include <chrono>
@@ -9,7 +9,7 @@
 #include <numeric>
 #include <set>
 
-namespace libprune::schedule {
+namespace libprune::prune {
 namespace {
 
 // LIBPRUNE_PROFILE=1 prints each phase of step() to stderr.
@@ -96,7 +96,7 @@ void Pruner::set_ratio(double ratio) {
 graph::DependencyGraph Pruner::graph() const { return build_graph(trace()); }
 
 graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced) const {
-  graph::DependencyGraph g(traced, model_->buffers());
+  graph::DependencyGraph g(traced, model_->companions());
   const auto tied = model_->tied_tensors();
   for (size_t gi = 0; gi < g.groups().size(); ++gi) {
     const auto& grp = g.groups()[gi];
@@ -115,13 +115,15 @@ graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced) const {
   return g;
 }
 
-PruningPlan Pruner::plan() const { return make_plan(graph(), {}); }
+layers::PruningPlan Pruner::plan() const { return make_plan(graph(), {}); }
 
-PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
+layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
                               std::vector<size_t>* used) const {
   std::map<std::string, torch::Tensor> params, tensors;
   for (const auto& [name, t] : model_->parameters()) params[name] = tensors[name] = t;
   for (const auto& [name, t] : model_->buffers()) tensors[name] = t;
+  // Companions (running statistics, extension state) are cut with their group but never score.
+  for (const auto& c : model_->companions()) params.erase(c.tensor);
 
   // The modules whose outputs a group cuts (members along dim 0): what `ignored` and the
   // per-layer overrides name.
@@ -206,7 +208,7 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<si
   }
 
   std::map<std::pair<std::string, int64_t>, std::set<int64_t>> removed;
-  PruningPlan plan;
+  layers::PruningPlan plan;
   for (const auto& c : candidates) {
     const int64_t n_remove = c.group->size() - c.keep;
     if (n_remove <= 0) continue;
@@ -224,7 +226,7 @@ PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<si
     if (used) used->push_back(c.index);
   }
   for (const auto& [key, gone] : removed) {
-    TensorCut cut;
+    layers::TensorCut cut;
     cut.tensor = key.first;
     cut.dim = key.second;
     cut.original_size = tensors.at(key.first).size(key.second);
@@ -244,13 +246,13 @@ std::vector<graph::Shape> Pruner::run_shapes() const {
   return shapes;
 }
 
-PruningPlan Pruner::step(torch::optim::Optimizer* optimizer) {
+layers::PruningPlan Pruner::step(torch::optim::Optimizer* optimizer) {
   if (!optimizer) return step(static_cast<const layers::OptimizerView*>(nullptr));
   const auto view = layers::view_of(*optimizer, *model_);
   return step(&view);
 }
 
-PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
+layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   verification_pins_.clear();
   PhaseTimer timer;
   const auto traced = trace();
@@ -259,7 +261,7 @@ PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   const graph::DependencyGraph g = build_graph(traced);
   timer.mark("group");
   std::vector<size_t> cut_groups;
-  PruningPlan plan = make_plan(g, {}, &cut_groups);
+  layers::PruningPlan plan = make_plan(g, {}, &cut_groups);
   timer.mark("plan");
   if (plan.empty()) {
     history_.push_back(plan);
@@ -312,4 +314,4 @@ PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   return plan;
 }
 
-}  // namespace libprune::schedule
+}  // namespace libprune::prune

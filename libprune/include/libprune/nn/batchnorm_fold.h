@@ -1,0 +1,51 @@
+#pragma once
+// Deploy-time batch-norm folding as a pair of forward extensions (nn/extension.h):
+//   - on the convolution, FoldedBatchNorm replaces the weight and bias for each call with
+//     w * gamma / sqrt(var + eps) and (b - mean) * gamma / sqrt(var + eps) + beta;
+//   - on the batch norm, FoldedIntoConv passes the input through.
+// Both act only while the conv and the batch norm are in eval mode, so a folding left installed
+// never changes training. They hold no state of their own (the folded tensors are a cache, made
+// again when the weight or the statistics change), so the model's state_dict is unchanged.
+//
+// measure::BatchNormFolding (measure/fold_batchnorm.h) finds the pairs from a trace, installs these
+// and checks the result; use it rather than installing them by hand.
+#include "libprune/nn/extension.h"
+
+#include <atomic>
+#include <memory>
+
+namespace libprune::nn {
+
+class FoldedBatchNormImpl : public ExtensionImpl {
+ public:
+  // `norm`: the BatchNorm1d/2d/3d whose output is the conv's only reader.
+  explicit FoldedBatchNormImpl(std::shared_ptr<torch::nn::Module> norm);
+  std::vector<std::string> transformed() const override { return {"weight", "bias"}; }
+  torch::Tensor transform(torch::nn::Module& conv, const std::string& tensor, const torch::Tensor& value) override;
+  // Calls seen since the last reset (placement checks count them on the example pass).
+  std::atomic<int64_t> calls{0};
+
+ private:
+  bool active(const torch::nn::Module& conv) const;
+  std::weak_ptr<torch::nn::Module> norm_;
+  // The folded tensors and what they were made from (the incoming tensor and its version, and the
+  // versions of the norm's tensors).
+  torch::Tensor cached_weight_, cached_bias_, weight_source_, bias_source_;
+  std::vector<int64_t> key_weight_, key_bias_;
+};
+
+class FoldedIntoConvImpl : public ExtensionImpl {
+ public:
+  explicit FoldedIntoConvImpl(std::shared_ptr<torch::nn::Module> conv);
+  torch::Tensor forward(torch::nn::Module& norm, const std::vector<torch::Tensor>& inputs, const Forward& next) override;
+  std::atomic<int64_t> calls{0};
+
+ private:
+  std::weak_ptr<torch::nn::Module> conv_;
+};
+
+// The names they are installed under.
+constexpr const char* kFoldedBatchNorm = "folded_batchnorm";
+constexpr const char* kFoldedIntoConv = "folded_into_conv";
+
+}  // namespace libprune::nn

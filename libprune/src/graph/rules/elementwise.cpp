@@ -1,0 +1,96 @@
+// Elementwise ops: their inputs' channels are the same channels (broadcasting aligns from the
+// right); a parameter operand along the channels (a PReLU slope, a layer scale) is cut with them.
+#include "rules.h"
+
+namespace libprune::graph::rules {
+namespace {
+
+// The operands' channels united into one space; untracked when none carries channels. Returns false
+// (after pinning) when they carry them in different layouts.
+bool united_inputs(RuleContext& c, int i, int64_t rank, Space* result) {
+  const auto& n = c.node(i);
+  for (size_t k = 0; k < n.inputs.size(); ++k) {
+    const Space s = c.input(i, k);
+    if (!s.tracked) continue;
+    const Shape in = c.in_shape(i, k);
+    bool ok = !in.empty();
+    if (ok) {
+      Space aligned = s;
+      aligned.shift(rank - static_cast<int64_t>(in.size()));
+      if (!result->tracked) {
+        *result = aligned;
+      } else if (result->dims == aligned.dims && result->elems.size() == aligned.elems.size()) {
+        c.unite(result->elems, aligned.elems);
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      c.pin_inputs(i, c.why(i, "inputs carry channels in different layouts"));
+      return false;
+    }
+  }
+  return true;
+}
+
+// Operand k carries no channels: fine when it broadcasts over them, a member when it is a parameter
+// along them, otherwise the channels are pinned. Returns false after pinning.
+bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& result) {
+  const auto& n = c.node(i);
+  const Shape in = c.in_shape(i, k);
+  const int64_t shift = rank - static_cast<int64_t>(in.size());
+  if (n.inputs[k] < 0 && in.empty()) {
+    // A tensor that needs no grad and whose shape autograd did not keep: it cannot be shown to
+    // broadcast over the channels. Leave them alone rather than guess.
+    c.pin(result, c.why(i, "an operand that needs no grad may not broadcast over the channels"));
+    return false;
+  }
+  bool along = false;
+  for (int64_t d : result.dims) {
+    const int64_t local = d - shift;
+    if (local >= 0 && local < static_cast<int64_t>(in.size()) && in[static_cast<size_t>(local)] != 1) along = true;
+  }
+  const std::string p = c.parameter(i, k);
+  // PReLU's slope applies along dim 1, not right-aligned like broadcasting.
+  if (n.op == "Prelu" && !p.empty() && in.size() == 1 && in[0] > 1) {
+    if (result.at(1) && in[0] == static_cast<int64_t>(result.elems.size())) {
+      c.member(p, 0, result.elems);
+      return true;
+    }
+    c.pin(result, c.why(i, "PReLU slope does not run along the channels"));
+    return false;
+  }
+  if (!along) return true;
+  if (!p.empty() && result.single() && result.dims[0] - shift >= 0) {
+    c.member(p, result.dims[0] - shift, result.elems);
+    return true;
+  }
+  c.pin(result, c.why(i, "an operand without traced channels does not broadcast over them"));
+  return false;
+}
+
+void elementwise(RuleContext& c, int i) {
+  const auto& n = c.node(i);
+  const auto rank = static_cast<int64_t>(c.out_shape(i).size());
+  Space result;
+  if (!united_inputs(c, i, rank, &result) || !result.tracked) return;
+  for (size_t k = 0; k < n.inputs.size(); ++k) {
+    if (!c.input(i, k).tracked && !other_operand(c, i, k, rank, result)) return;
+  }
+  c.set(i, result);
+}
+
+}  // namespace
+
+void add_elementwise(const Add& add) {
+  add_all(add,
+          {"Add", "Sub", "Mul", "Div", "Relu", "Hardtanh", "Gelu", "Silu", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid",
+           "Softmax", "LogSoftmax", "LeakyRelu", "Elu", "Prelu", "Neg", "Exp", "Pow", "Sqrt", "Rsqrt", "NativeDropout",
+           "Mish", "Clamp", "Where",
+           // Fake quantization (QAT): the value is rounded in place, channels pass through.
+           "FakeQuantizePerTensorAffineCachemask", "FakeQuantizePerChannelAffineCachemask",
+           "FakeQuantizeLearnablePerTensorAffine", "FakeQuantizeLearnablePerChannelAffine", "FusedMovingAvgObsFqHelper"},
+          OpKind::Elementwise, elementwise);
+}
+
+}  // namespace libprune::graph::rules
