@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
       if (r == 0) before = libprune::measure::count_ops(model, x);
       libprune::prune::Pruner pruner(
           model, [model, x] { return std::vector<torch::Tensor>{model->forward(x)}; },
-          libprune::prune::PrunerOptions().ratio(0.5).importance("l2").ignored({"fc"}));
+          libprune::prune::PrunerOptions().ratio(0.5).importance("l2").ignored_layers({"fc"}));
       const auto t0 = std::chrono::steady_clock::now();
       pruner.step();
       seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -1,5 +1,7 @@
 // libprune-run: runs a recipe (configs/*.json).
 //   build/libprune-run configs/fashion_mnist_resnet20_filters50.json [--resume] [--set key=value ...]
+//   build/libprune-run --print-options   (every recipe key, its default and meaning: docs/recipes.md's table)
+#include "libprune/recipe/recipe.h"
 #include "libprune/recipe/runner.h"
 #include "libprune/train/trainer.h"
 
@@ -28,7 +30,11 @@ int main(int argc, char** argv) {
     } else if (a.rfind("--set=", 0) == 0) {
       options.sets.emplace_back(a.substr(6));
     } else if (a == "-h" || a == "--help") {
-      std::cout << "usage: libprune-run RECIPE.json [--resume] [--set key.path=value ...]\n";
+      std::cout << "usage: libprune-run RECIPE.json [--resume] [--set key.path=value ...]\n"
+                   "       libprune-run --print-options\n";
+      return 0;
+    } else if (a == "--print-options") {
+      std::cout << libprune::recipe::options_markdown();
       return 0;
     } else if (recipe.empty() && a.rfind("--", 0) != 0) {
       recipe = a;

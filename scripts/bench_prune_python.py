@@ -29,7 +29,7 @@ def main():
     for _ in range(args.runs):
         model = torchvision.models.resnet50()
         t0 = time.perf_counter()
-        libprune.prune(model, x, ratio=0.5, importance="l2", ignored=[model.fc])
+        libprune.prune(model, x, ratio=0.5, importance="l2", ignored_layers=[model.fc])
         times.append(time.perf_counter() - t0)
         params = sum(p.numel() for p in model.parameters())
     print(f"resnet50 50% L2 from Python, {torch.get_num_threads()} threads, freed memory "

@@ -52,7 +52,7 @@ def run_one(name, queue):
         before = {n: m.weight.shape[0] for n, m in layers.items()}
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         t0 = time.perf_counter()
-        plan = libprune.prune(model, x, ratio=0.5, ignored=classifier)
+        plan = libprune.prune(model, x, ratio=0.5, ignored_layers=classifier)
         # Groups the verification pass pinned (the model's own code broke when they were cut).
         verified_pins = {p.split(":")[0] for p in plan.verification_pins}
         pinned |= {t for g in graph.groups if g.name in verified_pins for t, d in g.members if d == 0}

@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 import libprune
-from libprune import _libprune
+from libprune import _libprune_dev
 
 
 def python_step_seconds(name, classes, batch, size, steps, channels_last):
@@ -59,7 +59,7 @@ def main():
     cl = not a.nchw
     cpp, py = [], []
     for _ in range(a.rounds):
-        cpp.append(_libprune._train_step_seconds(a.model, 10, a.batch, a.size, a.steps, cl))
+        cpp.append(_libprune_dev.train_step_seconds(a.model, 10, a.batch, a.size, a.steps, cl))
         py.append(python_step_seconds(a.model, 10, a.batch, a.size, a.steps, cl))
     c, p = statistics.median(cpp), statistics.median(py)
     print(f"{a.model}, batch {a.batch}, {a.size}x{a.size}, {'channels_last' if cl else 'NCHW'}, "

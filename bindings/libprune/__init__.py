@@ -1,14 +1,18 @@
 """libprune: structural pruning on LibTorch.
 
-The engine is C++; this package holds its bindings and the thin adapters that only Python can
-do (calling an nn.Module, flattening its outputs, eval mode on its submodules).
+The engine is C++; this package holds its bindings and the thin adapters only Python can do
+(calling an nn.Module, reading and writing its attributes).
 """
 import torch  # noqa: F401  (loads LibTorch and torch's tensor casters before the extension)
 
-from ._libprune import __version__, model_names, zoo_state_shapes, OpCount, LayerOps, Plan, Group, Schedule
-from ._libprune import retain_freed_memory
-from ._adapters import count_ops, prune, apply_plan, DependencyGraph, register_head_adapter, Pruner, run_recipe
+from ._libprune import (__version__, model_names, OpCount, LayerOps, Plan, Group, Schedule, ScheduleOptions,
+                        PrunerOptions, retain_freed_memory, importance_criteria, ruled_ops)
+from ._api import (count_ops, prune, apply_plan, DependencyGraph, Pruner, run_recipe, register_importance,
+                   unregister_importance, register_op_rule)
+from ._layers import register_head_adapter
+from ._model import eval_mode
 
-__all__ = ["__version__", "model_names", "zoo_state_shapes", "count_ops", "prune", "apply_plan",
-           "DependencyGraph", "register_head_adapter", "Pruner", "Schedule", "run_recipe", "Plan", "Group", "OpCount", "LayerOps",
-           "retain_freed_memory"]
+__all__ = ["__version__", "model_names", "count_ops", "prune", "apply_plan", "DependencyGraph", "Pruner",
+           "PrunerOptions", "Schedule", "ScheduleOptions", "run_recipe", "Plan", "Group", "OpCount", "LayerOps",
+           "retain_freed_memory", "register_importance", "unregister_importance", "importance_criteria",
+           "register_op_rule", "ruled_ops", "register_head_adapter", "eval_mode"]

@@ -76,9 +76,9 @@ example = x_test[:1].contiguous(memory_format=torch.channels_last)
 
 # %% The pruning schedule: AGP from the end of the dense phase; the cubic's first point (ratio 0)
 # is the last dense epoch, so the cuts fall at the starts of the first two pruning epochs.
-pruner = libprune.Pruner(model, example, importance=args.criterion, ignored=[model.fc], round_to=8)
+pruner = libprune.Pruner(model, example, importance=args.criterion, ignored_layers=[model.fc], round_to=8)
 d = args.dense_epochs
-schedule = libprune.Schedule("agp", target=args.ratio, start_epoch=max(0, d - 1), end_epoch=max(d, 1) + min(1, args.epochs - 1))
+schedule = libprune.Schedule("agp", ratio=args.ratio, start_epoch=max(0, d - 1), end_epoch=max(d, 1) + min(1, args.epochs - 1))
 
 def evaluate():
     model.eval()

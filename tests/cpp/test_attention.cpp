@@ -51,7 +51,7 @@ TEST_CASE("attention: a head is one unit across q, k, v and out; the hidden size
   torch::manual_seed(0);
   TinyTransformer m(16, 4);
   auto x = torch::randn({2, 5, 6});
-  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).ignored({"head"}));
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).ignored_layers({"head"}));
   const auto g = pruner.graph();
   const auto* heads = group_with(g, "attn.q_proj.weight", 0);
   REQUIRE(heads != nullptr);
@@ -82,7 +82,7 @@ TEST_CASE("attention: pruning removes whole heads and updates num_heads; output 
     torch::NoGradGuard ng;
     for (const auto& kv : m->named_parameters()) ref->named_parameters()[kv.key()].copy_(kv.value());
   }
-  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).ignored({"head"}));
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).ignored_layers({"head"}));
   const auto plan = pruner.step();
   CHECK(pruner.verification_pins().empty());
   CHECK(m->attn->options.num_heads() == 2);
@@ -118,7 +118,7 @@ TEST_CASE("attention: prune_hidden cuts the embedding dim through LayerNorm and 
   torch::manual_seed(2);
   TinyTransformer m(16, 4);
   auto x = torch::randn({2, 5, 6});
-  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).ignored({"head"}).prune_hidden(true));
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).ignored_layers({"head"}).prune_hidden(true));
   pruner.step();
   CHECK(m->embed->weight.size(0) == 8);
   CHECK(m->ln1->weight.size(0) == 8);
@@ -146,7 +146,7 @@ TEST_CASE("attention: torch::nn::MultiheadAttention heads are pinned with the re
   auto m = std::make_shared<M>();
   auto x = torch::randn({5, 2, 6});
   const auto before = test::snapshot(*m);
-  Pruner pruner(m, [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; }, PrunerOptions().ratio(0.5).ignored({"out"}));
+  Pruner pruner(m, [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; }, PrunerOptions().ratio(0.5).ignored_layers({"out"}));
   const auto g = pruner.graph();
   const auto* heads = group_with(g, "mha.in_proj_weight", 0);
   REQUIRE(heads != nullptr);

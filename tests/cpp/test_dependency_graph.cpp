@@ -145,7 +145,7 @@ TEST_CASE("graph: grouped convs cut the same local channels in every group (ResN
   CHECK(inner->indices[1][0].size() == 32);  // a unit spans one channel of every group
 
   prune::Pruner pruner(m.ptr(), [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; },
-                          prune::PrunerOptions().ratio(0.5).ignored({"fc"}));
+                          prune::PrunerOptions().ratio(0.5).ignored_layers({"fc"}));
   pruner.step();
   auto block = m->stages[0]->ptr<models::BottleneckImpl>(0);
   CHECK(block->conv2->weight.sizes() == torch::IntArrayRef({64, 2, 3, 3}));

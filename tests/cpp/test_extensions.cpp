@@ -158,7 +158,7 @@ TEST_CASE("extension state is the layer's: state_dict, optimizer, checkpoints an
   // and the optimizer's momentum for the scale too.
   const auto scale_before = scale.detach().clone();
   prune::Pruner pruner(m.ptr(), [&] { return std::vector<torch::Tensor>{m->forward(x.slice(0, 0, 1))}; },
-                       prune::PrunerOptions().ratio(0.5).ignored({"fc"}).round_to(8));
+                       prune::PrunerOptions().ratio(0.5).ignored_layers({"fc"}).round_to(8));
   const auto plan = pruner.step(&opt);
   REQUIRE(m->conv1->weight.size(0) == 8);
   CHECK(scale.size(0) == 8);

@@ -16,7 +16,7 @@ TEST_CASE("prune resnet18 by 50%: smaller dense model, same output shape, option
   auto m = models::resnet18(models::ModelOptions().num_classes(10));
   auto x = torch::randn({2, 3, 64, 64});
   const auto before = measure::count_ops(m, x);
-  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).importance("l2").ignored({"fc"}));
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).importance("l2").ignored_layers({"fc"}));
   const auto plan = pruner.step();
   CHECK_FALSE(plan.empty());
   CHECK(pruner.history().size() == 1);
@@ -55,7 +55,7 @@ TEST_CASE("pruning mid-training keeps the optimizer: SGD momentum shrinks and th
     return loss_value;
   };
   train(10);
-  Pruner pruner(m.ptr(), forward_of(m, x.slice(0, 0, 2)), PrunerOptions().ratio(0.3).ignored({"fc"}));
+  Pruner pruner(m.ptr(), forward_of(m, x.slice(0, 0, 2)), PrunerOptions().ratio(0.3).ignored_layers({"fc"}));
   pruner.step(&opt);
   // Every momentum buffer has its parameter's new shape.
   for (const auto& p : m->parameters()) {
@@ -72,7 +72,7 @@ TEST_CASE("plans replay on a fresh model and pruned weights load; JSON round tri
   torch::manual_seed(0);
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   auto x = torch::randn({2, 3, 32, 32});
-  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).round_to(8).ignored({"fc"}));
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.5).round_to(8).ignored_layers({"fc"}));
   const auto plan = pruner.step();
   for (const auto& c : plan.cuts) {
     if (c.tensor.size() > 7 && c.tensor.compare(c.tensor.size() - 7, 7, ".weight") == 0 && c.dim == 0) {
@@ -96,7 +96,7 @@ TEST_CASE("global ranking removes the ratio overall, with at least min_channels 
   torch::manual_seed(0);
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   auto x = torch::randn({2, 3, 32, 32});
-  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.4).global_ranking(true).min_channels(2).ignored({"fc"}));
+  Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.4).global_pruning(true).min_channels(2).ignored_layers({"fc"}));
   const auto plan = pruner.step();
   int64_t before = 0, after = 0;
   for (const auto& [name, sizes] : plan.groups) {
@@ -148,7 +148,7 @@ TEST_CASE("pruner bad input: clear errors, model unchanged", "[prune]") {
   }
   CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().importance("l3")); }),
              Catch::Contains("unknown importance \"l3\"") && Catch::Contains("l1, l2"));
-  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored({"fc2"})); }),
+  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored_layers({"fc2"})); }),
              Catch::Contains("ignored module \"fc2\" is not in the model"));
   // Example inputs the model cannot run.
   CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, torch::randn({2, 1, 32, 32}))).step(); }),
@@ -156,14 +156,14 @@ TEST_CASE("pruner bad input: clear errors, model unchanged", "[prune]") {
   // A plan recorded on another model.
   auto other = models::resnet18(models::ModelOptions().num_classes(10));
   auto other_plan = Pruner(other.ptr(), forward_of(other, torch::randn({2, 3, 32, 32})),
-                           PrunerOptions().ignored({"fc"})).plan();
+                           PrunerOptions().ignored_layers({"fc"})).plan();
   CHECK_THAT(test::message_of([&] { layers::apply_plan(*m, other_plan); }), Catch::Contains("another model"));
   // An optimizer over another model's parameters.
   torch::optim::SGD foreign(other->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored({"fc"})).step(&foreign); }),
+  CHECK_THAT(test::message_of([&] { Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored_layers({"fc"})).step(&foreign); }),
              Catch::Contains("optimizer does not hold parameter"));
   // A plan whose last cut is invalid changes nothing, although earlier cuts were fine.
-  auto plan = Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored({"fc"})).plan();
+  auto plan = Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ignored_layers({"fc"})).plan();
   plan.cuts.back().keep.push_back(100000);
   CHECK_THAT(test::message_of([&] { layers::apply_plan(*m, plan); }), Catch::Contains("not sorted, unique and within"));
   CHECK_THAT(test::message_of([&] { layers::PruningPlan::from_json("{\"format\": 1}"); }),
@@ -197,11 +197,11 @@ TEST_CASE("L1 and L2 importance sum over every member of the group, worked by ha
   INFO(g.explain());
   REQUIRE(hidden->size() == 3);
   // Unit j: row j of 0.weight, 0.bias[j], column j of 1.weight.
-  const auto l1 = importance::score(*hidden, by_name, importance::Kind::L1);
+  const auto l1 = importance::score(*hidden, by_name, importance::ImportanceOptions("l1"));
   CHECK(l1[0] == Approx(1 + 2 + 1 + 2));
   CHECK(l1[1] == Approx(0.5 + 0.5 + 0 + 1));
   CHECK(l1[2] == Approx(3 + 0 + 1 + 0));
-  const auto l2 = importance::score(*hidden, by_name, importance::Kind::L2);
+  const auto l2 = importance::score(*hidden, by_name, importance::ImportanceOptions("l2"));
   CHECK(l2[0] == Approx(std::sqrt(1.0 + 4 + 1 + 4)));
   CHECK(l2[1] == Approx(std::sqrt(0.25 + 0.25 + 0 + 1)));
   CHECK(l2[2] == Approx(std::sqrt(9.0 + 0 + 1 + 0)));
@@ -212,7 +212,7 @@ TEST_CASE("deterministic: the same model, seed and options give the same plan", 
     torch::manual_seed(7);
     auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
     auto x = torch::ones({2, 3, 32, 32});
-    return Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.4).global_ranking(true).ignored({"fc"}))
+    return Pruner(m.ptr(), forward_of(m, x), PrunerOptions().ratio(0.4).global_pruning(true).ignored_layers({"fc"}))
         .plan()
         .to_json();
   };

@@ -16,7 +16,6 @@
 
 using namespace libprune;
 using importance::ImportanceOptions;
-using importance::Kind;
 using importance::Reduction;
 
 namespace {
@@ -37,8 +36,8 @@ std::string tiny_recipe(const test::TempDir& dir) {
     "name": "tiny", "model": {"name": "cifar_resnet20"},
     "data": {"kind": "synthetic", "synthetic_size": 8, "synthetic_channels": 1, "limit_train": 64, "limit_eval": 32},
     "training": {"epochs": 3, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "progress": false, "threads": 2},
-    "pruning": [{"criterion": "l2", "schedule": {"kind": "agp", "start_epoch": 1, "end_epoch": 2}, "target_ratio": 0.5,
-                 "ignored": ["fc"], "round_to": 8}],
+    "pruning": [{"importance": "l2", "schedule": {"kind": "agp", "start_epoch": 1, "end_epoch": 2}, "ratio": 0.5,
+                 "ignored_layers": ["fc"], "round_to": 8}],
     "report": {"latency_runs": 2, "latency_warmup": 1},
     "output_dir": ")" + dir.file("out") + R"("})");
   return path;
@@ -60,41 +59,42 @@ TEST_CASE("criteria: each one worked by hand on a tiny layer", "[train]") {
     REQUIRE(a.size() == b.size());
     for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == Approx(b[i]).epsilon(1e-9));
   };
-  near(importance::score(g, params, Kind::L1), {3, 3, 1});
-  near(importance::score(g, params, Kind::L2), {std::sqrt(5.0), 3, std::sqrt(0.5)});
+  near(importance::score(g, params, ImportanceOptions("l1")), {3, 3, 1});
+  near(importance::score(g, params, ImportanceOptions("l2")), {std::sqrt(5.0), 3, std::sqrt(0.5)});
   // FPGM: each filter's summed distance to the others.
   const double d01 = std::sqrt(8.0), d02 = std::sqrt(6.5), d12 = std::sqrt(6.5);
-  near(importance::score(g, params, Kind::Fpgm), {d01 + d02, d01 + d12, d02 + d12});
+  near(importance::score(g, params, ImportanceOptions("fpgm")), {d01 + d02, d01 + d12, d02 + d12});
   // LAMP: squared norms 5, 9, 0.5 over the sum of those at least as large.
-  near(importance::score(g, params, Kind::Lamp), {5.0 / 14.0, 1.0, 0.5 / 14.5});
+  near(importance::score(g, params, ImportanceOptions("lamp")), {5.0 / 14.0, 1.0, 0.5 / 14.5});
   // Taylor from the current gradient: sum |w * g| per filter.
   w.mutable_grad() = torch::tensor({{1.0, 1.0}, {0.0, 1.0}, {2.0, 2.0}});
-  near(importance::score(g, params, Kind::Taylor), {3, 0, 2});
+  near(importance::score(g, params, ImportanceOptions("taylor")), {3, 0, 2});
   importance::Gradients acc;
   importance::accumulate_taylor({{"fc.weight", w}}, acc);
   importance::accumulate_taylor({{"fc.weight", w}}, acc);
-  near(importance::score(g, params, Kind::Taylor, &acc), {6, 0, 4});
+  near(importance::score(g, params, ImportanceOptions("taylor"), &acc), {6, 0, 4});
   // BN scale: |gamma|; a group without a norm scale falls back to L1.
   std::map<std::string, torch::Tensor> with_bn{{"fc.weight", w}, {"bn.weight", torch::tensor({0.5, -2.0, 1.0})}};
-  near(importance::score(group_of({{"bn.weight", 0}, {"fc.weight", 0}}, 3), with_bn, Kind::BnScale), {0.5, 2, 1});
-  near(importance::score(g, params, Kind::BnScale), {3, 3, 1});
+  near(importance::score(group_of({{"bn.weight", 0}, {"fc.weight", 0}}, 3), with_bn, ImportanceOptions("bn_scale")), {0.5, 2, 1});
+  near(importance::score(g, params, ImportanceOptions("bn_scale")), {3, 3, 1});
   // Random: seeded.
-  const auto r1 = importance::score(g, params, ImportanceOptions(Kind::Random).seed(1));
-  CHECK(r1 == importance::score(g, params, ImportanceOptions(Kind::Random).seed(1)));
-  CHECK(r1 != importance::score(g, params, ImportanceOptions(Kind::Random).seed(2)));
+  const auto r1 = importance::score(g, params, ImportanceOptions("random").seed(1));
+  CHECK(r1 == importance::score(g, params, ImportanceOptions("random").seed(1)));
+  CHECK(r1 != importance::score(g, params, ImportanceOptions("random").seed(2)));
   // Reductions across members: fc rows give 3, 3, 1 and next.weight columns give 1, 2, 3.
   std::map<std::string, torch::Tensor> two{{"fc.weight", w}, {"next.weight", torch::tensor({{1.0, -2.0, 3.0}})}};
   const auto g2 = group_of({{"fc.weight", 0}, {"next.weight", 1}}, 3);
-  near(importance::score(g2, two, Kind::L1), {4, 5, 4});
-  near(importance::score(g2, two, ImportanceOptions(Kind::L1).reduction(Reduction::Mean)), {2, 2.5, 2});
-  near(importance::score(g2, two, ImportanceOptions(Kind::L1).reduction(Reduction::Max)), {3, 3, 3});
-  near(importance::score(g2, two, ImportanceOptions(Kind::L1).reduction(Reduction::First)), {3, 3, 1});
-  near(importance::score(g2, two, ImportanceOptions(Kind::L1).normalize(true)), {4.0 / 13, 5.0 / 13, 4.0 / 13});
+  near(importance::score(g2, two, ImportanceOptions("l1")), {4, 5, 4});
+  near(importance::score(g2, two, ImportanceOptions("l1").reduction(Reduction::Mean)), {2, 2.5, 2});
+  near(importance::score(g2, two, ImportanceOptions("l1").reduction(Reduction::Max)), {3, 3, 3});
+  near(importance::score(g2, two, ImportanceOptions("l1").reduction(Reduction::First)), {3, 3, 1});
+  near(importance::score(g2, two, ImportanceOptions("l1").normalize(true)), {4.0 / 13, 5.0 / 13, 4.0 / 13});
   // Bad input.
-  CHECK_THAT(test::message_of([] { importance::parse("l3"); }), Catch::Contains("bn_scale, taylor, fpgm, lamp, random"));
-  CHECK_THAT(test::message_of([] { importance::parse_reduction("median"); }), Catch::Contains("sum, mean, max, first"));
+  CHECK_THAT(test::message_of([&] { importance::score(g, params, ImportanceOptions("l3")); }),
+             Catch::Contains("bn_scale, taylor, fpgm, lamp, random"));
+  CHECK_THAT(test::message_of([] { options::parse<Reduction>("median"); }), Catch::Contains("sum, mean, max, first"));
   auto no_grad = torch::ones({3, 2});
-  CHECK_THAT(test::message_of([&] { importance::score(g, {{"fc.weight", no_grad}}, Kind::Taylor); }),
+  CHECK_THAT(test::message_of([&] { importance::score(g, {{"fc.weight", no_grad}}, ImportanceOptions("taylor")); }),
              Catch::Contains("fc.weight") && Catch::Contains("backward"));
 }
 
@@ -102,7 +102,7 @@ TEST_CASE("schedules: AGP cubic, iterative and one-shot ratios by epoch", "[trai
   using schedule::Schedule;
   using schedule::ScheduleKind;
   using schedule::ScheduleOptions;
-  Schedule agp(ScheduleOptions().kind(ScheduleKind::Agp).target(0.5).start_epoch(2).end_epoch(6));
+  Schedule agp(ScheduleOptions().kind(ScheduleKind::Agp).ratio(0.5).start_epoch(2).end_epoch(6));
   CHECK_FALSE(agp.prunes_at(2));  // s_i = 0
   CHECK(agp.ratio_at(3) == Approx(0.5 * (1 - std::pow(0.75, 3))));
   CHECK(agp.ratio_at(4) == Approx(0.4375));
@@ -110,13 +110,13 @@ TEST_CASE("schedules: AGP cubic, iterative and one-shot ratios by epoch", "[trai
   CHECK(agp.ratio_at(6) == Approx(0.5));
   CHECK(agp.ratio_at(20) == Approx(0.5));
   CHECK(agp.steps().size() == 4);
-  Schedule it(ScheduleOptions().kind(ScheduleKind::Iterative).target(0.6).start_epoch(1).steps(3).frequency(2));
+  Schedule it(ScheduleOptions().kind(ScheduleKind::Iterative).ratio(0.6).start_epoch(1).steps(3).frequency(2));
   REQUIRE(it.steps().size() == 3);
   for (size_t k = 0; k < 3; ++k) {
     CHECK(it.steps()[k].first == static_cast<int64_t>(1 + 2 * k));
     CHECK(it.steps()[k].second == Approx(0.2 * static_cast<double>(k + 1)));
   }
-  Schedule once(ScheduleOptions().target(0.3).start_epoch(4));
+  Schedule once(ScheduleOptions().ratio(0.3).start_epoch(4));
   CHECK(once.prunes_at(4));
   CHECK_FALSE(once.prunes_at(3));
   CHECK_THAT(test::message_of([] { Schedule(ScheduleOptions().kind(ScheduleKind::Agp).start_epoch(3).end_epoch(3)); }),
@@ -128,7 +128,7 @@ TEST_CASE("schedules: fractional epochs place cuts between batches", "[train]") 
   using schedule::Schedule;
   using schedule::ScheduleKind;
   using schedule::ScheduleOptions;
-  Schedule agp(ScheduleOptions().kind(ScheduleKind::Agp).target(0.5).start_epoch(4).end_epoch(4.5).frequency(0.125));
+  Schedule agp(ScheduleOptions().kind(ScheduleKind::Agp).ratio(0.5).start_epoch(4).end_epoch(4.5).frequency(0.125));
   REQUIRE(agp.steps().size() == 4);  // 4.0 has s = 0
   CHECK(agp.steps().front().first == Approx(4.125));
   CHECK(agp.steps().back().first == Approx(4.5));
@@ -207,16 +207,16 @@ TEST_CASE("pruner: steps toward a ratio reach the one-shot architecture; overrid
   auto x = torch::randn({1, 1, 16, 16});
   auto fwd = [&x](models::ModelPtr m) { return [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; }; };
   auto a = make(), b = make();
-  prune::Pruner one(a, fwd(a), prune::PrunerOptions().ratio(0.5).ignored({"fc"}));
+  prune::Pruner one(a, fwd(a), prune::PrunerOptions().ratio(0.5).ignored_layers({"fc"}));
   one.step();
-  prune::Pruner steps(b, fwd(b), prune::PrunerOptions().ratio(0.25).ignored({"fc"}));
+  prune::Pruner steps(b, fwd(b), prune::PrunerOptions().ratio(0.25).ignored_layers({"fc"}));
   steps.step();
   steps.set_ratio(0.5);
   steps.step();
   CHECK(widths(a) == widths(b));
   // Per-layer override by regex, and a maximum ratio.
   auto c = make();
-  prune::Pruner over(c, fwd(c), prune::PrunerOptions().ratio(0.5).ignored({"fc"}).overrides({{"layer1\\.0\\.conv1", 0.0}}));
+  prune::Pruner over(c, fwd(c), prune::PrunerOptions().ratio(0.5).ignored_layers({"fc"}).overrides({{"layer1\\.0\\.conv1", 0.0}}));
   over.step();
   CHECK(c->named_parameters()["layer1.0.conv1.weight"].size(0) == 16);
   CHECK(c->named_parameters()["layer1.1.conv1.weight"].size(0) == 8);
@@ -235,9 +235,9 @@ TEST_CASE("recipes: bad JSON, unknown keys, wrong types and ratios above the max
   CHECK_THAT(msg(R"({"training": {"epoch": 3}})"),
              Catch::Contains("at training.epoch: unknown key") && Catch::Contains("use one of") && Catch::Contains("epochs"));
   CHECK_THAT(msg(R"({"training": {"epochs": "3"}})"), Catch::Contains("at training.epochs: expected a number, got a string"));
-  CHECK_THAT(msg(R"({"pruning": [{"target_ratio": 0.95, "max_ratio": 0.9}]})"),
-             Catch::Contains("at pruning.0.target_ratio") && Catch::Contains("above the maximum"));
-  CHECK_THAT(msg(R"({"pruning": [{"criterion": 3}]})"), Catch::Contains("pruning.0.criterion: expected a string"));
+  CHECK_THAT(msg(R"({"pruning": [{"ratio": 0.95, "max_ratio": 0.9}]})"),
+             Catch::Contains("at pruning.0.ratio") && Catch::Contains("above max_ratio"));
+  CHECK_THAT(msg(R"({"pruning": [{"importance": 3}]})"), Catch::Contains("pruning.0.importance: expected a string"));
   CHECK_THAT(msg("{}", {"training.nope=1"}), Catch::Contains("training.nope: unknown key"));
   CHECK_THAT(msg("{}", {"novalue"}), Catch::Contains("key=value"));
   // The report section is checked when the recipe loads, not after training when it is used.
@@ -246,8 +246,8 @@ TEST_CASE("recipes: bad JSON, unknown keys, wrong types and ratios above the max
   CHECK_THAT(msg("{}", {"report.latency_threads=-1"}), Catch::Contains("at report.latency_threads: must be >= 0"));
   CHECK_THAT(msg("{}", {"report.latency_batches=[1, 0]"}), Catch::Contains("at report.latency_batches.1: must be >= 1"));
   // --set values are JSON or plain strings, and reach array entries.
-  const auto j = recipe::load_text(R"({"pruning": [{}]})", "x", {"pruning.0.target_ratio=0.3", "output_dir=runs/y"});
-  CHECK_THAT(j, Catch::Contains("\"target_ratio\": 0.3") && Catch::Contains("\"output_dir\": \"runs/y\""));
+  const auto j = recipe::load_text(R"({"pruning": [{}]})", "x", {"pruning.0.ratio=0.3", "output_dir=runs/y"});
+  CHECK_THAT(j, Catch::Contains("\"ratio\": 0.3") && Catch::Contains("\"output_dir\": \"runs/y\""));
   CHECK_THAT(recipe::defaults(), Catch::Contains("\"latency_batches\""));
 }
 
@@ -494,23 +494,23 @@ TEST_CASE("progress: plain lines (not a terminal) with batches/s, loss, running 
 TEST_CASE("trainer: LR schedules with warmup and restarts; bad options name the key", "[train]") {
   auto set = std::make_shared<data::TensorDataset>(torch::randn({8, 1, 8, 8}), torch::zeros({8}, torch::kLong), 10);
   auto model = models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));
-  auto opts = train::TrainOptions().epochs(9).batch_size(4).lr(0.1).lr_schedule("one_cycle").restarts({5}).restart_scale(0.4).threads(1);
+  auto opts = train::TrainOptions().epochs(9).batch_size(4).lr(0.1).lr_schedule(train::LrSchedule::OneCycle).restarts({5}).restart_scale(0.4).threads(1);
   train::Trainer t(model, set, set, opts);
   CHECK(t.lr_at(0) == Approx(0.1 / 25));
   CHECK(t.lr_at(1.5) == Approx(0.1));  // the peak, 30% into the 5-epoch cycle
   CHECK(t.lr_at(4.999) < 0.001);
   CHECK(t.lr_at(5) == Approx(0.04 / 25));
   CHECK(t.lr_at(6.2) == Approx(0.04));  // 30% into the 4-epoch cycle
-  train::Trainer cosine(model, set, set, train::TrainOptions().epochs(10).lr(0.2).lr_schedule("cosine").warmup_epochs(2).batch_size(4).threads(1));
+  train::Trainer cosine(model, set, set, train::TrainOptions().epochs(10).lr(0.2).lr_schedule(train::LrSchedule::Cosine).warmup_epochs(2).batch_size(4).threads(1));
   CHECK(cosine.lr_at(1) == Approx(0.2 * (1 + 0.5) / 2));  // linear warmup, one batch (of 2) in
   CHECK(cosine.lr_at(6) == Approx(0.1));                   // half-way through the cosine
-  train::Trainer step(model, set, set, train::TrainOptions().epochs(10).lr(0.1).lr_schedule("step").step_size(3).gamma(0.5).batch_size(4).threads(1));
+  train::Trainer step(model, set, set, train::TrainOptions().epochs(10).lr(0.1).lr_schedule(train::LrSchedule::Step).step_size(3).gamma(0.5).batch_size(4).threads(1));
   CHECK(step.lr_at(7) == Approx(0.025));
-  CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().lr_schedule("poly")); }),
+  CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().lr_schedule(options::parse<train::LrSchedule>("poly"))); }),
              Catch::Contains("constant, step, cosine, one_cycle"));
   CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().epochs(3).restarts({3})); }),
              Catch::Contains("restarts") && Catch::Contains("Fix:"));
-  CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().optimizer("lion")); }),
+  CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().optimizer(options::parse<train::Optimizer>("lion"))); }),
              Catch::Contains("sgd, adamw"));
   auto empty = std::make_shared<data::TensorDataset>(torch::randn({0, 1, 8, 8}), torch::zeros({0}, torch::kLong), 10);
   CHECK_THAT(test::message_of([&] { train::Trainer(model, empty, set, train::TrainOptions()); }), Catch::Contains("empty"));

@@ -107,7 +107,7 @@ def test_prune_removes_whole_heads_and_updates_attributes(kind):
     model(x).sum().backward()
     opt.step()
     reference.load_state_dict(model.state_dict())
-    plan = libprune.prune(model, x, ratio=0.5, ignored=[model.head], optimizer=opt)
+    plan = libprune.prune(model, x, ratio=0.5, ignored_layers=[model.head], optimizer=opt)
     assert plan.verification_pins == []
     attn = model.attn
     if kind == "bert":
@@ -136,7 +136,7 @@ def test_prune_removes_whole_heads_and_updates_attributes(kind):
 def test_prune_hidden_cuts_the_embedding_dim():
     model = Encoder(TimmAttention())
     x = _tokens()
-    libprune.prune(model, x, ratio=0.5, ignored=[model.head], prune_hidden=True)
+    libprune.prune(model, x, ratio=0.5, ignored_layers=[model.head], prune_hidden=True)
     assert model.ln1.normalized_shape == (16,) and model.embed.out_features == 16
     assert model.attn.qkv.in_features == 16 and model.head.in_features == 16
     with torch.no_grad():
@@ -167,10 +167,10 @@ def test_register_head_adapter_for_a_custom_attribute():
     x = _tokens()
     libprune.register_head_adapter(adapter)
     try:
-        plan = libprune.prune(model, x, ratio=0.5, ignored=[model.head])
+        plan = libprune.prune(model, x, ratio=0.5, ignored_layers=[model.head])
     finally:
-        from libprune import _adapters
-        _adapters.HEAD_ADAPTERS.remove(adapter)
+        from libprune import _layers
+        _layers.HEAD_ADAPTERS.remove(adapter)
     assert model.attn.heads == 2 and plan.verification_pins == []
     with pytest.raises(TypeError, match="callable"):
         libprune.register_head_adapter(3)
@@ -194,7 +194,7 @@ def test_multihead_attention_heads_are_pinned_with_the_reason():
     heads = _heads_group(graph, "mha.in_proj_weight")
     assert heads.pinned and "head_dim = embed_dim // num_heads" in heads.reason and "mha" in heads.reason
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    plan = libprune.prune(model, x, ratio=0.5, ignored=[model.out])
+    plan = libprune.prune(model, x, ratio=0.5, ignored_layers=[model.out])
     assert plan.empty() and plan.verification_pins == []
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -212,7 +212,7 @@ def test_torchvision_vit_and_swin_prune_their_mlps_and_explain_the_rest():
         assert any(g.pinned and reason in g.reason for g in graph.groups)
         width = dict(model.named_modules())[mlp].out_features
         head = model.heads.head if model is vit else model.head
-        plan = libprune.prune(model, x, ratio=0.5, ignored=[head])
+        plan = libprune.prune(model, x, ratio=0.5, ignored_layers=[head])
         assert plan.verification_pins == []
         assert dict(model.named_modules())[mlp].out_features == width // 2
         with torch.no_grad():

@@ -3,6 +3,7 @@ import torch
 import torchvision
 
 import libprune
+from libprune import _libprune_dev
 
 
 def test_import_and_version():
@@ -81,11 +82,11 @@ def test_count_ops_bad_arguments():
                                   "mobilenet_v2"])
 def test_zoo_state_dict_keys_match_torchvision(name):
     reference = {k: list(v.shape) for k, v in getattr(torchvision.models, name)().state_dict().items()}
-    ours = libprune.zoo_state_shapes(name)
+    ours = _libprune_dev.zoo_state_shapes(name)
     assert set(ours) == set(reference)
     assert ours == reference
 
 
 def test_unknown_zoo_name_lists_known_ones():
     with pytest.raises(ValueError, match="unknown model \"resnet51\"; expected one of .*resnet50"):
-        libprune.zoo_state_shapes("resnet51")
+        _libprune_dev.zoo_state_shapes("resnet51")

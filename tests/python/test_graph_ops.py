@@ -47,7 +47,7 @@ def test_group_norm_prelu_and_transposed_conv_prune_together():
     assert g.size == 4  # 16 channels in 4 norm groups: one unit per index inside a group
     up = _member_group(graph, "up.weight", 1)
     assert ("head.weight", 1) in up.members and not up.pinned
-    libprune.prune(model, x, ratio=0.5, ignored=[model.head])
+    libprune.prune(model, x, ratio=0.5, ignored_layers=[model.head])
     assert model.conv.out_channels == 8 and model.gn.num_channels == 8 and model.gn.num_groups == 4
     assert model.act.num_parameters == 8 and model.up.in_channels == 8 and model.up.out_channels == 4
     assert model.head.in_channels == 4
@@ -65,7 +65,7 @@ def test_embedding_layernorm_and_token_linears():
     assert ("fc2.weight", 1) in hidden.members
     stream = _member_group(graph, "emb.weight", 1)
     assert {("norm.weight", 0), ("fc1.weight", 1), ("fc2.weight", 0), ("out.weight", 1)} <= set(stream.members)
-    libprune.prune(model, ids, ratio=0.5, ignored=[model.out])
+    libprune.prune(model, ids, ratio=0.5, ignored_layers=[model.out])
     assert model.fc1.out_features == 16 and model.fc2.in_features == 16
     assert model.emb.embedding_dim == 6 and model.norm.normalized_shape == (6,)
     with torch.no_grad():

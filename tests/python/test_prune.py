@@ -14,7 +14,7 @@ def test_prune_resnet18_updates_modules_and_shrinks():
     model = torchvision.models.resnet18(num_classes=10)
     x = _x()
     macs_before, params_before = libprune.count_ops(model, x)
-    plan = libprune.prune(model, x, ratio=0.5, ignored=[model.fc])
+    plan = libprune.prune(model, x, ratio=0.5, ignored_layers=[model.fc])
     assert not plan.empty() and plan.verification_pins == []
     assert model.conv1.out_channels == 32 and model.conv1.weight.shape[0] == 32
     assert model.bn1.num_features == 32 and model.bn1.running_var.shape == (32,)
@@ -54,7 +54,7 @@ def test_prune_mid_training_with_adamw_keeps_the_optimizer():
         return loss.item()
 
     train(5)
-    libprune.prune(model, x[:2], ratio=0.3, ignored=[model.fc], optimizer=opt)
+    libprune.prune(model, x[:2], ratio=0.3, ignored_layers=[model.fc], optimizer=opt)
     for p in model.parameters():
         state = opt.state[p]
         assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape
@@ -66,7 +66,7 @@ def test_prune_mid_training_with_adamw_keeps_the_optimizer():
 def test_plan_json_replay_and_weights_load():
     model = torchvision.models.resnet18(num_classes=10)
     x = _x()
-    plan = libprune.prune(model, x, ratio=0.5, ignored=[model.fc], round_to=8)
+    plan = libprune.prune(model, x, ratio=0.5, ignored_layers=[model.fc], round_to=8)
     text = plan.to_json()
     fresh = torchvision.models.resnet18(num_classes=10)
     libprune.apply_plan(fresh, x, libprune.Plan.from_json(text))
@@ -90,12 +90,12 @@ def test_prune_bad_input_is_a_clear_error_and_changes_nothing():
     with pytest.raises(ValueError, match=r"unknown importance \"l3\""):
         libprune.prune(model, x, importance="l3")
     with pytest.raises(ValueError, match="not in the model"):
-        libprune.prune(model, x, ignored=[torch.nn.Linear(2, 2)])
+        libprune.prune(model, x, ignored_layers=[torch.nn.Linear(2, 2)])
     with pytest.raises(ValueError, match="forward failed on the example inputs"):
         libprune.prune(model, torch.randn(2, 1, 64, 64))
     other = torchvision.models.resnet18(num_classes=10)
     with pytest.raises(ValueError, match="optimizer does not hold parameter"):
-        libprune.prune(model, x, ignored=[model.fc], optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
+        libprune.prune(model, x, ignored_layers=[model.fc], optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
     foreign_plan = libprune.prune(torchvision.models.mobilenet_v2(), x, ratio=0.5)
     with pytest.raises(ValueError, match="recorded on another model"):
         libprune.apply_plan(model, x, foreign_plan)

@@ -25,7 +25,7 @@ def _resnet():
 
 
 def test_schedule_agp_values_and_errors():
-    s = libprune.Schedule("agp", target=0.5, start_epoch=2, end_epoch=6)
+    s = libprune.Schedule("agp", ratio=0.5, start_epoch=2, end_epoch=6)
     assert not s.prunes_at(2) and s.prunes_at(3)
     assert s.ratio_at(4) == pytest.approx(0.4375) and s.ratio_at(99) == pytest.approx(0.5)
     assert [e for e, _ in s.steps()] == [3, 4, 5, 6]
@@ -37,11 +37,11 @@ def test_schedule_agp_values_and_errors():
 def test_every_criterion_prunes_along_a_schedule_to_the_one_shot_widths(criterion):
     x = torch.randn(2, 3, 32, 32)
     reference = _resnet()
-    libprune.prune(reference, x, ratio=0.5, ignored=[reference.fc])
+    libprune.prune(reference, x, ratio=0.5, ignored_layers=[reference.fc])
     model = _resnet()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    pruner = libprune.Pruner(model, x, importance=criterion, ignored=[model.fc])
-    schedule = libprune.Schedule("iterative", target=0.5, start_epoch=0, steps=2)
+    pruner = libprune.Pruner(model, x, importance=criterion, ignored_layers=[model.fc])
+    schedule = libprune.Schedule("iterative", ratio=0.5, start_epoch=0, steps=2)
     for epoch in range(2):
         model(x).sum().backward()  # gradients for taylor; momentum for the optimizer
         opt.step()
@@ -62,7 +62,7 @@ def test_pruner_bad_input():
         libprune.Pruner(model, x, ratio=0.8, max_ratio=0.5)
     with pytest.raises(ValueError, match=r"unknown importance \"l3\""):
         libprune.Pruner(model, x, importance="l3")
-    pruner = libprune.Pruner(model, x, importance="taylor", ignored=[model.fc])
+    pruner = libprune.Pruner(model, x, importance="taylor", ignored_layers=[model.fc])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="backward"):
         pruner.step()
@@ -75,8 +75,8 @@ def _tiny_recipe(tmp_path, epochs=3):
         "name": "tiny", "model": {"name": "cifar_resnet20"},
         "data": {"kind": "synthetic", "synthetic_size": 8, "synthetic_channels": 1, "limit_train": 64, "limit_eval": 32},
         "training": {"epochs": epochs, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "threads": 1},
-        "pruning": [{"criterion": "l1", "schedule": {"kind": "one_shot", "start_epoch": 1}, "target_ratio": 0.5,
-                     "ignored": ["fc"], "round_to": 8}],
+        "pruning": [{"importance": "l1", "schedule": {"kind": "one_shot", "start_epoch": 1}, "ratio": 0.5,
+                     "ignored_layers": ["fc"], "round_to": 8}],
         "report": {"latency_runs": 2, "latency_warmup": 1},
         "output_dir": str(tmp_path / "out")}))
     return path
@@ -125,7 +125,7 @@ def test_training_goes_on_while_the_last_graph_is_still_referenced():
     loss = torch.nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long))
     loss.backward()
     opt.step()
-    libprune.prune(model, x[:1], ratio=0.5, ignored=[model.fc], optimizer=opt)
+    libprune.prune(model, x[:1], ratio=0.5, ignored_layers=[model.fc], optimizer=opt)
     opt.zero_grad()
     loss2 = torch.nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long))
     loss2.backward()
@@ -141,7 +141,7 @@ def test_retain_freed_memory_is_exposed_and_clamps():
 
 
 def test_schedule_in_fractional_epochs_cuts_between_batches():
-    s = libprune.Schedule("agp", target=0.5, start_epoch=4, end_epoch=4.5, frequency=0.125)
+    s = libprune.Schedule("agp", ratio=0.5, start_epoch=4, end_epoch=4.5, frequency=0.125)
     assert [t for t, _ in s.steps()] == pytest.approx([4.125, 4.25, 4.375, 4.5])
     # In a plain loop: after batch b of n in epoch e, cut if a step fell in (e + b/n, e + (b+1)/n].
     due = s.steps_between(4 + 1 / 8, 4 + 2 / 8)

@@ -2,41 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
+#include <mutex>
 #include <numeric>
 #include <random>
 
 namespace libprune::importance {
 
 namespace {
-const char* const kNames[] = {"l1", "l2", "bn_scale", "taylor", "fpgm", "lamp", "random"};
-const char* const kReductions[] = {"sum", "mean", "max", "first"};
-}  // namespace
 
-// The enum value whose name is `name` (enums number their values in table order); otherwise an
-// error listing the table.
-template <typename E, size_t N>
-E parse_name(const char* const (&names)[N], const std::string& name, const char* what) {
-  std::string all;
-  for (size_t i = 0; i < N; ++i) {
-    if (name == names[i]) return static_cast<E>(i);
-    all += (i ? ", " : "") + std::string(names[i]);
-  }
-  TORCH_CHECK_VALUE(false, "unknown ", what, " \"", name, "\"; expected one of ", all);
-  return static_cast<E>(0);
-}
-
-Kind parse(const std::string& name) { return parse_name<Kind>(kNames, name, "importance"); }
-
-const char* to_string(Kind kind) { return kNames[static_cast<size_t>(kind)]; }
-
-Reduction parse_reduction(const std::string& name) {
-  return parse_name<Reduction>(kReductions, name, "importance reduction");
-}
-
-const char* to_string(Reduction r) { return kReductions[static_cast<size_t>(r)]; }
-
-namespace {
+enum class Kind { L1, L2, BnScale, Taylor, Fpgm, Lamp };
 
 // Sum over every other dim of |w| (abs) or w^2, one value per index along `dim`. Works in blocks
 // of indices: a whole-tensor abs() or square() of a large linear layer allocates hundreds of MB,
@@ -98,62 +72,154 @@ torch::Tensor member_values(Kind kind, const std::string& name, const torch::Ten
       out.index_put_({order}, values / tail.clamp_min(1e-300));
       return out;
     }
-    case Kind::Random: return {};
   }
   return {};
 }
 
+// [member][unit] values of the members that take part under `kind`.
+std::vector<std::vector<double>> member_scores(Kind kind, const GroupTensors& g) {
+  std::vector<std::vector<double>> out;
+  for (size_t m = 0; m < g.group.members.size(); ++m) {
+    if (!g.tensors[m].defined()) continue;
+    const auto& member = g.group.members[m];
+    const auto v = member_values(kind, member.tensor, g.tensors[m], member.dim, g.accumulated);
+    if (v.defined()) out.push_back(g.per_unit(m, v));
+  }
+  return out;
+}
+
+// A built-in magnitude-style criterion: per-member values reduced across members.
+Criterion reduced(Kind kind) {
+  return [kind](const GroupTensors& g) {
+    Kind used = kind;
+    auto per_member = member_scores(used, g);
+    if (per_member.empty() && (kind == Kind::BnScale || kind == Kind::Fpgm || kind == Kind::Lamp)) {
+      // No norm scale / no filters in this group (a linear-only group, say): fall back to magnitude.
+      used = kind == Kind::BnScale ? Kind::L1 : Kind::L2;
+      per_member = member_scores(used, g);
+    }
+    const auto units = static_cast<size_t>(g.group.size());
+    std::vector<double> scores(units, 0.0);
+    const Reduction r = g.options.reduction();
+    for (size_t u = 0; u < units && !per_member.empty(); ++u) {
+      double acc = r == Reduction::Max ? -INFINITY : 0.0;
+      for (const auto& member : per_member) {
+        if (r == Reduction::Sum || r == Reduction::Mean) acc += member[u];
+        if (r == Reduction::Max) acc = std::max(acc, member[u]);
+      }
+      if (r == Reduction::Mean) acc /= static_cast<double>(per_member.size());
+      if (r == Reduction::First) acc = per_member.front()[u];
+      scores[u] = used == Kind::L2 ? std::sqrt(acc) : acc;
+    }
+    return scores;
+  };
+}
+
+std::vector<double> random_scores(const GroupTensors& g) {
+  std::vector<double> scores(static_cast<size_t>(g.group.size()));
+  std::mt19937_64 rng(g.options.seed() ^ std::hash<std::string>{}(g.group.name()));
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (auto& s : scores) s = uniform(rng);
+  return scores;
+}
+
+struct Entry {
+  std::string name;
+  Criterion criterion;
+  bool builtin = false;
+};
+
+struct Registry {
+  std::mutex mutex;
+  std::vector<Entry> entries{{"l1", reduced(Kind::L1), true},      {"l2", reduced(Kind::L2), true},
+                             {"bn_scale", reduced(Kind::BnScale), true}, {"taylor", reduced(Kind::Taylor), true},
+                             {"fpgm", reduced(Kind::Fpgm), true},  {"lamp", reduced(Kind::Lamp), true},
+                             {"random", random_scores, true}};
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+// A registered criterion's answer, checked: one finite score per unit.
+void check_scores(const std::string& name, const graph::Group& group, const std::vector<double>& scores) {
+  TORCH_CHECK_VALUE(static_cast<int64_t>(scores.size()) == group.size(), "importance \"", name, "\" returned ",
+                    scores.size(), " scores for group ", group.name(), ", which has ", group.size(),
+                    " channels; nothing was pruned. Fix: return one score per unit (len(group.indices))");
+  for (size_t u = 0; u < scores.size(); ++u) {
+    TORCH_CHECK_VALUE(std::isfinite(scores[u]), "importance \"", name, "\" returned ", scores[u], " for channel ", u,
+                      " of group ", group.name(), "; nothing was pruned. Fix: return finite scores (guard divisions "
+                      "and logs)");
+  }
+}
+
 }  // namespace
+
+std::vector<double> GroupTensors::per_unit(size_t member, const torch::Tensor& per_index) const {
+  const auto values = per_index.to(torch::kFloat64).contiguous();
+  const double* p = values.data_ptr<double>();
+  const auto units = static_cast<size_t>(group.size());
+  std::vector<double> out(units, 0.0);
+  for (size_t u = 0; u < units; ++u) {
+    for (int64_t idx : group.indices[u][member]) out[u] += p[idx];
+  }
+  return out;
+}
+
+void register_criterion(const std::string& name, Criterion criterion) {
+  TORCH_CHECK_VALUE(!name.empty() && criterion, "register_criterion: the name is empty or the criterion is null. Fix: "
+                    "pass a name and a function returning one score per channel");
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (const auto& e : r.entries) {
+    TORCH_CHECK_VALUE(e.name != name, "register_criterion: \"", name, "\" is already ",
+                      e.builtin ? "a built-in criterion" : "registered", ". Fix: choose another name",
+                      e.builtin ? "" : " or unregister it first");
+  }
+  r.entries.push_back({name, std::move(criterion), false});
+}
+
+bool unregister_criterion(const std::string& name) {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = std::find_if(r.entries.begin(), r.entries.end(), [&](const Entry& e) { return e.name == name && !e.builtin; });
+  if (it == r.entries.end()) return false;
+  r.entries.erase(it);
+  return true;
+}
+
+std::vector<std::string> criteria() {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<std::string> out;
+  for (const auto& e : r.entries) out.push_back(e.name);
+  return out;
+}
 
 std::vector<double> score(const graph::Group& group, const std::map<std::string, torch::Tensor>& params,
                           const ImportanceOptions& options, const Gradients* accumulated) {
+  Entry entry;
+  {
+    auto& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    auto it = std::find_if(r.entries.begin(), r.entries.end(), [&](const Entry& e) { return e.name == options.criterion(); });
+    if (it == r.entries.end()) {
+      std::vector<std::string> names;
+      for (const auto& e : r.entries) names.push_back(e.name);
+      TORCH_CHECK_VALUE(false, "unknown importance \"", options.criterion(), "\"; expected one of ", options::join(names),
+                        ". Fix: name a built-in criterion or register yours first");
+    }
+    entry = *it;
+  }
   torch::NoGradGuard no_grad;
-  const size_t units = static_cast<size_t>(group.size());
-  std::vector<double> scores(units, 0.0);
-  if (options.kind() == Kind::Random) {
-    std::mt19937_64 rng(options.seed() ^ std::hash<std::string>{}(group.name()));
-    std::uniform_real_distribution<double> uniform(0.0, 1.0);
-    for (auto& s : scores) s = uniform(rng);
-    return scores;
+  GroupTensors g{group, {}, options, accumulated};
+  for (const auto& m : group.members) {
+    auto it = params.find(m.tensor);
+    g.tensors.push_back(it == params.end() ? torch::Tensor() : it->second);
   }
-  auto run = [&](Kind kind) {
-    std::vector<std::vector<double>> per_member;  // [member][unit]
-    for (size_t m = 0; m < group.members.size(); ++m) {
-      auto it = params.find(group.members[m].tensor);
-      if (it == params.end()) continue;
-      const auto v = member_values(kind, it->first, it->second, group.members[m].dim, accumulated);
-      if (!v.defined()) continue;
-      const auto values = v.contiguous();
-      const double* p = values.data_ptr<double>();
-      std::vector<double> unit(units, 0.0);
-      for (size_t u = 0; u < units; ++u) {
-        for (int64_t idx : group.indices[u][m]) unit[u] += p[idx];
-      }
-      per_member.push_back(std::move(unit));
-    }
-    return per_member;
-  };
-  Kind kind = options.kind();
-  auto per_member = run(kind);
-  if (per_member.empty() && (kind == Kind::BnScale || kind == Kind::Fpgm || kind == Kind::Lamp)) {
-    // No norm scale / no filters in this group (a linear-only group, say): fall back to magnitude.
-    kind = kind == Kind::BnScale ? Kind::L1 : Kind::L2;
-    per_member = run(kind);
-  }
-  for (size_t u = 0; u < units && !per_member.empty(); ++u) {
-    double acc = options.reduction() == Reduction::Max ? -INFINITY : 0.0;
-    for (const auto& member : per_member) {
-      switch (options.reduction()) {
-        case Reduction::Sum:
-        case Reduction::Mean: acc += member[u]; break;
-        case Reduction::Max: acc = std::max(acc, member[u]); break;
-        case Reduction::First: break;
-      }
-    }
-    if (options.reduction() == Reduction::Mean) acc /= static_cast<double>(per_member.size());
-    if (options.reduction() == Reduction::First) acc = per_member.front()[u];
-    scores[u] = kind == Kind::L2 ? std::sqrt(acc) : acc;
-  }
+  auto scores = entry.criterion(g);
+  if (!entry.builtin) check_scores(entry.name, group, scores);
   if (options.normalize()) {
     const double total = std::accumulate(scores.begin(), scores.end(), 0.0);
     if (total > 0) {

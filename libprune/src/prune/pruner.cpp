@@ -36,13 +36,6 @@ int64_t keep_count(int64_t original, double remove_fraction, const PrunerOptions
   return std::min(keep, original);
 }
 
-void check_ratio(double ratio, double max_ratio, const std::string& what) {
-  TORCH_CHECK_VALUE(ratio >= 0.0 && ratio < 1.0, what, " must be in [0, 1), got ", ratio,
-                    ". Fix: pass e.g. ratio=0.5 to remove half of the channels");
-  TORCH_CHECK_VALUE(ratio <= max_ratio + 1e-12, what, " ", ratio, " is above max_ratio ", max_ratio,
-                    ". Fix: lower the ratio or raise max_ratio");
-}
-
 }  // namespace
 
 Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_forward, PrunerOptions options)
@@ -51,27 +44,15 @@ Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_
 Pruner::Pruner(std::shared_ptr<layers::ModelAccess> model, graph::Forward example_forward, PrunerOptions options)
     : model_(std::move(model)), forward_(std::move(example_forward)), options_(std::move(options)) {
   TORCH_CHECK_VALUE(model_, "Pruner: the model is null. Fix: pass the model to prune");
-  TORCH_CHECK_VALUE(options_.max_ratio() > 0.0 && options_.max_ratio() <= 1.0, "max_ratio must be in (0, 1], got ",
-                    options_.max_ratio());
-  check_ratio(options_.ratio(), options_.max_ratio(), "pruning ratio");
-  for (const auto& [pattern, r] : options_.overrides()) {
-    check_ratio(r, options_.max_ratio(), "ratio override for \"" + pattern + "\"");
-    try {
-      overrides_.emplace_back(pattern, std::regex(pattern));
-    } catch (const std::regex_error& e) {
-      TORCH_CHECK_VALUE(false, "ratio override \"", pattern, "\" is not a valid regex (", e.what(),
-                        "). Fix: use a module name such as \"layer1.0.conv1\" or a regex such as \"layer4\\..*\"");
-    }
-  }
-  TORCH_CHECK_VALUE(options_.round_to() >= 1, "round_to must be >= 1, got ", options_.round_to());
-  TORCH_CHECK_VALUE(options_.min_channels() >= 1, "min_channels must be >= 1, got ", options_.min_channels());
-  importance_ = importance::ImportanceOptions(importance::parse(options_.importance()))
-                    .reduction(importance::parse_reduction(options_.reduction()))
+  options_.validate();
+  for (const auto& [pattern, r] : options_.overrides()) overrides_.emplace_back(pattern, std::regex(pattern));
+  importance_ = importance::ImportanceOptions(options_.importance())
+                    .reduction(options_.reduction())
                     .normalize(options_.normalize())
                     .seed(options_.seed());
   std::set<std::string> modules;
   for (const auto& m : model_->module_names()) modules.insert(m);
-  for (const auto& name : options_.ignored()) {
+  for (const auto& name : options_.ignored_layers()) {
     TORCH_CHECK_VALUE(modules.count(name) && !name.empty(), "ignored module \"", name,
                       "\" is not in the model. Fix: use a name from model.named_modules(), such as \"fc\" or "
                       "\"classifier.6\"");
@@ -89,8 +70,9 @@ void Pruner::record_sizes() {
 }
 
 void Pruner::set_ratio(double ratio) {
-  check_ratio(ratio, options_.max_ratio(), "pruning ratio");
-  options_.ratio(ratio);
+  auto next = options_;
+  next.ratio(ratio).validate();
+  options_ = std::move(next);
 }
 
 graph::DependencyGraph Pruner::graph() const { return build_graph(trace()); }
@@ -135,7 +117,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std
     }
     return out;
   };
-  const std::set<std::string> ignored_modules(options_.ignored().begin(), options_.ignored().end());
+  const std::set<std::string> ignored_modules(options_.ignored_layers().begin(), options_.ignored_layers().end());
   auto ignored = [&](const graph::Group& grp) {
     for (const auto& module : output_modules(grp)) {
       if (ignored_modules.count(module)) return true;
@@ -171,7 +153,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std
     return options_.ratio();
   };
 
-  if (!options_.global_ranking()) {
+  if (!options_.global_pruning()) {
     for (auto& c : candidates) c.keep = std::min(c.group->size(), keep_count(original(*c.group), ratio_of(*c.group), options_));
   } else {
     // Scores divided by their group's mean, so layers of different scale compete fairly.

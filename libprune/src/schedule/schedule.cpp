@@ -7,38 +7,42 @@
 namespace libprune::schedule {
 
 ScheduleKind parse_schedule(const std::string& name) {
-  if (name == "one_shot") return ScheduleKind::OneShot;
-  if (name == "iterative") return ScheduleKind::Iterative;
-  if (name == "agp") return ScheduleKind::Agp;
-  TORCH_CHECK_VALUE(false, "unknown schedule \"", name, "\"; expected one of one_shot, iterative, agp");
-  return ScheduleKind::OneShot;
+  using Names = options::EnumNames<ScheduleKind>;
+  return options::parse_enum<ScheduleKind>(Names::names, name, Names::what);
 }
 
-const char* to_string(ScheduleKind kind) {
-  switch (kind) {
-    case ScheduleKind::OneShot: return "one_shot";
-    case ScheduleKind::Iterative: return "iterative";
-    case ScheduleKind::Agp: return "agp";
-  }
-  return "?";
+const char* to_string(ScheduleKind kind) { return options::EnumNames<ScheduleKind>::names[static_cast<size_t>(kind)]; }
+
+LIBPRUNE_DEFINE_OPTION_SPECS(ScheduleOptions, LIBPRUNE_SCHEDULE_OPTIONS)
+
+const std::vector<options::Renamed>& ScheduleOptions::renamed() {
+  static const std::vector<options::Renamed> list{{"target", "ratio"}, {"initial", "initial_ratio"}};
+  return list;
 }
 
-Schedule::Schedule(ScheduleOptions o) : options_(std::move(o)) {
-  TORCH_CHECK_VALUE(options_.target() >= 0 && options_.target() < 1, "schedule target must be in [0, 1), got ",
-                    options_.target(), ". Fix: e.g. 0.5 removes half of the channels");
-  TORCH_CHECK_VALUE(options_.initial() >= 0 && options_.initial() <= options_.target(),
-                    "schedule initial ratio must be in [0, target], got ", options_.initial());
-  TORCH_CHECK_VALUE(options_.start_epoch() >= 0, "schedule start_epoch must be >= 0, got ", options_.start_epoch());
-  TORCH_CHECK_VALUE(options_.frequency() > 0, "schedule frequency must be > 0 epochs, got ", options_.frequency(),
-                    ". Fix: e.g. 1 (every epoch) or 0.25 (every quarter epoch)");
-  if (options_.kind() == ScheduleKind::Agp) {
-    TORCH_CHECK_VALUE(options_.end_epoch() > options_.start_epoch(), "agp schedule: end_epoch (", options_.end_epoch(),
-                      ") must be after start_epoch (", options_.start_epoch(), "). Fix: e.g. start_epoch 2, end_epoch 6");
+namespace {
+std::string cross_check(const ScheduleOptions& o, std::string* key) {
+  if (o.initial_ratio() > o.ratio()) {
+    *key = "initial_ratio";
+    return "initial_ratio " + options::format_number(o.initial_ratio()) + " is above the final ratio " +
+           options::format_number(o.ratio()) + ". Fix: start below the ratio you end at";
   }
-  if (options_.kind() == ScheduleKind::Iterative) {
-    TORCH_CHECK_VALUE(options_.steps() >= 1, "iterative schedule: steps must be >= 1, got ", options_.steps());
+  if (o.kind() == ScheduleKind::Agp && o.end_epoch() <= o.start_epoch()) {
+    *key = "end_epoch";
+    return "agp schedule: end_epoch (" + options::format_number(o.end_epoch()) + ") must be after start_epoch (" +
+           options::format_number(o.start_epoch()) + "). Fix: e.g. start_epoch 2, end_epoch 6";
   }
+  return {};
 }
+}  // namespace
+
+std::string ScheduleOptions::problem(std::string* key) const {
+  return options::first_problem<ScheduleOptions>(specs(), *this, cross_check, key);
+}
+
+void ScheduleOptions::validate() const { options::validate<ScheduleOptions>(specs(), *this, "schedule ", cross_check); }
+
+Schedule::Schedule(ScheduleOptions o) : options_(std::move(o)) { options_.validate(); }
 
 namespace {
 constexpr double kEps = 1e-9;
@@ -48,11 +52,11 @@ std::vector<std::pair<double, double>> Schedule::steps() const {
   const auto& o = options_;
   std::vector<std::pair<double, double>> out;
   switch (o.kind()) {
-    case ScheduleKind::OneShot: out.emplace_back(o.start_epoch(), o.target()); break;
+    case ScheduleKind::OneShot: out.emplace_back(o.start_epoch(), o.ratio()); break;
     case ScheduleKind::Iterative:
       for (int64_t k = 1; k <= o.steps(); ++k) {
         out.emplace_back(o.start_epoch() + static_cast<double>(k - 1) * o.frequency(),
-                         o.target() * static_cast<double>(k) / static_cast<double>(o.steps()));
+                         o.ratio() * static_cast<double>(k) / static_cast<double>(o.steps()));
       }
       break;
     case ScheduleKind::Agp: {
@@ -60,7 +64,7 @@ std::vector<std::pair<double, double>> Schedule::steps() const {
       const auto n = std::max<int64_t>(1, static_cast<int64_t>(std::floor((o.end_epoch() - o.start_epoch()) / o.frequency() + kEps)));
       for (int64_t k = 0; k <= n; ++k) {
         const double progress = static_cast<double>(k) / static_cast<double>(n);
-        const double s = o.target() + (o.initial() - o.target()) * std::pow(1.0 - progress, 3);
+        const double s = o.ratio() + (o.initial_ratio() - o.ratio()) * std::pow(1.0 - progress, 3);
         if (s > 0) out.emplace_back(o.start_epoch() + static_cast<double>(k) * o.frequency(), s);
       }
       break;

@@ -1,6 +1,8 @@
 #include "libprune/train/trainer.h"
 
+#include "libprune/measure/count_ops.h"
 #include "libprune/nn/memory_format.h"
+#include "libprune/train/bn_l1_penalty.h"
 #include "libprune/runtime.h"
 
 #include <chrono>
@@ -14,41 +16,49 @@ std::atomic<bool>& Trainer::stop_flag() {
   return flag;
 }
 
-void validate(const TrainOptions& o) {
-  TORCH_CHECK_VALUE(o.epochs() >= 1, "training.epochs must be >= 1, got ", o.epochs());
-  TORCH_CHECK_VALUE(o.batch_size() >= 1, "training.batch_size must be >= 1, got ", o.batch_size());
-  TORCH_CHECK_VALUE(o.eval_batch_size() >= 1, "training.eval_batch_size must be >= 1, got ", o.eval_batch_size());
-  TORCH_CHECK_VALUE(o.optimizer() == "sgd" || o.optimizer() == "adamw", "unknown optimizer \"", o.optimizer(),
-                    "\"; expected one of sgd, adamw");
-  TORCH_CHECK_VALUE(o.lr() > 0, "training.lr must be > 0, got ", o.lr());
-  TORCH_CHECK_VALUE(o.momentum() >= 0 && o.momentum() < 1, "training.momentum must be in [0, 1), got ", o.momentum());
-  TORCH_CHECK_VALUE(o.weight_decay() >= 0, "training.weight_decay must be >= 0, got ", o.weight_decay());
-  const auto& s = o.lr_schedule();
-  TORCH_CHECK_VALUE(s == "constant" || s == "step" || s == "cosine" || s == "one_cycle", "unknown lr schedule \"", s,
-                    "\"; expected one of constant, step, cosine, one_cycle");
-  TORCH_CHECK_VALUE(o.step_size() >= 1, "training.lr_schedule.step_size must be >= 1, got ", o.step_size());
-  TORCH_CHECK_VALUE(o.warmup_epochs() >= 0 && o.warmup_epochs() < static_cast<double>(o.epochs()),
-                    "training.lr_schedule.warmup_epochs must be in [0, epochs), got ", o.warmup_epochs());
-  TORCH_CHECK_VALUE(o.label_smoothing() >= 0 && o.label_smoothing() < 1, "training.label_smoothing must be in [0, 1), got ",
-                    o.label_smoothing());
-  TORCH_CHECK_VALUE(o.nesterov() == false || o.momentum() > 0, "training.nesterov needs momentum > 0");
-  for (const int64_t r : o.restarts()) {
-    TORCH_CHECK_VALUE(r > 0 && r < o.epochs(), "training.lr_schedule.restarts: epoch ", r,
-                      " is outside (0, epochs). Fix: list epochs where a new LR cycle starts, e.g. [5]");
+LIBPRUNE_DEFINE_OPTION_SPECS(TrainOptions, LIBPRUNE_TRAIN_OPTIONS)
+
+namespace {
+std::string cross_check(const TrainOptions& o, std::string* key) {
+  if (o.warmup_epochs() >= static_cast<double>(o.epochs())) {
+    *key = "lr_schedule.warmup_epochs";
+    return "warmup_epochs must be below epochs (" + std::to_string(o.epochs()) + "), got " +
+           options::format_number(o.warmup_epochs()) + ". Fix: warm up for part of the run";
   }
-  TORCH_CHECK_VALUE(o.restart_scale() > 0, "training.lr_schedule.restart_scale must be > 0, got ", o.restart_scale());
-  TORCH_CHECK_VALUE(o.device() == "cpu" || o.device().rfind("cuda", 0) == 0, "unknown device \"", o.device(),
-                    "\"; expected cpu or cuda[:N]");
-  TORCH_CHECK_VALUE(o.device() == "cpu" || torch::cuda::is_available(), "device \"", o.device(),
-                    "\" requested but this LibTorch has no CUDA device. Fix: set training.device to cpu");
+  for (const int64_t r : o.restarts()) {
+    *key = "lr_schedule.restarts";
+    if (r <= 0 || r >= o.epochs()) {
+      return "restarts: epoch " + std::to_string(r) + " is outside (0, epochs). Fix: list epochs where a new LR cycle "
+             "starts, e.g. [5]";
+    }
+  }
+  if (o.nesterov() && o.momentum() <= 0) {
+    *key = "optimizer.nesterov";
+    return "nesterov needs momentum > 0. Fix: set momentum, e.g. 0.9, or nesterov false";
+  }
+  *key = "device";
+  if (o.device() != "cpu" && o.device().rfind("cuda", 0) != 0) {
+    return "unknown device \"" + o.device() + "\"; expected cpu or cuda[:N]";
+  }
+  if (o.device() != "cpu" && !torch::cuda::is_available()) {
+    return "device \"" + o.device() + "\" requested but this LibTorch has no CUDA device. Fix: set training.device to cpu";
+  }
+  return {};
 }
+}  // namespace
+
+std::string TrainOptions::problem(std::string* key) const {
+  return options::first_problem<TrainOptions>(specs(), *this, cross_check, key);
+}
+
+void TrainOptions::validate() const { options::validate<TrainOptions>(specs(), *this, "training.", cross_check); }
 
 Trainer::Trainer(models::ModelPtr model, std::shared_ptr<data::Dataset> train, std::shared_ptr<data::Dataset> eval,
                  TrainOptions options)
     : model_(std::move(model)), train_(std::move(train)), eval_(std::move(eval)), options_(std::move(options)),
       device_(options_.device()) {
   TORCH_CHECK_VALUE(model_ && train_ && eval_, "Trainer: model and datasets must be set");
-  validate(options_);
+  options_.validate();
   TORCH_CHECK_VALUE(train_->size() > 0 && eval_->size() > 0, "Trainer: a dataset is empty (train ", train_->size(),
                     ", eval ", eval_->size(), "). Fix: check the data paths");
   if (options_.retain_freed_memory()) retain_freed_memory();
@@ -56,7 +66,8 @@ Trainer::Trainer(models::ModelPtr model, std::shared_ptr<data::Dataset> train, s
                                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   model_->to(device_);
   if (options_.channels_last() && device_.is_cpu()) nn::to_memory_format(*model_, torch::MemoryFormat::ChannelsLast);
-  if (options_.optimizer() == "sgd") {
+  if (options_.bn_l1() > 0) add_callback(std::make_shared<BnL1Penalty>(options_.bn_l1()));
+  if (options_.optimizer() == Optimizer::Sgd) {
     optimizer_ = std::make_unique<torch::optim::SGD>(model_->parameters(), torch::optim::SGDOptions(options_.lr())
                                                                                 .momentum(options_.momentum())
                                                                                 .nesterov(options_.nesterov())
@@ -89,9 +100,9 @@ double Trainer::lr_at(double epoch) const {
   const double total = end - begin;
   if (epoch < warmup) return base * (epoch + 1.0 / std::max<int64_t>(1, batches_per_epoch())) / warmup;
   const double t = (epoch - warmup) / std::max(1e-9, total - warmup);  // [0, 1)
-  if (o.lr_schedule() == "step") return base * std::pow(o.gamma(), std::floor(epoch / static_cast<double>(o.step_size())));
-  if (o.lr_schedule() == "cosine") return 0.5 * base * (1 + std::cos(M_PI * t));
-  if (o.lr_schedule() == "one_cycle") {
+  if (o.lr_schedule() == LrSchedule::Step) return base * std::pow(o.gamma(), std::floor(epoch / static_cast<double>(o.step_size())));
+  if (o.lr_schedule() == LrSchedule::Cosine) return 0.5 * base * (1 + std::cos(M_PI * t));
+  if (o.lr_schedule() == LrSchedule::OneCycle) {
     // Up from base/25 over the first 30%, then cosine down to base/1e4.
     const double up = 0.3;
     if (t < up) return base / 25 + (base - base / 25) * t / up;
@@ -182,6 +193,12 @@ bool Trainer::fit(int64_t start_epoch) {
   }
   for (auto& c : callbacks_) c->on_train_end(*this);
   return true;
+}
+
+std::pair<int64_t, int64_t> measure_size(Trainer& trainer) {
+  auto model = trainer.model();
+  const auto c = measure::count_ops(model, trainer.example(1));
+  return {c.params, c.macs};
 }
 
 }  // namespace libprune::train

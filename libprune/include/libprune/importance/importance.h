@@ -1,49 +1,62 @@
 #pragma once
-// Importance: one score per unit (channel, head) of a group. Each criterion gives a value per index
-// of each member tensor; a unit sums its indices within a member, and the members' values reduce
-// (sum, mean, max or first) to the unit's score.
+// Importance: one score per unit (channel, head) of a group, by a named criterion.
+//
+// Criteria live in one table: the built-ins (l1, l2, bn_scale, taylor, fpgm, lamp, random) and any a
+// user registers, from C++ (register_criterion) or Python (libprune.register_importance). A recipe,
+// PrunerOptions::importance and prune(importance=...) name them alike.
+//
+// The built-ins give a value per index of each member tensor; a unit sums its indices within a
+// member, and the members' values reduce (sum, mean, max or first) to the unit's score.
 #include "libprune/graph/dependency_graph.h"
+#include "libprune/options.h"
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 namespace libprune::importance {
 
-enum class Kind {
-  L1,       // sum |w|
-  L2,       // sqrt of the reduced sum of w^2
-  BnScale,  // |gamma| of the group's norm layers (network slimming); groups without one use L1
-  Taylor,   // first order: |w * dL/dw|, from accumulated values or the current .grad
-  Fpgm,     // distance of each filter to the others (geometric median); needs a weight cut along dim 0
-  Lamp,     // w^2 over the sum of w^2 of every index at least as large (LAMP), per member
-  Random    // seeded uniform scores (a baseline)
-};
 enum class Reduction { Sum, Mean, Max, First };
 
-// "l1", "l2", "bn_scale", "taylor", "fpgm", "lamp", "random"; anything else throws naming the value
-// and the choices.
-Kind parse(const std::string& name);
-const char* to_string(Kind kind);
-// "sum", "mean", "max", "first".
-Reduction parse_reduction(const std::string& name);
-const char* to_string(Reduction reduction);
+// Accumulated |w * dL/dw| per parameter name (shaped like the parameter), for Taylor.
+using Gradients = std::map<std::string, torch::Tensor>;
 
 struct ImportanceOptions {
-  ImportanceOptions(Kind kind = Kind::L1) : kind_(kind) {}  // NOLINT: a Kind converts on purpose
-  TORCH_ARG(Kind, kind);
+  ImportanceOptions(std::string criterion = "l1") : criterion_(std::move(criterion)) {}  // NOLINT: a name converts
+  TORCH_ARG(std::string, criterion);
   TORCH_ARG(Reduction, reduction) = Reduction::Sum;
   // Divide a group's scores by their sum (so groups of different scale compare).
   TORCH_ARG(bool, normalize) = false;
   TORCH_ARG(uint64_t, seed) = 0;
 };
 
-// Accumulated |w * dL/dw| per parameter name (shaped like the parameter), for Taylor.
-using Gradients = std::map<std::string, torch::Tensor>;
+// What a criterion sees of one group.
+struct GroupTensors {
+  const graph::Group& group;
+  // Per member (group.members[m]): the parameter's current value, or undefined for members that
+  // never score (buffers such as running statistics, an extension's state).
+  std::vector<torch::Tensor> tensors;
+  const ImportanceOptions& options;
+  const Gradients* accumulated = nullptr;  // Taylor: accumulated |w dL/dw|, or null to use each .grad
+  // The sum over each unit's indices of `per_index` (values along member m's dim), one per unit.
+  std::vector<double> per_unit(size_t member, const torch::Tensor& per_index) const;
+};
 
-// One score per unit of `group`. Buffers (running statistics) never score. Taylor uses
-// `accumulated` where it holds the parameter, else the parameter's .grad; with neither it throws
-// naming the parameter and the fix.
+// Returns one score per unit of the group (group.size() of them); a lower score goes first.
+using Criterion = std::function<std::vector<double>(const GroupTensors&)>;
+
+// Adds a criterion under `name`. Throws when the name is empty or taken (built-in or registered).
+void register_criterion(const std::string& name, Criterion criterion);
+// Removes a registered criterion (the built-ins stay); false when there was none.
+bool unregister_criterion(const std::string& name);
+// Every criterion's name, built-ins first.
+std::vector<std::string> criteria();
+
+// One score per unit of `group` by options.criterion(). A registered criterion's scores are checked:
+// the wrong count or a non-finite score is an error naming the criterion, the group and the fix.
+// Taylor uses `accumulated` where it holds the parameter, else the parameter's .grad; with neither
+// it throws naming the parameter and the fix.
 std::vector<double> score(const graph::Group& group, const std::map<std::string, torch::Tensor>& params,
                           const ImportanceOptions& options, const Gradients* accumulated = nullptr);
 
@@ -51,3 +64,11 @@ std::vector<double> score(const graph::Group& group, const std::map<std::string,
 void accumulate_taylor(const std::vector<std::pair<std::string, torch::Tensor>>& params, Gradients& into);
 
 }  // namespace libprune::importance
+
+namespace libprune::options {
+template <>
+struct EnumNames<importance::Reduction> {
+  static constexpr const char* what = "importance reduction";
+  static constexpr const char* names[] = {"sum", "mean", "max", "first"};
+};
+}  // namespace libprune::options

@@ -2,11 +2,12 @@
 // The structural pruner: trace, group, score, choose, apply, verify.
 //
 //   libprune::prune::Pruner pruner(model, [&] { return std::vector<torch::Tensor>{model->forward(x)}; },
-//                                     PrunerOptions().ratio(0.5).ignored({"fc"}));
+//                                     PrunerOptions().ratio(0.5).ignored_layers({"fc"}));
 //   auto plan = pruner.step(&optimizer);   // model and optimizer state shrink in place
 #include "libprune/graph/dependency_graph.h"
 #include "libprune/importance/importance.h"
 #include "libprune/layers/apply.h"
+#include "libprune/prune/options.h"
 #include "libprune/layers/plan.h"
 
 #include <map>
@@ -17,40 +18,6 @@
 #include <vector>
 
 namespace libprune::prune {
-
-// A per-layer ratio: module name (exact, or a std::regex_match pattern) and its ratio.
-using RatioOverrides = std::vector<std::pair<std::string, double>>;
-
-struct PrunerOptions {
-  PrunerOptions() = default;
-  // Fraction of each group's channels to remove (local), or of all channels (global); [0, 1).
-  // Counted against the sizes the pruner first saw, so raising it step by step (iterative, AGP)
-  // reaches the same total as one step.
-  TORCH_ARG(double, ratio) = 0.5;
-  // l1, l2, bn_scale, taylor, fpgm, lamp, random (importance::parse).
-  TORCH_ARG(std::string, importance) = "l1";
-  // How members' scores combine into a unit's: sum, mean, max, first.
-  TORCH_ARG(std::string, reduction) = "sum";
-  TORCH_ARG(bool, normalize) = false;
-  TORCH_ARG(uint64_t, seed) = 0;  // for "random"
-  // Per-layer ratios: a module name, exact or as a regex (std::regex_match), with its ratio. A
-  // group takes the first override that names a module whose outputs it cuts; local ranking only.
-  TORCH_ARG(RatioOverrides, overrides) = {};
-  // No group loses more than this fraction, whatever the ratio or ranking; ratios above it are errors.
-  TORCH_ARG(double, max_ratio) = 1.0;
-  TORCH_ARG(bool, global_ranking) = false;
-  // Module names whose output channels stay (their input channels still follow their producer).
-  TORCH_ARG(std::vector<std::string>, ignored) = {};
-  // Kept channel counts are a multiple of this (channel counts that are not a multiple of 8 run
-  // far slower per MAC on AVX-512 CPUs).
-  TORCH_ARG(int64_t, round_to) = 1;
-  TORCH_ARG(int64_t, min_channels) = 1;
-  // Re-run the example forward after applying; on failure, roll back and pin the culprit groups.
-  TORCH_ARG(bool, verify) = true;
-  // Also cut the hidden size (embedding dim) of models with attention: the channels LayerNorm
-  // normalises along the residual stream. Off by default: it changes every block at once.
-  TORCH_ARG(bool, prune_hidden) = false;
-};
 
 class Pruner {
  public:

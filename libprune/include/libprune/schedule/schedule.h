@@ -6,6 +6,8 @@
 // Times are in epochs and may be fractional: 4 is the start of epoch 4 (before its first batch),
 // 4.25 is after a quarter of its batches. So `frequency: 0.125` prunes every eighth of an epoch,
 // and train::PruningCallback cuts between batches (steps) as well as between epochs.
+#include "libprune/options.h"
+
 #include <torch/torch.h>
 
 #include <string>
@@ -19,15 +21,32 @@ enum class ScheduleKind { OneShot, Iterative, Agp };
 ScheduleKind parse_schedule(const std::string& name);
 const char* to_string(ScheduleKind kind);
 
+// X("key", type, field, default, check, "meaning"); see libprune/options.h. In a recipe the stage's
+// `ratio` is the schedule's, and the other keys sit in pruning.N.schedule.
+#define LIBPRUNE_SCHEDULE_OPTIONS(X)                                                                                   \
+  X("kind", ::libprune::schedule::ScheduleKind, kind, ::libprune::schedule::ScheduleKind::OneShot, nullptr,             \
+    "one_shot (once, at start_epoch), iterative (steps equal steps, frequency epochs apart), agp (cubic, Zhu & Gupta, " \
+    "from start_epoch to end_epoch)")                                                                                   \
+  X("ratio", double, ratio, 0.5, ::libprune::options::check::fraction("e.g. 0.5 removes half of the channels"),          \
+    "the ratio reached at the last step")                                                                               \
+  X("initial_ratio", double, initial_ratio, 0.0,                                                                        \
+    ::libprune::options::check::fraction("e.g. 0 (AGP starts from the dense model)"), "agp: the ratio it starts from")   \
+  X("start_epoch", double, start_epoch, 0, ::libprune::options::check::at_least<double>(0, "e.g. 2"),                   \
+    "the first step's time in epochs: a whole number cuts at the start of that epoch, 4.25 a quarter into epoch 4")     \
+  X("end_epoch", double, end_epoch, 0, nullptr, "agp: the last step's time")                                           \
+  X("frequency", double, frequency, 1, ::libprune::options::check::positive("e.g. 1 (every epoch) or 0.25"),            \
+    "epochs between steps (agp, iterative); fractions cut between batches")                                             \
+  X("steps", int64_t, steps, 1, ::libprune::options::check::at_least<int64_t>(1, "e.g. 3"), "iterative: how many steps")
+
 struct ScheduleOptions {
   ScheduleOptions() = default;
-  TORCH_ARG(ScheduleKind, kind) = ScheduleKind::OneShot;
-  TORCH_ARG(double, target) = 0.5;         // final ratio s_f
-  TORCH_ARG(double, initial) = 0.0;        // s_i (AGP)
-  TORCH_ARG(double, start_epoch) = 0;      // t0: the first pruning time
-  TORCH_ARG(double, end_epoch) = 0;        // the last pruning time (AGP)
-  TORCH_ARG(double, frequency) = 1;        // epochs between steps (AGP: delta t; iterative)
-  TORCH_ARG(int64_t, steps) = 1;           // iterative: number of equal steps
+  LIBPRUNE_SCHEDULE_OPTIONS(LIBPRUNE_OPTION_FIELD)
+ public:
+  static const std::vector<options::Spec<ScheduleOptions>>& specs();
+  static const std::vector<options::Renamed>& renamed();
+  // Every option's check, then initial_ratio <= ratio and (agp) end_epoch after start_epoch.
+  void validate() const;
+  std::string problem(std::string* key) const;
 };
 
 class Schedule {
@@ -49,3 +68,11 @@ class Schedule {
 };
 
 }  // namespace libprune::schedule
+
+namespace libprune::options {
+template <>
+struct EnumNames<schedule::ScheduleKind> {
+  static constexpr const char* what = "schedule";
+  static constexpr const char* names[] = {"one_shot", "iterative", "agp"};
+};
+}  // namespace libprune::options

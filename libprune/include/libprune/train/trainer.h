@@ -4,6 +4,7 @@
 // it trains in channels_last (about 3x faster for conv nets with LibTorch 1.13's oneDNN kernels).
 #include "libprune/data/dataset.h"
 #include "libprune/models/model.h"
+#include "libprune/train/options.h"
 
 #include <atomic>
 #include <memory>
@@ -11,39 +12,6 @@
 #include <vector>
 
 namespace libprune::train {
-
-struct TrainOptions {
-  TrainOptions() = default;
-  TORCH_ARG(int64_t, epochs) = 1;
-  TORCH_ARG(int64_t, batch_size) = 128;
-  TORCH_ARG(int64_t, eval_batch_size) = 256;
-  TORCH_ARG(std::string, optimizer) = "sgd";  // sgd, adamw
-  TORCH_ARG(double, lr) = 0.1;
-  TORCH_ARG(double, momentum) = 0.9;
-  TORCH_ARG(bool, nesterov) = false;
-  TORCH_ARG(double, weight_decay) = 5e-4;
-  TORCH_ARG(std::string, lr_schedule) = "cosine";  // constant, step, cosine, one_cycle
-  TORCH_ARG(int64_t, step_size) = 30;              // step: epochs between decays
-  TORCH_ARG(double, gamma) = 0.1;                  // step: decay factor
-  TORCH_ARG(double, warmup_epochs) = 0;            // linear warmup from 0, in epochs (fractions allowed)
-  // Epochs where the schedule starts a new cycle (train dense to convergence, then prune and
-  // fine-tune with a fresh cycle), each cycle peaking at lr * restart_scale.
-  TORCH_ARG(std::vector<int64_t>, restarts) = {};
-  TORCH_ARG(double, restart_scale) = 1.0;
-  TORCH_ARG(double, label_smoothing) = 0;
-  TORCH_ARG(bool, channels_last) = true;
-  TORCH_ARG(int, threads) = 0;  // torch intra-op threads; 0: every core
-  TORCH_ARG(std::string, device) = "cpu";
-  TORCH_ARG(uint64_t, seed) = 0;
-  TORCH_ARG(int64_t, max_batches) = 0;  // per epoch; 0: all (quick runs, tests)
-  TORCH_ARG(bool, progress) = true;
-  // Keep freed tensor memory in the process (libprune/runtime.h): on a VM, returning it to the OS
-  // and faulting it back every step made a training step 2-5x slower.
-  TORCH_ARG(bool, retain_freed_memory) = true;
-};
-
-// Checks every option, naming the bad one and the fix.
-void validate(const TrainOptions& options);
 
 struct EpochMetrics {
   int64_t epoch = 0;
@@ -112,5 +80,8 @@ class Trainer {
   double epoch_loss_sum_ = 0;
   int64_t epoch_batches_ = 0, epoch_correct_ = 0, epoch_seen_ = 0;
 };
+
+// params and MACs of the trainer's model on one example.
+std::pair<int64_t, int64_t> measure_size(Trainer& trainer);
 
 }  // namespace libprune::train

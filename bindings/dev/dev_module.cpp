@@ -1,0 +1,50 @@
+// _libprune_dev: helpers for libprune's own benchmarks and tests, kept out of the product module.
+#include <torch/extension.h>
+
+#include "libprune/io/state_dict.h"
+#include "libprune/models/registry.h"
+#include "libprune/nn/memory_format.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_libprune_dev, m) {
+  m.doc() = "libprune's benchmark and test helpers";
+  m.def(
+      "zoo_state_shapes",
+      [](const std::string& name, int64_t num_classes, int64_t in_channels) {
+        auto model = libprune::models::create(
+            name, libprune::models::ModelOptions().num_classes(num_classes).in_channels(in_channels));
+        std::map<std::string, std::vector<int64_t>> shapes;
+        for (const auto& kv : libprune::io::state_dict(*model)) shapes[kv.first] = kv.second.sizes().vec();
+        return shapes;
+      },
+      py::arg("name"), py::arg("num_classes") = 1000, py::arg("in_channels") = 3,
+      "state_dict keys and shapes of a C++ zoo model, to check against its Python twin");
+  // The C++ half of scripts/bench_train_step.py: median seconds of one SGD training step of a zoo
+  // model, run entirely in C++ (the GIL released).
+  m.def("train_step_seconds", [](const std::string& name, int64_t classes, int64_t batch, int64_t size, int steps,
+                                 bool channels_last) {
+    py::gil_scoped_release release;
+    torch::manual_seed(0);
+    auto model = libprune::models::create(name, libprune::models::ModelOptions().num_classes(classes));
+    if (channels_last) libprune::nn::to_memory_format(*model, torch::MemoryFormat::ChannelsLast);
+    torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(5e-4));
+    auto x = torch::randn({batch, 3, size, size});
+    if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    auto y = torch::randint(classes, {batch}, torch::kLong);
+    model->train();
+    std::vector<double> times;
+    for (int s = 0; s < steps + 2; ++s) {
+      const auto t0 = std::chrono::steady_clock::now();
+      opt.zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      opt.step();
+      if (s >= 2) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+  });
+}

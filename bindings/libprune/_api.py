@@ -1,0 +1,171 @@
+"""libprune's Python API. Every decision runs in the C++ core; these functions turn Python models,
+optimizers and keyword arguments into what the core reads. Options are the core's own
+(libprune.PrunerOptions): the same names as C++ and recipes, checked by the same code."""
+import inspect
+import json
+
+import torch
+
+from . import _layers, _libprune, _model
+
+
+def _pruner_options(model, options, where):
+    """The C++ PrunerOptions from keyword arguments; ignored_layers may name modules or pass them."""
+    if "ignored_layers" in options:
+        options = dict(options, ignored_layers=_model.module_names(model, options["ignored_layers"]))
+    return _libprune.PrunerOptions._from_kwargs(where, options)
+
+
+def count_ops(model, example_inputs):
+    """Parameters and MACs of one forward pass of any nn.Module, traced in C++ from autograd.
+
+    Returns an OpCount that unpacks as ``(macs, params)`` and also carries ``matmul_macs``,
+    ``norm_elements``, ``pool_elements``, ``elementwise_elements`` and per-layer ``layers``.
+    The model runs once in eval mode; its train flags and parameters are left as they were.
+    """
+    _model.check_module(model, "count_ops")
+    params = list(model.named_parameters())
+    with _model.eval_mode(model):
+        return _libprune._count_ops(_model.forward(model, example_inputs), params, _model.describe(example_inputs))
+
+
+def prune(model, example_inputs, *, optimizer=None, **options):
+    """Prunes `model` in place (and `optimizer`'s state with it) and returns the applied Plan.
+
+    Options are PrunerOptions' (ratio, importance, ignored_layers, global_pruning, round_to, ...),
+    the same as a recipe's pruning stage keys. The dependency graph is traced in C++ from one
+    forward pass on `example_inputs`. After the cut the example forward runs again; if the model's
+    own code breaks (a hard-coded reshape), every tensor is rolled back, the offending groups are
+    pinned and the rest is cut. Attention heads go whole, and head-count attributes follow through
+    the head adapters; the hidden size of a model with attention is kept unless prune_hidden is set.
+    """
+    _model.check_module(model, "prune")
+    held, state = _model.optimizer_view(model, optimizer)
+    opts = _pruner_options(model, options, "prune()")
+    plan, pins = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts).step(held, state)
+    plan.verification_pins = list(pins)
+    return plan
+
+
+class DependencyGraph:
+    """Groups of coupled channels of `model`, traced from one forward pass on `example_inputs`."""
+
+    def __init__(self, model, example_inputs, prune_hidden=False):
+        _model.check_module(model, "DependencyGraph")
+        opts = _libprune.PrunerOptions(ratio=0.0, prune_hidden=bool(prune_hidden))
+        self._graph = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts).graph()
+
+    @property
+    def groups(self):
+        return self._graph.groups
+
+    def explain(self):
+        return self._graph.explain()
+
+    def __repr__(self):
+        return self.explain().splitlines()[0]
+
+
+def apply_plan(model, example_inputs, plan, optimizer=None):
+    """Replays a recorded plan on `model` (all or nothing), then checks the example forward."""
+    _model.check_module(model, "apply_plan")
+    held, state = _model.optimizer_view(model, optimizer)
+    _libprune._apply_plan(model, _layers, plan, held, state)
+    with _model.eval_mode(model), torch.no_grad():
+        _model.forward(model, example_inputs)()
+    return model
+
+
+class Pruner:
+    """A pruner that lives across steps, for schedules inside a plain PyTorch loop.
+
+    Ratios count against the sizes it first saw, so ``step(ratio=s_t)`` along a Schedule reaches
+    the same architecture as one step to the final ratio. Options are PrunerOptions'; criteria:
+    l1, l2, bn_scale, taylor (uses each parameter's current ``.grad``: call it after
+    ``loss.backward()``), fpgm, lamp, random, or one registered with register_importance.
+
+        pruner = libprune.Pruner(model, x, importance="taylor", ignored_layers=[model.fc], round_to=8)
+        schedule = libprune.Schedule("agp", ratio=0.5, start_epoch=1, end_epoch=4)
+        for epoch in range(epochs):
+            if schedule.prunes_at(epoch):
+                pruner.step(ratio=schedule.ratio_at(epoch), optimizer=opt)
+            train_one_epoch(...)
+    """
+
+    def __init__(self, model, example_inputs, **options):
+        _model.check_module(model, "Pruner")
+        self.model = model
+        opts = _pruner_options(model, options, "Pruner()")
+        self._pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
+        self._pruner.record_sizes()
+
+    def step(self, ratio=None, optimizer=None):
+        """Cuts to `ratio` (or the current one) in place; returns the applied Plan."""
+        if ratio is not None:
+            self._pruner.set_ratio(float(ratio))
+        held, state = _model.optimizer_view(self.model, optimizer)
+        plan, pins = self._pruner.step(held, state)
+        plan.verification_pins = list(pins)
+        return plan
+
+    @property
+    def history(self):
+        """Every applied Plan, in order (replay them with apply_plan to rebuild the architecture)."""
+        return list(self._pruner.history)
+
+    def graph(self):
+        return self._pruner.graph()
+
+
+def register_importance(name, fn):
+    """Adds a criterion that recipes, prune(importance=name) and Pruner can name.
+
+    ``fn(group, tensors)`` gets a Group (its ``members`` as (tensor name, dim) and ``indices[unit][member]``)
+    and a dict of the members' parameters by name, and returns one score per unit (a tensor or a
+    list of numbers); the lowest go first. The wrong count or a non-finite score is a ValueError
+    naming the criterion and the group, and nothing is pruned.
+    """
+    if not callable(fn):
+        raise TypeError(f"register_importance: expected a callable, got {type(fn).__name__}")
+    _libprune._register_importance(str(name), fn)
+    return fn
+
+
+def unregister_importance(name):
+    """Removes a registered criterion; False when there was none (built-ins stay)."""
+    return _libprune._unregister_importance(str(name))
+
+
+def register_op_rule(op, like):
+    """Traces op `op` (a custom autograd.Function MyGelu traces as "MyGelu") with the rule of `like`,
+    an op the dependency graph knows ("Gelu", "Relu", "Add", ...; see libprune.ruled_ops())."""
+    _libprune._register_op_alias(str(op), str(like))
+
+
+def run_recipe(path, overrides=None, resume=False, quiet=False):
+    """Runs a recipe (configs/*.json) with the C++ runner and returns its summary as a dict.
+
+    `overrides` maps dotted keys to values, like the runner's ``--set``:
+    ``run_recipe("configs/x.json", {"training.epochs": 2, "output_dir": "runs/y"})``.
+    """
+    sets = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (overrides or {}).items()]
+    completed, summary, output_dir = _libprune._run_recipe(str(path), sets, bool(resume), not quiet)
+    if not completed:
+        raise KeyboardInterrupt(f"run_recipe stopped early; the last checkpoint in {output_dir} is loadable: "
+                                "call again with resume=True")
+    return json.loads(summary)
+
+
+def _with_options(fn, options_class, keep):
+    """Gives `fn` a signature listing every option of `options_class` as a keyword (help(), IDEs,
+    stub checks), in place of **options; `keep` names the parameters before them."""
+    sig = inspect.signature(fn)
+    params = [p for name, p in sig.parameters.items() if name in keep]
+    for name, default, _ in options_class._defaults():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default))
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn
+
+
+_with_options(prune, _libprune.PrunerOptions, ("model", "example_inputs", "optimizer"))
+_with_options(Pruner.__init__, _libprune.PrunerOptions, ("self", "model", "example_inputs"))

@@ -1,0 +1,81 @@
+#include "common.h"
+
+#include "libprune/layers/apply.h"
+#include "libprune/prune/pruner.h"
+
+namespace libprune::bindings {
+
+namespace {
+
+void bind_plan_and_groups(py::module_& m) {
+  using layers::PruningPlan;
+  py::class_<PruningPlan>(m, "Plan", py::dynamic_attr(), "A pruning plan: the indices kept along each cut tensor dimension")
+      .def("to_json", &PruningPlan::to_json)
+      .def_static("from_json", &PruningPlan::from_json, py::arg("text"))
+      .def("empty", &PruningPlan::empty)
+      .def_property_readonly("cuts",
+                             [](const PruningPlan& p) {
+                               py::list out;
+                               for (const auto& c : p.cuts) out.append(py::make_tuple(c.tensor, c.dim, c.original_size, c.keep));
+                               return out;
+                             })
+      .def_property_readonly("groups", [](const PruningPlan& p) { return p.groups; })
+      .def("__repr__", [](const PruningPlan& p) {
+        return "Plan(" + std::to_string(p.cuts.size()) + " cuts over " + std::to_string(p.groups.size()) + " groups)";
+      });
+  using graph::Group;
+  py::class_<Group>(m, "Group")
+      .def_property_readonly("name", &Group::name)
+      .def_property_readonly("size", &Group::size)
+      .def_readonly("pinned", &Group::pinned)
+      .def_readonly("reason", &Group::reason)
+      .def_readonly("hidden", &Group::hidden, "whether this is the hidden size (embedding dim) of a model with attention")
+      .def_property_readonly("indices", [](const Group& g) { return g.indices; },
+                             "indices[unit][member]: the indices each unit (channel, head) owns along each member")
+      .def_property_readonly("members",
+                             [](const Group& g) {
+                               py::list out;
+                               for (const auto& mem : g.members) out.append(py::make_tuple(mem.tensor, mem.dim));
+                               return out;
+                             })
+      .def("__repr__", [](const Group& g) {
+        return "Group('" + g.name() + "', size=" + std::to_string(g.size()) + (g.pinned ? ", pinned" : "") + ")";
+      });
+  py::class_<graph::DependencyGraph>(m, "_DependencyGraph")
+      .def_property_readonly("groups", &graph::DependencyGraph::groups)
+      .def("explain", &graph::DependencyGraph::explain);
+}
+
+}  // namespace
+
+void bind_prune(py::module_& m) {
+  bind_plan_and_groups(m);
+  bind_options<prune::PrunerOptions>(m, "PrunerOptions",
+                                     "The pruner's options, the same as a recipe's pruning stage keys and prune()'s "
+                                     "keyword arguments: PrunerOptions(ratio=0.5, importance=\"l2\")");
+  // The pruner behind prune(), DependencyGraph and Pruner (which keeps it across steps).
+  using prune::Pruner;
+  py::class_<Pruner, std::shared_ptr<Pruner>>(m, "_Pruner")
+      .def(py::init([](py::object model, py::object layers, py::function forward, const prune::PrunerOptions& options) {
+        return std::make_shared<Pruner>(std::make_shared<PyModelAccess>(std::move(model), std::move(layers)),
+                                        python_forward(std::move(forward)), options);
+      }))
+      .def("set_ratio", &Pruner::set_ratio)
+      .def("record_sizes", &Pruner::record_sizes)
+      .def("graph", &Pruner::graph)
+      .def("plan", &Pruner::plan)
+      .def("step",
+           [](Pruner& p, py::object held, py::object state) {
+             const auto view = optimizer_view(held, state);
+             return py::make_tuple(p.step(view.given ? &view : nullptr), p.verification_pins());
+           })
+      .def_property_readonly("history", &Pruner::history);
+  m.def("_apply_plan", [](py::object model, py::object layers, const layers::PruningPlan& plan, py::object held,
+                          py::object state) {
+    PyModelAccess access(std::move(model), std::move(layers));
+    const auto view = optimizer_view(held, state);
+    layers::apply_plan(access, plan, view.given ? &view : nullptr);
+  });
+}
+
+}  // namespace libprune::bindings

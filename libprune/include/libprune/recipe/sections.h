@@ -1,0 +1,93 @@
+#pragma once
+// The recipe-only sections, defined once like every option list (libprune/options.h): the model,
+// the data, and a pruning stage's extras. The other sections are the library's own options:
+// `training` is train::TrainOptions, `report` is report::ReportOptions, and each `pruning` stage is
+// prune::PrunerOptions with its schedule (schedule::ScheduleOptions) under `schedule`.
+#include "libprune/options.h"
+
+#include <string>
+#include <vector>
+
+namespace libprune::recipe {
+
+enum class DataKind { FashionMnist, Mnist, Cifar10, Cifar100, ImageFolder, Synthetic };
+
+// X("key", type, field, default, check, "meaning")
+#define LIBPRUNE_MODEL_SECTION(X)                                                                                      \
+  X("name", std::string, name, "cifar_resnet20", (::libprune::options::check::OneOf{::libprune::recipe::model_names,    \
+                                                                                     "model"}),                         \
+    "a zoo model (libprune.model_names())")                                                                            \
+  X("num_classes", int64_t, num_classes, 0, ::libprune::options::check::at_least<int64_t>(0, "0 takes the dataset's"), \
+    "0: the dataset's class count")                                                                                     \
+  X("in_channels", int64_t, in_channels, 0, ::libprune::options::check::at_least<int64_t>(0, "0 takes the dataset's"), \
+    "0: the dataset's channels")                                                                                        \
+  X("weights", std::string, weights, "", nullptr, "a state_dict file (torch.save(dict(m.state_dict()))) to start from")
+
+#define LIBPRUNE_DATA_SECTION(X)                                                                                       \
+  X("kind", ::libprune::recipe::DataKind, kind, ::libprune::recipe::DataKind::FashionMnist, nullptr,                   \
+    "fashion_mnist, mnist, cifar10, cifar100, image_folder, synthetic")                                                 \
+  X("path", std::string, path, "", nullptr,                                                                             \
+    "dataset folder; empty for (Fashion-)MNIST: Debian's /usr/share/datasets/fashion-mnist")                           \
+  X("train_dir", std::string, train_dir, "train", nullptr, "image_folder: the training split under path")             \
+  X("val_dir", std::string, val_dir, "val", nullptr, "image_folder: the evaluation split under path")                 \
+  X("crop", int64_t, crop, 224, ::libprune::options::check::at_least<int64_t>(1, "e.g. 224"),                          \
+    "image_folder: RandomResizedCrop(crop) for training, CenterCrop(crop) for eval")                                   \
+  X("resize", int64_t, resize, 256, ::libprune::options::check::at_least<int64_t>(1, "e.g. 256"),                      \
+    "image_folder: Resize(resize) before the eval crop")                                                                \
+  X("min_scale", double, min_scale, 0.08, ::libprune::options::check::in_range(0, true, 1, false, "e.g. 0.08"),         \
+    "image_folder: RandomResizedCrop's smallest area fraction")                                                         \
+  X("skip_unreadable", bool, skip_unreadable, true, nullptr,                                                            \
+    "image_folder: skip (and count) unreadable images, or stop with an error naming the file")                          \
+  X("threads", int, threads, 2, ::libprune::options::check::at_least<int>(1, "e.g. 2"),                                \
+    "image_folder: decoding threads per batch (the next batch loads while one trains)")                                \
+  X("flip", bool, flip, false, nullptr, "in-memory sets: random horizontal flips when training")                       \
+  X("pad_crop", int64_t, pad_crop, 0, ::libprune::options::check::at_least<int64_t>(0, "e.g. 4"),                       \
+    "in-memory sets: pad by N pixels and crop back at random when training")                                           \
+  X("limit_train", int64_t, limit_train, 0, ::libprune::options::check::at_least<int64_t>(0, "0 uses all"),             \
+    "use only the first N training examples (0: all)")                                                                  \
+  X("limit_eval", int64_t, limit_eval, 0, ::libprune::options::check::at_least<int64_t>(0, "0 uses all"),               \
+    "use only the first N evaluation examples (0: all)")                                                                \
+  X("synthetic_size", int64_t, synthetic_size, 32, ::libprune::options::check::at_least<int64_t>(1, "e.g. 32"),        \
+    "synthetic: image side")                                                                                           \
+  X("synthetic_channels", int64_t, synthetic_channels, 3, ::libprune::options::check::at_least<int64_t>(1, "e.g. 3"),  \
+    "synthetic: image channels")                                                                                        \
+  X("synthetic_classes", int64_t, synthetic_classes, 10, ::libprune::options::check::at_least<int64_t>(2, "e.g. 10"),  \
+    "synthetic: classes (random images whose class shifts their mean)")
+
+#define LIBPRUNE_STAGE_SECTION(X)                                                                                      \
+  X("taylor_batches", int64_t, taylor_batches, 16, ::libprune::options::check::at_least<int64_t>(0, "e.g. 16"),        \
+    "taylor: batches of |w dL/dw| accumulated before each cut")
+
+std::vector<std::string> model_names();
+
+struct ModelSection {
+  ModelSection() = default;
+  LIBPRUNE_MODEL_SECTION(LIBPRUNE_OPTION_FIELD)
+ public:
+  static const std::vector<options::Spec<ModelSection>>& specs();
+};
+
+struct DataSection {
+  DataSection() = default;
+  LIBPRUNE_DATA_SECTION(LIBPRUNE_OPTION_FIELD)
+ public:
+  static const std::vector<options::Spec<DataSection>>& specs();
+};
+
+// A pruning stage's keys beside the pruner's options and its schedule.
+struct StageSection {
+  StageSection() = default;
+  LIBPRUNE_STAGE_SECTION(LIBPRUNE_OPTION_FIELD)
+ public:
+  static const std::vector<options::Spec<StageSection>>& specs();
+};
+
+}  // namespace libprune::recipe
+
+namespace libprune::options {
+template <>
+struct EnumNames<recipe::DataKind> {
+  static constexpr const char* what = "data.kind";
+  static constexpr const char* names[] = {"fashion_mnist", "mnist", "cifar10", "cifar100", "image_folder", "synthetic"};
+};
+}  // namespace libprune::options

@@ -1,0 +1,40 @@
+#pragma once
+// How a run's dense and pruned models are measured and compared (a recipe's `report` section),
+// defined once (libprune/options.h).
+#include "libprune/options.h"
+
+#include <vector>
+
+namespace libprune::report {
+
+using Batches = std::vector<int64_t>;
+
+// X("key", type, field, default, check, "meaning")
+#define LIBPRUNE_REPORT_OPTIONS(X)                                                                                     \
+  X("latency_runs", int, latency_runs, 20, ::libprune::options::check::at_least<int>(1, "e.g. 20"),                    \
+    "latency is the median of this many timed calls")                                                                   \
+  X("latency_warmup", int, latency_warmup, 5, ::libprune::options::check::at_least<int>(0, "e.g. 5"),                  \
+    "untimed calls before them")                                                                                       \
+  X("latency_threads", int, latency_threads, 0,                                                                         \
+    ::libprune::options::check::at_least<int>(0, "0 times the training threads, then halves them while that is "        \
+                                                 "faster; N > 0 times N threads"),                                      \
+    "0: on CPU, time the training's thread count, then halve it while that gets faster, and keep the fastest; N: time " \
+    "N threads only")                                                                                                   \
+  X("latency_batches", Batches, latency_batches, (Batches{1, 32}), ::libprune::report::check_batches,                  \
+    "batch sizes timed, reported as latency_ms_b<N>")                                                                   \
+  X("fold_batchnorm", bool, fold_batchnorm, true, nullptr,                                                              \
+    "fold each batch norm into the conv before it for the latency measurement, as an inference runtime does (dense "    \
+    "and pruned alike; the model itself is not changed)")
+
+// Every batch size >= 1.
+std::string check_batches(const std::string& name, const Batches& batches);
+
+struct ReportOptions {
+  ReportOptions() = default;
+  LIBPRUNE_REPORT_OPTIONS(LIBPRUNE_OPTION_FIELD)
+ public:
+  static const std::vector<options::Spec<ReportOptions>>& specs();
+  std::string problem(std::string* key) const;
+};
+
+}  // namespace libprune::report

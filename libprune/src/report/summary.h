@@ -1,0 +1,20 @@
+#pragma once
+// A run's summary: <output_dir>/summary.json and the dense-against-pruned table on stdout.
+#include "comparison.h"
+
+#include <string>
+
+namespace libprune::report::detail {
+
+struct RunInfo {
+  std::string recipe, model;
+  int64_t cuts = 0, epochs = 0;
+  double seconds = 0;
+  bool cpu = true;
+};
+
+json summary(const RunInfo& info, const Comparison& comparison, const ReportOptions& options);
+void print_table(const RunInfo& info, const Comparison& comparison, const ReportOptions& options,
+                 const std::string& summary_path);
+
+}  // namespace libprune::report::detail

@@ -1,0 +1,67 @@
+#include "libprune/train/pruning_callback.h"
+
+#include "libprune/nn/memory_format.h"
+
+#include <chrono>
+#include <iostream>
+
+namespace libprune::train {
+
+PruningCallback::PruningCallback(std::shared_ptr<prune::Pruner> pruner, schedule::Schedule schedule,
+                                 std::shared_ptr<PlanHistory> plans, std::shared_ptr<MetricsLog> log,
+                                 int64_t taylor_batches)
+    : pruner_(std::move(pruner)), schedule_(std::move(schedule)), plans_(std::move(plans)), log_(std::move(log)),
+      taylor_batches_(taylor_batches) {}
+
+void PruningCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t batch, double) {
+  const double per = static_cast<double>(std::max<int64_t>(1, trainer.batches_per_epoch()));
+  const double from = static_cast<double>(epoch) + static_cast<double>(batch) / per;
+  const double to = static_cast<double>(epoch) + static_cast<double>(batch + 1) / per;
+  // Taylor: accumulate over the last `taylor_batches` batches before the next cut.
+  if (taylor_batches_ > 0) {
+    const double next = schedule_.next_step_after(from);
+    if (next - to < static_cast<double>(taylor_batches_) / per - 1e-9) {
+      std::vector<std::pair<std::string, torch::Tensor>> params;
+      for (const auto& p : trainer.model()->named_parameters()) params.emplace_back(p.key(), p.value());
+      importance::accumulate_taylor(params, taylor_);
+    }
+  }
+  // Steps due during this batch, inside the epoch: cut now, between this batch and the next. A step
+  // at the epoch's end (epoch + 1) is left to on_epoch_begin, after the epoch's evaluation.
+  const auto due = schedule_.steps_between(from, to);
+  if (!due.empty() && due.back().first < static_cast<double>(epoch + 1) - 1e-9) cut(trainer, due.back().first);
+}
+
+void PruningCallback::on_epoch_begin(Trainer& trainer, int64_t epoch) {
+  if (schedule_.prunes_at(static_cast<double>(epoch))) cut(trainer, static_cast<double>(epoch));
+}
+
+void PruningCallback::cut(Trainer& trainer, double time) {
+  if (before_first_cut && plans_->empty()) before_first_cut(trainer);
+  const auto t0 = std::chrono::steady_clock::now();
+  const double ratio = schedule_.ratio_at(time);
+  pruner_->set_ratio(ratio);
+  pruner_->set_gradients(taylor_.empty() ? nullptr : &taylor_);
+  const auto plan = pruner_->step(&trainer.optimizer());
+  pruner_->set_gradients(nullptr);
+  taylor_.clear();
+  plans_->push_back(plan);
+  // Cut tensors come back in the default layout.
+  if (trainer.options().channels_last() && trainer.device().is_cpu()) {
+    nn::to_memory_format(*trainer.model(), torch::MemoryFormat::ChannelsLast);
+  }
+  const auto [params, macs] = measure_size(trainer);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (verbose) std::cout << "prune  epoch " << time << ": ratio " << ratio << ", " << plan.groups.size()
+            << " groups cut, params " << params << ", MACs " << macs << " (" << seconds << " s)" << std::endl;
+  if (log_) {
+    log_->write("prune", {{"epoch", time},
+                          {"ratio", ratio},
+                          {"groups_cut", static_cast<double>(plan.groups.size())},
+                          {"params", static_cast<double>(params)},
+                          {"macs", static_cast<double>(macs)},
+                          {"seconds", seconds}});
+  }
+}
+
+}  // namespace libprune::train
