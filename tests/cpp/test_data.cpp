@@ -45,7 +45,7 @@ TEST_CASE("TensorDataset: pad-crop and flip move whole images, eval batches are 
   data::TensorDataset set(images, labels, 6, /*flip=*/true, /*pad_crop=*/1);
   const std::vector<int64_t> idx{5, 0, 3, 3, 1, 2};
   const auto eval = set.get(idx, false, 7);
-  CHECK(torch::equal(eval.x, images.index_select(0, torch::tensor(idx))));
+  CHECK(torch::equal(eval.x(), images.index_select(0, torch::tensor(idx))));
   CHECK(torch::equal(eval.y, torch::tensor(idx)));
   // Every training image is one of the 18 candidates: a shift in [-1, 1]^2 with zero fill, flipped or not.
   int shifted = 0, flipped = 0;
@@ -59,7 +59,7 @@ TEST_CASE("TensorDataset: pad-crop and flip move whole images, eval batches are 
         for (int64_t ox = 0; ox <= 2 && !found; ++ox) {
           const auto crop = padded.narrow(1, oy, 5).narrow(2, ox, 4);
           for (const bool mirror : {false, true}) {
-            if (torch::equal(b.x[static_cast<int64_t>(i)], mirror ? crop.flip({2}) : crop)) {
+            if (torch::equal(b.x()[static_cast<int64_t>(i)], mirror ? crop.flip({2}) : crop)) {
               found = true;
               shifted += (oy != 1 || ox != 1);
               flipped += mirror;
@@ -74,7 +74,7 @@ TEST_CASE("TensorDataset: pad-crop and flip move whole images, eval batches are 
   CHECK(shifted > 0);
   CHECK(flipped > 0);
   // The same seed gives the same batch (a resumed run sees the same augmentation).
-  CHECK(torch::equal(set.get(idx, true, 3).x, set.get(idx, true, 3).x));
+  CHECK(torch::equal(set.get(idx, true, 3).x(), set.get(idx, true, 3).x()));
 }
 
 TEST_CASE("TensorDataset: wrong dtypes and indices out of range are errors", "[data]") {
@@ -82,4 +82,83 @@ TEST_CASE("TensorDataset: wrong dtypes and indices out of range are errors", "[d
                     Catch::Contains("float32") && Catch::Contains("Fix:"));
   data::TensorDataset set(torch::zeros({2, 1, 4, 4}), torch::zeros({2}, torch::kLong), 2);
   CHECK_THROWS_WITH(set.get({0, 2}, false), Catch::Contains("index 2 is outside [0, 2)"));
+}
+
+namespace {
+
+// A bag-of-embeddings text classifier: token ids and an attention mask in, logits out.
+struct TextNetImpl : models::ModelImpl {
+  torch::nn::Embedding embed{nullptr};
+  torch::nn::Linear hidden{nullptr}, out{nullptr};
+  TextNetImpl(int64_t vocab, int64_t classes) {
+    embed = register_module("embed", torch::nn::Embedding(vocab, 16));
+    hidden = register_module("hidden", torch::nn::Linear(16, 32));
+    out = register_module("out", torch::nn::Linear(32, classes));
+  }
+  torch::Tensor forward(torch::Tensor ids) override {
+    return forward_inputs({{"input_ids", ids}, {"attention_mask", torch::ones_like(ids)}});
+  }
+  torch::Tensor forward_inputs(const nn::Inputs& in) override {
+    const auto mask = in.at("attention_mask").unsqueeze(-1).to(torch::kFloat);
+    const auto pooled = (embed(in.at("input_ids")) * mask).sum(1) / mask.sum(1).clamp_min(1);
+    return out(torch::relu(hidden(pooled)));
+  }
+};
+TORCH_MODULE(TextNet);
+
+// Sentences of 3 to 12 tokens padded to 12 (id 0, mask 0); the label says whether token 1 occurs.
+std::shared_ptr<data::NamedTensorDataset> sentences(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto ids = torch::randint(2, 50, {n, 12}, torch::kLong);
+  auto mask = torch::zeros({n, 12}, torch::kLong);
+  auto labels = torch::randint(0, 2, {n}, torch::kLong);
+  const auto lengths = torch::randint(3, 13, {n}, torch::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = lengths[i].item<int64_t>();
+    mask[i].narrow(0, 0, len).fill_(1);
+    ids[i].narrow(0, len, 12 - len).fill_(0);
+    if (labels[i].item<int64_t>() == 1) ids[i][torch::randint(0, len, {1}).item<int64_t>()] = 1;
+  }
+  return std::make_shared<data::NamedTensorDataset>(nn::Inputs{{"input_ids", ids}, {"attention_mask", mask}}, labels, 2);
+}
+
+}  // namespace
+
+TEST_CASE("text batches: token ids and a mask through the loader, Trainer, op counts, latency and pruning", "[data]") {
+  auto train = sentences(512, 1), eval = sentences(128, 2);
+  data::Loader loader(*train, 32, true, 0);
+  loader.start(0);
+  data::Batch b;
+  REQUIRE(loader.next(b));
+  CHECK(b.inputs.at("input_ids").scalar_type() == torch::kLong);
+  CHECK(b.inputs.at("attention_mask").sizes() == torch::IntArrayRef({32, 12}));
+  CHECK(b.y.sizes() == torch::IntArrayRef({32}));
+
+  torch::manual_seed(0);
+  TextNet model(50, 2);
+  train::Trainer trainer(model.ptr(), train, eval,
+                         train::TrainOptions().epochs(6).batch_size(32).optimizer(train::Optimizer::AdamW).lr(0.01)
+                             .threads(1).progress(false));
+  REQUIRE(trainer.fit());
+  CHECK(trainer.history().back().top1 > 90.0);  // learnt: the task is not guessable (half the labels are 1)
+  const auto example = trainer.example(4);
+  CHECK(example.at("input_ids").scalar_type() == torch::kLong);  // channels_last leaves token ids alone
+  const auto ops = measure::count_ops(model, example);
+  CHECK(ops.macs == 4 * (16 * 32 + 32 * 2));
+  CHECK(measure::measure_latency(model, example, measure::LatencyOptions().warmup(1).runs(2)).batch == 4);
+
+  prune::Pruner pruner(model.ptr(), [&] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; },
+                       prune::PrunerOptions().ratio(0.5).ignored_layers({"out"}));
+  pruner.step(&trainer.optimizer());
+  CHECK(model->hidden->weight.size(0) == 16);
+  CHECK(model->out->options.in_features() == 16);
+  CHECK(trainer.evaluate().first > 50.0);  // still a working classifier
+
+  // Bad input: a tensor with the wrong number of rows, and an input the model reads but is not there.
+  CHECK_THAT(test::message_of([] {
+               data::NamedTensorDataset({{"input_ids", torch::zeros({3, 4}, torch::kLong)}}, torch::zeros({2}, torch::kLong), 2);
+             }),
+             Catch::Contains("\"input_ids\" must have one row per label (2)"));
+  CHECK_THAT(test::message_of([&] { model->forward_inputs({{"input_ids", example.at("input_ids")}}); }),
+             Catch::Contains("the inputs have no \"attention_mask\"") && Catch::Contains("input_ids [4, 12] (Long)"));
 }

@@ -433,19 +433,19 @@ TEST_CASE("image folder: transforms, unreadable files skipped or refused, and th
   CHECK(set.size() == 7);
   CHECK(set.num_classes() == 2);
   const auto eval = set.get({0, 1, 2, 3}, false);
-  CHECK(eval.x.sizes() == torch::IntArrayRef({4, 3, 16, 16}));
+  CHECK(eval.x().sizes() == torch::IntArrayRef({4, 3, 16, 16}));
   CHECK(set.skipped() == 1);  // broken.jpg is index 3, after 0/1/2.bmp of class0
   // Normalised per channel, in RGB order: 0.bmp of class0 is one colour, R 40, G 20, B 0.
   const std::vector<double> mean{0.485, 0.456, 0.406}, stdev{0.229, 0.224, 0.225}, rgb{40, 20, 0};
   for (int c = 0; c < 3; ++c) {
-    const auto plane = eval.x[0][c];
+    const auto plane = eval.x()[0][c];
     CHECK(plane.min().item<double>() == Approx((rgb[c] / 255 - mean[c]) / stdev[c]).margin(1e-5));
     CHECK(plane.max().item<double>() == Approx((rgb[c] / 255 - mean[c]) / stdev[c]).margin(1e-5));
   }
   CHECK(eval.y[0].item<int64_t>() == 0);
   CHECK(eval.y[3].item<int64_t>() == 0);  // broken.jpg: its slot holds another image of the batch
   CHECK_THAT(test::message_of([&] { set.get({0, 7}, false); }), Catch::Contains("index 7 is out of range for 7 images"));
-  CHECK(set.get({4, 5}, true, 3).x.sizes() == torch::IntArrayRef({2, 3, 16, 16}));
+  CHECK(set.get({4, 5}, true, 3).x().sizes() == torch::IntArrayRef({2, 3, 16, 16}));
   data::ImageFolder strict(root, data::ImageFolderOptions().crop(16).resize(20).skip_unreadable(false));
   CHECK_THAT(test::message_of([&] { strict.get({3}, false); }), Catch::Contains("broken.jpg") && Catch::Contains("skip_unreadable"));
   std::filesystem::create_directories(dir.path / "empty" / "a");

@@ -7,11 +7,11 @@
 
 namespace libprune::data {
 
-torch::Tensor Dataset::example(int64_t batch) {
+nn::Inputs Dataset::example(int64_t batch) {
   TORCH_CHECK_VALUE(size() > 0, "the dataset is empty. Fix: point the data path at a folder or files with examples");
   std::vector<int64_t> idx(static_cast<size_t>(batch));
   for (int64_t i = 0; i < batch; ++i) idx[static_cast<size_t>(i)] = i % size();
-  return get(idx, false).x;
+  return get(idx, false).inputs;
 }
 
 TensorDataset::TensorDataset(torch::Tensor images, torch::Tensor labels, int64_t num_classes, bool flip, int64_t pad_crop)
@@ -33,10 +33,11 @@ TensorDataset::TensorDataset(torch::Tensor images, torch::Tensor labels, int64_t
 Batch TensorDataset::get(const std::vector<int64_t>& indices, bool train, uint64_t seed) {
   const int64_t n = static_cast<int64_t>(indices.size()), c = images_.size(1), h = images_.size(2),
                 w = images_.size(3), count = size();
-  Batch b{torch::empty({n, c, h, w}, images_.options()), torch::empty({n}, labels_.options())};
+  const auto images = torch::empty({n, c, h, w}, images_.options());
+  Batch b{{{kImages, images}}, torch::empty({n}, labels_.options())};
   const float* src = images_.data_ptr<float>();
   const int64_t* labels = labels_.data_ptr<int64_t>();
-  float* dst = b.x.data_ptr<float>();
+  float* dst = images.data_ptr<float>();
   int64_t* y = b.y.data_ptr<int64_t>();
   const int64_t per = c * h * w;
   std::mt19937_64 rng(seed);
@@ -80,7 +81,42 @@ std::shared_ptr<TensorDataset> limit(std::shared_ptr<TensorDataset> set, int64_t
   std::vector<int64_t> idx(static_cast<size_t>(n));
   std::iota(idx.begin(), idx.end(), 0);
   auto b = set->get(idx, false);
-  return std::make_shared<TensorDataset>(b.x, b.y, set->num_classes());
+  return std::make_shared<TensorDataset>(b.x(), b.y, set->num_classes());
+}
+
+NamedTensorDataset::NamedTensorDataset(nn::Inputs tensors, torch::Tensor labels, int64_t num_classes)
+    : labels_(labels.cpu().contiguous()), num_classes_(num_classes) {
+  TORCH_CHECK_VALUE(labels_.dim() == 1 && labels_.scalar_type() == torch::kLong,
+                    "NamedTensorDataset: labels must be int64 [N], got ", labels_.scalar_type(), " ", labels_.sizes());
+  TORCH_CHECK_VALUE(tensors.size() > 0, "NamedTensorDataset: no input tensors. Fix: pass e.g. input_ids and attention_mask");
+  for (const auto& [name, t] : tensors.items()) {
+    TORCH_CHECK_VALUE(t.defined() && t.dim() >= 1 && t.size(0) == labels_.size(0), "NamedTensorDataset: \"", name,
+                      "\" must have one row per label (", labels_.size(0), "), got ", t.defined() ? t.sizes() : c10::IntArrayRef{});
+    tensors_.set(name, t.cpu().contiguous());
+  }
+}
+
+// Rows copied in plain loops, like TensorDataset: no ATen op (and no OpenMP team) on the loader thread.
+Batch NamedTensorDataset::get(const std::vector<int64_t>& indices, bool, uint64_t) {
+  const auto n = static_cast<int64_t>(indices.size()), count = size();
+  Batch b;
+  b.y = torch::empty({n}, labels_.options());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = indices[static_cast<size_t>(i)];
+    TORCH_CHECK_INDEX(k >= 0 && k < count, "NamedTensorDataset: index ", k, " is outside [0, ", count, ")");
+    b.y.data_ptr<int64_t>()[i] = labels_.data_ptr<int64_t>()[k];
+  }
+  for (const auto& [name, t] : tensors_.items()) {
+    auto sizes = t.sizes().vec();
+    sizes[0] = n;
+    auto out = torch::empty(sizes, t.options());
+    const auto row = static_cast<size_t>(t.numel() / std::max<int64_t>(1, t.size(0))) * t.element_size();
+    const auto* src = static_cast<const char*>(t.data_ptr());
+    auto* dst = static_cast<char*>(out.data_ptr());
+    for (int64_t i = 0; i < n; ++i) std::memcpy(dst + static_cast<size_t>(i) * row, src + static_cast<size_t>(indices[static_cast<size_t>(i)]) * row, row);
+    b.inputs.set(name, out);
+  }
+  return b;
 }
 
 Loader::Loader(Dataset& dataset, int64_t batch_size, bool train, uint64_t seed, bool drop_last)

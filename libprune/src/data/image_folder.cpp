@@ -158,7 +158,7 @@ Batch ImageFolder::get(const std::vector<int64_t>& indices, bool train, uint64_t
     x[i].copy_(x[good]);
     yp[i] = yp[good];
   }
-  return {x, y};
+  return {{{kImages, x}}, y};
 }
 
 }  // namespace libprune::data

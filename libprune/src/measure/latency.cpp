@@ -69,26 +69,31 @@ Latency time_calls(const std::function<void()>& run, const LatencyOptions& optio
   return out;
 }
 
-Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
-                        torch::Tensor input, const LatencyOptions& options) {
+Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const nn::Inputs&)>& forward,
+                        nn::Inputs inputs, const LatencyOptions& options) {
   nn::EvalModeGuard eval(module);
   if (options.channels_last()) {
-    TORCH_CHECK_VALUE(input.dim() == 4, "measure_latency: channels_last needs a 4-D [N, C, H, W] input, got shape ",
-                      input.sizes(), ". Fix: set channels_last(false) for this model");
+    bool images = false;
+    inputs = inputs.map([&](const torch::Tensor& t) {
+      const bool image = t.dim() == 4 && t.is_floating_point();
+      images = images || image;
+      return image ? t.contiguous(torch::MemoryFormat::ChannelsLast) : t;
+    });
+    TORCH_CHECK_VALUE(images, "measure_latency: channels_last needs a 4-D [N, C, H, W] input, got ", inputs.describe(),
+                      ". Fix: set channels_last(false) for this model");
     nn::to_memory_format(module, torch::MemoryFormat::ChannelsLast);
-    input = input.contiguous(torch::MemoryFormat::ChannelsLast);
   }
-  std::unique_ptr<measure::BatchNormFolding> folding;
+  std::unique_ptr<BatchNormFolding> folding;
   if (options.fold_batchnorm()) {
-    folding = std::make_unique<measure::BatchNormFolding>(module, [&] { return std::vector<torch::Tensor>{forward(input)}; });
+    folding = std::make_unique<BatchNormFolding>(module, [&] { return std::vector<torch::Tensor>{forward(inputs)}; });
   }
-  const bool cuda = input.is_cuda();
+  const bool cuda = !inputs.items().empty() && inputs.items().front().second.is_cuda();
   c10::InferenceMode inference;
   const auto run = [&] {
-    forward(input);
+    forward(inputs);
     if (cuda) torch::cuda::synchronize();
   };
-  const int64_t batch = input.dim() > 0 ? input.size(0) : 1;
+  const int64_t batch = inputs.batch_size();
   auto out = time_calls(run, options, batch);
   if (options.search_threads() && !cuda) {
     // From the most threads down, halving while the median improves (one model, one input: the

@@ -65,7 +65,7 @@ void build(Run& run) {
   run.trainer = std::make_unique<train::Trainer>(run.model, data.train, data.eval, r.training);
   auto example = run.trainer->example(1);
   auto model = run.model;
-  run.stages = detail::make_stages(r, model, [model, example] { return std::vector<torch::Tensor>{model->forward(example)}; });
+  run.stages = detail::make_stages(r, model, [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; });
   const std::string name = r.model.name();
   const auto model_options = run.model_options;
   run.comparison = std::make_unique<report::detail::Comparison>(

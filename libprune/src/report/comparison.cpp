@@ -71,7 +71,10 @@ void Comparison::time(models::ModelPtr net, json& out) {
       const char* format = cl ? "channels_last" : "nchw";
       const auto memory = cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
       nn::to_memory_format(*net, memory);
-      const auto lat = measure::measure_latency(net, trainer_.example(batch).contiguous(memory),
+      const auto inputs = trainer_.example(batch).map([memory](const torch::Tensor& t) {
+        return t.dim() == 4 && t.is_floating_point() ? t.contiguous(memory) : t;
+      });
+      const auto lat = measure::measure_latency(net, inputs,
                                                 measure::LatencyOptions()
                                                     .runs(options_.latency_runs())
                                                     .warmup(options_.latency_warmup())

@@ -111,13 +111,17 @@ double Trainer::lr_at(double epoch) const {
   return base;
 }
 
-torch::Tensor Trainer::prepare(torch::Tensor x) const {
-  x = x.to(device_);
-  if (options_.channels_last() && device_.is_cpu() && x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-  return x;
+nn::Inputs Trainer::prepare(const nn::Inputs& inputs) const {
+  const bool channels_last = options_.channels_last() && device_.is_cpu();
+  return inputs.map([&](const torch::Tensor& t) {
+    auto x = t.to(device_);
+    // Images only: token ids and masks keep their layout.
+    if (channels_last && x.dim() == 4 && x.is_floating_point()) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    return x;
+  });
 }
 
-torch::Tensor Trainer::example(int64_t batch) { return prepare(eval_->example(batch)); }
+nn::Inputs Trainer::example(int64_t batch) { return prepare(eval_->example(batch)); }
 
 std::pair<double, double> Trainer::evaluate() {
   torch::NoGradGuard no_grad;
@@ -128,7 +132,7 @@ std::pair<double, double> Trainer::evaluate() {
   data::Batch b;
   int64_t top1 = 0, top5 = 0, n = 0;
   while (loader.next(b)) {
-    const auto logits = model_->forward(prepare(b.x));
+    const auto logits = model_->forward_inputs(prepare(b.inputs));
     const auto y = b.y.to(device_);
     const int64_t k = std::min<int64_t>(5, logits.size(1));
     const auto pred = std::get<1>(logits.topk(k, 1));
@@ -165,9 +169,8 @@ bool Trainer::fit(int64_t start_epoch) {
       for (auto& g : optimizer_->param_groups()) g.options().set_lr(lr);
       m.lr = lr;
       optimizer_->zero_grad();
-      const auto x = prepare(b.x);
       const auto y = b.y.to(device_);
-      const auto logits = model_->forward(x);
+      const auto logits = model_->forward_inputs(prepare(b.inputs));
       const auto loss = torch::nn::functional::cross_entropy(
           logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing()));
       loss.backward();

@@ -1,6 +1,9 @@
 #pragma once
-// Datasets the Trainer reads: a size, and a batch for a list of indices. In-memory tensor sets
-// (MNIST, Fashion-MNIST, CIFAR) slice; ImageFolder decodes files on several threads.
+// Datasets the Trainer reads: a size, and a batch for a list of indices. In-memory image sets
+// (MNIST, Fashion-MNIST, CIFAR) slice; ImageFolder decodes files on several threads; in-memory named
+// tensors (token ids and attention masks, or anything indexed by example) gather rows.
+#include "libprune/nn/inputs.h"
+
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -11,10 +14,17 @@
 
 namespace libprune::data {
 
+// Named inputs (images: "images", float [B, C, H, W]; text: "input_ids", "attention_mask", ...)
+// and the labels, int64 [B].
 struct Batch {
-  torch::Tensor x;  // float [B, C, H, W]
-  torch::Tensor y;  // int64 [B]
+  nn::Inputs inputs;
+  torch::Tensor y;
+  // The only input (image batches).
+  const torch::Tensor& x() const { return inputs.single(); }
 };
+
+// The input name of image batches.
+constexpr const char* kImages = "images";
 
 class Dataset {
  public:
@@ -24,8 +34,8 @@ class Dataset {
   // `train` turns on random augmentation, drawn from `seed` only (so batches are reproducible
   // whichever thread loads them).
   virtual Batch get(const std::vector<int64_t>& indices, bool train, uint64_t seed = 0) = 0;
-  // One example input of batch `batch`, for tracing and latency.
-  torch::Tensor example(int64_t batch = 1);
+  // The inputs of a batch of `batch` examples, for tracing and latency.
+  nn::Inputs example(int64_t batch = 1);
 };
 
 // Images already decoded and normalised in memory.
@@ -43,6 +53,21 @@ class TensorDataset : public Dataset {
   int64_t num_classes_;
   bool flip_;
   int64_t pad_crop_;
+};
+
+// Examples held in memory as named tensors indexed along dim 0 (token ids and an attention mask,
+// say) with int64 labels; any dtype. Batches gather rows.
+class NamedTensorDataset : public Dataset {
+ public:
+  NamedTensorDataset(nn::Inputs tensors, torch::Tensor labels, int64_t num_classes);
+  int64_t size() const override { return labels_.size(0); }
+  int64_t num_classes() const override { return num_classes_; }
+  Batch get(const std::vector<int64_t>& indices, bool train, uint64_t seed = 0) override;
+
+ private:
+  nn::Inputs tensors_;
+  torch::Tensor labels_;
+  int64_t num_classes_;
 };
 
 // Takes at most `limit` examples (the first ones); 0 keeps all. For quick runs and tests.

@@ -13,6 +13,7 @@
 //   elementwise_elements  output elements of adds, multiplies, activations, softmax.
 //   params          elements of the distinct parameters the pass used.
 #include "libprune/graph/trace.h"
+#include "libprune/nn/inputs.h"
 
 #include <map>
 #include <string>
@@ -49,6 +50,13 @@ template <typename ModuleLike>
 OpCount count_ops(ModuleLike& model, const torch::Tensor& input) {
   return count_ops(*model, graph::Forward([&] { return std::vector<torch::Tensor>{model->forward(input)}; }),
                    graph::describe_inputs({input}));
+}
+
+// For models that take named inputs (zoo models, through forward_inputs): count_ops(model, inputs).
+template <typename ModuleLike>
+OpCount count_ops(ModuleLike& model, const nn::Inputs& inputs) {
+  return count_ops(*model, graph::Forward([&] { return std::vector<torch::Tensor>{model->forward_inputs(inputs)}; }),
+                   inputs.describe());
 }
 
 }  // namespace libprune::measure

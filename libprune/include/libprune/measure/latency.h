@@ -1,5 +1,7 @@
 #pragma once
 // Measured latency: warm-up runs, then timed runs; median and p90 with the thread count used.
+#include "libprune/nn/inputs.h"
+
 #include <torch/torch.h>
 
 #include <functional>
@@ -19,7 +21,7 @@ struct LatencyOptions {
   // parallel region can cost more than the work it splits. Each count is probed with 3 calls and
   // measured in full unless the probe is over 25% slower than the best so far.
   TORCH_ARG(bool, search_threads) = false;
-  // Converts the input, and the model's 4-D weights in place, to channels_last first.
+  // Converts the 4-D floating inputs, and the model's 4-D weights in place, to channels_last first.
   TORCH_ARG(bool, channels_last) = false;
   // Folds batch norms into the convs before them for the measurement, as an inference runtime
   // would (nn/fold_batchnorm.h); the model is unchanged afterwards.
@@ -42,13 +44,22 @@ struct Latency {
 // Times `run` (one inference) under the options; `batch` is recorded for the report.
 Latency time_calls(const std::function<void()>& run, const LatencyOptions& options = {}, int64_t batch = 0);
 
-// Times model->forward(input) in eval mode under inference mode (train flags restored afterwards).
-Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
-                        torch::Tensor input, const LatencyOptions& options = {});
+// Times forward(inputs) in eval mode under inference mode (train flags restored afterwards); the
+// batch size is the inputs' (images, or token ids with an attention mask).
+Latency measure_latency(torch::nn::Module& module, const std::function<torch::Tensor(const nn::Inputs&)>& forward,
+                        nn::Inputs inputs, const LatencyOptions& options = {});
 
+// model->forward_inputs(inputs), for models that take named inputs (the zoo).
+template <typename ModuleLike>
+Latency measure_latency(ModuleLike& model, const nn::Inputs& inputs, const LatencyOptions& options = {}) {
+  return measure_latency(*model, [&model](const nn::Inputs& in) { return model->forward_inputs(in); }, inputs, options);
+}
+
+// model->forward(input), for any module with forward(Tensor).
 template <typename ModuleLike>
 Latency measure_latency(ModuleLike& model, const torch::Tensor& input, const LatencyOptions& options = {}) {
-  return measure_latency(*model, [&model](const torch::Tensor& x) { return model->forward(x); }, input, options);
+  return measure_latency(*model, [&model](const nn::Inputs& in) { return model->forward(in.single()); },
+                         nn::Inputs{{"input", input}}, options);
 }
 
 }  // namespace libprune::measure

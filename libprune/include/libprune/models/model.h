@@ -1,4 +1,6 @@
 #pragma once
+#include "libprune/nn/inputs.h"
+
 #include <torch/torch.h>
 
 #include <memory>
@@ -11,6 +13,9 @@ class ModelImpl : public torch::nn::Module {
  public:
   using torch::nn::Module::Module;
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // A batch's named inputs (nn::Inputs), as the Trainer, op counting and latency call a model. The
+  // default passes the only input to forward(x); text models read input_ids, attention_mask, ...
+  virtual torch::Tensor forward_inputs(const nn::Inputs& inputs) { return forward(inputs.single()); }
 };
 
 using ModelPtr = std::shared_ptr<ModelImpl>;

@@ -52,7 +52,7 @@ class Trainer {
   const TrainOptions& options() const { return options_; }
   torch::Device device() const { return device_; }
   // A batch of eval inputs on the model's device and memory format (tracing, latency).
-  torch::Tensor example(int64_t batch = 1);
+  nn::Inputs example(int64_t batch = 1);
   const std::vector<EpochMetrics>& history() const { return history_; }
   int64_t batches_per_epoch() const;
   // Mean training loss and top-1 (%) of the epoch in progress, over its batches so far (progress
@@ -69,7 +69,7 @@ class Trainer {
   static std::atomic<bool>& stop_flag();
 
  private:
-  torch::Tensor prepare(torch::Tensor x) const;
+  nn::Inputs prepare(const nn::Inputs& inputs) const;
   models::ModelPtr model_;
   std::shared_ptr<data::Dataset> train_, eval_;
   TrainOptions options_;
