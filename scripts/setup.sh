@@ -14,6 +14,8 @@ PACKAGES=(
   libopencv-dev libfmt-dev nlohmann-json3-dev catch2 pybind11-dev zlib1g-dev
   # data and the Python test runner
   dataset-fashion-mnist python3-pytest
+  # type checks of the Python stubs (mypy and its stubtest)
+  python3-mypy
 )
 
 missing=()
