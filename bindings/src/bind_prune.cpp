@@ -30,7 +30,7 @@ void bind_plan_and_groups(py::module_& m) {
       .def_readonly("pinned", &Group::pinned)
       .def_readonly("reason", &Group::reason)
       .def_readonly("hidden", &Group::hidden, "whether this is the hidden size (embedding dim) of a model with attention")
-      .def_property_readonly("indices", [](const Group& g) { return g.indices; },
+      .def_property_readonly("indices", &Group::indices,
                              "indices[unit][member]: the indices each unit (channel, head) owns along each member")
       .def_property_readonly("members",
                              [](const Group& g) {

@@ -61,7 +61,7 @@ TEST_CASE("attention: a head is one unit across q, k, v and out; the hidden size
   for (const char* t : {"attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight", "attn.out_proj.weight"}) {
     const auto it = std::find_if(heads->members.begin(), heads->members.end(), [&](const graph::Member& mem) { return mem.tensor == t; });
     REQUIRE(it != heads->members.end());
-    CHECK(heads->indices[0][static_cast<size_t>(it - heads->members.begin())] == std::vector<int64_t>{0, 1, 2, 3});
+    CHECK(heads->unit(0, static_cast<size_t>(it - heads->members.begin())).vec() == std::vector<int64_t>{0, 1, 2, 3});
   }
   const auto* hidden = group_with(g, "ln1.weight", 0);
   REQUIRE(hidden != nullptr);

@@ -9,7 +9,7 @@ namespace {
 graph::DependencyGraph graph_of(torch::nn::Module& m, const std::function<torch::Tensor()>& fwd) {
   const layers::ModuleAccess access(m.shared_from_this());
   return graph::DependencyGraph(graph::Trace::capture(m, [&] { return std::vector<torch::Tensor>{fwd()}; }),
-                                access.companions());
+                                layers::ModelTensors(access).companions);
 }
 
 const graph::Group* group_with(const graph::DependencyGraph& g, const std::string& tensor, int64_t dim) {
@@ -79,7 +79,7 @@ TEST_CASE("graph: depthwise convs tie input to output; VGG flatten maps channels
   const auto pos = static_cast<size_t>(std::find(last_conv->members.begin(), last_conv->members.end(),
                                                  graph::Member{"classifier.0.weight", 1}) -
                                        last_conv->members.begin());
-  const auto& idx = last_conv->indices.at(3).at(pos);
+  const auto idx = last_conv->unit(3, pos);
   REQUIRE(idx.size() == 49);
   CHECK(idx.front() == 3 * 49);
   CHECK(idx.back() == 3 * 49 + 48);
@@ -118,7 +118,7 @@ TEST_CASE("graph: concat offsets, split halves, and unknown ops pin with a reaso
   const auto pos = static_cast<size_t>(std::find(gb->members.begin(), gb->members.end(), graph::Member{"c.weight", 1}) -
                                        gb->members.begin());
   REQUIRE(pos < gb->members.size());
-  CHECK(gb->indices[0][pos] == std::vector<int64_t>{8});
+  CHECK(gb->unit(0, pos).vec() == std::vector<int64_t>{8});
   // c's two halves are multiplied elementwise, so channel j and j+3 are one unit; and the
   // product reaches the model output, so they are pinned.
   const auto* gc = group_with(g, "c.weight", 0);
@@ -142,7 +142,7 @@ TEST_CASE("graph: grouped convs cut the same local channels in every group (ResN
   CHECK(inner->size() == 4);  // 128 channels in 32 groups of 4: one unit per local index
   CHECK(has(*inner, "layer1.0.conv2.weight", 0));
   CHECK(has(*inner, "layer1.0.conv2.weight", 1));
-  CHECK(inner->indices[1][0].size() == 32);  // a unit spans one channel of every group
+  CHECK(inner->unit(1, 0).size() == 32);  // a unit spans one channel of every group
 
   prune::Pruner pruner(m.ptr(), [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; },
                           prune::PrunerOptions().ratio(0.5).ignored_layers({"fc"}));
@@ -188,7 +188,7 @@ TEST_CASE("graph: a channel shuffle is followed as a permutation of channels", "
   // Channel c = g*4 + j of a lands at position j*2 + g of b's input, and the channels with the
   // same j in both shuffle groups are one unit (so the re-split after a cut still lines up).
   REQUIRE(ga->size() == 4);
-  for (const auto& unit : ga->indices) {
+  for (const auto& unit : ga->indices()) {
     REQUIRE(unit[a_pos].size() == 2);
     const int64_t j = unit[a_pos][0];
     CHECK(unit[a_pos] == std::vector<int64_t>{j, j + 4});

@@ -220,3 +220,35 @@ TEST_CASE("deterministic: the same model, seed and options give the same plan", 
   CHECK(a == plan_text());
   CHECK(a.find("\"keep\"") != std::string::npos);
 }
+
+TEST_CASE("scoring in one pass: the magnitude cache gives each dim's sums, dense and channels_last", "[prune]") {
+  torch::manual_seed(0);
+  importance::MagnitudeCache cache;
+  for (const bool channels_last : {false, true}) {
+    auto w = torch::randn({12, 10, 3, 3});
+    if (channels_last) w = w.contiguous(torch::MemoryFormat::ChannelsLast);
+    for (const bool squared : {false, true}) {
+      const auto m = (squared ? w.square() : w.abs()).to(torch::kFloat64);
+      INFO("channels_last " << channels_last << ", squared " << squared);
+      CHECK(torch::allclose(cache.per_index(w, 0, squared), m.sum({1, 2, 3}), 1e-5, 1e-6));
+      CHECK(torch::allclose(cache.per_index(w, 1, squared), m.sum({0, 2, 3}), 1e-5, 1e-6));
+    }
+  }
+  auto fc = torch::randn({5, 7});
+  CHECK(torch::allclose(cache.per_index(fc, 1, true), fc.square().to(torch::kFloat64).sum(0), 1e-5, 1e-6));
+  CHECK_FALSE(cache.per_index(torch::randn({5}), 0, true).defined());  // 1-D: scored directly
+  // The pruner's scores (with the cache) equal the criterion's own (without), group by group.
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  auto x = torch::randn({1, 3, 32, 32});
+  prune::Pruner pruner(m.ptr(), forward_of(m, x), PrunerOptions().importance("l2").ignored_layers({"fc"}));
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& p : m->named_parameters()) params[p.key()] = p.value();
+  importance::MagnitudeCache shared;
+  const auto graph = pruner.graph();
+  for (const auto& grp : graph.groups()) {
+    const auto direct = importance::score(grp, params, importance::ImportanceOptions("l2"));
+    const auto cached = importance::score(grp, params, importance::ImportanceOptions("l2"), nullptr, &shared);
+    REQUIRE(direct.size() == cached.size());
+    for (size_t u = 0; u < direct.size(); ++u) CHECK(cached[u] == Approx(direct[u]).epsilon(1e-6));
+  }
+}

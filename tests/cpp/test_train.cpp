@@ -23,7 +23,7 @@ namespace {
 graph::Group group_of(std::vector<graph::Member> members, int64_t units) {
   graph::Group g;
   g.members = std::move(members);
-  for (int64_t u = 0; u < units; ++u) g.indices.push_back(std::vector<std::vector<int64_t>>(g.members.size(), {u}));
+  for (int64_t u = 0; u < units; ++u) g.add_unit(std::vector<std::vector<int64_t>>(g.members.size(), {u}));
   return g;
 }
 

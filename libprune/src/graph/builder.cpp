@@ -36,12 +36,13 @@ std::vector<Group> Builder::run() {
   return make_groups(units_);
 }
 
-Space Builder::input(int i, size_t k) const {
+const Space& Builder::input(int i, size_t k) const {
+  static const Space untracked;
   const auto& n = node(i);
-  if (k >= n.inputs.size() || n.inputs[k] < 0) return {};
+  if (k >= n.inputs.size() || n.inputs[k] < 0) return untracked;
   const auto& outs = spaces_[static_cast<size_t>(n.inputs[k])];
   const auto slot = static_cast<size_t>(n.input_slots[k]);
-  return slot < outs.size() ? outs[slot] : Space{};
+  return slot < outs.size() ? outs[slot] : untracked;
 }
 
 void Builder::pin(const std::vector<int64_t>& elements, const std::string& reason) {

@@ -29,7 +29,7 @@ class Builder final : public RuleContext {
   std::vector<Group> run();
 
   const Trace& trace() const override { return trace_; }
-  Space input(int i, size_t k) const override;
+  const Space& input(int i, size_t k) const override;
   std::vector<int64_t> fresh(int64_t n) override { return units_.uf.fresh(n); }
   int64_t find(int64_t e) override { return units_.uf.find(e); }
   using RuleContext::unite;

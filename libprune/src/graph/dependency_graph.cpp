@@ -13,6 +13,23 @@ std::string Group::name() const {
   return members.empty() ? std::string{} : members.front().tensor + "@dim" + std::to_string(members.front().dim);
 }
 
+void Group::add_unit(const std::vector<std::vector<int64_t>>& indices) {
+  TORCH_CHECK(indices.size() == members.size(), "Group::add_unit: ", indices.size(), " index lists for ", members.size(),
+              " members");
+  for (const auto& idx : indices) {
+    index_data_.insert(index_data_.end(), idx.begin(), idx.end());
+    offsets_.push_back(index_data_.size());
+  }
+}
+
+std::vector<std::vector<std::vector<int64_t>>> Group::indices() const {
+  std::vector<std::vector<std::vector<int64_t>>> out(static_cast<size_t>(size()));
+  for (size_t u = 0; u < out.size(); ++u) {
+    for (size_t m = 0; m < members.size(); ++m) out[u].push_back(unit(u, m).vec());
+  }
+  return out;
+}
+
 DependencyGraph::DependencyGraph(const Trace& trace, const std::vector<Companion>& companions)
     : groups_(detail::Builder(trace, companions).run()) {}
 

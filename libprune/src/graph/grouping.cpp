@@ -1,85 +1,154 @@
 // From units (union-find roots) to groups: units touching the same set of tensor dims, with the
 // same pin state, are one group, the thing importance ranks and a plan cuts.
+//
+// Flat arrays throughout (a resnet50 has ~12k units over ~160k member indices): each (member,
+// index) is bucketed by its unit's root with a counting sort, so a unit's entries come out in member
+// order, then index order, with no per-unit container.
 #include "builder.h"
 
 #include <algorithm>
+#include <numeric>
 #include <set>
-#include <unordered_map>
 
 namespace libprune::graph::detail {
 namespace {
 
+struct Entry {
+  uint32_t member;
+  int64_t index;
+};
+
 struct Signature {
-  std::vector<size_t> members;  // ids into the member list
-  std::string reason;           // why its units are pinned; empty when free
+  std::vector<uint32_t> members;  // ids into the member list, ascending
+  std::string reason;             // why its units are pinned; empty when free
   bool operator<(const Signature& o) const { return std::tie(members, reason) < std::tie(o.members, o.reason); }
 };
 
-// The group of units `roots` with signature `key`; `by_root` holds each root's (member id, index) pairs.
-Group make_group(const Signature& key, const std::vector<int64_t>& roots, const std::vector<Member>& member_list,
-                 std::unordered_map<int64_t, std::vector<std::pair<size_t, int64_t>>>& by_root,
-                 const std::set<int64_t>& hidden_roots) {
-  Group g;
-  for (size_t id : key.members) g.members.push_back(member_list[id]);
-  g.pinned = !key.reason.empty();
-  g.reason = key.reason;
-  for (int64_t r : roots) {
-    if (hidden_roots.count(r)) g.hidden = true;
-    std::vector<std::vector<int64_t>> idx(g.members.size());
-    for (const auto& [id, j] : by_root[r]) {
-      const auto pos = static_cast<size_t>(std::find(key.members.begin(), key.members.end(), id) - key.members.begin());
-      idx[pos].push_back(j);
+// The entries of every unit, bucketed by root: unit u's are entries[offsets[u], offsets[u + 1]).
+struct Buckets {
+  std::vector<int64_t> roots;  // ascending
+  std::vector<size_t> offsets;
+  std::vector<Entry> entries;
+};
+
+Buckets bucket_by_root(Units& units, std::vector<Member>& member_list) {
+  // Two passes over the members: count each root's entries, then place them (in member, then index
+  // order within a root, since members are visited in order).
+  std::vector<size_t> count;
+  for (const auto& [m, elems] : units.members) {
+    member_list.push_back(m);
+    for (const int64_t e : elems) {
+      const auto r = static_cast<size_t>(units.uf.find(e));
+      if (r >= count.size()) count.resize(r + 1, 0);
+      ++count[r];
     }
-    g.indices.push_back(std::move(idx));
   }
-  // Units in the order of their first index in the first member.
-  std::sort(g.indices.begin(), g.indices.end(), [](const auto& a, const auto& b) { return a[0] < b[0]; });
-  const bool one_unit = g.indices.size() == 1 && std::any_of(g.indices[0].begin(), g.indices[0].end(),
-                                                             [](const auto& idx) { return idx.size() > 1; });
-  if (!g.pinned && one_unit) {
+  Buckets b;
+  b.offsets.push_back(0);
+  std::vector<size_t> slot(count.size(), 0);
+  for (size_t r = 0; r < count.size(); ++r) {
+    if (count[r] == 0) continue;
+    b.roots.push_back(static_cast<int64_t>(r));
+    slot[r] = b.offsets.back();
+    b.offsets.push_back(b.offsets.back() + count[r]);
+  }
+  b.entries.resize(b.offsets.back());
+  uint32_t id = 0;
+  for (const auto& [m, elems] : units.members) {
+    for (size_t j = 0; j < elems.size(); ++j) {
+      b.entries[slot[static_cast<size_t>(units.uf.find(elems[j]))]++] = {id, static_cast<int64_t>(j)};
+    }
+    ++id;
+  }
+  return b;
+}
+
+// Appends a unit to `g` from its entries (ascending member, then index; the group's members are
+// the ones the entries name).
+void add_unit(Group& g, const Entry* begin, const Entry* end, const std::vector<uint32_t>& members) {
+  const Entry* e = begin;
+  for (const uint32_t m : members) {
+    for (; e != end && e->member == m; ++e) g.index_data_.push_back(e->index);
+    g.offsets_.push_back(g.index_data_.size());
+  }
+}
+
+// Units in the order of their first index in the first member, then the pin for groups whose
+// coupling leaves a single unit with several indices.
+void finish_group(Group& g) {
+  const size_t units = static_cast<size_t>(g.size()), members = g.members.size();
+  std::vector<size_t> order(units);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return g.unit(a, 0)[0] < g.unit(b, 0)[0]; });
+  if (!std::is_sorted(order.begin(), order.end())) {
+    Group sorted;
+    sorted.members = g.members;
+    sorted.index_data_.reserve(g.index_data_.size());
+    sorted.offsets_.reserve(g.offsets_.size());
+    for (size_t u : order) {
+      for (size_t m = 0; m < members; ++m) {
+        const auto idx = g.unit(u, m);
+        sorted.index_data_.insert(sorted.index_data_.end(), idx.begin(), idx.end());
+        sorted.offsets_.push_back(sorted.index_data_.size());
+      }
+    }
+    g.index_data_ = std::move(sorted.index_data_);
+    g.offsets_ = std::move(sorted.offsets_);
+  }
+  bool several = false;
+  for (size_t m = 0; units == 1 && m < members; ++m) several = several || g.unit(0, m).size() > 1;
+  if (!g.pinned && several) {
     // Removing the only unit would remove the whole layer; nothing smaller can go.
     g.pinned = true;
     g.reason = "coupling ties all its channels into one unit (through shuffles, equal splits or groups), so none can "
                "be removed on its own";
   }
-  return g;
 }
 
 }  // namespace
 
 std::vector<Group> make_groups(Units& units) {
   std::vector<Member> member_list;
-  std::unordered_map<int64_t, std::vector<std::pair<size_t, int64_t>>> by_root;  // root -> (member id, index)
-  for (const auto& [m, elems] : units.members) {
-    const size_t id = member_list.size();
-    member_list.push_back(m);
-    for (size_t j = 0; j < elems.size(); ++j) by_root[units.uf.find(elems[j])].emplace_back(id, static_cast<int64_t>(j));
-  }
+  const Buckets b = bucket_by_root(units, member_list);
   std::map<int64_t, std::string> root_reason;
   for (const auto& [e, reason] : units.reasons) root_reason.emplace(units.uf.find(e), reason);
   std::set<int64_t> hidden_roots;
   if (units.attention) {
     for (auto e : units.layer_normed) hidden_roots.insert(units.uf.find(e));
   }
-  std::map<Signature, std::vector<int64_t>> by_signature;
-  std::vector<int64_t> roots;
-  for (const auto& kv : by_root) roots.push_back(kv.first);
-  std::sort(roots.begin(), roots.end());
-  for (int64_t r : roots) {
-    Signature sig;
-    for (const auto& [id, idx] : by_root[r]) sig.members.push_back(id);
-    std::sort(sig.members.begin(), sig.members.end());
-    sig.members.erase(std::unique(sig.members.begin(), sig.members.end()), sig.members.end());
-    auto it = root_reason.find(r);
-    if (it != root_reason.end()) sig.reason = it->second;
-    by_signature[sig].push_back(r);
-  }
+  std::map<Signature, size_t> group_of;
   std::vector<Group> out;
-  for (const auto& [key, unit_roots] : by_signature) {
-    out.push_back(make_group(key, unit_roots, member_list, by_root, hidden_roots));
+  std::vector<std::vector<uint32_t>> group_members;
+  for (size_t u = 0; u < b.roots.size(); ++u) {
+    const Entry* begin = b.entries.data() + b.offsets[u];
+    const Entry* end = b.entries.data() + b.offsets[u + 1];
+    Signature sig;
+    for (const Entry* e = begin; e != end; ++e) {
+      if (sig.members.empty() || sig.members.back() != e->member) sig.members.push_back(e->member);
+    }
+    auto reason = root_reason.find(b.roots[u]);
+    if (reason != root_reason.end()) sig.reason = reason->second;
+    auto [it, inserted] = group_of.emplace(std::move(sig), out.size());
+    if (inserted) {
+      Group g;
+      for (uint32_t id : it->first.members) g.members.push_back(member_list[id]);
+      g.pinned = !it->first.reason.empty();
+      g.reason = it->first.reason;
+      out.push_back(std::move(g));
+      group_members.push_back(it->first.members);
+    }
+    auto& g = out[it->second];
+    if (hidden_roots.count(b.roots[u])) g.hidden = true;
+    add_unit(g, begin, end, group_members[it->second]);
   }
-  std::sort(out.begin(), out.end(), [](const Group& a, const Group& b) { return a.name() < b.name(); });
-  return out;
+  for (auto& g : out) finish_group(g);
+  // Groups by name, from the order their signatures sort in (the same input, so the same order as ever).
+  std::vector<std::pair<const Signature*, size_t>> order;
+  for (const auto& [sig, index] : group_of) order.emplace_back(&sig, index);
+  std::vector<Group> sorted;
+  for (const auto& [sig, index] : order) sorted.push_back(std::move(out[index]));
+  std::sort(sorted.begin(), sorted.end(), [](const Group& a, const Group& c) { return a.name() < c.name(); });
+  return sorted;
 }
 
 }  // namespace libprune::graph::detail

@@ -1,5 +1,7 @@
 #include "libprune/importance/importance.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <mutex>
@@ -30,6 +32,47 @@ torch::Tensor per_index(const torch::Tensor& t, int64_t dim, bool squared) {
   return out;
 }
 
+// Per-row and per-column sums of |w| or w^2 over a float32 weight stored as `rows` rows of `cols` x
+// `inner` values (`cols_outer`: each column's `inner` values side by side, as a dense conv weight;
+// otherwise `inner` blocks of `cols`, as a channels_last one), in one read: rows are split over
+// threads, each keeping its own column sums, and 8 independent row accumulators let the compiler
+// vectorise the loop.
+template <bool Squared>
+void row_and_column_sums(const float* w, int64_t rows, int64_t cols, int64_t inner, bool cols_outer, double* row_out,
+                         double* col_out) {
+  const int64_t width = cols * inner;
+  const int threads = at::get_num_threads();
+  std::vector<float> partial(static_cast<size_t>(threads) * static_cast<size_t>(width), 0.0f);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, width));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    float* col = partial.data() + static_cast<size_t>(at::get_thread_num()) * static_cast<size_t>(width);
+    for (int64_t o = begin; o < end; ++o) {
+      const float* p = w + o * width;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t j = 0;
+      for (; j + 8 <= width; j += 8) {
+        for (int k = 0; k < 8; ++k) {
+          const float v = Squared ? p[j + k] * p[j + k] : std::fabs(p[j + k]);
+          col[j + k] += v;
+          acc[k] += v;
+        }
+      }
+      double row = 0;
+      for (const float a : acc) row += a;
+      for (; j < width; ++j) {
+        const float v = Squared ? p[j] * p[j] : std::fabs(p[j]);
+        col[j] += v;
+        row += v;
+      }
+      row_out[o] = row;
+    }
+  });
+  for (int t = 0; t < threads; ++t) {
+    const float* col = partial.data() + static_cast<size_t>(t) * static_cast<size_t>(width);
+    for (int64_t j = 0; j < width; ++j) col_out[cols_outer ? j / inner : j % cols] += col[j];
+  }
+}
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -37,11 +80,19 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 bool is_scale(const torch::Tensor& t, const std::string& name) { return t.dim() == 1 && ends_with(name, ".weight"); }
 
 // Per-index values of one member under `kind`, or undefined when the member does not take part.
+torch::Tensor magnitude(const torch::Tensor& t, int64_t dim, bool squared, MagnitudeCache* cache) {
+  if (cache) {
+    auto v = cache->per_index(t, dim, squared);
+    if (v.defined()) return v;
+  }
+  return per_index(t, dim, squared);
+}
+
 torch::Tensor member_values(Kind kind, const std::string& name, const torch::Tensor& t, int64_t dim,
-                            const Gradients* accumulated) {
+                            const Gradients* accumulated, MagnitudeCache* cache) {
   switch (kind) {
-    case Kind::L1: return per_index(t, dim, false);
-    case Kind::L2: return per_index(t, dim, true);
+    case Kind::L1: return magnitude(t, dim, false, cache);
+    case Kind::L2: return magnitude(t, dim, true, cache);
     case Kind::BnScale: return is_scale(t, name) ? t.detach().abs().to(torch::kFloat64).cpu() : torch::Tensor();
     case Kind::Taylor: {
       torch::Tensor wg;
@@ -63,7 +114,7 @@ torch::Tensor member_values(Kind kind, const std::string& name, const torch::Ten
     }
     case Kind::Lamp: {
       if (t.dim() < 2) return {};
-      const auto sq = per_index(t, dim, true);
+      const auto sq = magnitude(t, dim, true, cache);
       const auto sorted = sq.sort();
       const auto values = std::get<0>(sorted), order = std::get<1>(sorted);
       // Sum over every index at least as large: a reversed cumulative sum of the ascending values.
@@ -82,7 +133,7 @@ std::vector<std::vector<double>> member_scores(Kind kind, const GroupTensors& g)
   for (size_t m = 0; m < g.group.members.size(); ++m) {
     if (!g.tensors[m].defined()) continue;
     const auto& member = g.group.members[m];
-    const auto v = member_values(kind, member.tensor, g.tensors[m], member.dim, g.accumulated);
+    const auto v = member_values(kind, member.tensor, g.tensors[m], member.dim, g.accumulated, g.magnitudes);
     if (v.defined()) out.push_back(g.per_unit(m, v));
   }
   return out;
@@ -156,13 +207,35 @@ void check_scores(const std::string& name, const graph::Group& group, const std:
 
 }  // namespace
 
+torch::Tensor MagnitudeCache::per_index(const torch::Tensor& t, int64_t dim, bool squared) {
+  if (dim > 1 || t.dim() < 2) return {};
+  auto& e = entries_[{t.unsafeGetTensorImpl(), squared}];
+  if (!e.source.defined()) {
+    // One read for both dims, where scoring each dim on its own read the weight, squared it into a
+    // new tensor and read that, and copied it first to move dim 1 to the front.
+    torch::NoGradGuard no_grad;
+    const auto w = t.detach();
+    const int64_t rows = w.size(0), cols = w.size(1), inner = w.numel() / std::max<int64_t>(1, rows * cols);
+    const bool channels_last = w.dim() == 4 && !w.is_contiguous() && w.is_contiguous(torch::MemoryFormat::ChannelsLast);
+    e.along0 = torch::zeros({rows}, torch::kFloat64);
+    e.along1 = torch::zeros({cols}, torch::kFloat64);
+    const bool direct = w.is_cpu() && w.scalar_type() == torch::kFloat && (channels_last || w.is_contiguous());
+    const auto dense = direct ? w : w.to(torch::kCPU, torch::kFloat).contiguous();
+    const bool outer = !(channels_last && dense.is_same(w));
+    auto* sums = squared ? row_and_column_sums<true> : row_and_column_sums<false>;
+    sums(dense.data_ptr<float>(), rows, cols, inner, outer, e.along0.data_ptr<double>(), e.along1.data_ptr<double>());
+    e.source = t;
+  }
+  return dim == 0 ? e.along0 : e.along1;
+}
+
 std::vector<double> GroupTensors::per_unit(size_t member, const torch::Tensor& per_index) const {
   const auto values = per_index.to(torch::kFloat64).contiguous();
   const double* p = values.data_ptr<double>();
   const auto units = static_cast<size_t>(group.size());
   std::vector<double> out(units, 0.0);
   for (size_t u = 0; u < units; ++u) {
-    for (int64_t idx : group.indices[u][member]) out[u] += p[idx];
+    for (int64_t idx : group.unit(u, member)) out[u] += p[idx];
   }
   return out;
 }
@@ -198,7 +271,7 @@ std::vector<std::string> criteria() {
 }
 
 std::vector<double> score(const graph::Group& group, const std::map<std::string, torch::Tensor>& params,
-                          const ImportanceOptions& options, const Gradients* accumulated) {
+                          const ImportanceOptions& options, const Gradients* accumulated, MagnitudeCache* magnitudes) {
   Entry entry;
   {
     auto& r = registry();
@@ -213,7 +286,7 @@ std::vector<double> score(const graph::Group& group, const std::map<std::string,
     entry = *it;
   }
   torch::NoGradGuard no_grad;
-  GroupTensors g{group, {}, options, accumulated};
+  GroupTensors g{group, {}, options, accumulated, magnitudes};
   for (const auto& m : group.members) {
     auto it = params.find(m.tensor);
     g.tensors.push_back(it == params.end() ? torch::Tensor() : it->second);

@@ -8,19 +8,14 @@
 namespace libprune::layers {
 namespace {
 
-std::map<std::string, torch::Tensor> named_tensors(const ModelAccess& model) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& [name, t] : model.parameters()) out[name] = t;
-  for (const auto& [name, t] : model.buffers()) out[name] = t;
-  return out;
-}
-
-torch::Tensor cut(const torch::Tensor& t, const std::vector<const layers::TensorCut*>& cuts) {
+torch::Tensor cut(const torch::Tensor& t, const std::vector<const TensorCut*>& cuts) {
   torch::NoGradGuard no_grad;
   const bool channels_last = t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(torch::MemoryFormat::ChannelsLast);
   torch::Tensor out = t;
   for (const auto* c : cuts) {
-    out = out.index_select(c->dim, torch::tensor(c->keep, torch::TensorOptions().dtype(torch::kLong).device(t.device())));
+    // The plan's own indices, without a copy (a copy per tensor added up over a large model).
+    auto keep = torch::from_blob(const_cast<int64_t*>(c->keep.data()), {static_cast<int64_t>(c->keep.size())}, torch::kLong);
+    out = out.index_select(c->dim, t.is_cpu() ? keep : keep.to(t.device()));
   }
   return channels_last ? out.contiguous(torch::MemoryFormat::ChannelsLast) : out.contiguous();
 }
@@ -37,8 +32,12 @@ void resize_in_place(torch::Tensor& t, const torch::Tensor& value) {
 
 }  // namespace
 
-void validate_plan(const ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer) {
-  const auto tensors = named_tensors(model);
+void validate_plan(const ModelAccess& model, const PruningPlan& plan, const OptimizerView* optimizer) {
+  validate_plan(ModelTensors(model), plan, optimizer);
+}
+
+void validate_plan(const ModelTensors& model, const PruningPlan& plan, const OptimizerView* optimizer) {
+  const auto tensors = model.by_name();
   std::set<std::pair<std::string, int64_t>> seen;
   for (const auto& c : plan.cuts) {
     auto it = tensors.find(c.tensor);
@@ -64,7 +63,7 @@ void validate_plan(const ModelAccess& model, const layers::PruningPlan& plan, co
   }
   if (optimizer && optimizer->given) {
     std::set<const c10::TensorImpl*> params;
-    for (const auto& [name, p] : model.parameters()) params.insert(p.unsafeGetTensorImpl());
+    for (const auto& [name, p] : model.parameters) params.insert(p.unsafeGetTensorImpl());
     for (const auto& c : plan.cuts) {
       const auto* impl = tensors.at(c.tensor).unsafeGetTensorImpl();
       TORCH_CHECK_VALUE(!params.count(impl) || optimizer->held.count(impl), "the optimizer does not hold parameter '",
@@ -73,9 +72,14 @@ void validate_plan(const ModelAccess& model, const layers::PruningPlan& plan, co
   }
 }
 
-Rollback apply_cuts(ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer) {
-  auto tensors = named_tensors(model);
-  std::map<std::string, std::vector<const layers::TensorCut*>> by_tensor;
+Rollback apply_cuts(ModelAccess& model, const PruningPlan& plan, const OptimizerView* optimizer) {
+  return apply_cuts(model, ModelTensors(model), plan, optimizer);
+}
+
+Rollback apply_cuts(ModelAccess& model, const ModelTensors& snapshot, const PruningPlan& plan,
+                    const OptimizerView* optimizer) {
+  auto tensors = snapshot.by_name();
+  std::map<std::string, std::vector<const TensorCut*>> by_tensor;
   for (const auto& c : plan.cuts) by_tensor[c.tensor].push_back(&c);
 
   Rollback rollback;
@@ -122,12 +126,12 @@ Rollback apply_cuts(ModelAccess& model, const layers::PruningPlan& plan, const O
   return full;
 }
 
-void apply_plan(ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer) {
+void apply_plan(ModelAccess& model, const PruningPlan& plan, const OptimizerView* optimizer) {
   validate_plan(model, plan, optimizer);
   apply_cuts(model, plan, optimizer).release();
 }
 
-void apply_plan(torch::nn::Module& model, const layers::PruningPlan& plan, torch::optim::Optimizer* optimizer) {
+void apply_plan(torch::nn::Module& model, const PruningPlan& plan, torch::optim::Optimizer* optimizer) {
   ModuleAccess access(model.shared_from_this());
   if (optimizer) {
     const auto view = view_of(*optimizer, access);

@@ -30,13 +30,13 @@ std::vector<torch::Tensor> state_tensors(torch::optim::OptimizerParamState& s) {
 
 }  // namespace
 
-std::vector<graph::Companion> ModelAccess::companions() const {
+std::vector<graph::Companion> ModelAccess::companions(const TensorList& parameters, const TensorList& buffers) const {
   std::map<std::string, int64_t> weights;
-  for (const auto& [name, p] : parameters()) {
+  for (const auto& [name, p] : parameters) {
     if (p.dim() == 1 && !graph::module_of_weight(name).empty()) weights[name] = p.size(0);
   }
   std::vector<graph::Companion> out;
-  for (const auto& [name, b] : buffers()) {
+  for (const auto& [name, b] : buffers) {
     for (const char* stat : {".running_mean", ".running_var"}) {
       const size_t n = std::strlen(stat);
       if (b.dim() != 1 || name.size() <= n || name.compare(name.size() - n, n, stat) != 0) continue;
@@ -93,8 +93,18 @@ std::vector<TiedTensor> ModuleAccess::tied_tensors() const {
   return out;
 }
 
-std::vector<graph::Companion> ModuleAccess::companions() const {
-  auto out = ModelAccess::companions();
+ModelTensors::ModelTensors(const ModelAccess& model)
+    : parameters(model.parameters()), buffers(model.buffers()), companions(model.companions(parameters, buffers)) {}
+
+std::map<std::string, torch::Tensor> ModelTensors::by_name() const {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, t] : parameters) out[name] = t;
+  for (const auto& [name, t] : buffers) out[name] = t;
+  return out;
+}
+
+std::vector<graph::Companion> ModuleAccess::companions(const TensorList& parameters, const TensorList& buffers) const {
+  auto out = ModelAccess::companions(parameters, buffers);
   for (const auto& item : module_->named_modules()) {
     if (!nn::has_extensions(*item.value())) continue;
     const std::string prefix = item.key().empty() ? "" : item.key() + ".";

@@ -59,9 +59,9 @@ Pruner::Pruner(std::shared_ptr<layers::ModelAccess> model, graph::Forward exampl
   }
 }
 
-graph::Trace Pruner::trace() const {
+graph::Trace Pruner::trace(const layers::ModelTensors& tensors) const {
   const auto eval = model_->eval_scope();
-  return graph::Trace::capture(forward_, model_->parameters());
+  return graph::Trace::capture(forward_, tensors.parameters);
 }
 
 void Pruner::record_sizes() {
@@ -75,10 +75,13 @@ void Pruner::set_ratio(double ratio) {
   options_ = std::move(next);
 }
 
-graph::DependencyGraph Pruner::graph() const { return build_graph(trace()); }
+graph::DependencyGraph Pruner::graph() const {
+  const layers::ModelTensors tensors(*model_);
+  return build_graph(trace(tensors), tensors);
+}
 
-graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced) const {
-  graph::DependencyGraph g(traced, model_->companions());
+graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced, const layers::ModelTensors& tensors) const {
+  graph::DependencyGraph g(traced, tensors.companions);
   const auto tied = model_->tied_tensors();
   for (size_t gi = 0; gi < g.groups().size(); ++gi) {
     const auto& grp = g.groups()[gi];
@@ -97,15 +100,17 @@ graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced) const {
   return g;
 }
 
-layers::PruningPlan Pruner::plan() const { return make_plan(graph(), {}); }
+layers::PruningPlan Pruner::plan() const {
+  const layers::ModelTensors tensors(*model_);
+  return make_plan(build_graph(trace(tensors), tensors), tensors, {});
+}
 
-layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
-                              std::vector<size_t>* used) const {
-  std::map<std::string, torch::Tensor> params, tensors;
-  for (const auto& [name, t] : model_->parameters()) params[name] = tensors[name] = t;
-  for (const auto& [name, t] : model_->buffers()) tensors[name] = t;
+layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& snapshot,
+                                      const std::set<size_t>& skip, std::vector<size_t>* used) const {
+  const auto tensors = snapshot.by_name();
+  std::map<std::string, torch::Tensor> params(snapshot.parameters.begin(), snapshot.parameters.end());
   // Companions (running statistics, extension state) are cut with their group but never score.
-  for (const auto& c : model_->companions()) params.erase(c.tensor);
+  for (const auto& c : snapshot.companions) params.erase(c.tensor);
 
   // The modules whose outputs a group cuts (members along dim 0): what `ignored` and the
   // per-layer overrides name.
@@ -132,10 +137,11 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std
     int64_t keep = 0;
   };
   std::vector<Candidate> candidates;
+  importance::MagnitudeCache magnitudes;
   for (size_t gi = 0; gi < g.groups().size(); ++gi) {
     const auto& grp = g.groups()[gi];
     if (grp.pinned || ignored(grp) || skip.count(gi)) continue;
-    candidates.push_back({gi, &grp, importance::score(grp, params, importance_, gradients_), grp.size()});
+    candidates.push_back({gi, &grp, importance::score(grp, params, importance_, gradients_, &magnitudes), grp.size()});
   }
   auto original = [&](const graph::Group& grp) {
     return std::max(grp.size(), original_sizes_.emplace(grp.name(), grp.size()).first->second);
@@ -189,7 +195,8 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std
     }
   }
 
-  std::map<std::pair<std::string, int64_t>, std::set<int64_t>> removed;
+  // Indices removed per (tensor, dim): one lookup per member of a group, not per unit.
+  std::map<std::pair<std::string, int64_t>, std::vector<int64_t>> removed;
   layers::PruningPlan plan;
   for (const auto& c : candidates) {
     const int64_t n_remove = c.group->size() - c.keep;
@@ -197,11 +204,11 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std
     std::vector<size_t> order(c.scores.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return c.scores[a] < c.scores[b]; });
-    for (int64_t r = 0; r < n_remove; ++r) {
-      const size_t u = order[static_cast<size_t>(r)];
-      for (size_t m = 0; m < c.group->members.size(); ++m) {
-        auto& set = removed[{c.group->members[m].tensor, c.group->members[m].dim}];
-        set.insert(c.group->indices[u][m].begin(), c.group->indices[u][m].end());
+    for (size_t m = 0; m < c.group->members.size(); ++m) {
+      auto& gone = removed[{c.group->members[m].tensor, c.group->members[m].dim}];
+      for (int64_t r = 0; r < n_remove; ++r) {
+        const auto idx = c.group->unit(order[static_cast<size_t>(r)], m);
+        gone.insert(gone.end(), idx.begin(), idx.end());
       }
     }
     plan.groups.push_back({c.group->name(), {c.group->size(), c.keep}});
@@ -212,8 +219,10 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const std
     cut.tensor = key.first;
     cut.dim = key.second;
     cut.original_size = tensors.at(key.first).size(key.second);
+    std::vector<char> dropped(static_cast<size_t>(cut.original_size), 0);
+    for (int64_t i : gone) dropped[static_cast<size_t>(i)] = 1;
     for (int64_t i = 0; i < cut.original_size; ++i) {
-      if (!gone.count(i)) cut.keep.push_back(i);
+      if (!dropped[static_cast<size_t>(i)]) cut.keep.push_back(i);
     }
     plan.cuts.push_back(std::move(cut));
   }
@@ -237,19 +246,20 @@ layers::PruningPlan Pruner::step(torch::optim::Optimizer* optimizer) {
 layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   verification_pins_.clear();
   PhaseTimer timer;
-  const auto traced = trace();
+  const layers::ModelTensors tensors(*model_);
+  const auto traced = trace(tensors);
   timer.mark("trace");
   const auto expected = traced.output_shapes();
-  const graph::DependencyGraph g = build_graph(traced);
+  const graph::DependencyGraph g = build_graph(traced, tensors);
   timer.mark("group");
   std::vector<size_t> cut_groups;
-  layers::PruningPlan plan = make_plan(g, {}, &cut_groups);
+  layers::PruningPlan plan = make_plan(g, tensors, {}, &cut_groups);
   timer.mark("plan");
   if (plan.empty()) {
     history_.push_back(plan);
     return plan;
   }
-  layers::validate_plan(*model_, plan, optimizer);
+  layers::validate_plan(tensors, plan, optimizer);
 
   auto verified = [&]() {
     try {
@@ -259,7 +269,7 @@ layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
     }
   };
 
-  auto rollback = layers::apply_cuts(*model_, plan, optimizer);
+  auto rollback = layers::apply_cuts(*model_, tensors, plan, optimizer);
   timer.mark("apply");
   const bool ok = !options_.verify() || verified();
   timer.mark("verify");
@@ -271,9 +281,9 @@ layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
     for (size_t gi : cut_groups) {
       std::set<size_t> others(cut_groups.begin(), cut_groups.end());
       others.erase(gi);
-      auto single = make_plan(g, others);
+      auto single = make_plan(g, tensors, others);
       if (single.empty()) continue;
-      auto undo = layers::apply_cuts(*model_, single, optimizer);
+      auto undo = layers::apply_cuts(*model_, tensors, single, optimizer);
       if (!verified()) {
         bad.insert(gi);
         verification_pins_.push_back(g.groups()[gi].name() +
@@ -281,13 +291,13 @@ layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
       }
       undo.run();
     }
-    plan = make_plan(g, bad);
+    plan = make_plan(g, tensors, bad);
     if (!plan.empty()) {
-      rollback = layers::apply_cuts(*model_, plan, optimizer);
+      rollback = layers::apply_cuts(*model_, tensors, plan, optimizer);
       if (!verified()) {
         rollback.run();
         TORCH_CHECK(false, "pruning: the model fails verification even with the culprit groups pinned; nothing was "
-                    "changed. Fix: add the failing layers to `ignored`");
+                    "changed. Fix: add the failing layers to ignored_layers");
       }
     }
   }

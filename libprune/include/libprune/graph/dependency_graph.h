@@ -24,18 +24,32 @@ struct Member {
 
 struct Group {
   std::vector<Member> members;
-  // indices[u][m]: the indices along members[m] that unit u owns (a flatten gives several).
-  std::vector<std::vector<std::vector<int64_t>>> indices;
+  // The indices along members[m] that unit u owns (a flatten gives several), in ascending order.
+  c10::ArrayRef<int64_t> unit(size_t u, size_t m) const {
+    const size_t k = u * members.size() + m;
+    return c10::ArrayRef<int64_t>(index_data_.data() + offsets_[k], offsets_[k + 1] - offsets_[k]);
+  }
+  // Appends a unit: its indices along each member, in member order.
+  void add_unit(const std::vector<std::vector<int64_t>>& indices);
+  // Every unit's indices, [unit][member] (a copy, for reports and bindings).
+  std::vector<std::vector<std::vector<int64_t>>> indices() const;
   bool pinned = false;
   std::string reason;  // why it is pinned
   // The model's hidden size (embedding dim): channels a LayerNorm normalises in a model with
   // attention, which also run along its residual stream. Pruners keep it unless asked.
   bool hidden = false;
-  int64_t size() const { return static_cast<int64_t>(indices.size()); }
+  // Units (channels, heads).
+  int64_t size() const { return members.empty() ? 0 : static_cast<int64_t>((offsets_.size() - 1) / members.size()); }
   // Names the group in reports: the first weight cut along dim 0 ("layer1.0.conv1.weight"), else
   // the first member with its dim ("conv1.weight@dim1"). Not unique when a layer's channels split
   // into pinned and free groups; index groups() for identity.
   std::string name() const;
+
+  // Storage, flat: unit u's indices along member m are index_data_[offsets_[u * members + m], ...
+  // offsets_[u * members + m + 1]). A resnet50 has ~12k units; nested vectors cost more to make and
+  // free than the rest of a pruning step's bookkeeping.
+  std::vector<int64_t> index_data_;
+  std::vector<size_t> offsets_{0};
 };
 
 // A tensor dim cut together with another, index for index: a batch norm's running statistics with

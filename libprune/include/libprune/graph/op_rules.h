@@ -44,10 +44,11 @@ class RuleContext {
   virtual ~RuleContext() = default;
   virtual const Trace& trace() const = 0;
   const TracedNode& node(int i) const { return trace().nodes()[static_cast<size_t>(i)]; }
-  // Input k of node i: its channel space (untracked where the input needs no grad or carries none),
-  // its shape (empty when unknown), and the named parameter behind it (empty when it is an
-  // activation), seen through transposes, expands and per-parameter transforms (fake quantization).
-  virtual Space input(int i, size_t k) const = 0;
+  // Input k of node i: its channel space (untracked where the input needs no grad or carries none;
+  // valid until the next set()), its shape (empty when unknown), and the named parameter behind it
+  // (empty when it is an activation), seen through transposes, expands and per-parameter transforms
+  // (fake quantization).
+  virtual const Space& input(int i, size_t k) const = 0;
   Shape in_shape(int i, size_t k) const;
   Shape out_shape(int i, size_t slot = 0) const;
   std::string parameter(int i, size_t k, bool* transposed = nullptr) const;

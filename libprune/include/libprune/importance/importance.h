@@ -31,6 +31,23 @@ struct ImportanceOptions {
   TORCH_ARG(uint64_t, seed) = 0;
 };
 
+// Per-index sums of a parameter's |w| or w^2 along dims 0 and 1, both made from one |w| (or w^2) and
+// kept for one scoring pass over many groups: a weight is a member of two groups (its own outputs,
+// and the inputs of the layer after). It holds the tensors it has seen; their values must not
+// change while it lives.
+class MagnitudeCache {
+ public:
+  // The sums along `dim` in float64 (one per index), or undefined when `t` has fewer than 2 dims or
+  // `dim` is past 1.
+  torch::Tensor per_index(const torch::Tensor& t, int64_t dim, bool squared);
+
+ private:
+  struct Entry {
+    torch::Tensor source, along0, along1;
+  };
+  std::map<std::pair<const c10::TensorImpl*, bool>, Entry> entries_;
+};
+
 // What a criterion sees of one group.
 struct GroupTensors {
   const graph::Group& group;
@@ -39,6 +56,7 @@ struct GroupTensors {
   std::vector<torch::Tensor> tensors;
   const ImportanceOptions& options;
   const Gradients* accumulated = nullptr;  // Taylor: accumulated |w dL/dw|, or null to use each .grad
+  MagnitudeCache* magnitudes = nullptr;     // shared by the groups of one scoring pass, or null
   // The sum over each unit's indices of `per_index` (values along member m's dim), one per unit.
   std::vector<double> per_unit(size_t member, const torch::Tensor& per_index) const;
 };
@@ -58,7 +76,8 @@ std::vector<std::string> criteria();
 // Taylor uses `accumulated` where it holds the parameter, else the parameter's .grad; with neither
 // it throws naming the parameter and the fix.
 std::vector<double> score(const graph::Group& group, const std::map<std::string, torch::Tensor>& params,
-                          const ImportanceOptions& options, const Gradients* accumulated = nullptr);
+                          const ImportanceOptions& options, const Gradients* accumulated = nullptr,
+                          MagnitudeCache* magnitudes = nullptr);
 
 // Adds |w * w.grad| of every parameter with a gradient to `into` (a Taylor accumulator).
 void accumulate_taylor(const std::vector<std::pair<std::string, torch::Tensor>>& params, Gradients& into);

@@ -27,16 +27,20 @@ class Rollback {
 // Checks that `plan` fits the model: every tensor exists with the recorded size, indices are
 // valid, and the optimizer (when given) holds every cut parameter. Throws c10::ValueError naming
 // the first problem and the fix.
-void validate_plan(const ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer = nullptr);
+void validate_plan(const ModelAccess& model, const PruningPlan& plan, const OptimizerView* optimizer = nullptr);
+// The same on tensors already read (ModelTensors).
+void validate_plan(const ModelTensors& tensors, const PruningPlan& plan, const OptimizerView* optimizer = nullptr);
 
 // Applies a validated plan; the returned Rollback undoes it (the Pruner's verify step uses it).
-Rollback apply_cuts(ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer = nullptr);
+Rollback apply_cuts(ModelAccess& model, const PruningPlan& plan, const OptimizerView* optimizer = nullptr);
+Rollback apply_cuts(ModelAccess& model, const ModelTensors& tensors, const PruningPlan& plan,
+                    const OptimizerView* optimizer = nullptr);
 
 // validate_plan + apply_cuts, kept.
-void apply_plan(ModelAccess& model, const layers::PruningPlan& plan, const OptimizerView* optimizer = nullptr);
+void apply_plan(ModelAccess& model, const PruningPlan& plan, const OptimizerView* optimizer = nullptr);
 
 // For C++ modules (owned by a shared_ptr, as every ModuleHolder's is).
-void apply_plan(torch::nn::Module& model, const layers::PruningPlan& plan,
+void apply_plan(torch::nn::Module& model, const PruningPlan& plan,
                 torch::optim::Optimizer* optimizer = nullptr);
 
 }  // namespace libprune::layers

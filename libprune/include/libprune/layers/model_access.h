@@ -37,9 +37,22 @@ class ModelAccess {
   // Eval mode for every submodule until the returned handle is destroyed, then the old flags.
   virtual std::shared_ptr<void> eval_scope() = 0;
   virtual std::vector<TiedTensor> tied_tensors() const { return {}; }
-  // Tensor dims cut with ones the graph sees (graph::Companion). By default, found by name for any
-  // model: each norm's running statistics with its weight ("bn1.running_mean" with "bn1.weight").
-  virtual std::vector<graph::Companion> companions() const;
+  // Tensor dims cut with ones the graph sees (graph::Companion), given the model's tensors. By
+  // default, found by name for any model: each norm's running statistics with its weight
+  // ("bn1.running_mean" with "bn1.weight").
+  virtual std::vector<graph::Companion> companions(const TensorList& parameters, const TensorList& buffers) const;
+};
+
+// A model's named tensors and companions, read once for one operation (a step of the pruner, a plan
+// applied): a Python model's are read through the interpreter, and reading them at every use cost
+// more than the cut itself. The tensors keep their identity through a cut (set_data), so the
+// snapshot stays valid while the model's structure does.
+struct ModelTensors {
+  explicit ModelTensors(const ModelAccess& model);
+  TensorList parameters, buffers;
+  std::vector<graph::Companion> companions;
+  // Parameters and buffers by name.
+  std::map<std::string, torch::Tensor> by_name() const;
 };
 
 class ModuleAccess : public ModelAccess {
@@ -52,7 +65,7 @@ class ModuleAccess : public ModelAccess {
   std::shared_ptr<void> eval_scope() override;
   std::vector<TiedTensor> tied_tensors() const override;
   // The defaults, and each forward extension's per-channel state (nn::ChannelTie).
-  std::vector<graph::Companion> companions() const override;
+  std::vector<graph::Companion> companions(const TensorList& parameters, const TensorList& buffers) const override;
   torch::nn::Module& module() { return *module_; }
 
  private:

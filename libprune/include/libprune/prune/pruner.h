@@ -50,11 +50,11 @@ class Pruner {
  private:
   // Plans the cut of every free group whose index is not in `skip`; `used` receives the indices
   // of the groups the plan cuts.
-  layers::PruningPlan make_plan(const graph::DependencyGraph& g, const std::set<size_t>& skip,
+  layers::PruningPlan make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& tensors, const std::set<size_t>& skip,
                         std::vector<size_t>* used = nullptr) const;
-  graph::Trace trace() const;
+  graph::Trace trace(const layers::ModelTensors& tensors) const;
   // The graph of `traced`, with the policy pins: the hidden size, heads a module ties to it.
-  graph::DependencyGraph build_graph(const graph::Trace& traced) const;
+  graph::DependencyGraph build_graph(const graph::Trace& traced, const layers::ModelTensors& tensors) const;
   std::vector<graph::Shape> run_shapes() const;
 
   std::shared_ptr<layers::ModelAccess> model_;

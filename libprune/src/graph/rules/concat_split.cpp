@@ -13,7 +13,7 @@ void cat_channels(RuleContext& c, int i, const Space& first, int64_t d) {
   Space s = first;
   s.elems.clear();
   for (size_t k = 0; k < n.inputs.size(); ++k) {
-    const Space x = c.input(i, k);
+    const Space& x = c.input(i, k);
     if (x.at(d)) {
       s.elems.insert(s.elems.end(), x.elems.begin(), x.elems.end());
       continue;
@@ -39,7 +39,7 @@ void cat(RuleContext& c, int i) {
   if (first.has(d)) return c.pin_inputs(i, c.why(i, "concat inside a multi-dim channel range"));
   // Concat along another dim (tokens, batch): the inputs' channels are the same channels.
   for (size_t k = 0; k < n.inputs.size(); ++k) {
-    const Space x = c.input(i, k);
+    const Space& x = c.input(i, k);
     if (!x.tracked) {
       const std::string p = c.parameter(i, k);
       if (!p.empty() && first.single()) {
@@ -56,7 +56,7 @@ void cat(RuleContext& c, int i) {
 
 void split(RuleContext& c, int i) {
   const auto& n = c.node(i);
-  const Space x = c.input(i, 0);
+  const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0);
   int64_t d = n.attr("dim");

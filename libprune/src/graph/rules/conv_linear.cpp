@@ -42,7 +42,7 @@ void conv(RuleContext& c, int i) {
   const auto& n = c.node(i);
   const std::string w = c.parameter(i, 1);
   const std::string b = n.inputs.size() > 2 ? c.parameter(i, 2) : std::string{};
-  const Space x = c.input(i, 0);
+  const Space& x = c.input(i, 0);
   const Shape ws = c.in_shape(i, 1);
   if (w.empty() || ws.size() < 3) return c.pin(x, c.why(i, "weight is not a named parameter"));
   const bool transposed = n.attr("transposed") != 0;

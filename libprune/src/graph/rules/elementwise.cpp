@@ -10,7 +10,7 @@ namespace {
 bool united_inputs(RuleContext& c, int i, int64_t rank, Space* result) {
   const auto& n = c.node(i);
   for (size_t k = 0; k < n.inputs.size(); ++k) {
-    const Space s = c.input(i, k);
+    const Space& s = c.input(i, k);
     if (!s.tracked) continue;
     const Shape in = c.in_shape(i, k);
     bool ok = !in.empty();

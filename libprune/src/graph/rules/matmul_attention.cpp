@@ -75,7 +75,7 @@ void mm(RuleContext& c, int i) {
   bool t = false;
   const std::string w = c.parameter(i, rhs, &t);
   const Shape ws = c.in_shape(i, rhs);
-  const Space x = c.input(i, lhs);
+  const Space& x = c.input(i, lhs);
   if (!w.empty() && ws.size() == 2) {
     const int64_t k = ws[0], nout = ws[1];
     const bool x_ok = x.at(1) && static_cast<int64_t>(x.elems.size()) == k;

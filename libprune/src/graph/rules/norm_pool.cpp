@@ -8,7 +8,7 @@ namespace {
 
 void norm(RuleContext& c, int i) {
   const auto& n = c.node(i);
-  const Space x = c.input(i, 0);
+  const Space& x = c.input(i, 0);
   const Shape xs = c.in_shape(i, 0).empty() ? c.out_shape(i) : c.in_shape(i, 0);
   const std::string w = n.inputs.size() > 1 ? c.parameter(i, 1) : std::string{};
   const std::string b = n.inputs.size() > 2 ? c.parameter(i, 2) : std::string{};
@@ -37,7 +37,7 @@ void norm(RuleContext& c, int i) {
 
 void pool(RuleContext& c, int i) {
   const auto& n = c.node(i);
-  const Space x = c.input(i, 0);
+  const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   if (n.op == "Mean") {
     const Shape in = c.in_shape(i, 0);

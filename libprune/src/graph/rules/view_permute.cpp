@@ -29,7 +29,7 @@ std::vector<int64_t> permutation(const TracedNode& n, size_t rank) {
 }
 
 void permute(RuleContext& c, int i) {
-  const Space x = c.input(i, 0);
+  const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0), out = c.out_shape(i);
   const auto perm = permutation(c.node(i), out.size());
@@ -66,7 +66,7 @@ void permute(RuleContext& c, int i) {
 // keeps the picked channels (the ones sliced away stay in the producer, read by nobody here).
 void pick(RuleContext& c, int i) {
   const auto& n = c.node(i);
-  const Space x = c.input(i, 0);
+  const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0);
   const bool select = n.op == "Select";
@@ -141,7 +141,7 @@ bool reshape_fast(RuleContext& c, int i, const Space& x, const Shape& in, const 
 
 void reshape(RuleContext& c, int i) {
   const auto& op = c.node(i).op;
-  const Space x = c.input(i, 0);
+  const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0), out = c.out_shape(i);
   const bool copy = op == "Clone" || op == "Contiguous" || op == "ToCopy" || op == "AsStrided" || op == "View" ||
