@@ -54,6 +54,83 @@ ImageFolder::ImageFolder(const std::string& root, ImageFolderOptions options) : 
                     " class folders). Fix: put .jpg/.jpeg/.png/.bmp files in root/<class>/");
 }
 
+#ifdef LIBPRUNE_HAVE_OPENCV
+namespace {
+
+// RandomResizedCrop: area in [min_scale, 1] of the image, aspect in [3/4, 4/3] (log-uniform), ten
+// tries, then a center crop of the whole image; resized to side x side and flipped half the time.
+cv::Mat random_resized_crop(const cv::Mat& img, int side, double min_scale, std::mt19937_64& rng) {
+  const double area = static_cast<double>(img.rows) * img.cols;
+  cv::Rect box(0, 0, img.cols, img.rows);
+  std::uniform_real_distribution<double> scale(min_scale, 1.0), log_ratio(std::log(3.0 / 4), std::log(4.0 / 3));
+  bool found = false;
+  for (int t = 0; t < 10 && !found; ++t) {
+    const double a = area * scale(rng), r = std::exp(log_ratio(rng));
+    const int w = static_cast<int>(std::round(std::sqrt(a * r))), h = static_cast<int>(std::round(std::sqrt(a / r)));
+    if (w > 0 && h > 0 && w <= img.cols && h <= img.rows) {
+      box = cv::Rect(std::uniform_int_distribution<int>(0, img.cols - w)(rng),
+                     std::uniform_int_distribution<int>(0, img.rows - h)(rng), w, h);
+      found = true;
+    }
+  }
+  if (!found) {
+    const int square = std::min(img.cols, img.rows);
+    box = cv::Rect((img.cols - square) / 2, (img.rows - square) / 2, square, square);
+  }
+  cv::Mat out;
+  cv::resize(img(box), out, cv::Size(side, side), 0, 0, cv::INTER_LINEAR);
+  if (std::uniform_int_distribution<int>(0, 1)(rng)) cv::flip(out, out, 1);
+  return out;
+}
+
+// Resize (the shorter side to `resize`), then a side x side center crop.
+cv::Mat resize_center_crop(const cv::Mat& img, int side, int64_t resize) {
+  const double f = static_cast<double>(resize) / std::min(img.rows, img.cols);
+  cv::Mat resized;
+  cv::resize(img, resized,
+             cv::Size(std::max(side, static_cast<int>(std::round(img.cols * f))),
+                      std::max(side, static_cast<int>(std::round(img.rows * f)))),
+             0, 0, cv::INTER_LINEAR);
+  return resized(cv::Rect((resized.cols - side) / 2, (resized.rows - side) / 2, side, side)).clone();
+}
+
+// HWC bytes to normalised CHW floats in a plain loop: an ATen op here, on a decoding thread, is large
+// enough to go parallel and would start an OpenMP team per decoding thread that fights training for
+// the cores (as the in-memory loader did before it gathered in loops).
+void to_normalised_chw(const cv::Mat& rgb, int64_t side, const std::vector<double>& mean, const std::vector<double>& std,
+                       float* dst) {
+  const int64_t plane = side * side;
+  for (int c = 0; c < 3; ++c) {
+    const float scale = static_cast<float>(1.0 / (255.0 * std[static_cast<size_t>(c)]));
+    const float shift = static_cast<float>(mean[static_cast<size_t>(c)] / std[static_cast<size_t>(c)]);
+    for (int64_t r = 0; r < side; ++r) {
+      const unsigned char* row = rgb.ptr<unsigned char>(static_cast<int>(r));
+      float* d = dst + c * plane + r * side;
+      for (int64_t col = 0; col < side; ++col) d[col] = static_cast<float>(row[col * 3 + c]) * scale - shift;
+    }
+  }
+}
+
+}  // namespace
+#endif
+
+bool ImageFolder::decode(const std::string& path, bool train, uint64_t seed, float* dst) const {
+#ifdef LIBPRUNE_HAVE_OPENCV
+  cv::Mat img = cv::imread(path, cv::IMREAD_COLOR);
+  if (img.empty()) return false;
+  cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
+  std::mt19937_64 rng(seed);
+  const int side = static_cast<int>(options_.crop());
+  const cv::Mat out = train ? random_resized_crop(img, side, options_.min_scale(), rng)
+                            : resize_center_crop(img, side, options_.resize());
+  to_normalised_chw(out, options_.crop(), options_.mean(), options_.std(), dst);
+  return true;
+#else
+  (void)path, (void)train, (void)seed, (void)dst;
+  return false;
+#endif
+}
+
 Batch ImageFolder::get(const std::vector<int64_t>& indices, bool train, uint64_t seed) {
   const int64_t n = static_cast<int64_t>(indices.size()), s = options_.crop();
   for (const int64_t index : indices) {
@@ -65,84 +142,26 @@ Batch ImageFolder::get(const std::vector<int64_t>& indices, bool train, uint64_t
   std::vector<char> ok(static_cast<size_t>(n), 0);
   std::vector<std::string> errors(static_cast<size_t>(n));
   int64_t* yp = y.data_ptr<int64_t>();
-#ifdef LIBPRUNE_HAVE_OPENCV
   float* xp = x.data_ptr<float>();
-  auto work = [&](int64_t i) {
-    const auto& [path, label] = files_.at(static_cast<size_t>(indices[static_cast<size_t>(i)]));
-    yp[i] = label;
-    cv::Mat img = cv::imread(path, cv::IMREAD_COLOR);
-    if (img.empty()) {
-      errors[static_cast<size_t>(i)] = path;
-      return;
-    }
-    cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
-    std::mt19937_64 rng(seed * 1315423911ULL + static_cast<uint64_t>(i));
-    cv::Mat out;
-    if (train) {
-      // RandomResizedCrop: area in [min_scale, 1] of the image, aspect in [3/4, 4/3] (log-uniform),
-      // ten tries, then a center crop of the whole image.
-      const double area = static_cast<double>(img.rows) * img.cols;
-      cv::Rect box(0, 0, img.cols, img.rows);
-      std::uniform_real_distribution<double> scale(options_.min_scale(), 1.0), log_ratio(std::log(3.0 / 4), std::log(4.0 / 3));
-      bool found = false;
-      for (int t = 0; t < 10 && !found; ++t) {
-        const double a = area * scale(rng), r = std::exp(log_ratio(rng));
-        const int w = static_cast<int>(std::round(std::sqrt(a * r))), h = static_cast<int>(std::round(std::sqrt(a / r)));
-        if (w > 0 && h > 0 && w <= img.cols && h <= img.rows) {
-          box = cv::Rect(std::uniform_int_distribution<int>(0, img.cols - w)(rng),
-                         std::uniform_int_distribution<int>(0, img.rows - h)(rng), w, h);
-          found = true;
-        }
-      }
-      if (!found) {
-        const int side = std::min(img.cols, img.rows);
-        box = cv::Rect((img.cols - side) / 2, (img.rows - side) / 2, side, side);
-      }
-      cv::resize(img(box), out, cv::Size(static_cast<int>(s), static_cast<int>(s)), 0, 0, cv::INTER_LINEAR);
-      if (std::uniform_int_distribution<int>(0, 1)(rng)) cv::flip(out, out, 1);
-    } else {
-      const double f = static_cast<double>(options_.resize()) / std::min(img.rows, img.cols);
-      cv::Mat resized;
-      cv::resize(img, resized, cv::Size(std::max(static_cast<int>(s), static_cast<int>(std::round(img.cols * f))),
-                                        std::max(static_cast<int>(s), static_cast<int>(std::round(img.rows * f)))),
-                 0, 0, cv::INTER_LINEAR);
-      out = resized(cv::Rect((resized.cols - static_cast<int>(s)) / 2, (resized.rows - static_cast<int>(s)) / 2,
-                             static_cast<int>(s), static_cast<int>(s)))
-                .clone();
-    }
-    // HWC bytes to normalised CHW floats in a plain loop: an ATen op here, on a decoding thread,
-    // is large enough to go parallel and would start an OpenMP team per decoding thread that
-    // fights training for the cores (as the in-memory loader did before it gathered in loops).
-    const int64_t plane = s * s;
-    float* dst = xp + i * 3 * plane;
-    for (int c = 0; c < 3; ++c) {
-      const float scale = static_cast<float>(1.0 / (255.0 * options_.std()[static_cast<size_t>(c)]));
-      const float shift = static_cast<float>(options_.mean()[static_cast<size_t>(c)] / options_.std()[static_cast<size_t>(c)]);
-      for (int64_t r = 0; r < s; ++r) {
-        const unsigned char* row = out.ptr<unsigned char>(static_cast<int>(r));
-        float* d = dst + c * plane + r * s;
-        for (int64_t col = 0; col < s; ++col) d[col] = static_cast<float>(row[col * 3 + c]) * scale - shift;
-      }
-    }
-    ok[static_cast<size_t>(i)] = 1;
-  };
   const int threads = std::max(1, std::min<int>(options_.threads(), static_cast<int>(n)));
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       for (int64_t i = t; i < n; i += threads) {
+        const auto& [path, label] = files_.at(static_cast<size_t>(indices[static_cast<size_t>(i)]));
+        yp[i] = label;
         // An exception must not leave a std::thread (that terminates the process): the image
         // counts as unreadable, with the reason.
         try {
-          work(i);
+          ok[static_cast<size_t>(i)] = decode(path, train, seed * 1315423911ULL + static_cast<uint64_t>(i), xp + i * 3 * s * s);
+          if (!ok[static_cast<size_t>(i)]) errors[static_cast<size_t>(i)] = path;
         } catch (const std::exception& e) {
-          errors[static_cast<size_t>(i)] = files_[static_cast<size_t>(indices[static_cast<size_t>(i)])].first + " (" + e.what() + ")";
+          errors[static_cast<size_t>(i)] = path + " (" + e.what() + ")";
         }
       }
     });
   }
   for (auto& th : pool) th.join();
-#endif
   int64_t good = -1;
   for (int64_t i = 0; i < n; ++i) {
     if (ok[static_cast<size_t>(i)]) good = i;

@@ -75,91 +75,110 @@ std::string describe_inputs(const std::vector<torch::Tensor>& inputs) {
   return s.str();
 }
 
-Trace Trace::capture(const Forward& forward, const NamedTensors& params, const std::string& inputs) {
-  std::vector<torch::Tensor> outputs;
+namespace {
+
+using NodePtr = std::shared_ptr<torch::autograd::Node>;
+
+// The forward, with autograd on and every parameter requiring grad; its failure named with the inputs.
+std::vector<torch::Tensor> run_forward(const Forward& forward, const NamedTensors& params, const std::string& inputs) {
+  auto failed = [&](const char* what) {
+    TORCH_CHECK_VALUE(false, "the model's forward failed on the example inputs", inputs.empty() ? "" : " (" + inputs + ")",
+                      ": ", what, "\nFix: pass example inputs the model accepts (batch, channels and size as in training)");
+  };
   try {
     RequiresGradGuard requires_grad(params);
     torch::AutoGradMode grad_on(true);
-    outputs = forward();
+    return forward();
   } catch (const c10::Error& e) {
-    TORCH_CHECK_VALUE(false, "the model's forward failed on the example inputs", inputs.empty() ? "" : " (" + inputs + ")",
-                      ": ", e.what_without_backtrace(),
-                      "\nFix: pass example inputs the model accepts (batch, channels and size as in training)");
+    failed(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    TORCH_CHECK_VALUE(false, "the model's forward failed on the example inputs", inputs.empty() ? "" : " (" + inputs + ")",
-                      ": ", e.what(),
-                      "\nFix: pass example inputs the model accepts (batch, channels and size as in training)");
+    failed(e.what());
   }
+  return {};
+}
 
-  std::unordered_map<const c10::TensorImpl*, std::string> names;
-  for (const auto& p : params) {
-    if (p.second.defined()) names.emplace(p.second.unsafeGetTensorImpl(), p.first);
-  }
-
-  // Iterative post-order DFS from the outputs: deep models (resnet152, BERT-large) would
-  // overflow a recursive walk's stack.
-  using NodePtr = std::shared_ptr<torch::autograd::Node>;
+// The autograd nodes behind `outputs`, every node after its inputs, and each one's position.
+struct Order {
+  std::vector<NodePtr> nodes;
   std::unordered_map<const torch::autograd::Node*, int> index;
-  std::vector<NodePtr> order;
+};
+
+// Iterative post-order DFS from the outputs: deep models (resnet152, BERT-large) would overflow a
+// recursive walk's stack.
+Order topological_order(const std::vector<torch::Tensor>& outputs) {
+  Order order;
   std::unordered_set<const torch::autograd::Node*> visiting;
   for (const auto& out : outputs) {
     if (!out.defined() || !out.grad_fn()) continue;
     std::vector<std::pair<NodePtr, size_t>> stack{{out.grad_fn(), 0}};
-    if (index.count(stack.back().first.get()) || visiting.count(stack.back().first.get())) continue;
+    if (order.index.count(stack.back().first.get()) || visiting.count(stack.back().first.get())) continue;
     visiting.insert(stack.back().first.get());
     while (!stack.empty()) {
       auto& [node, next] = stack.back();
       if (next < node->num_outputs()) {
         const auto& edge = node->next_edge(next++);
         const auto* child = edge.function.get();
-        if (child && !index.count(child) && !visiting.count(child)) {
+        if (child && !order.index.count(child) && !visiting.count(child)) {
           visiting.insert(child);
           stack.emplace_back(edge.function, 0);
         }
         continue;
       }
-      index[node.get()] = static_cast<int>(order.size());
-      order.push_back(node);
+      order.index[node.get()] = static_cast<int>(order.nodes.size());
+      order.nodes.push_back(node);
       stack.pop_back();
     }
   }
+  return order;
+}
 
-  Trace trace;
-  trace.nodes_.resize(order.size());
-  for (size_t i = 0; i < order.size(); ++i) {
-    const auto& node = *order[i];
-    auto& t = trace.nodes_[i];
-    t.autograd_name = node.name();
-    t.op = op_name(t.autograd_name);
-    t.kind = detail::op_kind(t.op);
-    for (uint32_t k = 0; k < node.num_inputs(); ++k) t.output_shapes.push_back(detail::forward_output_shape(node, k));
-    const auto n_inputs = node.num_outputs();
-    t.inputs.assign(n_inputs, -1);
-    t.input_slots.assign(n_inputs, 0);
-    t.input_shapes.assign(n_inputs, Shape{});
-    for (uint32_t k = 0; k < n_inputs; ++k) {
-      const auto& edge = node.next_edge(k);
-      if (!edge.is_valid()) continue;
-      t.inputs[k] = index.at(edge.function.get());
-      t.input_slots[k] = static_cast<int>(edge.input_nr);
-      t.input_shapes[k] = detail::forward_output_shape(*edge.function, edge.input_nr);
-    }
-    if (t.kind == OpKind::Parameter) {
-      t.param = detail::accumulated_variable(node);
-      auto it = t.param.defined() ? names.find(t.param.unsafeGetTensorImpl()) : names.end();
-      if (it != names.end()) t.param_name = it->second;
-    } else {
-      detail::read_saved_fields(node, t);
-    }
+// One node as the trace records it: op, shapes, inputs, attributes, and a parameter's name.
+void read_node(const torch::autograd::Node& node, const Order& order,
+               const std::unordered_map<const c10::TensorImpl*, std::string>& names, TracedNode& t) {
+  t.autograd_name = node.name();
+  t.op = op_name(t.autograd_name);
+  t.kind = detail::op_kind(t.op);
+  for (uint32_t k = 0; k < node.num_inputs(); ++k) t.output_shapes.push_back(detail::forward_output_shape(node, k));
+  const auto n_inputs = node.num_outputs();
+  t.inputs.assign(n_inputs, -1);
+  t.input_slots.assign(n_inputs, 0);
+  t.input_shapes.assign(n_inputs, Shape{});
+  for (uint32_t k = 0; k < n_inputs; ++k) {
+    const auto& edge = node.next_edge(k);
+    if (!edge.is_valid()) continue;
+    t.inputs[k] = order.index.at(edge.function.get());
+    t.input_slots[k] = static_cast<int>(edge.input_nr);
+    t.input_shapes[k] = detail::forward_output_shape(*edge.function, edge.input_nr);
   }
+  if (t.kind == OpKind::Parameter) {
+    t.param = detail::accumulated_variable(node);
+    auto it = t.param.defined() ? names.find(t.param.unsafeGetTensorImpl()) : names.end();
+    if (it != names.end()) t.param_name = it->second;
+  } else {
+    detail::read_saved_fields(node, t);
+  }
+}
+
+}  // namespace
+
+Trace Trace::capture(const Forward& forward, const NamedTensors& params, const std::string& inputs) {
+  const auto outputs = run_forward(forward, params, inputs);
+  std::unordered_map<const c10::TensorImpl*, std::string> names;
+  for (const auto& p : params) {
+    if (p.second.defined()) names.emplace(p.second.unsafeGetTensorImpl(), p.first);
+  }
+  const Order order = topological_order(outputs);
+  Trace trace;
+  trace.nodes_.resize(order.nodes.size());
+  for (size_t i = 0; i < order.nodes.size(); ++i) read_node(*order.nodes[i], order, names, trace.nodes_[i]);
   trace.mark_parameter_derived();
   for (const auto& out : outputs) {
     trace.output_shapes_.push_back(out.defined() ? Shape(out.sizes().begin(), out.sizes().end()) : Shape{});
-    trace.outputs_.push_back(out.defined() && out.grad_fn() ? index.at(out.grad_fn().get()) : -1);
+    trace.outputs_.push_back(out.defined() && out.grad_fn() ? order.index.at(out.grad_fn().get()) : -1);
   }
-  TORCH_CHECK_VALUE(!order.empty(), "trace: the forward pass produced no output that depends on a parameter, so "
-                    "there is no graph to read. Fix: check that the model uses its parameters and that the "
-                    "forward is not run under torch.no_grad() or inference mode");
+  TORCH_CHECK_VALUE(!order.nodes.empty(), "trace: the forward pass produced no output that depends on a parameter, "
+                    "so there is no graph to read. Fix: check that the model uses its parameters and that the forward "
+                    "is not run under torch.no_grad() or inference mode");
   return trace;
 }
 

@@ -44,14 +44,14 @@ torch::Tensor InvertedResidualImpl::forward(torch::Tensor x) {
   return use_res_connect ? libprune::nn::call(add, x, out) : out;
 }
 
-MobileNetV2Impl::MobileNetV2Impl(MobileNetV2Options options_) : options(options_) {
+MobileNetV2Impl::MobileNetV2Impl(MobileNetV2Options options_) : FeaturesClassifierImpl(1), options(options_) {
   const int64_t settings[7][4] = {{1, 16, 1, 1},  {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
                                   {6, 96, 3, 1},  {6, 160, 3, 2}, {6, 320, 1, 1}};
   const int64_t divisor = options.round_nearest();
   int64_t input_channel = make_divisible(32 * options.width_mult(), divisor);
   const int64_t last_channel = make_divisible(1280 * std::max(1.0, options.width_mult()), divisor);
 
-  features = torch::nn::Sequential();
+  torch::nn::Sequential features;
   features->push_back(conv_bn_relu6(options.in_channels(), input_channel, 3, 2));
   for (const auto& s : settings) {
     const int64_t out = make_divisible(s[1] * options.width_mult(), divisor);
@@ -61,18 +61,10 @@ MobileNetV2Impl::MobileNetV2Impl(MobileNetV2Options options_) : options(options_
     }
   }
   features->push_back(conv_bn_relu6(input_channel, last_channel, 1));
-  register_module("features", features);
-  classifier = torch::nn::Sequential(torch::nn::Dropout(options.dropout()),
-                                     torch::nn::Linear(last_channel, options.num_classes()));
-  register_module("classifier", classifier);
+  register_features_and_classifier(features, torch::nn::Sequential(torch::nn::Dropout(options.dropout()),
+                                                                   torch::nn::Linear(last_channel, options.num_classes())));
 
   init_like_torchvision(*this, /*linear_std=*/0.01);
-}
-
-torch::Tensor MobileNetV2Impl::forward(torch::Tensor x) {
-  x = libprune::nn::call_sequential(features, x);
-  x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  return libprune::nn::call_sequential(classifier, x);
 }
 
 MobileNetV2 mobilenet_v2(const ModelOptions& o) {

@@ -1,12 +1,11 @@
 #include "libprune/models/vgg.h"
 
 #include "libprune/models/init.h"
-#include "libprune/nn/call.h"
 
 namespace libprune::models {
 
-VGGImpl::VGGImpl(VGGOptions options_) : options(std::move(options_)) {
-  features = torch::nn::Sequential();
+VGGImpl::VGGImpl(VGGOptions options_) : FeaturesClassifierImpl(7), options(std::move(options_)) {
+  torch::nn::Sequential features;
   int64_t in = options.in_channels();
   for (int64_t v : options.config()) {
     if (v == 0) {
@@ -18,20 +17,13 @@ VGGImpl::VGGImpl(VGGOptions options_) : options(std::move(options_)) {
       in = v;
     }
   }
-  register_module("features", features);
-  classifier = torch::nn::Sequential(
+  torch::nn::Sequential classifier(
       torch::nn::Linear(in * 7 * 7, 4096), torch::nn::ReLU(torch::nn::ReLUOptions(true)),
       torch::nn::Dropout(options.dropout()), torch::nn::Linear(4096, 4096),
       torch::nn::ReLU(torch::nn::ReLUOptions(true)), torch::nn::Dropout(options.dropout()),
       torch::nn::Linear(4096, options.num_classes()));
-  register_module("classifier", classifier);
+  register_features_and_classifier(features, classifier);
   init_like_torchvision(*this, /*linear_std=*/0.01);
-}
-
-torch::Tensor VGGImpl::forward(torch::Tensor x) {
-  x = libprune::nn::call_sequential(features, x);
-  x = torch::adaptive_avg_pool2d(x, {7, 7}).flatten(1);
-  return libprune::nn::call_sequential(classifier, x);
 }
 
 namespace {

@@ -105,97 +105,65 @@ layers::PruningPlan Pruner::plan() const {
   return make_plan(build_graph(trace(tensors), tensors), tensors, {});
 }
 
-layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& snapshot,
-                                      const std::set<size_t>& skip, std::vector<size_t>* used) const {
-  const auto tensors = snapshot.by_name();
-  std::map<std::string, torch::Tensor> params(snapshot.parameters.begin(), snapshot.parameters.end());
-  // Companions (running statistics, extension state) are cut with their group but never score.
-  for (const auto& c : snapshot.companions) params.erase(c.tensor);
+namespace {
 
-  // The modules whose outputs a group cuts (members along dim 0): what `ignored` and the
-  // per-layer overrides name.
-  auto output_modules = [](const graph::Group& grp) {
-    std::vector<std::string> out;
-    for (const auto& m : grp.members) {
-      const auto dot = m.tensor.rfind('.');
-      if (m.dim == 0 && dot != std::string::npos) out.push_back(m.tensor.substr(0, dot));
-    }
-    return out;
-  };
-  const std::set<std::string> ignored_modules(options_.ignored_layers().begin(), options_.ignored_layers().end());
-  auto ignored = [&](const graph::Group& grp) {
-    for (const auto& module : output_modules(grp)) {
-      if (ignored_modules.count(module)) return true;
-    }
-    return false;
-  };
+// A group the plan may cut: its units' scores, the size ratios count against, its ratio, and the
+// units it keeps.
+struct Candidate {
+  size_t index;
+  const graph::Group* group;
+  std::vector<double> scores;
+  int64_t original = 0;
+  double ratio = 0;
+  int64_t keep = 0;
+};
 
-  struct Candidate {
-    size_t index;
-    const graph::Group* group;
-    std::vector<double> scores;
-    int64_t keep = 0;
-  };
-  std::vector<Candidate> candidates;
-  importance::MagnitudeCache magnitudes;
-  for (size_t gi = 0; gi < g.groups().size(); ++gi) {
-    const auto& grp = g.groups()[gi];
-    if (grp.pinned || ignored(grp) || skip.count(gi)) continue;
-    candidates.push_back({gi, &grp, importance::score(grp, params, importance_, gradients_, &magnitudes), grp.size()});
+// The modules whose outputs a group cuts (members along dim 0): what ignored_layers and the
+// per-layer overrides name.
+std::vector<std::string> output_modules(const graph::Group& grp) {
+  std::vector<std::string> out;
+  for (const auto& m : grp.members) {
+    const auto dot = m.tensor.rfind('.');
+    if (m.dim == 0 && dot != std::string::npos) out.push_back(m.tensor.substr(0, dot));
   }
-  auto original = [&](const graph::Group& grp) {
-    return std::max(grp.size(), original_sizes_.emplace(grp.name(), grp.size()).first->second);
-  };
-  // The first override naming a module whose outputs the group cuts (like `ignored`).
-  auto ratio_of = [&](const graph::Group& grp) {
-    const auto modules = output_modules(grp);
-    for (size_t k = 0; k < overrides_.size(); ++k) {
-      for (const auto& module : modules) {
-        if (overrides_[k].first == module || std::regex_match(module, overrides_[k].second)) {
-          return options_.overrides()[k].second;
-        }
-      }
-    }
-    return options_.ratio();
-  };
+  return out;
+}
 
-  if (!options_.global_pruning()) {
-    for (auto& c : candidates) c.keep = std::min(c.group->size(), keep_count(original(*c.group), ratio_of(*c.group), options_));
-  } else {
-    // Scores divided by their group's mean, so layers of different scale compete fairly.
-    // The total to remove counts against the original sizes; no group goes below min_channels or
-    // loses more than max_ratio of its original units.
-    std::vector<std::tuple<double, size_t, size_t>> all;
-    std::vector<int64_t> floor_keep(candidates.size());
-    int64_t total = 0, total_original = 0;
-    for (size_t ci = 0; ci < candidates.size(); ++ci) {
-      const auto& s = candidates[ci].scores;
-      const double mean = std::accumulate(s.begin(), s.end(), 0.0) / std::max<size_t>(1, s.size());
-      for (size_t u = 0; u < s.size(); ++u) all.emplace_back(mean > 0 ? s[u] / mean : 0.0, ci, u);
-      total += static_cast<int64_t>(s.size());
-      const int64_t orig = original(*candidates[ci].group);
-      total_original += orig;
-      floor_keep[ci] = keep_count(orig, options_.max_ratio(), options_);  // min_channels included
-    }
-    std::sort(all.begin(), all.end());
-    int64_t to_remove = static_cast<int64_t>(std::floor(static_cast<double>(total_original) * options_.ratio() + 1e-9)) -
-                        (total_original - total);
-    for (const auto& [score, ci, u] : all) {
-      if (to_remove <= 0) break;
-      auto& c = candidates[ci];
-      if (c.keep > floor_keep[ci]) {
-        --c.keep;
-        --to_remove;
-      }
-    }
-    for (auto& c : candidates) {
-      if (options_.round_to() > 1) {
-        c.keep = std::min(c.group->size(), (c.keep + options_.round_to() - 1) / options_.round_to() * options_.round_to());
-      }
+// Global ranking: scores divided by their group's mean, so layers of different scale compete
+// fairly. The total to remove counts against the original sizes; no group goes below min_channels
+// or loses more than max_ratio of its original units.
+void keep_globally(std::vector<Candidate>& candidates, const PrunerOptions& o) {
+  std::vector<std::tuple<double, size_t, size_t>> all;
+  std::vector<int64_t> floor_keep(candidates.size());
+  int64_t total = 0, total_original = 0;
+  for (size_t ci = 0; ci < candidates.size(); ++ci) {
+    const auto& s = candidates[ci].scores;
+    const double mean = std::accumulate(s.begin(), s.end(), 0.0) / std::max<size_t>(1, s.size());
+    for (size_t u = 0; u < s.size(); ++u) all.emplace_back(mean > 0 ? s[u] / mean : 0.0, ci, u);
+    total += static_cast<int64_t>(s.size());
+    total_original += candidates[ci].original;
+    floor_keep[ci] = keep_count(candidates[ci].original, o.max_ratio(), o);  // min_channels included
+  }
+  std::sort(all.begin(), all.end());
+  int64_t to_remove = static_cast<int64_t>(std::floor(static_cast<double>(total_original) * o.ratio() + 1e-9)) -
+                      (total_original - total);
+  for (const auto& [score, ci, u] : all) {
+    if (to_remove <= 0) break;
+    auto& c = candidates[ci];
+    if (c.keep > floor_keep[ci]) {
+      --c.keep;
+      --to_remove;
     }
   }
+  for (auto& c : candidates) {
+    if (o.round_to() > 1) c.keep = std::min(c.group->size(), (c.keep + o.round_to() - 1) / o.round_to() * o.round_to());
+  }
+}
 
-  // Indices removed per (tensor, dim): one lookup per member of a group, not per unit.
+// The plan that removes each candidate's lowest-scoring units down to its keep count. Indices
+// removed are gathered per (tensor, dim): one lookup per member of a group, not per unit.
+layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std::map<std::string, torch::Tensor>& tensors,
+                            std::vector<size_t>* used) {
   std::map<std::pair<std::string, int64_t>, std::vector<int64_t>> removed;
   layers::PruningPlan plan;
   for (const auto& c : candidates) {
@@ -227,6 +195,49 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const lay
     plan.cuts.push_back(std::move(cut));
   }
   return plan;
+}
+
+}  // namespace
+
+layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& snapshot,
+                                      const std::set<size_t>& skip, std::vector<size_t>* used) const {
+  std::map<std::string, torch::Tensor> params(snapshot.parameters.begin(), snapshot.parameters.end());
+  // Companions (running statistics, extension state) are cut with their group but never score.
+  for (const auto& c : snapshot.companions) params.erase(c.tensor);
+  const std::set<std::string> ignored(options_.ignored_layers().begin(), options_.ignored_layers().end());
+  std::vector<Candidate> candidates;
+  importance::MagnitudeCache magnitudes;
+  for (size_t gi = 0; gi < g.groups().size(); ++gi) {
+    const auto& grp = g.groups()[gi];
+    const auto modules = output_modules(grp);
+    if (grp.pinned || skip.count(gi) ||
+        std::any_of(modules.begin(), modules.end(), [&](const std::string& m) { return ignored.count(m) > 0; })) {
+      continue;
+    }
+    Candidate c{gi, &grp, importance::score(grp, params, importance_, gradients_, &magnitudes)};
+    c.original = std::max(grp.size(), original_sizes_.emplace(grp.name(), grp.size()).first->second);
+    c.ratio = ratio_of(modules);
+    c.keep = grp.size();
+    candidates.push_back(std::move(c));
+  }
+  if (options_.global_pruning()) {
+    keep_globally(candidates, options_);
+  } else {
+    for (auto& c : candidates) c.keep = std::min(c.group->size(), keep_count(c.original, c.ratio, options_));
+  }
+  return cuts_of(candidates, snapshot.by_name(), used);
+}
+
+// The first override naming a module whose outputs the group cuts (like ignored_layers), else the ratio.
+double Pruner::ratio_of(const std::vector<std::string>& modules) const {
+  for (size_t k = 0; k < overrides_.size(); ++k) {
+    for (const auto& module : modules) {
+      if (overrides_[k].first == module || std::regex_match(module, overrides_[k].second)) {
+        return options_.overrides()[k].second;
+      }
+    }
+  }
+  return options_.ratio();
 }
 
 std::vector<graph::Shape> Pruner::run_shapes() const {

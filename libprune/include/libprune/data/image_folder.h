@@ -35,6 +35,9 @@ class ImageFolder : public Dataset {
   int64_t skipped() const { return skipped_; }
 
  private:
+  // Decodes one image into `dst` (3 x crop x crop floats), augmented with `seed` when training;
+  // false when it cannot be read.
+  bool decode(const std::string& path, bool train, uint64_t seed, float* dst) const;
   ImageFolderOptions options_;
   std::vector<std::string> classes_;
   std::vector<std::pair<std::string, int64_t>> files_;

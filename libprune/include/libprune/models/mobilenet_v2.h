@@ -26,14 +26,10 @@ class InvertedResidualImpl : public torch::nn::Module {
 };
 TORCH_MODULE(InvertedResidual);
 
-class MobileNetV2Impl : public ModelImpl {
+class MobileNetV2Impl : public FeaturesClassifierImpl {
  public:
   explicit MobileNetV2Impl(MobileNetV2Options options = {});
-  torch::Tensor forward(torch::Tensor x) override;
-
   MobileNetV2Options options;
-  torch::nn::Sequential features{nullptr};
-  torch::nn::Sequential classifier{nullptr};
 };
 TORCH_MODULE(MobileNetV2);
 

@@ -20,6 +20,24 @@ class ModelImpl : public torch::nn::Module {
 
 using ModelPtr = std::shared_ptr<ModelImpl>;
 
+// torchvision's features -> adaptive average pool -> flatten -> classifier layout (VGG, MobileNetV2):
+// both Sequentials are called through nn::call_sequential, so extensions reach their layers.
+class FeaturesClassifierImpl : public ModelImpl {
+ public:
+  torch::Tensor forward(torch::Tensor x) override;
+  torch::nn::Sequential features{nullptr};
+  torch::nn::Sequential classifier{nullptr};
+
+ protected:
+  // The pool's output side (7 for VGG, 1 for MobileNetV2).
+  explicit FeaturesClassifierImpl(int64_t pooled) : pooled_(pooled) {}
+  // Registers both under their torchvision names.
+  void register_features_and_classifier(torch::nn::Sequential f, torch::nn::Sequential c);
+
+ private:
+  int64_t pooled_;
+};
+
 // Options every classifier in the zoo understands; the registry passes them through.
 struct ModelOptions {
   ModelOptions() = default;

@@ -17,14 +17,10 @@ struct VGGOptions {
   TORCH_ARG(double, dropout) = 0.5;
 };
 
-class VGGImpl : public ModelImpl {
+class VGGImpl : public FeaturesClassifierImpl {
  public:
   explicit VGGImpl(VGGOptions options);
-  torch::Tensor forward(torch::Tensor x) override;
-
   VGGOptions options;
-  torch::nn::Sequential features{nullptr};
-  torch::nn::Sequential classifier{nullptr};
 };
 TORCH_MODULE(VGG);
 

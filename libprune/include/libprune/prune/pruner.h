@@ -53,6 +53,8 @@ class Pruner {
   layers::PruningPlan make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& tensors, const std::set<size_t>& skip,
                         std::vector<size_t>* used = nullptr) const;
   graph::Trace trace(const layers::ModelTensors& tensors) const;
+  // The ratio of a group that cuts these modules' outputs: the first override naming one, else the ratio.
+  double ratio_of(const std::vector<std::string>& modules) const;
   // The graph of `traced`, with the policy pins: the hidden size, heads a module ties to it.
   graph::DependencyGraph build_graph(const graph::Trace& traced, const layers::ModelTensors& tensors) const;
   std::vector<graph::Shape> run_shapes() const;
