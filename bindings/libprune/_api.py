@@ -161,7 +161,7 @@ def _with_options(fn, options_class, keep):
     stub checks), in place of **options; `keep` names the parameters before them."""
     sig = inspect.signature(fn)
     params = [p for name, p in sig.parameters.items() if name in keep]
-    for name, default, _ in options_class._defaults():
+    for name, default, *_ in options_class._defaults():
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default))
     fn.__signature__ = sig.replace(parameters=params)
     return fn

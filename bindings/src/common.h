@@ -74,7 +74,8 @@ O from_kwargs(const py::dict& kwargs, const std::string& where) {
 }
 
 // Binds O as a Python class: O(**options), a read-write property per option, __repr__, and the
-// class method _defaults() -> [(name, default, doc)] from which the Python signatures are made.
+// class method _defaults() -> [(name, default, doc, type)] from which the Python signatures and the
+// stub (bindings/gen_stub.py) are made; type is options::describe's ("a number", "an array of strings").
 template <typename O>
 py::class_<O> bind_options(py::module_& m, const char* name, const char* doc) {
   py::class_<O> cls(m, name, doc);
@@ -98,7 +99,9 @@ py::class_<O> bind_options(py::module_& m, const char* name, const char* doc) {
   cls.def_static("_defaults", [] {
     py::list out;
     const O defaults;
-    for (const auto& spec : O::specs()) out.append(py::make_tuple(spec.name(), to_python(spec.get(defaults)), spec.doc));
+    for (const auto& spec : O::specs()) {
+      out.append(py::make_tuple(spec.name(), to_python(spec.get(defaults)), spec.doc, options::describe(spec.type)));
+    }
     return out;
   });
   return cls;

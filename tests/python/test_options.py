@@ -25,7 +25,7 @@ def _widths(model):
 
 
 def test_prune_and_pruner_take_every_option_by_its_one_name():
-    names = [name for name, _, _ in libprune.PrunerOptions._defaults()]
+    names = [name for name, *_ in libprune.PrunerOptions._defaults()]
     assert {"ratio", "importance", "global_pruning", "ignored_layers", "seed", "max_ratio", "overrides",
             "round_to", "min_channels", "verify", "prune_hidden", "reduction", "normalize"} <= set(names)
     for fn in (libprune.prune, libprune.Pruner.__init__):

@@ -21,7 +21,7 @@ using Strings = std::vector<std::string>;
     "the sizes first seen, so steps toward it (iterative, AGP) reach the same total as one step")                       \
   X("importance", std::string, importance, "l1",                                                                        \
     (::libprune::options::check::OneOf{::libprune::importance::criteria, "importance"}),                                  \
-    "how channels are ranked: l1, l2, bn_scale, taylor, fpgm, lamp, random, or a registered criterion")                  \
+    "how channels are ranked: a criterion of importance::criteria(), built in or registered (docs/recipes.md)")          \
   X("reduction", ::libprune::importance::Reduction, reduction, ::libprune::importance::Reduction::Sum, nullptr,         \
     "how a channel's values in the group's members combine: sum, mean, max, first")                                    \
   X("normalize", bool, normalize, false, nullptr, "divide each group's scores by their sum")                            \
