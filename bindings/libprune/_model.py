@@ -63,8 +63,8 @@ def module_names(model, modules, what="ignored_layers"):
         elif id(m) in names and names[id(m)]:
             out.append(names[id(m)])
         else:
-            raise ValueError(f"{what}: module {type(m).__name__} is not in the model (ignored module not in the model); "
-                             "fix: pass submodules of the model being pruned, e.g. ignored_layers=[model.fc]")
+            raise ValueError(f"{what}: module {type(m).__name__} is not in the model; fix: pass submodules of the "
+                             "model being pruned, e.g. ignored_layers=[model.fc]")
     return out
 
 

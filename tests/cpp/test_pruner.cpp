@@ -236,7 +236,9 @@ TEST_CASE("scoring in one pass: the magnitude cache gives each dim's sums, dense
   }
   auto fc = torch::randn({5, 7});
   CHECK(torch::allclose(cache.per_index(fc, 1, true), fc.square().to(torch::kFloat64).sum(0), 1e-5, 1e-6));
-  CHECK_FALSE(cache.per_index(torch::randn({5}), 0, true).defined());  // 1-D: scored directly
+  const auto scale = torch::randn({5});
+  CHECK(torch::allclose(cache.per_index(scale, 0, false), scale.abs().to(torch::kFloat64)));
+  CHECK_FALSE(cache.per_index(scale, 1, true).defined());
   // The pruner's scores (with the cache) equal the criterion's own (without), group by group.
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   auto x = torch::randn({1, 3, 32, 32});

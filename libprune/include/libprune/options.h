@@ -48,8 +48,6 @@ struct Spec {
   // "" when the option's value is fine; otherwise what is wrong and the fix ("ratio must be in [0, 1),
   // got 1.5. Fix: ...").
   std::function<std::string(const Options&)> check;
-  // The allowed values of a choice (an enum's names, registered criteria); empty for free values.
-  std::function<std::vector<std::string>()> choices;
   // The key's last part: the Python keyword.
   std::string name() const { return key.substr(key.rfind('.') + 1); }
 };
@@ -179,10 +177,6 @@ struct Convert<E, std::enable_if_t<std::is_enum_v<E>>> {
 namespace detail {
 [[noreturn]] void wrong_type(Type want, const Value& got);
 int64_t to_int(const Value& v);
-template <typename E>
-std::vector<std::string> enum_names() {
-  return std::vector<std::string>(std::begin(EnumNames<E>::names), std::end(EnumNames<E>::names));
-}
 }  // namespace detail
 
 template <typename T>
@@ -212,8 +206,8 @@ struct OneOf {
 };
 }  // namespace check
 
-// Builds one Spec from an options-list line (see LIBPRUNE_OPTION_SPEC). `check` is nullptr, a
-// callable taking the field's value, or a check::OneOf (whose choices the spec lists too).
+// Builds one Spec from an options-list line (see LIBPRUNE_OPTION_SPEC). `check` is nullptr or a
+// callable taking the option's name and value (check::OneOf among them).
 template <typename Options, typename T, typename Get, typename Set, typename Check>
 Spec<Options> make_spec(const char* key, const char* doc, Get get, Set set, Check check) {
   Spec<Options> s;
@@ -233,8 +227,6 @@ Spec<Options> make_spec(const char* key, const char* doc, Get get, Set set, Chec
   if constexpr (!std::is_same_v<Check, std::nullptr_t>) {
     s.check = [get, check, name = s.name()](const Options& o) { return check(name, get(o)); };
   }
-  if constexpr (std::is_same_v<Check, check::OneOf>) s.choices = check.choices;
-  if constexpr (std::is_enum_v<T>) s.choices = [] { return detail::enum_names<T>(); };
   return s;
 }
 

@@ -119,27 +119,37 @@ std::vector<Group> make_groups(Units& units) {
   std::map<Signature, size_t> group_of;
   std::vector<Group> out;
   std::vector<std::vector<uint32_t>> group_members;
+  // Units of one group are mostly neighbours (one layer's channels are consecutive elements), so the
+  // previous unit's signature is checked before the map.
+  Signature sig, previous;
+  size_t previous_group = 0;
   for (size_t u = 0; u < b.roots.size(); ++u) {
     const Entry* begin = b.entries.data() + b.offsets[u];
     const Entry* end = b.entries.data() + b.offsets[u + 1];
-    Signature sig;
+    sig.members.clear();
     for (const Entry* e = begin; e != end; ++e) {
       if (sig.members.empty() || sig.members.back() != e->member) sig.members.push_back(e->member);
     }
     auto reason = root_reason.find(b.roots[u]);
-    if (reason != root_reason.end()) sig.reason = reason->second;
-    auto [it, inserted] = group_of.emplace(std::move(sig), out.size());
-    if (inserted) {
-      Group g;
-      for (uint32_t id : it->first.members) g.members.push_back(member_list[id]);
-      g.pinned = !it->first.reason.empty();
-      g.reason = it->first.reason;
-      out.push_back(std::move(g));
-      group_members.push_back(it->first.members);
+    sig.reason = reason != root_reason.end() ? reason->second : std::string();
+    size_t index = previous_group;
+    if (u == 0 || sig.members != previous.members || sig.reason != previous.reason) {
+      auto [it, inserted] = group_of.emplace(sig, out.size());
+      if (inserted) {
+        Group g;
+        for (uint32_t id : sig.members) g.members.push_back(member_list[id]);
+        g.pinned = !sig.reason.empty();
+        g.reason = sig.reason;
+        out.push_back(std::move(g));
+        group_members.push_back(sig.members);
+      }
+      index = it->second;
+      previous = sig;
+      previous_group = index;
     }
-    auto& g = out[it->second];
+    auto& g = out[index];
     if (hidden_roots.count(b.roots[u])) g.hidden = true;
-    add_unit(g, begin, end, group_members[it->second]);
+    add_unit(g, begin, end, group_members[index]);
   }
   for (auto& g : out) finish_group(g);
   // Groups by name, from the order their signatures sort in (the same input, so the same order as ever).

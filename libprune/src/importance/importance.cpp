@@ -208,8 +208,14 @@ void check_scores(const std::string& name, const graph::Group& group, const std:
 }  // namespace
 
 torch::Tensor MagnitudeCache::per_index(const torch::Tensor& t, int64_t dim, bool squared) {
-  if (dim > 1 || t.dim() < 2) return {};
+  if (dim > 1 || t.dim() < 1 || (t.dim() == 1 && dim != 0)) return {};
   auto& e = entries_[{t.unsafeGetTensorImpl(), squared}];
+  if (!e.source.defined() && t.dim() == 1) {
+    // A norm's scale or a bias: its values are the per-index values (one op, not a block loop).
+    torch::NoGradGuard no_grad;
+    e.along0 = (squared ? t.detach().square() : t.detach().abs()).to(torch::kFloat64).cpu();
+    e.source = t;
+  }
   if (!e.source.defined()) {
     // One read for both dims, where scoring each dim on its own read the weight, squared it into a
     // new tensor and read that, and copied it first to move dim 1 to the front.

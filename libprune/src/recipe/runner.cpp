@@ -44,7 +44,6 @@ struct Run {
   const Recipe& recipe;
   const RunOptions& options;
   std::string output_dir, last;
-  models::ModelOptions model_options;
   models::ModelPtr model;
   std::unique_ptr<train::Trainer> trainer;
   std::shared_ptr<train::PlanHistory> plans = std::make_shared<train::PlanHistory>();
@@ -56,18 +55,17 @@ struct Run {
 void build(Run& run) {
   const auto& r = run.recipe;
   const auto data = detail::make_data(r.data);
-  run.model_options = models::ModelOptions()
-                          .num_classes(r.model.num_classes() > 0 ? r.model.num_classes() : data.train->num_classes())
-                          .in_channels(r.model.in_channels() > 0 ? r.model.in_channels() : data.channels);
+  const auto model_options = models::ModelOptions()
+                                .num_classes(r.model.num_classes() > 0 ? r.model.num_classes() : data.train->num_classes())
+                                .in_channels(r.model.in_channels() > 0 ? r.model.in_channels() : data.channels);
   torch::manual_seed(r.training.seed());
-  run.model = models::create(r.model.name(), run.model_options);
+  run.model = models::create(r.model.name(), model_options);
   if (!r.model.weights().empty()) io::load_state_dict(*run.model, r.model.weights());
   run.trainer = std::make_unique<train::Trainer>(run.model, data.train, data.eval, r.training);
   auto example = run.trainer->example(1);
   auto model = run.model;
   run.stages = detail::make_stages(r, model, [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; });
   const std::string name = r.model.name();
-  const auto model_options = run.model_options;
   run.comparison = std::make_unique<report::detail::Comparison>(
       *run.trainer, [name, model_options] { return models::create(name, model_options); }, r.report);
 }

@@ -37,8 +37,8 @@ struct ImportanceOptions {
 // change while it lives.
 class MagnitudeCache {
  public:
-  // The sums along `dim` in float64 (one per index), or undefined when `t` has fewer than 2 dims or
-  // `dim` is past 1.
+  // The sums along `dim` in float64 (one per index; a 1-D tensor's own values), or undefined when
+  // `dim` is past 1 (or past 0 for a 1-D tensor).
   torch::Tensor per_index(const torch::Tensor& t, int64_t dim, bool squared);
 
  private:
