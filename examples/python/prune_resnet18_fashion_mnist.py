@@ -35,7 +35,7 @@ ap.add_argument("--train", type=int, default=3000, help="training images (of 600
 ap.add_argument("--dense-epochs", type=int, default=2, help="epochs of dense training before pruning")
 ap.add_argument("--epochs", type=int, default=3, help="epochs of pruning and fine-tuning")
 ap.add_argument("--ratio", type=float, default=0.5)
-ap.add_argument("--criterion", default="l2")
+ap.add_argument("--importance", default="l2")
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 args = ap.parse_args([] if "ipykernel" in sys.modules else None)
 torch.manual_seed(0)
@@ -76,7 +76,7 @@ example = x_test[:1].contiguous(memory_format=torch.channels_last)
 
 # %% The pruning schedule: AGP from the end of the dense phase; the cubic's first point (ratio 0)
 # is the last dense epoch, so the cuts fall at the starts of the first two pruning epochs.
-pruner = libprune.Pruner(model, example, importance=args.criterion, ignored_layers=[model.fc], round_to=8)
+pruner = libprune.Pruner(model, example, importance=args.importance, ignored_layers=[model.fc], round_to=8)
 d = args.dense_epochs
 schedule = libprune.Schedule("agp", ratio=args.ratio, start_epoch=max(0, d - 1), end_epoch=max(d, 1) + min(1, args.epochs - 1))
 
@@ -115,7 +115,7 @@ for epoch in range(args.dense_epochs + args.epochs):
     if schedule.prunes_at(epoch):
         if dense is None:
             dense = figures(accuracy if accuracy is not None else evaluate())
-        if args.criterion == "taylor":  # gradients of one batch for |w * dL/dw|
+        if args.importance == "taylor":  # gradients of one batch for |w * dL/dw|
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model.train()(x_train[:128].contiguous(memory_format=torch.channels_last)),
                                               y_train[:128]).backward()
