@@ -37,35 +37,52 @@ torch::Tensor* member_slot(torch::nn::Module& layer, const std::string& tensor) 
 
 using Extensions = std::vector<std::shared_ptr<ExtensionImpl>>;
 
-// Puts the transformed tensors in the layer's members for one call, and the originals back after.
+// The extension children of a layer, in chain order.
+Extensions chain_of(const torch::nn::Module& layer) {
+  Extensions chain;
+  for (auto& child : layer.children()) {
+    if (auto ext = std::dynamic_pointer_cast<ExtensionImpl>(child)) chain.push_back(std::move(ext));
+  }
+  return chain;
+}
+
+// Puts the transformed tensors in the layer's members for one call, and the originals back after,
+// also when a transform throws halfway.
 class Substitution {
  public:
   Substitution(torch::nn::Module& layer, const Extensions& chain) {
     std::vector<std::string> names;
     for (const auto& ext : chain) {
-      for (const auto& t : ext->transformed()) {
+      for (const auto& t : ext->transformed_tensors()) {
         if (std::find(names.begin(), names.end(), t) == names.end()) names.push_back(t);
       }
     }
-    for (const auto& name : names) {
-      torch::Tensor* slot = member_slot(layer, name);
-      if (!slot) continue;  // install() refused such extensions
-      torch::Tensor value = *slot;
-      for (const auto& ext : chain) {
-        const auto t = ext->transformed();
-        if (std::find(t.begin(), t.end(), name) != t.end()) value = ext->transform(layer, name, value);
+    try {
+      for (const auto& name : names) {
+        torch::Tensor* slot = member_slot(layer, name);
+        if (!slot) continue;  // install() refused such extensions
+        torch::Tensor value = *slot;
+        for (const auto& ext : chain) {
+          const auto& t = ext->transformed_tensors();
+          if (std::find(t.begin(), t.end(), name) != t.end()) value = ext->transform(layer, name, value);
+        }
+        saved_.emplace_back(slot, *slot);
+        *slot = value;
       }
-      saved_.emplace_back(slot, *slot);
-      *slot = value;
+    } catch (...) {
+      restore();
+      throw;
     }
   }
-  ~Substitution() {
-    for (auto& [slot, original] : saved_) *slot = original;
-  }
+  ~Substitution() { restore(); }
   Substitution(const Substitution&) = delete;
   Substitution& operator=(const Substitution&) = delete;
 
  private:
+  void restore() {
+    for (auto& [slot, original] : saved_) *slot = original;
+    saved_.clear();
+  }
   std::vector<std::pair<torch::Tensor*, torch::Tensor>> saved_;
 };
 
@@ -80,8 +97,6 @@ torch::Tensor run_from(torch::nn::Module& layer, const Extensions& chain, size_t
   });
 }
 
-std::string layer_label(const torch::nn::Module& layer) { return layer.name(); }
-
 }  // namespace
 
 torch::Tensor ExtensionImpl::forward(torch::nn::Module&, const std::vector<torch::Tensor>& inputs, const Forward& next) {
@@ -91,25 +106,26 @@ torch::Tensor ExtensionImpl::forward(torch::nn::Module&, const std::vector<torch
 torch::Tensor ExtensionImpl::transform(torch::nn::Module&, const std::string&, const torch::Tensor& value) { return value; }
 
 void install(torch::nn::Module& layer, const std::string& name, std::shared_ptr<ExtensionImpl> extension, bool first) {
-  TORCH_CHECK_VALUE(extension, "nn::install: the extension for ", layer_label(layer), " \"", name,
+  TORCH_CHECK_VALUE(extension, "nn::install: the extension for ", layer.name(), " \"", name,
                     "\" is null. Fix: pass std::make_shared<YourExtension>(...)");
   TORCH_CHECK_VALUE(!name.empty() && name.find('.') == std::string::npos, "nn::install: \"", name,
                     "\" is not a valid extension name. Fix: use a submodule name without dots, e.g. weight_fake_quant");
   const auto children = layer.named_children();
   if (const auto* taken = children.find(name)) {
     const bool extension_there = std::dynamic_pointer_cast<ExtensionImpl>(*taken) != nullptr;
-    TORCH_CHECK_VALUE(false, "nn::install: ", layer_label(layer), " already has ",
+    TORCH_CHECK_VALUE(false, "nn::install: ", layer.name(), " already has ",
                       extension_there ? "an extension" : "a submodule", " named \"", name, "\"; nothing was changed. Fix: ",
                       extension_there ? "remove it first (nn::remove), or install under another name"
                                       : "install the extension under another name");
   }
   for (const auto& [other, child] : extensions(layer)) {
-    TORCH_CHECK_VALUE(child != extension, "nn::install: this extension is already installed on ", layer_label(layer),
+    TORCH_CHECK_VALUE(child != extension, "nn::install: this extension is already installed on ", layer.name(),
                       " as \"", other, "\"; nothing was changed. Fix: make a new extension for each place");
   }
-  for (const auto& tensor : extension->transformed()) {
+  extension->transformed_ = extension->transformed();
+  for (const auto& tensor : extension->transformed_) {
     TORCH_CHECK_VALUE(member_slot(layer, tensor) != nullptr, "nn::install: extension \"", name, "\" transforms '",
-                      tensor, "', which a ", layer_label(layer),
+                      tensor, "', which a ", layer.name(),
                       " cannot take in place of its own; nothing was changed. Fix: install it on a Conv1d/2d/3d, "
                       "ConvTranspose1d/2d/3d or Linear (weight, bias), or act in forward() instead");
   }
@@ -127,7 +143,7 @@ void remove(torch::nn::Module& layer, const std::string& name) {
   if (!found || !std::dynamic_pointer_cast<ExtensionImpl>(*found)) {
     std::string installed;
     for (const auto& [n, e] : extensions(layer)) installed += (installed.empty() ? "" : ", ") + n;
-    TORCH_CHECK_VALUE(false, "nn::remove: ", layer_label(layer), " has no extension named \"", name,
+    TORCH_CHECK_VALUE(false, "nn::remove: ", layer.name(), " has no extension named \"", name,
                       "\" (installed: ", installed.empty() ? "none" : installed,
                       "); nothing was changed. Fix: remove an installed name");
   }
@@ -143,23 +159,14 @@ std::vector<std::pair<std::string, std::shared_ptr<ExtensionImpl>>> extensions(c
   return out;
 }
 
-bool has_extensions(const torch::nn::Module& layer) {
-  if (!detail::extensions_installed()) return false;
-  for (const auto& child : layer.children()) {
-    if (std::dynamic_pointer_cast<ExtensionImpl>(child)) return true;
-  }
-  return false;
-}
+bool has_extensions(const torch::nn::Module& layer) { return detail::extensions_installed() && !chain_of(layer).empty(); }
 
 namespace detail {
 
 bool extensions_installed() { return installed_count().load(std::memory_order_relaxed) > 0; }
 
 torch::Tensor run_extended(torch::nn::Module& layer, const std::vector<torch::Tensor>& inputs, const Forward& inner) {
-  Extensions chain;
-  for (auto& child : layer.children()) {
-    if (auto ext = std::dynamic_pointer_cast<ExtensionImpl>(child)) chain.push_back(std::move(ext));
-  }
+  const Extensions chain = chain_of(layer);
   if (chain.empty()) return inner(inputs);
   return run_from(layer, chain, 0, inputs, inner);
 }

@@ -17,7 +17,9 @@
 //     in order (fold, then quantise) and the layer's own forward runs with the result.
 //
 // Extensions run when the layer is called through libprune::nn::call (nn/call.h), as the zoo models
-// do. With none installed anywhere the cost of a call is one relaxed atomic load: no lock, no lookup.
+// do. While none is installed in the process (none ever, or all removed) the cost of a call is one
+// relaxed atomic load: no lock, no lookup. A layer's tensors are swapped for its transforms' results
+// during a call, so a model with transforming extensions must not be called from two threads at once.
 #include <torch/torch.h>
 
 #include <functional>
@@ -48,6 +50,12 @@ class ExtensionImpl : public torch::nn::Module {
   virtual std::vector<std::string> transformed() const { return {}; }
   virtual torch::Tensor transform(torch::nn::Module& layer, const std::string& tensor, const torch::Tensor& value);
   virtual std::vector<ChannelTie> channel_ties() const { return {}; }
+  // transformed(), as install() read it: the chain reads this on every call.
+  const std::vector<std::string>& transformed_tensors() const { return transformed_; }
+
+ private:
+  friend void install(torch::nn::Module&, const std::string&, std::shared_ptr<ExtensionImpl>, bool);
+  std::vector<std::string> transformed_;
 };
 
 // Installs `extension` on `layer` under `name` (a submodule name: no dots), last in its chain, or

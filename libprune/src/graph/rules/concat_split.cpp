@@ -54,7 +54,9 @@ void cat(RuleContext& c, int i) {
   c.set(i, first);
 }
 
-void split(RuleContext& c, int i) {
+enum class SplitKind { Equal, Sizes, Unbind };  // chunk/split(size), split(sizes), unbind
+
+void split(RuleContext& c, int i, SplitKind kind) {
   const auto& n = c.node(i);
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
@@ -64,23 +66,23 @@ void split(RuleContext& c, int i) {
   const size_t outputs = n.output_shapes.size();
   if (!x.has(d)) {
     Space s = x;
-    if (n.op == "Unbind") {
+    if (kind == SplitKind::Unbind) {
       for (auto& dim : s.dims) dim -= dim > d ? 1 : 0;
     }
     for (size_t o = 0; o < outputs; ++o) c.set(i, s, o);
     return;
   }
-  if (n.op == "Unbind" && !x.single() && in.size() > static_cast<size_t>(x.dims.back())) {
+  if (kind == SplitKind::Unbind && !x.single() && in.size() > static_cast<size_t>(x.dims.back())) {
     // q, k, v = qkv.unbind(0): each output keeps the channels of its entry.
     const auto m = RuleContext::element_map(x, in);
     for (size_t o = 0; o < outputs; ++o) c.restrict(i, x, m.select(d, static_cast<int64_t>(o)), o);
     return;
   }
-  if (n.op == "Unbind" || !x.single()) return c.pin(x, c.why(i, "split across channel dimensions"));
+  if (kind == SplitKind::Unbind || !x.single()) return c.pin(x, c.why(i, "split across channel dimensions"));
   // chunk(k) / split(size): the model derives the cut points from the current size, so after a cut
   // every piece must still be equally large. Pairing channel j of every piece keeps that.
   const int64_t piece = n.attr("split_size");
-  if (n.op == "Split" && outputs > 1 && piece > 0 && piece * static_cast<int64_t>(outputs) == static_cast<int64_t>(x.elems.size())) {
+  if (kind == SplitKind::Equal && outputs > 1 && piece > 0 && piece * static_cast<int64_t>(outputs) == static_cast<int64_t>(x.elems.size())) {
     for (size_t o = 1; o < outputs; ++o) {
       for (int64_t j = 0; j < piece; ++j) {
         c.unite(x.elems[static_cast<size_t>(j)], x.elems[o * static_cast<size_t>(piece) + static_cast<size_t>(j)]);
@@ -103,7 +105,10 @@ void split(RuleContext& c, int i) {
 
 void add_concat_split(const Add& add) {
   add("Cat", OpKind::Shape, cat);
-  add_all(add, {"Split", "SplitWithSizes", "Unbind"}, OpKind::Shape, split);
+  auto split_of = [](SplitKind kind) -> OpRule { return [kind](RuleContext& c, int i) { split(c, i, kind); }; };
+  add("Split", OpKind::Shape, split_of(SplitKind::Equal));
+  add("SplitWithSizes", OpKind::Shape, split_of(SplitKind::Sizes));
+  add("Unbind", OpKind::Shape, split_of(SplitKind::Unbind));
 }
 
 }  // namespace libprune::graph::rules

@@ -35,7 +35,7 @@ bool united_inputs(RuleContext& c, int i, int64_t rank, Space* result) {
 
 // Operand k carries no channels: fine when it broadcasts over them, a member when it is a parameter
 // along them, otherwise the channels are pinned. Returns false after pinning.
-bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& result) {
+bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& result, bool prelu) {
   const auto& n = c.node(i);
   const Shape in = c.in_shape(i, k);
   const int64_t shift = rank - static_cast<int64_t>(in.size());
@@ -52,7 +52,7 @@ bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& r
   }
   const std::string p = c.parameter(i, k);
   // PReLU's slope applies along dim 1, not right-aligned like broadcasting.
-  if (n.op == "Prelu" && !p.empty() && in.size() == 1 && in[0] > 1) {
+  if (prelu && !p.empty() && in.size() == 1 && in[0] > 1) {
     if (result.at(1) && in[0] == static_cast<int64_t>(result.elems.size())) {
       c.member(p, 0, result.elems);
       return true;
@@ -69,13 +69,14 @@ bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& r
   return false;
 }
 
-void elementwise(RuleContext& c, int i) {
+// `prelu`: a slope operand applies along dim 1 (PReLU), not right-aligned.
+void elementwise(RuleContext& c, int i, bool prelu) {
   const auto& n = c.node(i);
   const auto rank = static_cast<int64_t>(c.out_shape(i).size());
   Space result;
   if (!united_inputs(c, i, rank, &result) || !result.tracked) return;
   for (size_t k = 0; k < n.inputs.size(); ++k) {
-    if (!c.input(i, k).tracked && !other_operand(c, i, k, rank, result)) return;
+    if (!c.input(i, k).tracked && !other_operand(c, i, k, rank, result, prelu)) return;
   }
   c.set(i, result);
 }
@@ -83,14 +84,15 @@ void elementwise(RuleContext& c, int i) {
 }  // namespace
 
 void add_elementwise(const Add& add) {
+  add("Prelu", OpKind::Elementwise, [](RuleContext& c, int i) { elementwise(c, i, true); });
   add_all(add,
           {"Add", "Sub", "Mul", "Div", "Relu", "Hardtanh", "Gelu", "Silu", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid",
-           "Softmax", "LogSoftmax", "LeakyRelu", "Elu", "Prelu", "Neg", "Exp", "Pow", "Sqrt", "Rsqrt", "NativeDropout",
+           "Softmax", "LogSoftmax", "LeakyRelu", "Elu", "Neg", "Exp", "Pow", "Sqrt", "Rsqrt", "NativeDropout",
            "Mish", "Clamp", "Where",
            // Fake quantization (QAT): the value is rounded in place, channels pass through.
            "FakeQuantizePerTensorAffineCachemask", "FakeQuantizePerChannelAffineCachemask",
            "FakeQuantizeLearnablePerTensorAffine", "FakeQuantizeLearnablePerChannelAffine", "FusedMovingAvgObsFqHelper"},
-          OpKind::Elementwise, elementwise);
+          OpKind::Elementwise, [](RuleContext& c, int i) { elementwise(c, i, false); });
 }
 
 }  // namespace libprune::graph::rules

@@ -5,6 +5,8 @@
 namespace libprune::graph::rules {
 namespace {
 
+void not_understood(RuleContext& c, int i) { c.pin_inputs(i, c.why(i, "matrix product of this form is not understood")); }
+
 // [B, M, K] x [B, K, N] -> [B, M, N] with channels in any of B, M (lhs), K (both), N (rhs). A
 // contracted channel pairs the two operands' elements. Where channels sit in the batch (heads
 // merged into it), every channel contracted or carried within one batch entry joins that entry's
@@ -54,7 +56,7 @@ void activation_mm(RuleContext& c, int i) {
   Space a = c.input(i, 0), b = c.input(i, 1);
   Shape as = c.in_shape(i, 0), bs = c.in_shape(i, 1), os = c.out_shape(i);
   if (as.size() != 2 || bs.size() != 2 || os.size() != 2) {
-    return c.pin_inputs(i, c.why(i, "matrix product of this form is not understood"));
+    return not_understood(c, i);
   }
   a.shift(1);
   b.shift(1);
@@ -63,14 +65,13 @@ void activation_mm(RuleContext& c, int i) {
   os.insert(os.begin(), 1);
   Space out;
   if (!batched_product(c, i, a, as, b, bs, os, &out) || !out.tracked) return;
-  if (out.has(0)) return c.pin_inputs(i, c.why(i, "matrix product of this form is not understood"));
+  if (out.has(0)) return not_understood(c, i);
   out.shift(-1);
   c.set(i, out);
 }
 
 // addmm(bias, x, w^T) and mm(x, w^T): a linear layer when the right operand is a parameter.
-void mm(RuleContext& c, int i) {
-  const bool with_bias = c.node(i).op == "Addmm";
+void mm(RuleContext& c, int i, bool with_bias) {
   const size_t lhs = with_bias ? 1 : 0, rhs = lhs + 1;
   bool t = false;
   const std::string w = c.parameter(i, rhs, &t);
@@ -82,7 +83,7 @@ void mm(RuleContext& c, int i) {
     return dense(c, i, x, x_ok, w, t ? 1 : 0, with_bias ? c.parameter(i, 0) : std::string{}, k, nout);
   }
   if (!with_bias) return activation_mm(c, i);
-  c.pin_inputs(i, c.why(i, "matrix product of this form is not understood"));
+  not_understood(c, i);
 }
 
 void bmm(RuleContext& c, int i) {
@@ -93,12 +94,11 @@ void bmm(RuleContext& c, int i) {
   }
 }
 
-void not_understood(RuleContext& c, int i) { c.pin_inputs(i, c.why(i, "matrix product of this form is not understood")); }
-
 }  // namespace
 
 void add_matmul_attention(const Add& add) {
-  add_all(add, {"Addmm", "Mm"}, OpKind::MatMul, mm);
+  add("Addmm", OpKind::MatMul, [](RuleContext& c, int i) { mm(c, i, true); });
+  add("Mm", OpKind::MatMul, [](RuleContext& c, int i) { mm(c, i, false); });
   add("Bmm", OpKind::MatMul, bmm);
   add_all(add, {"Matmul", "Baddbmm", "Addbmm"}, OpKind::MatMul, not_understood);
 }

@@ -6,18 +6,18 @@
 namespace libprune::graph::rules {
 namespace {
 
-void norm(RuleContext& c, int i) {
+enum class NormKind { Batch, Layer, Group };
+
+// Each kind is a rule of its own (bound below), so an op aliased to one behaves like it whatever its name.
+void norm(RuleContext& c, int i, NormKind kind) {
   const auto& n = c.node(i);
   const Space& x = c.input(i, 0);
   const Shape xs = c.in_shape(i, 0).empty() ? c.out_shape(i) : c.in_shape(i, 0);
   const std::string w = n.inputs.size() > 1 ? c.parameter(i, 1) : std::string{};
   const std::string b = n.inputs.size() > 2 ? c.parameter(i, 2) : std::string{};
-  int64_t dim = -1;
-  if (n.op == "NativeBatchNorm" || n.op == "CudnnBatchNorm" || n.op == "MiopenBatchNorm") dim = 1;
-  if (n.op == "NativeLayerNorm") dim = static_cast<int64_t>(xs.size()) - 1;
-  if (n.op == "NativeGroupNorm") dim = 1;
+  const int64_t dim = kind == NormKind::Layer ? static_cast<int64_t>(xs.size()) - 1 : 1;
   if (dim < 0 || !x.at(dim)) return c.pin(x, c.why(i, "normalised dimension is not the traced channel dimension"));
-  if (n.op == "NativeGroupNorm") {
+  if (kind == NormKind::Group) {
     // Every group must keep the same width: channels with the same index inside their group are
     // one unit, like a grouped conv's.
     const int64_t groups = n.attr("groups", 1);
@@ -31,15 +31,16 @@ void norm(RuleContext& c, int i) {
   // Running statistics follow the weight as companions (layers::ModelAccess::companions).
   c.member(w, 0, x.elems);
   c.member(b, 0, x.elems);
-  if (n.op == "NativeLayerNorm") c.mark_layer_normed(x.elems);
+  if (kind == NormKind::Layer) c.mark_layer_normed(x.elems);
   c.set(i, x);
 }
 
-void pool(RuleContext& c, int i) {
+// A mean over some dims: the channels stay unless it averages over them.
+void mean(RuleContext& c, int i) {
   const auto& n = c.node(i);
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
-  if (n.op == "Mean") {
+  {
     const Shape in = c.in_shape(i, 0);
     std::vector<int64_t> dims = n.attrs.count("dim") ? n.attrs.at("dim") : std::vector<int64_t>{};
     if (dims.empty() || in.empty()) return c.pin(x, c.why(i, "mean over every dimension mixes channels"));
@@ -51,9 +52,14 @@ void pool(RuleContext& c, int i) {
     if (!n.attr("keepdim")) {
       for (auto& d : s.dims) d -= std::count_if(dims.begin(), dims.end(), [d](int64_t m) { return m < d; });
     }
-    return c.set(i, s);
+    c.set(i, s);
   }
-  // Spatial pooling keeps [N, C, ...] channels in place.
+}
+
+// Spatial pooling keeps [N, C, ...] channels in place.
+void pool(RuleContext& c, int i) {
+  const Space& x = c.input(i, 0);
+  if (!x.tracked) return;
   if (x.at(1)) return c.set(i, x);
   c.pin(x, c.why(i, "pooling over the channel dimension"));
 }
@@ -61,12 +67,15 @@ void pool(RuleContext& c, int i) {
 }  // namespace
 
 void add_norm_pool(const Add& add) {
-  add_all(add, {"NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm", "NativeLayerNorm", "NativeGroupNorm"},
-          OpKind::Norm, norm);
+  auto norm_of = [](NormKind kind) -> OpRule { return [kind](RuleContext& c, int i) { norm(c, i, kind); }; };
+  add_all(add, {"NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm"}, OpKind::Norm, norm_of(NormKind::Batch));
+  add("NativeLayerNorm", OpKind::Norm, norm_of(NormKind::Layer));
+  add("NativeGroupNorm", OpKind::Norm, norm_of(NormKind::Group));
   add_all(add,
           {"MaxPool2DWithIndices", "MaxPool3DWithIndices", "MaxPool2D", "AvgPool2D", "AvgPool3D", "AdaptiveAvgPool2D",
-           "AdaptiveAvgPool3D", "AdaptiveMaxPool2D", "Mean", "MkldnnAdaptiveAvgPool2D"},
+           "AdaptiveAvgPool3D", "AdaptiveMaxPool2D", "MkldnnAdaptiveAvgPool2D"},
           OpKind::Pool, pool);
+  add("Mean", OpKind::Pool, mean);
 }
 
 }  // namespace libprune::graph::rules

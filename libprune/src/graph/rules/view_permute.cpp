@@ -14,12 +14,12 @@ int64_t prod(const Shape& s, size_t b, size_t e) {
   return p;
 }
 
-// The forward permutation of dims that a Permute, Transpose or T applies.
-std::vector<int64_t> permutation(const TracedNode& n, size_t rank) {
+// The forward permutation of dims that a permute (all dims) or a transpose (two) applies.
+std::vector<int64_t> permutation(const TracedNode& n, size_t rank, bool transpose) {
   std::vector<int64_t> perm(rank);
   std::iota(perm.begin(), perm.end(), 0);
-  if (n.op == "Permute") perm = n.attrs.count("dims") ? n.attrs.at("dims") : perm;
-  if (n.op == "Transpose" || n.op == "T") {
+  if (!transpose) perm = n.attrs.count("dims") ? n.attrs.at("dims") : perm;
+  if (transpose) {
     auto dims = n.attrs.count("dims") ? n.attrs.at("dims") : std::vector<int64_t>{0, 1};
     for (auto& d : dims) d = d < 0 ? d + static_cast<int64_t>(rank) : d;
     if (dims.size() == 2) std::swap(perm[static_cast<size_t>(dims[0])], perm[static_cast<size_t>(dims[1])]);
@@ -28,11 +28,11 @@ std::vector<int64_t> permutation(const TracedNode& n, size_t rank) {
   return perm;
 }
 
-void permute(RuleContext& c, int i) {
+void permute(RuleContext& c, int i, bool transpose) {
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0), out = c.out_shape(i);
-  const auto perm = permutation(c.node(i), out.size());
+  const auto perm = permutation(c.node(i), out.size(), transpose);
   // Where each channel dim lands. Channel dims may end up apart (heads: [B, T, H, D] ->
   // [B, H, T, D]); if they change order among themselves, the flattened channels are permuted.
   std::vector<int64_t> pos(x.dims.size(), -1);
@@ -64,12 +64,11 @@ void permute(RuleContext& c, int i) {
 
 // slice and select: along a dim without channels nothing moves; along a channel dim the output
 // keeps the picked channels (the ones sliced away stay in the producer, read by nobody here).
-void pick(RuleContext& c, int i) {
+void pick(RuleContext& c, int i, bool select) {
   const auto& n = c.node(i);
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0);
-  const bool select = n.op == "Select";
   int64_t d = n.attr("dim");
   if (d < 0) d += static_cast<int64_t>(in.size());
   if (!x.has(d)) {
@@ -139,16 +138,13 @@ bool reshape_fast(RuleContext& c, int i, const Space& x, const Shape& in, const 
   return false;
 }
 
-void reshape(RuleContext& c, int i) {
-  const auto& op = c.node(i).op;
+// `copy`: the op can be a copy (same shape in and out); `reshaping`: it can be a row-major reshape.
+// An op that is neither (a stack, a roll, a pad) pins its channels.
+void reshape(RuleContext& c, int i, bool copy, bool reshaping) {
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0), out = c.out_shape(i);
-  const bool copy = op == "Clone" || op == "Contiguous" || op == "ToCopy" || op == "AsStrided" || op == "View" ||
-                    op == "ReshapeAlias" || op == "UnsafeView";
   if (in == out && copy) return c.set(i, x);
-  const bool reshaping = op == "View" || op == "ReshapeAlias" || op == "UnsafeView" || op == "Unsqueeze" ||
-                         op == "Squeeze" || op == "Flatten" || op == "AsStrided";
   if (!reshaping) return c.pin(x, c.why(i, "shape op not understood"));
   if (in.empty()) return c.pin(x, c.why(i, "input shape unknown"));
   if (x.contiguous() && reshape_fast(c, i, x, in, out)) return;
@@ -163,14 +159,19 @@ void reshape(RuleContext& c, int i) {
 }  // namespace
 
 void add_view_permute(const Add& add) {
-  add_all(add, {"Permute", "Transpose", "T"}, OpKind::Shape, permute);
-  add_all(add, {"Slice", "Select"}, OpKind::Shape, pick);
+  add("Permute", OpKind::Shape, [](RuleContext& c, int i) { permute(c, i, false); });
+  add_all(add, {"Transpose", "T"}, OpKind::Shape, [](RuleContext& c, int i) { permute(c, i, true); });
+  add("Slice", OpKind::Shape, [](RuleContext& c, int i) { pick(c, i, false); });
+  add("Select", OpKind::Shape, [](RuleContext& c, int i) { pick(c, i, true); });
   add("Expand", OpKind::Shape, expand);
-  // Copies and reshapes; the last four are shape ops the tracer does not follow (pinned).
-  add_all(add,
-          {"View", "ReshapeAlias", "UnsafeView", "Unsqueeze", "Squeeze", "Flatten", "AsStrided", "Clone", "Contiguous",
-           "ToCopy", "Stack", "PixelShuffle", "Roll", "ConstantPadNd"},
-          OpKind::Shape, reshape);
+  auto reshape_of = [](bool copy, bool reshaping) -> OpRule {
+    return [copy, reshaping](RuleContext& c, int i) { reshape(c, i, copy, reshaping); };
+  };
+  add_all(add, {"View", "ReshapeAlias", "UnsafeView", "AsStrided"}, OpKind::Shape, reshape_of(true, true));
+  add_all(add, {"Unsqueeze", "Squeeze", "Flatten"}, OpKind::Shape, reshape_of(false, true));
+  add_all(add, {"Clone", "Contiguous", "ToCopy"}, OpKind::Shape, reshape_of(true, false));
+  // Shape ops the tracer does not follow: their channels are pinned.
+  add_all(add, {"Stack", "PixelShuffle", "Roll", "ConstantPadNd"}, OpKind::Shape, reshape_of(false, false));
 }
 
 }  // namespace libprune::graph::rules
