@@ -175,3 +175,21 @@ TEST_CASE("fold_batchnorm: a diverged model (NaN in its output) still folds", "[
   measure::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
   CHECK(folding.folded().size() == 21);
 }
+
+TEST_CASE("fold_batchnorm: tensors replaced through set_data (checkpoint loads, pruning) fold again", "[latency]") {
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  randomize_norms(*m);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 3, 32, 32});
+  torch::Tensor folded;
+  {
+    measure::BatchNormFolding folding(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+    m->forward(x);  // the folded tensors are cached now
+    // Same tensor object, same version counter, new storage: what a checkpoint load does.
+    m->conv1->weight.set_data(torch::randn_like(m->conv1->weight));
+    m->bn1->running_var.set_data(m->bn1->running_var * 3 + 0.5);
+    folded = m->forward(x);
+  }
+  CHECK(torch::allclose(m->forward(x), folded, 1e-4, 1e-4));
+}

@@ -1,5 +1,6 @@
 #include "libprune/measure/fold_batchnorm.h"
 
+#include "libprune/graph/op_rules.h"
 #include "libprune/nn/batchnorm_fold.h"
 #include "libprune/nn/eval_mode.h"
 
@@ -11,25 +12,9 @@
 namespace libprune::measure {
 namespace {
 
-bool is_batch_norm(const graph::TracedNode& n) {
-  return n.op == "NativeBatchNorm" || n.op == "CudnnBatchNorm" || n.op == "MiopenBatchNorm";
-}
-
 bool is_conv_module(const torch::nn::Module& m) {
   return dynamic_cast<const torch::nn::Conv1dImpl*>(&m) || dynamic_cast<const torch::nn::Conv2dImpl*>(&m) ||
          dynamic_cast<const torch::nn::Conv3dImpl*>(&m);
-}
-
-bool is_tracking_batch_norm(const torch::nn::Module& m) {
-  auto tracks = [](const auto* bn) { return bn && bn->options.track_running_stats() && bn->running_mean.defined(); };
-  return tracks(dynamic_cast<const torch::nn::BatchNorm1dImpl*>(&m)) ||
-         tracks(dynamic_cast<const torch::nn::BatchNorm2dImpl*>(&m)) ||
-         tracks(dynamic_cast<const torch::nn::BatchNorm3dImpl*>(&m));
-}
-
-bool is_batch_norm_module(const torch::nn::Module& m) {
-  return dynamic_cast<const torch::nn::BatchNorm1dImpl*>(&m) || dynamic_cast<const torch::nn::BatchNorm2dImpl*>(&m) ||
-         dynamic_cast<const torch::nn::BatchNorm3dImpl*>(&m);
 }
 
 // "layer1.0.bn1.weight" -> "layer1.0.bn1"; empty when the node does not carry a named `.weight`
@@ -76,8 +61,8 @@ std::string unfoldable(const graph::TracedNode& c, int readers, const std::strin
   if (!is_conv_module(*modules.at(conv_name))) {
     return "'" + conv_name + "' is not a torch::nn::Conv1d/2d/3d, so its forward may do more than convolve";
   }
-  if (!is_batch_norm_module(*modules.at(norm_name))) return "'" + norm_name + "' is not a torch::nn::BatchNorm1d/2d/3d";
-  if (!is_tracking_batch_norm(*modules.at(norm_name))) {
+  if (!nn::is_batch_norm(*modules.at(norm_name))) return "'" + norm_name + "' is not a torch::nn::BatchNorm1d/2d/3d";
+  if (!nn::tracks_running_stats(*modules.at(norm_name))) {
     return "it does not track running statistics, so in eval mode it normalises by the batch";
   }
   for (const auto& [name, ext] : nn::extensions(*modules.at(conv_name))) {
@@ -109,7 +94,7 @@ BatchNormFolding::BatchNormFolding(torch::nn::Module& model, const graph::Forwar
   for (const auto& item : model.named_modules("", false)) modules[item.key()] = item.value();
 
   for (const auto& n : nodes) {
-    if (!is_batch_norm(n) || n.inputs.empty() || n.inputs[0] < 0) continue;
+    if (!graph::is_batch_norm_op(n.op) || n.inputs.empty() || n.inputs[0] < 0) continue;
     const auto& c = nodes[static_cast<size_t>(n.inputs[0])];
     if (c.kind != graph::OpKind::Conv) continue;
     const std::string norm_name = module_of_weight(trace, n.inputs.size() > 1 ? n.inputs[1] : -1);
@@ -129,14 +114,23 @@ BatchNormFolding::BatchNormFolding(torch::nn::Module& model, const graph::Forwar
   }
   if (installed_.empty()) return;
 
+  try {
+    install_and_check(model, forward);
+  } catch (...) {
+    for (auto& p : installed_) remove(*p);
+    throw;
+  }
+}
+
+void BatchNormFolding::install_and_check(torch::nn::Module& model, const graph::Forward& forward) {
   nn::EvalModeGuard eval(model);
   torch::NoGradGuard no_grad;
   const std::vector<torch::Tensor> reference = forward();  // unfolded: nothing installed yet
   for (auto& p : installed_) {
+    p->active = true;  // set first: remove() takes off whichever of the two is in place
     // First on the conv (fold, then any fake quantization); last on the norm (observers still see its output).
     nn::install(*p->conv, nn::kFoldedBatchNorm, p->fold, /*first=*/true);
     nn::install(*p->norm, nn::kFoldedIntoConv, p->pass);
-    p->active = true;
   }
   // Both extensions of a pair must run on the example: a model that calls its modules directly
   // bypasses them. Such pairs are removed and listed, and the check repeats.
@@ -158,7 +152,6 @@ BatchNormFolding::BatchNormFolding(torch::nn::Module& model, const graph::Forwar
     std::ostringstream names;
     for (auto& p : installed_) {
       if (p->active) names << " " << p->names.conv << "+" << p->names.norm;
-      remove(*p);
     }
     TORCH_CHECK(false, "fold_batchnorm: the folded model's output differs from the unfolded one; nothing was folded "
                 "(pairs tried:", names.str(), "). Fix: report the model; time it unfolded meanwhile");
@@ -168,15 +161,26 @@ BatchNormFolding::BatchNormFolding(torch::nn::Module& model, const graph::Forwar
   }
 }
 
+// Takes off the pair's extensions that are still in place (the user may have removed one).
 void BatchNormFolding::remove(Installed& p) {
   if (!p.active) return;
-  nn::remove(*p.conv, nn::kFoldedBatchNorm);
-  nn::remove(*p.norm, nn::kFoldedIntoConv);
+  const auto take_off = [](torch::nn::Module& layer, const char* name, const std::shared_ptr<nn::ExtensionImpl>& ours) {
+    for (const auto& [n, ext] : nn::extensions(layer)) {
+      if (n == name && ext == ours) return nn::remove(layer, name);
+    }
+  };
+  take_off(*p.conv, nn::kFoldedBatchNorm, p.fold);
+  take_off(*p.norm, nn::kFoldedIntoConv, p.pass);
   p.active = false;
 }
 
 BatchNormFolding::~BatchNormFolding() {
-  for (auto& p : installed_) remove(*p);
+  for (auto& p : installed_) {
+    try {
+      remove(*p);
+    } catch (...) {  // a destructor must not throw; what stays acts only in eval mode
+    }
+  }
 }
 
 }  // namespace libprune::measure

@@ -1,6 +1,7 @@
 #include "libprune/nn/batchnorm_fold.h"
 
-#include <algorithm>
+#include <array>
+#include <optional>
 
 namespace libprune::nn {
 namespace {
@@ -18,17 +19,23 @@ bool read_norm(const torch::nn::Module& m, NormState& out) {
   return true;
 }
 
-NormState norm_state(const torch::nn::Module& m) {
+std::optional<NormState> read_norm_state(const torch::nn::Module& m) {
   NormState st;
-  const bool known = read_norm<torch::nn::BatchNorm2dImpl>(m, st) || read_norm<torch::nn::BatchNorm1dImpl>(m, st) ||
-                     read_norm<torch::nn::BatchNorm3dImpl>(m, st);
-  TORCH_CHECK_VALUE(known && st.mean.defined() && st.var.defined(), "FoldedBatchNorm: ", m.name(),
+  if (read_norm<torch::nn::BatchNorm2dImpl>(m, st) || read_norm<torch::nn::BatchNorm1dImpl>(m, st) ||
+      read_norm<torch::nn::BatchNorm3dImpl>(m, st)) {
+    return st;
+  }
+  return std::nullopt;
+}
+
+NormState norm_state(const torch::nn::Module& m) {
+  auto st = read_norm_state(m);
+  TORCH_CHECK_VALUE(st && st->mean.defined() && st->var.defined(), "FoldedBatchNorm: ", m.name(),
                     " is not a BatchNorm1d/2d/3d that tracks running statistics. Fix: fold only such batch norms");
-  return st;
+  return *st;
 }
 
 int64_t version_of(const torch::Tensor& t) {
-  if (!t.defined()) return -1;
   try {
     return static_cast<int64_t>(t._version());
   } catch (const c10::Error&) {
@@ -37,6 +44,29 @@ int64_t version_of(const torch::Tensor& t) {
 }
 
 }  // namespace
+
+bool is_batch_norm(const torch::nn::Module& m) { return read_norm_state(m).has_value(); }
+
+bool tracks_running_stats(const torch::nn::Module& m) {
+  const auto st = read_norm_state(m);
+  return st && st->mean.defined() && st->var.defined();
+}
+
+// Tensors replaced through set_data (pruning, checkpoint loads, channels_last) keep their identity
+// and version counter but not their storage, so the cache compares storage, shape and version, and
+// keeps an alias of what it saw so that a new storage never reuses that address.
+FoldedBatchNormImpl::Seen FoldedBatchNormImpl::Seen::of(const torch::Tensor& t) {
+  if (!t.defined()) return {};
+  return {t.detach(), version_of(t)};
+}
+
+bool FoldedBatchNormImpl::Seen::same(const torch::Tensor& now) const {
+  if (alias.defined() != now.defined()) return false;
+  if (!alias.defined()) return true;
+  return version >= 0 && alias.data_ptr() == now.data_ptr() && alias.sizes() == now.sizes() &&
+         alias.strides() == now.strides() && alias.device() == now.device() && alias.dtype() == now.dtype() &&
+         version == version_of(now);
+}
 
 FoldedBatchNormImpl::FoldedBatchNormImpl(std::shared_ptr<torch::nn::Module> norm) : norm_(norm) {
   TORCH_CHECK_VALUE(norm, "FoldedBatchNorm: the batch norm is null");
@@ -55,14 +85,15 @@ torch::Tensor FoldedBatchNormImpl::transform(torch::nn::Module& conv, const std:
   const NormState st = norm_state(*norm);
   const bool weight = tensor == "weight";
   if (weight) calls.fetch_add(1, std::memory_order_relaxed);
-  // The cache holds the tensor it was made from, so a fresh tensor at a reused address never matches.
-  std::vector<int64_t> key{version_of(value), version_of(st.weight), version_of(st.bias), version_of(st.mean),
-                           version_of(st.var)};
-  auto& cached = weight ? cached_weight_ : cached_bias_;
-  auto& cached_key = weight ? key_weight_ : key_bias_;
-  auto& source = weight ? weight_source_ : bias_source_;
-  const bool reusable = std::all_of(key.begin(), key.end(), [](int64_t v) { return v != -2; });
-  if (reusable && cached.defined() && key == cached_key && source.is_same(value)) return cached;
+  const std::array<const torch::Tensor*, 5> sources{&value, &st.weight, &st.bias, &st.mean, &st.var};
+  Cache& cache = weight ? weight_cache_ : bias_cache_;
+  const auto still = [&] {
+    for (size_t k = 0; k < sources.size(); ++k) {
+      if (!cache.seen[k].same(*sources[k])) return false;
+    }
+    return true;
+  };
+  if (cache.out.defined() && cache.seen.size() == sources.size() && still()) return cache.out;
   torch::NoGradGuard no_grad;
   auto scale = st.var.add(st.eps).rsqrt();
   if (st.weight.defined()) scale = scale.mul(st.weight);
@@ -75,9 +106,9 @@ torch::Tensor FoldedBatchNormImpl::transform(torch::nn::Module& conv, const std:
     const auto shift = (value.defined() ? value : torch::zeros_like(st.mean)).sub(st.mean).mul(scale);
     out = st.bias.defined() ? shift.add(st.bias) : shift;
   }
-  cached = out;
-  cached_key = std::move(key);
-  source = value;
+  cache.out = out;
+  cache.seen.clear();
+  for (const auto* t : sources) cache.seen.push_back(Seen::of(*t));
   return out;
 }
 

@@ -96,6 +96,8 @@ void register_op_rule(const std::string& op, OpKind kind, OpRule rule);
 void register_op_alias(const std::string& op, const std::string& like);
 // Ops with a rule, sorted.
 std::vector<std::string> ruled_ops();
+// Whether `op` is a batch norm (one op name per backend); batch-norm folding finds its pairs by this.
+bool is_batch_norm_op(const std::string& op);
 
 namespace detail {
 // The rule of `op`, or null when it has none (the graph then pins what it touches).

@@ -44,6 +44,8 @@ class BatchNormFolding {
 
  private:
   struct Installed;
+  // Installs every pair found and checks the result; the constructor removes them all if it throws.
+  void install_and_check(torch::nn::Module& model, const graph::Forward& forward);
   static void remove(Installed& pair);
 
   std::vector<FoldedPair> folded_;

@@ -26,12 +26,22 @@ class FoldedBatchNormImpl : public ExtensionImpl {
   std::atomic<int64_t> calls{0};
 
  private:
+  // A tensor as the cache saw it (an alias of its storage, and its version).
+  struct Seen {
+    torch::Tensor alias;
+    int64_t version = -1;
+    static Seen of(const torch::Tensor& t);
+    bool same(const torch::Tensor& now) const;
+  };
+  // A folded tensor and what it was made from: the incoming tensor, then the norm's weight, bias,
+  // running mean and running variance.
+  struct Cache {
+    torch::Tensor out;
+    std::vector<Seen> seen;
+  };
   bool active(const torch::nn::Module& conv) const;
   std::weak_ptr<torch::nn::Module> norm_;
-  // The folded tensors and what they were made from (the incoming tensor and its version, and the
-  // versions of the norm's tensors).
-  torch::Tensor cached_weight_, cached_bias_, weight_source_, bias_source_;
-  std::vector<int64_t> key_weight_, key_bias_;
+  Cache weight_cache_, bias_cache_;
 };
 
 class FoldedIntoConvImpl : public ExtensionImpl {
@@ -43,6 +53,11 @@ class FoldedIntoConvImpl : public ExtensionImpl {
  private:
   std::weak_ptr<torch::nn::Module> conv_;
 };
+
+// Whether `m` is a torch::nn::BatchNorm1d/2d/3d, and whether it is one that tracks running
+// statistics (the only kind that folds: in eval mode it normalises by them, not by the batch).
+bool is_batch_norm(const torch::nn::Module& m);
+bool tracks_running_stats(const torch::nn::Module& m);
 
 // The names they are installed under.
 constexpr const char* kFoldedBatchNorm = "folded_batchnorm";

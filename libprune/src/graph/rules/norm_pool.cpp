@@ -64,11 +64,13 @@ void pool(RuleContext& c, int i) {
   c.pin(x, c.why(i, "pooling over the channel dimension"));
 }
 
+constexpr const char* kBatchNormOps[] = {"NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm"};
+
 }  // namespace
 
 void add_norm_pool(const Add& add) {
   auto norm_of = [](NormKind kind) -> OpRule { return [kind](RuleContext& c, int i) { norm(c, i, kind); }; };
-  add_all(add, {"NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm"}, OpKind::Norm, norm_of(NormKind::Batch));
+  for (const char* op : kBatchNormOps) add(op, OpKind::Norm, norm_of(NormKind::Batch));
   add("NativeLayerNorm", OpKind::Norm, norm_of(NormKind::Layer));
   add("NativeGroupNorm", OpKind::Norm, norm_of(NormKind::Group));
   add_all(add,
@@ -79,3 +81,12 @@ void add_norm_pool(const Add& add) {
 }
 
 }  // namespace libprune::graph::rules
+
+namespace libprune::graph {
+
+bool is_batch_norm_op(const std::string& op) {
+  const auto& ops = rules::kBatchNormOps;
+  return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
+}
+
+}  // namespace libprune::graph
