@@ -24,7 +24,7 @@ struct LatencyOptions {
   // Converts the 4-D floating inputs, and the model's 4-D weights in place, to channels_last first.
   TORCH_ARG(bool, channels_last) = false;
   // Folds batch norms into the convs before them for the measurement, as an inference runtime
-  // would (nn/fold_batchnorm.h); the model is unchanged afterwards.
+  // would (measure/fold_batchnorm.h); the model is unchanged afterwards.
   TORCH_ARG(bool, fold_batchnorm) = false;
 };
 
