@@ -220,3 +220,35 @@ TEST_CASE("graph: a channel shuffle is followed as a permutation of channels", "
   original->a->bias.mul_(mask);
   CHECK(torch::allclose(m->forward(x), original->forward(x), 1e-5, 1e-6));
 }
+
+namespace {
+// conv -> x * scale.view(1, C, 1, 1) -> conv, with the scale 1-D (a layer scale) or 2-D.
+struct ViewedScale : torch::nn::Module {
+  torch::nn::Conv2d a{nullptr}, b{nullptr};
+  torch::Tensor scale;
+  explicit ViewedScale(std::vector<int64_t> scale_shape) {
+    a = register_module("a", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3)));
+    b = register_module("b", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 4, 3)));
+    scale = register_parameter("scale", torch::ones(scale_shape));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return b(a(x) * scale.reshape({1, -1, 1, 1})); }
+};
+}  // namespace
+
+TEST_CASE("graph: a 1-D parameter viewed to broadcast along the channels is cut with them", "[graph]") {
+  const auto x = torch::randn({1, 3, 8, 8});
+  auto vec = std::make_shared<ViewedScale>(std::vector<int64_t>{8});
+  const auto g = graph_of(*vec, [&] { return vec->forward(x); });
+  const auto* grp = group_with(g, "a.weight", 0);
+  REQUIRE(grp);
+  CHECK(has(*grp, "scale", 0));
+  CHECK(has(*grp, "b.weight", 1));
+  CHECK_FALSE(grp->pinned);
+  // A 2-D parameter flattened onto the channels is not a per-channel vector: pinned, with the op named.
+  auto mat = std::make_shared<ViewedScale>(std::vector<int64_t>{2, 4});
+  const auto g2 = graph_of(*mat, [&] { return mat->forward(x); });
+  const auto* grp2 = group_with(g2, "a.weight", 0);
+  REQUIRE(grp2);
+  CHECK(grp2->pinned);
+  CHECK_THAT(grp2->reason, Catch::Contains("Mul"));
+}

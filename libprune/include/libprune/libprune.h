@@ -26,6 +26,8 @@
 #include "libprune/recipe/runner.h"
 #include "libprune/runtime.h"
 #include "libprune/prune/pruner.h"
+#include "libprune/quant/fake_quantize.h"
+#include "libprune/quant/quantize.h"
 #include "libprune/schedule/schedule.h"
 #include "libprune/train/callbacks.h"
 #include "libprune/train/trainer.h"

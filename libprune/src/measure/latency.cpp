@@ -2,6 +2,7 @@
 
 #include "libprune/nn/eval_mode.h"
 #include "libprune/measure/fold_batchnorm.h"
+#include "libprune/quant/quantize.h"
 #include "libprune/nn/memory_format.h"
 
 #include <algorithm>
@@ -83,8 +84,11 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
                       ". Fix: set channels_last(false) for this model");
     nn::to_memory_format(module, torch::MemoryFormat::ChannelsLast);
   }
+  // An int8 model's batch norms are fused into its kernels already. Its kernels are packed again
+  // before each thread count is timed: oneDNN caches code per pack, shape and thread count.
+  const bool int8 = quant::is_converted(module);
   std::unique_ptr<BatchNormFolding> folding;
-  if (options.fold_batchnorm()) {
+  if (options.fold_batchnorm() && !int8) {
     folding = std::make_unique<BatchNormFolding>(module, [&] { return std::vector<torch::Tensor>{forward(inputs)}; });
   }
   const bool cuda = !inputs.items().empty() && inputs.items().front().second.is_cuda();
@@ -94,7 +98,11 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
     if (cuda) torch::cuda::synchronize();
   };
   const int64_t batch = inputs.batch_size();
-  auto out = time_calls(run, options, batch);
+  const auto timed = [&](const LatencyOptions& o) {
+    if (int8) quant::repack(module);
+    return time_calls(run, o, batch);
+  };
+  auto out = timed(options);
   if (options.search_threads() && !cuda) {
     // From the most threads down, halving while the median improves (one model, one input: the
     // time is close to unimodal in the thread count).
@@ -102,10 +110,10 @@ Latency measure_latency(torch::nn::Module& module, const std::function<torch::Te
     for (int n = out.threads / 2; n >= 1; n /= 2) {
       // A short probe first: a count clearly slower (a big model on fewer cores) ends the search
       // without a full measurement, which at batch 32 on one core can take minutes.
-      const auto probe = time_calls(run, LatencyOptions(options).threads(n).warmup(1).runs(std::min(3, options.runs())), batch);
+      const auto probe = timed(LatencyOptions(options).threads(n).warmup(1).runs(std::min(3, options.runs())));
       tried[probe.threads] = probe.median_ms;
       if (probe.median_ms > 1.25 * out.median_ms) break;
-      auto fewer = time_calls(run, LatencyOptions(options).threads(n), batch);
+      auto fewer = timed(LatencyOptions(options).threads(n));
       tried[fewer.threads] = fewer.median_ms;
       if (fewer.median_ms >= out.median_ms) break;
       out = fewer;

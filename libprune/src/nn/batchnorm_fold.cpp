@@ -30,7 +30,7 @@ std::optional<NormState> read_norm_state(const torch::nn::Module& m) {
 
 NormState norm_state(const torch::nn::Module& m) {
   auto st = read_norm_state(m);
-  TORCH_CHECK_VALUE(st && st->mean.defined() && st->var.defined(), "FoldedBatchNorm: ", m.name(),
+  TORCH_CHECK_VALUE(st && st->mean.defined() && st->var.defined(), "batch-norm folding: ", m.name(),
                     " is not a BatchNorm1d/2d/3d that tracks running statistics. Fix: fold only such batch norms");
   return *st;
 }
@@ -50,6 +50,12 @@ bool is_batch_norm(const torch::nn::Module& m) { return read_norm_state(m).has_v
 bool tracks_running_stats(const torch::nn::Module& m) {
   const auto st = read_norm_state(m);
   return st && st->mean.defined() && st->var.defined();
+}
+
+torch::Tensor batchnorm_factor(const torch::nn::Module& norm) {
+  const NormState st = norm_state(norm);
+  auto scale = st.var.add(st.eps).rsqrt();
+  return st.weight.defined() ? scale.mul(st.weight) : scale;
 }
 
 // Tensors replaced through set_data (pruning, checkpoint loads, channels_last) keep their identity
@@ -95,8 +101,7 @@ torch::Tensor FoldedBatchNormImpl::transform(torch::nn::Module& conv, const std:
   };
   if (cache.out.defined() && cache.seen.size() == sources.size() && still()) return cache.out;
   torch::NoGradGuard no_grad;
-  auto scale = st.var.add(st.eps).rsqrt();
-  if (st.weight.defined()) scale = scale.mul(st.weight);
+  const auto scale = batchnorm_factor(*norm);
   torch::Tensor out;
   if (weight) {
     std::vector<int64_t> shape(static_cast<size_t>(value.dim()), 1);

@@ -59,6 +59,11 @@ class FoldedIntoConvImpl : public ExtensionImpl {
 bool is_batch_norm(const torch::nn::Module& m);
 bool tracks_running_stats(const torch::nn::Module& m);
 
+// A tracking batch norm's per-channel factor gamma / sqrt(running_var + eps) (1 / sqrt(...) without
+// an affine weight): what folding scales the conv's weight by. Throws naming the module when it is
+// not a BatchNorm1d/2d/3d with running statistics.
+torch::Tensor batchnorm_factor(const torch::nn::Module& norm);
+
 // The names they are installed under.
 constexpr const char* kFoldedBatchNorm = "folded_batchnorm";
 constexpr const char* kFoldedIntoConv = "folded_into_conv";

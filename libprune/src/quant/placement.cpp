@@ -1,0 +1,196 @@
+#include "placement.h"
+
+#include "libprune/nn/batchnorm_fold.h"
+#include "libprune/nn/call.h"
+#include "libprune/nn/eval_mode.h"
+
+#include <set>
+
+namespace libprune::quant::detail {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Recording: which layer read which layer's output, in call order.
+
+class RecorderImpl : public nn::ExtensionImpl {
+ public:
+  RecorderImpl(std::vector<Call>* log, std::string name, ModulePtr module)
+      : log_(log), name_(std::move(name)), module_(std::move(module)) {}
+  torch::Tensor forward(torch::nn::Module& /*layer*/, const std::vector<torch::Tensor>& inputs,
+                        const nn::Forward& next) override {
+    auto out = next(inputs);
+    log_->push_back({name_, module_.lock(), inputs, out});
+    return out;
+  }
+
+ private:
+  std::vector<Call>* log_;
+  std::string name_;
+  std::weak_ptr<torch::nn::Module> module_;
+};
+
+constexpr const char* kRecorder = "quant_recorder";
+
+// The model's leaf layers by name (extensions excluded: they are not layers).
+}  // namespace
+
+std::vector<std::pair<std::string, ModulePtr>> leaf_layers(torch::nn::Module& model) {
+
+  std::vector<std::pair<std::string, ModulePtr>> out;
+  for (const auto& item : model.named_modules("", false)) {
+    if (dynamic_cast<nn::ExtensionImpl*>(item.value().get())) continue;
+    bool leaf = true;
+    for (const auto& child : item.value()->children()) {
+      if (!dynamic_cast<nn::ExtensionImpl*>(child.get())) leaf = false;
+    }
+    if (leaf) out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+namespace {
+
+// Runs `forward` once in eval mode without gradients with a recorder outermost on every leaf layer.
+std::vector<Call> record(torch::nn::Module& model, const graph::Forward& forward) {
+  std::vector<Call> log;
+  std::vector<ModulePtr> installed;
+  const auto take_off = [&] {
+    for (auto& m : installed) nn::remove(*m, kRecorder);
+  };
+  try {
+    for (auto& [name, layer] : leaf_layers(model)) {
+      nn::install(*layer, kRecorder, std::make_shared<RecorderImpl>(&log, name, layer), /*first=*/true);
+      installed.push_back(layer);
+    }
+    nn::EvalModeGuard eval(model);
+    torch::NoGradGuard no_grad;
+    forward();
+  } catch (...) {
+    take_off();
+    throw;
+  }
+  take_off();
+  return log;
+}
+
+bool same_tensor(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.defined() && b.defined() && a.unsafeGetTensorImpl() == b.unsafeGetTensorImpl();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placement: the units an int8 runtime fuses, found in the recording.
+
+// Why a 2-D convolution has no int8 kernel here, or "".
+std::string int8_conv_problem(const torch::nn::Conv2dImpl& conv) {
+  if (!c10::holds_alternative<torch::ExpandingArray<2>>(conv.options.padding())) {
+    return "its padding is 'same' or 'valid'; the int8 kernel takes numbers, so it runs in float";
+  }
+  if (!c10::get_if<torch::enumtype::kZeros>(&conv.options.padding_mode())) {
+    return "it pads by reflection, replication or wrapping; the int8 kernel pads with zeros, so it runs in float";
+  }
+  if (conv.options.transposed()) return "it is transposed; only direct convolutions convert, so it runs in float";
+  return {};
+}
+
+bool is_relu(const torch::nn::Module& m) { return dynamic_cast<const torch::nn::ReLUImpl*>(&m) != nullptr; }
+
+// Layers that run on quint8 tensors as they are; `keeps_grid`: their outputs are values of their
+// input's grid, so a reader needs no quantiser of its own.
+bool passes_int8(const torch::nn::Module& m, bool* keeps_grid) {
+  *keeps_grid = true;
+  if (is_relu(m) || dynamic_cast<const torch::nn::ReLU6Impl*>(&m) ||
+      dynamic_cast<const torch::nn::HardtanhImpl*>(&m) || dynamic_cast<const torch::nn::MaxPool2dImpl*>(&m) ||
+      dynamic_cast<const torch::nn::FlattenImpl*>(&m) || dynamic_cast<const torch::nn::DropoutImpl*>(&m) ||
+      dynamic_cast<const torch::nn::IdentityImpl*>(&m)) {
+    return true;
+  }
+  *keeps_grid = false;
+  return dynamic_cast<const torch::nn::AdaptiveAvgPool2dImpl*>(&m) || dynamic_cast<const torch::nn::AvgPool2dImpl*>(&m);
+}
+
+std::string float_reason(const torch::nn::Module& m) {
+  if (nn::is_batch_norm(m)) return "a batch norm not right after a 2-D convolution cannot fold into one, so it runs in float";
+  if (dynamic_cast<const torch::nn::Conv1dImpl*>(&m) || dynamic_cast<const torch::nn::Conv3dImpl*>(&m)) {
+    return "only 2-D convolutions have int8 kernels here, so it runs in float";
+  }
+  return "no int8 kernel for a " + m.name() + ", so it runs in float (its inputs are dequantised)";
+}
+
+}  // namespace
+
+Placement place(torch::nn::Module& model, const graph::Forward& forward) {
+  Placement p;
+  p.calls = record(model, forward);
+  const auto& calls = p.calls;
+  const size_t n = calls.size();
+  std::set<const c10::TensorImpl*> points;  // outputs that are int8 values
+  const auto is_point = [&](const torch::Tensor& t) { return t.defined() && points.count(t.unsafeGetTensorImpl()); };
+  // Call j directly reads call i's output as its first input.
+  const auto reads = [&](size_t j, size_t i) {
+    return j < n && !calls[j].inputs.empty() && same_tensor(calls[j].inputs[0], calls[i].output);
+  };
+
+  for (size_t i = 0; i < n; ++i) {
+    const auto& m = *calls[i].module;
+    const auto* conv2d = dynamic_cast<const torch::nn::Conv2dImpl*>(&m);
+    const std::string conv_problem = conv2d ? int8_conv_problem(*conv2d) : std::string();
+    const bool conv = conv2d && conv_problem.empty();
+    const bool linear = dynamic_cast<const torch::nn::LinearImpl*>(&m) != nullptr;
+    const bool add = dynamic_cast<const nn::AddImpl*>(&m) != nullptr;
+    if (conv || linear || add) {
+      Unit u;
+      u.kind = conv ? Kind::conv : linear ? Kind::linear : Kind::add;
+      u.layer = u.end = i;
+      if (conv && reads(i + 1, i) && nn::tracks_running_stats(*calls[i + 1].module)) {
+        u.norm = u.end = i + 1;
+      }
+      if (reads(u.end + 1, u.end) && is_relu(*calls[u.end + 1].module)) u.relu = u.end = u.end + 1;
+      for (const auto& in : calls[i].inputs) u.observe_input.push_back(!is_point(in));
+      points.insert(calls[u.end].output.unsafeGetTensorImpl());
+      p.units.push_back(u);
+      i = u.end;
+      continue;
+    }
+    bool keeps_grid = false;
+    if (passes_int8(m, &keeps_grid)) {
+      if (keeps_grid && !calls[i].inputs.empty() && is_point(calls[i].inputs[0])) {
+        points.insert(calls[i].output.unsafeGetTensorImpl());
+      }
+      continue;
+    }
+    p.float_calls.push_back(i);
+    p.report.skipped.push_back(calls[i].name + ": " + (conv_problem.empty() ? float_reason(m) : conv_problem));
+  }
+
+  for (auto& u : p.units) {
+    for (size_t j = u.end + 1; j < n && !u.read_by_layers; ++j) {
+      for (const auto& in : calls[j].inputs) u.read_by_layers = u.read_by_layers || same_tensor(in, calls[u.end].output);
+    }
+    std::string line = calls[u.layer].name;
+    if (u.norm) line += " + " + calls[*u.norm].name;
+    if (u.relu) line += " + " + calls[*u.relu].name;
+    p.report.quantized.push_back(line);
+  }
+  std::set<std::string> seen;
+  for (const auto& c : calls) seen.insert(c.name);
+  for (const auto& [name, layer] : leaf_layers(model)) {
+    const bool kernel = dynamic_cast<torch::nn::Conv2dImpl*>(layer.get()) || dynamic_cast<torch::nn::LinearImpl*>(layer.get());
+    if (kernel && !seen.count(name)) {
+      p.report.skipped.push_back(name + ": not called through libprune::nn::call on the example, so nothing can act on "
+                                        "it; it stays float. Fix: call it as libprune::nn::call(layer, x) in forward");
+    }
+  }
+  return p;
+}
+
+void Installs::add(const ModulePtr& layer, const std::string& name, std::shared_ptr<nn::ExtensionImpl> ext, bool first) {
+  nn::install(*layer, name, std::move(ext), first);
+  done_.emplace_back(layer, name);
+}
+
+void Installs::undo() {
+  for (auto it = done_.rbegin(); it != done_.rend(); ++it) nn::remove(*it->first, it->second);
+  done_.clear();
+}
+
+}  // namespace libprune::quant::detail

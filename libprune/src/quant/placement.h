@@ -1,0 +1,73 @@
+#pragma once
+// Inside quant/: where the quantisers and int8 kernels go, read from one forward pass.
+#include "libprune/graph/trace.h"
+#include "libprune/nn/extension.h"
+#include "libprune/quant/quantize.h"
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace libprune::quant::detail {
+
+using ModulePtr = std::shared_ptr<torch::nn::Module>;
+
+// One call of a leaf layer on the recorded pass.
+struct Call {
+  std::string name;
+  ModulePtr module;
+  std::vector<torch::Tensor> inputs;  // kept alive, so no address is reused during the pass
+  torch::Tensor output;
+};
+
+enum class Kind { conv, linear, add };
+
+// What an int8 runtime runs as one kernel: conv (+ batch norm) (+ ReLU), linear (+ ReLU), add (+ ReLU).
+struct Unit {
+  Kind kind = Kind::conv;
+  size_t layer = 0;                  // index in the recording
+  std::optional<size_t> norm, relu;  // fused batch norm and ReLU
+  size_t end = 0;                    // the call whose output is the unit's output
+  std::vector<bool> observe_input;   // per input: its producer is not an int8 unit, so it gets a quantiser
+  bool read_by_layers = false;       // a later recorded layer reads the output (else it leaves as float)
+};
+
+struct Placement {
+  std::vector<Call> calls;
+  std::vector<Unit> units;
+  std::vector<size_t> float_calls;  // layers that stay float (their inputs are dequantised in int8)
+  Report report;
+};
+
+// Records one pass of `forward` (eval mode, no grad) and finds the units.
+Placement place(torch::nn::Module& model, const graph::Forward& forward);
+
+// The model's leaf layers by name (extensions are not layers).
+std::vector<std::pair<std::string, ModulePtr>> leaf_layers(torch::nn::Module& model);
+
+// Extensions installed so far, removed in reverse by undo() (all or nothing).
+class Installs {
+ public:
+  void add(const ModulePtr& layer, const std::string& name, std::shared_ptr<nn::ExtensionImpl> ext, bool first = false);
+  void undo();
+  void keep() { done_.clear(); }
+
+ private:
+  std::vector<std::pair<ModulePtr, std::string>> done_;
+};
+
+// Every installed extension of type T in the model, by name.
+template <typename T>
+std::vector<std::pair<std::string, std::shared_ptr<T>>> installed_of(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, std::shared_ptr<T>>> out;
+  for (const auto& item : model.named_modules("", false)) {
+    if (auto ext = std::dynamic_pointer_cast<T>(item.value())) out.emplace_back(item.key(), ext);
+  }
+  return out;
+}
+
+}  // namespace libprune::quant::detail

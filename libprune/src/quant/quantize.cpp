@@ -1,0 +1,262 @@
+#include "libprune/quant/quantize.h"
+
+#include "int8.h"
+#include "placement.h"
+
+#include "libprune/nn/batchnorm_fold.h"
+#include "libprune/nn/eval_mode.h"
+
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace libprune::quant {
+
+using detail::Call;
+using detail::Installs;
+using detail::installed_of;
+using detail::Kind;
+using detail::ModulePtr;
+using detail::Placement;
+using detail::QParams;
+
+std::string Report::explain() const {
+  std::ostringstream os;
+  os << quantized.size() << " int8 unit" << (quantized.size() == 1 ? "" : "s") << ":\n";
+  for (const auto& q : quantized) os << "  " << q << "\n";
+  if (!skipped.empty()) {
+    os << skipped.size() << " layer" << (skipped.size() == 1 ? "" : "s") << " left in float:\n";
+    for (const auto& s : skipped) os << "  " << s << "\n";
+  }
+  return os.str();
+}
+
+bool is_prepared(const torch::nn::Module& model) { return !installed_of<FakeQuantizeImpl>(model).empty(); }
+
+void enable_observers(torch::nn::Module& model, bool on) {
+  for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) fq->enable_observer(on);
+}
+
+void enable_fake_quant(torch::nn::Module& model, bool on) {
+  for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) fq->enable_fake_quant(on);
+}
+
+Report prepare(torch::nn::Module& model, const graph::Forward& forward, const QuantOptions& options) {
+  integer_range(Role::weight, options.bits());  // checks bits before anything changes
+  TORCH_CHECK_VALUE(!is_prepared(model), "quant::prepare: the model already has fake quantisers. Fix: prepare a model once");
+  TORCH_CHECK_VALUE(!is_converted(model), "quant::prepare: the model is already converted to int8");
+  auto p = detail::place(model, forward);
+  const auto activation = [&](int input = -1) {
+    return std::make_shared<FakeQuantizeImpl>(FakeQuantizeOptions(Role::activation, 1)
+                                                  .bits(options.bits())
+                                                  .observer(options.observer())
+                                                  .averaging_constant(options.averaging_constant()),
+                                              input);
+  };
+  Installs installs;
+  try {
+    for (const auto& u : p.units) {
+      const auto& layer = p.calls[u.layer].module;
+      if (u.kind != Kind::add) {
+        const auto weight = layer->named_parameters(false)["weight"];
+        if (u.norm) installs.add(layer, kSimulatedFold, std::make_shared<SimulatedFoldImpl>(p.calls[*u.norm].module));
+        installs.add(layer, kWeightFakeQuant,
+                     std::make_shared<FakeQuantizeImpl>(FakeQuantizeOptions(Role::weight, weight.size(0))
+                                                            .bits(options.bits())
+                                                            .observer(options.observer())
+                                                            .averaging_constant(options.averaging_constant())));
+      }
+      for (size_t k = 0; k < u.observe_input.size(); ++k) {
+        if (u.observe_input[k]) installs.add(layer, input_fake_quant_name(static_cast<int>(k)), activation(static_cast<int>(k)));
+      }
+      // Outermost on the unit's last layer: it rounds what the unit finally outputs.
+      installs.add(p.calls[u.end].module, kOutputFakeQuant, activation(), /*first=*/true);
+    }
+  } catch (...) {
+    installs.undo();
+    throw;
+  }
+  installs.keep();
+  return p.report;
+}
+
+namespace {
+
+std::shared_ptr<FakeQuantizeImpl> fake_quant_on(const torch::nn::Module& layer, const std::string& name) {
+  for (const auto& [n, ext] : nn::extensions(layer)) {
+    if (n == name) return std::dynamic_pointer_cast<FakeQuantizeImpl>(ext);
+  }
+  return nullptr;
+}
+
+// The quantiser `name` on `call`, checked: present, 8 bits, observed.
+std::shared_ptr<FakeQuantizeImpl> ready(const Call& call, const std::string& name) {
+  auto fq = fake_quant_on(*call.module, name);
+  TORCH_CHECK_VALUE(fq, "quant::convert: ", call.name, " has no ", name,
+                    ", so the model was not prepared (or its layers changed since). Fix: quant::prepare, then "
+                    "calibrate or train, then convert");
+  TORCH_CHECK_VALUE(fq->options().bits() == 8, "quant::convert: ", call.name, ".", name, " simulates ",
+                    fq->options().bits(), " bits; only 8 bits convert to int8 kernels. Fix: prepare with bits = 8");
+  TORCH_CHECK_VALUE(fq->observed(), "quant::convert: ", call.name, ".", name,
+                    " has not observed any finite value, so it has no range. Fix: run calibration batches (or "
+                    "train) with observers on before converting");
+  return fq;
+}
+
+QParams qparams(const FakeQuantizeImpl& fq) { return {fq.scale.item<double>(), fq.zero_point.item<int64_t>()}; }
+
+// The layer's float weight and bias as the int8 kernel takes them: with the batch norm folded in.
+std::pair<torch::Tensor, torch::Tensor> folded_weight_and_bias(const Placement& p, const detail::Unit& u) {
+  const auto& layer = *p.calls[u.layer].module;
+  auto weight = layer.named_parameters(false)["weight"].detach();
+  const auto* b = layer.named_parameters(false).find("bias");
+  torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor();
+  if (!u.norm) return {weight, bias};
+  const auto& norm = *p.calls[*u.norm].module;
+  const auto factor = nn::batchnorm_factor(norm);
+  std::vector<int64_t> shape(static_cast<size_t>(weight.dim()), 1);
+  shape[0] = -1;
+  const auto& mean = norm.named_buffers(false)["running_mean"];
+  auto shift = (bias.defined() ? bias : torch::zeros_like(mean)).sub(mean).mul(factor);
+  if (const auto* beta = norm.named_parameters(false).find("bias"); beta && beta->defined()) shift = shift.add(*beta);
+  return {weight * factor.reshape(shape), shift};
+}
+
+struct KernelPlan {
+  ModulePtr module;
+  std::shared_ptr<detail::Int8Impl> ext;
+};
+
+// Every kernel, computed before the model changes; throws when a quantiser is missing or not ready.
+std::vector<KernelPlan> plan_kernels(const Placement& p) {
+  torch::NoGradGuard no_grad;
+  std::vector<KernelPlan> plans;
+  for (const auto& u : p.units) {
+    const auto& call = p.calls[u.layer];
+    const auto out = qparams(*ready(p.calls[u.end], kOutputFakeQuant));
+    std::vector<std::optional<QParams>> in;
+    for (size_t k = 0; k < u.observe_input.size(); ++k) {
+      const auto name = input_fake_quant_name(static_cast<int>(k));
+      in.push_back(u.observe_input[k] ? std::optional<QParams>(qparams(*ready(call, name))) : std::nullopt);
+    }
+    const bool relu = u.relu.has_value();
+    const bool dequantize = !u.read_by_layers;
+    if (u.kind == Kind::add) {
+      plans.push_back({call.module, detail::make_int8_add(in, out, relu, dequantize, call.name)});
+    } else {
+      const auto wfq = ready(call, kWeightFakeQuant);
+      const auto [weight, bias] = folded_weight_and_bias(p, u);
+      const auto qweight = at::quantize_per_channel(weight.contiguous(), wfq->scale.to(torch::kDouble),
+                                                    wfq->zero_point.to(torch::kLong), 0, torch::kQInt8);
+      const auto make = u.kind == Kind::conv ? detail::make_int8_conv2d : detail::make_int8_linear;
+      plans.push_back({call.module, make(qweight, bias, in.empty() ? std::nullopt : in[0], out, relu, dequantize, call.name)});
+    }
+    if (u.norm) plans.push_back({p.calls[*u.norm].module, detail::make_fused_away()});
+    if (u.relu) plans.push_back({p.calls[*u.relu].module, detail::make_fused_away()});
+  }
+  for (size_t i : p.float_calls) plans.push_back({p.calls[i].module, detail::make_float_fallback()});
+  return plans;
+}
+
+bool simulation_extension(const std::shared_ptr<nn::ExtensionImpl>& ext) {
+  return std::dynamic_pointer_cast<FakeQuantizeImpl>(ext) || std::dynamic_pointer_cast<SimulatedFoldImpl>(ext);
+}
+
+// The placement of the simulated model as it is: observers paused for the pass, then as they were.
+Placement place_without_observing(torch::nn::Module& model, const graph::Forward& forward) {
+  std::map<FakeQuantizeImpl*, bool> observing;
+  for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) observing[fq.get()] = fq->observer_enabled();
+  enable_observers(model, false);
+  const auto restore = [&] {
+    for (auto& [fq, on] : observing) fq->enable_observer(on);
+  };
+  try {
+    auto p = detail::place(model, forward);
+    restore();
+    return p;
+  } catch (...) {
+    restore();
+    throw;
+  }
+}
+
+// Takes the quantisers and simulated folds off, puts the kernels on, and checks the model runs;
+// on any failure everything is put back as it was.
+void swap_in(torch::nn::Module& model, const std::vector<KernelPlan>& plans, const graph::Forward& forward,
+             at::QEngine engine) {
+  std::vector<std::pair<ModulePtr, std::vector<std::pair<std::string, std::shared_ptr<nn::ExtensionImpl>>>>> removed;
+  Installs installs;
+  const auto previous_engine = at::globalContext().qEngine();
+  try {
+    at::globalContext().setQEngine(engine);
+    for (const auto& [name, layer] : detail::leaf_layers(model)) {
+      auto chain = nn::extensions(*layer);
+      if (std::none_of(chain.begin(), chain.end(), [](const auto& e) { return simulation_extension(e.second); })) continue;
+      removed.emplace_back(layer, chain);
+      for (const auto& [n, ext] : chain) {
+        if (simulation_extension(ext)) nn::remove(*layer, n);
+      }
+    }
+    for (const auto& plan : plans) installs.add(plan.module, "int8", plan.ext, /*first=*/true);
+    nn::EvalModeGuard eval(model);
+    torch::NoGradGuard no_grad;
+    for (const auto& out : forward()) {
+      if (out.defined() && out.is_floating_point()) {
+        TORCH_CHECK(torch::isfinite(out).all().item<bool>(), "the int8 model's output is not finite");
+      }
+    }
+  } catch (const std::exception& e) {
+    installs.undo();
+    for (auto& [layer, chain] : removed) {
+      for (const auto& [name, ext] : nn::extensions(*layer)) nn::remove(*layer, name);
+      for (auto& [name, ext] : chain) nn::install(*layer, name, ext);
+    }
+    at::globalContext().setQEngine(previous_engine);
+    TORCH_CHECK(false, "quant::convert failed and left the model as it was: ", e.what());
+  }
+  installs.keep();
+}
+
+}  // namespace
+
+bool is_converted(const torch::nn::Module& model) { return !installed_of<detail::Int8Impl>(model).empty(); }
+
+Report convert(torch::nn::Module& model, const graph::Forward& forward, const ConvertOptions& options) {
+  const auto engine = detail::engine_of(options.engine());
+  TORCH_CHECK_VALUE(!is_converted(model), "quant::convert: the model is already converted to int8");
+  TORCH_CHECK_VALUE(is_prepared(model), "quant::convert: the model has no fake quantisers. Fix: quant::prepare, then "
+                                        "calibrate or train, then convert");
+  auto p = place_without_observing(model, forward);
+  swap_in(model, plan_kernels(p), forward, engine);
+  return p.report;
+}
+
+void repack(torch::nn::Module& model) {
+  for (auto& [name, ext] : installed_of<detail::Int8Impl>(model)) ext->repack();
+}
+
+int64_t int8_state_bytes(const torch::nn::Module& model) {
+  // Layers whose own tensors the int8 kernels replace (convs, linears) or fold away (batch norms).
+  std::set<const torch::nn::Module*> replaced;
+  for (const auto& item : model.named_modules("", false)) {
+    for (const auto& [name, ext] : nn::extensions(*item.value())) {
+      if (std::dynamic_pointer_cast<detail::Int8Impl>(ext) && !detail::is_float_fallback(*ext)) {
+        replaced.insert(item.value().get());
+      }
+    }
+  }
+  int64_t bytes = 0;
+  const auto count = [&](const torch::Tensor& t) {
+    if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  };
+  for (const auto& item : model.named_modules("", false)) {
+    const auto* m = item.value().get();
+    const bool is_ext = dynamic_cast<const nn::ExtensionImpl*>(m) != nullptr;
+    if (!is_ext && replaced.count(m)) continue;
+    if (is_ext && !dynamic_cast<const detail::Int8Impl*>(m)) continue;  // fake quantisers are gone after convert
+    for (const auto& t : item.value()->parameters(false)) count(t);
+    for (const auto& t : item.value()->buffers(false)) count(t);
+  }
+  return bytes;
+}
+}  // namespace libprune::quant
