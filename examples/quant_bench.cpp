@@ -8,6 +8,7 @@
 #include "libprune/libprune.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -17,6 +18,41 @@ namespace {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// A QAT training step against the fp32 step: same model, batch 128, channels_last, SGD.
+void qat_step(int64_t depth, const libprune::models::ModelOptions& opts, int64_t in_channels, int64_t size, int threads,
+              int rounds) {
+  using namespace libprune;
+  auto dense = models::cifar_resnet(depth, opts);
+  auto qat = models::cifar_resnet(depth, opts);
+  const auto x = torch::randn({128, in_channels, size, size}).contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto y = torch::randint(0, 10, {128});
+  quant::prepare(*qat, [&] { return std::vector<torch::Tensor>{qat->forward(x.slice(0, 0, 2))}; });
+  nn::to_memory_format(*dense, torch::MemoryFormat::ChannelsLast);
+  nn::to_memory_format(*qat, torch::MemoryFormat::ChannelsLast);
+  const auto step_ms = [&](models::ResNet& m) {
+    torch::optim::SGD opt(m->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+    m->train();
+    std::vector<double> ms;
+    for (int i = 0; i < 12; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      opt.zero_grad();
+      torch::nn::functional::cross_entropy(m->forward(x), y).backward();
+      opt.step();
+      if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return median(ms);
+  };
+  torch::set_num_threads(threads);
+  std::vector<double> ratio;
+  for (int r = 0; r < rounds; ++r) {
+    const double f = step_ms(dense), q = step_ms(qat);
+    ratio.push_back(q / f);
+    std::printf("training step, batch 128, round %d: fp32 %.1f ms, QAT %.1f ms, %.2fx\n", r + 1, f, q, q / f);
+  }
+  std::printf("QAT step / fp32 step: %.2fx (rounds %.2fx-%.2fx); target <= 1.3x\n", median(ratio),
+              *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
 }
 
 }  // namespace
@@ -94,6 +130,7 @@ int main(int argc, char** argv) {
                   static_cast<long long>(batch), median(f_ms), median(q_ms), median(ratio),
                   *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
     }
+    qat_step(depth, opts, in_channels, size, threads, rounds);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "libprune-quant-bench: %s\n", e.what());
     return 1;

@@ -64,8 +64,8 @@ struct ConvertOptions {
 
 // Replaces a prepared model's fake quantisers with int8 kernels that use exactly the scales and zero
 // points the observers hold: conv + batch norm (+ ReLU) and add (+ ReLU) fused, weights per-channel
-// int8, activations quint8 in channels_last. The model's float weights stay (a later
-// quant::remove_int8 could restore it); the int8 state is in the extensions' buffers. Throws, changing
+// int8, activations quint8 in channels_last. The model's float weights stay; the int8 state is in
+// the extensions' buffers. Throws, changing
 // nothing, when the model was not prepared, an observer has seen nothing finite, bits are not 8, or
 // the engine is not built in.
 Report convert(torch::nn::Module& model, const graph::Forward& forward, const ConvertOptions& options = {});
