@@ -30,8 +30,7 @@ void cat_channels(RuleContext& c, int i, const Space& first, int64_t d) {
 
 void cat(RuleContext& c, int i) {
   const auto& n = c.node(i);
-  int64_t d = n.attr("dim");
-  if (d < 0) d += static_cast<int64_t>(c.out_shape(i).size());
+  const int64_t d = wrapped_dim(n, c.out_shape(i));
   Space first;
   for (size_t k = 0; k < n.inputs.size() && !first.tracked; ++k) first = c.input(i, k);
   if (!first.tracked) return;
@@ -61,8 +60,7 @@ void split(RuleContext& c, int i, SplitKind kind) {
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0);
-  int64_t d = n.attr("dim");
-  if (d < 0) d += static_cast<int64_t>(in.size());
+  const int64_t d = wrapped_dim(n, in);
   const size_t outputs = n.output_shapes.size();
   if (!x.has(d)) {
     Space s = x;

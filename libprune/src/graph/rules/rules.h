@@ -23,6 +23,12 @@ void dense(RuleContext& c, int i, const Space& x, bool x_ok, const std::string& 
            const std::string& bias, int64_t n_in, int64_t n_out);
 
 // Registers `rule` for every op in `ops` with `kind`.
+// The op's "dim" attribute made non-negative against an input of shape `in`.
+inline int64_t wrapped_dim(const TracedNode& n, const Shape& in) {
+  const int64_t d = n.attr("dim");
+  return d < 0 ? d + static_cast<int64_t>(in.size()) : d;
+}
+
 void add_all(const Add& add, std::initializer_list<const char*> ops, OpKind kind, const OpRule& rule);
 
 }  // namespace libprune::graph::rules

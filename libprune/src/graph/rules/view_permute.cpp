@@ -69,8 +69,7 @@ void pick(RuleContext& c, int i, bool select) {
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
   const Shape in = c.in_shape(i, 0);
-  int64_t d = n.attr("dim");
-  if (d < 0) d += static_cast<int64_t>(in.size());
+  const int64_t d = wrapped_dim(n, in);
   if (!x.has(d)) {
     Space s = x;
     if (select) {
