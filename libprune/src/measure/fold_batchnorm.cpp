@@ -65,8 +65,8 @@ std::string unfoldable(const graph::TracedNode& c, int readers, const std::strin
   if (!nn::tracks_running_stats(*modules.at(norm_name))) {
     return "it does not track running statistics, so in eval mode it normalises by the batch";
   }
-  for (const auto& [name, ext] : nn::extensions(*modules.at(conv_name))) {
-    if (name == nn::kFoldedBatchNorm) return "'" + conv_name + "' is already folded (another BatchNormFolding is alive)";
+  if (nn::extension(*modules.at(conv_name), nn::kFoldedBatchNorm)) {
+    return "'" + conv_name + "' is already folded (another BatchNormFolding is alive)";
   }
   return {};
 }
@@ -165,9 +165,7 @@ void BatchNormFolding::install_and_check(torch::nn::Module& model, const graph::
 void BatchNormFolding::remove(Installed& p) {
   if (!p.active) return;
   const auto take_off = [](torch::nn::Module& layer, const char* name, const std::shared_ptr<nn::ExtensionImpl>& ours) {
-    for (const auto& [n, ext] : nn::extensions(layer)) {
-      if (n == name && ext == ours) return nn::remove(layer, name);
-    }
+    if (nn::extension(layer, name) == ours) nn::remove(layer, name);
   };
   take_off(*p.conv, nn::kFoldedBatchNorm, p.fold);
   take_off(*p.norm, nn::kFoldedIntoConv, p.pass);

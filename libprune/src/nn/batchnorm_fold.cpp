@@ -58,6 +58,18 @@ torch::Tensor batchnorm_factor(const torch::nn::Module& norm) {
   return st.weight.defined() ? scale.mul(st.weight) : scale;
 }
 
+torch::Tensor scale_output_channels(const torch::Tensor& weight, const torch::Tensor& factor) {
+  std::vector<int64_t> shape(static_cast<size_t>(weight.dim()), 1);
+  shape[0] = -1;
+  return weight.mul(factor.reshape(shape)).contiguous(weight.suggest_memory_format());
+}
+
+torch::Tensor folded_bias(const torch::Tensor& bias, const torch::nn::Module& norm) {
+  const NormState st = norm_state(norm);
+  const auto shift = (bias.defined() ? bias : torch::zeros_like(st.mean)).sub(st.mean).mul(batchnorm_factor(norm));
+  return st.bias.defined() ? shift.add(st.bias) : shift;
+}
+
 // Tensors replaced through set_data (pruning, checkpoint loads, channels_last) keep their identity
 // and version counter but not their storage, so the cache compares storage, shape and version, and
 // keeps an alias of what it saw so that a new storage never reuses that address.
@@ -101,16 +113,7 @@ torch::Tensor FoldedBatchNormImpl::transform(torch::nn::Module& conv, const std:
   };
   if (cache.out.defined() && cache.seen.size() == sources.size() && still()) return cache.out;
   torch::NoGradGuard no_grad;
-  const auto scale = batchnorm_factor(*norm);
-  torch::Tensor out;
-  if (weight) {
-    std::vector<int64_t> shape(static_cast<size_t>(value.dim()), 1);
-    shape[0] = -1;
-    out = value.mul(scale.reshape(shape)).contiguous(value.suggest_memory_format());
-  } else {
-    const auto shift = (value.defined() ? value : torch::zeros_like(st.mean)).sub(st.mean).mul(scale);
-    out = st.bias.defined() ? shift.add(st.bias) : shift;
-  }
+  const auto out = weight ? scale_output_channels(value, batchnorm_factor(*norm)) : folded_bias(value, *norm);
   cache.out = out;
   cache.seen.clear();
   for (const auto* t : sources) cache.seen.push_back(Seen::of(*t));

@@ -138,9 +138,7 @@ void install(torch::nn::Module& layer, const std::string& name, std::shared_ptr<
 }
 
 void remove(torch::nn::Module& layer, const std::string& name) {
-  const auto children = layer.named_children();
-  const auto* found = children.find(name);
-  if (!found || !std::dynamic_pointer_cast<ExtensionImpl>(*found)) {
+  if (!extension(layer, name)) {
     std::string installed;
     for (const auto& [n, e] : extensions(layer)) installed += (installed.empty() ? "" : ", ") + n;
     TORCH_CHECK_VALUE(false, "nn::remove: ", layer.name(), " has no extension named \"", name,
@@ -157,6 +155,12 @@ std::vector<std::pair<std::string, std::shared_ptr<ExtensionImpl>>> extensions(c
     if (auto ext = std::dynamic_pointer_cast<ExtensionImpl>(child.value())) out.emplace_back(child.key(), std::move(ext));
   }
   return out;
+}
+
+std::shared_ptr<ExtensionImpl> extension(const torch::nn::Module& layer, const std::string& name) {
+  const auto children = layer.named_children();
+  const auto* found = children.find(name);
+  return found ? std::dynamic_pointer_cast<ExtensionImpl>(*found) : nullptr;
 }
 
 bool has_extensions(const torch::nn::Module& layer) { return detail::extensions_installed() && !chain_of(layer).empty(); }

@@ -124,9 +124,7 @@ torch::Tensor SimulatedFoldImpl::factor() const {
 torch::Tensor SimulatedFoldImpl::transform(torch::nn::Module& /*conv*/, const std::string& tensor,
                                            const torch::Tensor& value) {
   if (tensor == "bias") return value.defined() ? torch::zeros_like(value) : value;  // added after the division
-  std::vector<int64_t> shape(static_cast<size_t>(value.dim()), 1);
-  shape[0] = -1;
-  return value * factor().reshape(shape);
+  return nn::scale_output_channels(value, factor());
 }
 
 torch::Tensor SimulatedFoldImpl::forward(torch::nn::Module& conv, const std::vector<torch::Tensor>& inputs,

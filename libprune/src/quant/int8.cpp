@@ -1,7 +1,11 @@
 #include "int8.h"
 
+#include "libprune/options.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
+
+#include <algorithm>
 
 namespace libprune::quant::detail {
 namespace {
@@ -17,106 +21,102 @@ torch::Tensor to_int8(const torch::Tensor& x, const std::optional<QParams>& in, 
   return q.dim() == 4 ? q.contiguous(torch::MemoryFormat::ChannelsLast) : q;
 }
 
-std::string current_engine_name() {
-  return at::globalContext().qEngine() == at::QEngine::QNNPACK ? "qnnpack" : "onednn";
-}
-
-class Int8ConvImpl : public Int8Impl {
+// What every int8 kernel holds: the quantisation parameters of its inputs (those with a quantiser of
+// their own) and output, whether a ReLU is fused, and whether its output leaves as float.
+class Int8KernelImpl : public Int8Impl {
  public:
-  Int8ConvImpl(const torch::Tensor& qweight, const torch::Tensor& bias, std::optional<QParams> in, QParams out,
-               bool relu, bool dequantize_output, std::string layer_name)
-      : in_(in), out_(out), relu_(relu), dequantize_(dequantize_output), layer_(std::move(layer_name)) {
-    weight = register_buffer("weight", qweight.int_repr());
-    weight_scale = register_buffer("weight_scale", qweight.q_per_channel_scales().to(torch::kFloat));
-    this->bias = register_buffer("bias", bias.defined() ? bias.detach().clone() : torch::Tensor());
-    register_buffer("output_qparams", torch::tensor({out.scale, static_cast<double>(out.zero_point)}, torch::kDouble));
-    if (in) register_buffer("input_qparams", torch::tensor({in->scale, static_cast<double>(in->zero_point)}, torch::kDouble));
-  }
-  torch::Tensor weight, weight_scale, bias;
+  Int8KernelImpl(std::vector<std::optional<QParams>> in, QParams out, bool relu, bool dequantize_output, std::string layer)
+      : in_(std::move(in)), out_(out), relu_(relu), dequantize_(dequantize_output), layer_(std::move(layer)) {}
 
  protected:
-  torch::Tensor quantized_weight() const {
-    return at::_make_per_channel_quantized_tensor(weight, weight_scale.to(torch::kDouble),
-                                                  torch::zeros({weight_scale.size(0)}, torch::kLong), 0);
-  }
-  torch::Tensor finish(torch::Tensor y) const { return dequantize_ ? y.dequantize() : y; }
-  std::optional<QParams> in_;
+  torch::Tensor finish(const torch::Tensor& y) const { return dequantize_ ? y.dequantize() : y; }
+  std::vector<std::optional<QParams>> in_;
   QParams out_;
   bool relu_, dequantize_;
   std::string layer_;
 };
 
-class Int8Conv2dImpl : public Int8ConvImpl {
+// A conv or linear kernel: int8 weights with per-channel scales and a float bias as buffers, packed
+// for the current engine on the first call after construction or repack().
+template <typename Packed>
+class Int8WeightedImpl : public Int8KernelImpl {
  public:
-  using Int8ConvImpl::Int8ConvImpl;
+  Int8WeightedImpl(const torch::Tensor& qweight, const torch::Tensor& bias, std::optional<QParams> in, QParams out,
+                   bool relu, bool dequantize_output, std::string layer)
+      : Int8KernelImpl({in}, out, relu, dequantize_output, std::move(layer)) {
+    weight = register_buffer("weight", qweight.int_repr());
+    weight_scale = register_buffer("weight_scale", qweight.q_per_channel_scales().to(torch::kFloat));
+    this->bias = register_buffer("bias", bias.defined() ? bias.detach().clone() : torch::Tensor());
+  }
+  torch::Tensor weight, weight_scale, bias;
+
   void repack() override { packed_.reset(); }
   torch::Tensor forward(torch::nn::Module& layer, const std::vector<torch::Tensor>& inputs, const nn::Forward&) override {
-    if (!packed_ || engine_ != current_engine_name()) pack(layer);
-    const auto x = to_int8(inputs.at(0), in_, layer_);
+    if (!packed_ || engine_ != at::globalContext().qEngine()) {
+      packed_ = pack(layer);
+      engine_ = at::globalContext().qEngine();
+    }
+    const auto x = to_int8(inputs.at(0), in_.at(0), layer_);
     return finish(relu_ ? packed_->apply_relu(x, out_.scale, out_.zero_point) : packed_->apply(x, out_.scale, out_.zero_point));
   }
 
+ protected:
+  virtual c10::intrusive_ptr<Packed> pack(torch::nn::Module& layer) const = 0;
+  torch::Tensor quantized_weight() const {
+    return at::_make_per_channel_quantized_tensor(weight, weight_scale.to(torch::kDouble),
+                                                  torch::zeros({weight_scale.size(0)}, torch::kLong), 0);
+  }
+  c10::optional<at::Tensor> optional_bias() const { return bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt; }
+
  private:
-  void pack(torch::nn::Module& layer) {
+  c10::intrusive_ptr<Packed> packed_;
+  at::QEngine engine_ = at::QEngine::NoQEngine;
+};
+
+class Int8Conv2dImpl : public Int8WeightedImpl<ConvPackedParamsBase<2>> {
+ public:
+  using Int8WeightedImpl::Int8WeightedImpl;
+
+ protected:
+  c10::intrusive_ptr<ConvPackedParamsBase<2>> pack(torch::nn::Module& layer) const override {
     const auto& o = dynamic_cast<torch::nn::Conv2dImpl&>(layer).options;
-    const auto pad = c10::get<torch::ExpandingArray<2>>(o.padding());
     static const auto prepack = c10::Dispatcher::singleton()
                                     .findSchemaOrThrow("quantized::conv2d_prepack", "")
                                     .typed<c10::intrusive_ptr<ConvPackedParamsBase<2>>(
                                         at::Tensor, c10::optional<at::Tensor>, torch::List<int64_t>,
                                         torch::List<int64_t>, torch::List<int64_t>, int64_t)>();
     const auto list = [](const torch::ExpandingArray<2>& a) { return torch::List<int64_t>({a->at(0), a->at(1)}); };
-    auto qw = quantized_weight().contiguous(torch::MemoryFormat::ChannelsLast);
-    packed_ = prepack.call(qw, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt, list(o.stride()),
-                           list(pad), list(o.dilation()), o.groups());
-    engine_ = current_engine_name();
+    return prepack.call(quantized_weight().contiguous(torch::MemoryFormat::ChannelsLast), optional_bias(),
+                        list(o.stride()), list(c10::get<torch::ExpandingArray<2>>(o.padding())), list(o.dilation()),
+                        o.groups());
   }
-  c10::intrusive_ptr<ConvPackedParamsBase<2>> packed_;
-  std::string engine_;
 };
 
-class Int8LinearImpl : public Int8ConvImpl {
+class Int8LinearImpl : public Int8WeightedImpl<LinearPackedParamsBase> {
  public:
-  using Int8ConvImpl::Int8ConvImpl;
-  void repack() override { packed_.reset(); }
-  torch::Tensor forward(torch::nn::Module& /*layer*/, const std::vector<torch::Tensor>& inputs, const nn::Forward&) override {
-    if (!packed_ || engine_ != current_engine_name()) {
-      static const auto prepack = c10::Dispatcher::singleton()
-                                      .findSchemaOrThrow("quantized::linear_prepack", "")
-                                      .typed<c10::intrusive_ptr<LinearPackedParamsBase>(at::Tensor, c10::optional<at::Tensor>)>();
-      packed_ = prepack.call(quantized_weight(), bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
-      engine_ = current_engine_name();
-    }
-    const auto x = to_int8(inputs.at(0), in_, layer_);
-    return finish(relu_ ? packed_->apply_relu(x, out_.scale, out_.zero_point) : packed_->apply(x, out_.scale, out_.zero_point));
-  }
+  using Int8WeightedImpl::Int8WeightedImpl;
 
- private:
-  c10::intrusive_ptr<LinearPackedParamsBase> packed_;
-  std::string engine_;
+ protected:
+  c10::intrusive_ptr<LinearPackedParamsBase> pack(torch::nn::Module& /*layer*/) const override {
+    static const auto prepack = c10::Dispatcher::singleton()
+                                    .findSchemaOrThrow("quantized::linear_prepack", "")
+                                    .typed<c10::intrusive_ptr<LinearPackedParamsBase>(at::Tensor, c10::optional<at::Tensor>)>();
+    return prepack.call(quantized_weight(), optional_bias());
+  }
 };
 
-class Int8AddImpl : public Int8Impl {
+class Int8AddImpl : public Int8KernelImpl {
  public:
-  Int8AddImpl(std::vector<std::optional<QParams>> in, QParams out, bool relu, bool dequantize_output, std::string layer_name)
-      : in_(std::move(in)), out_(out), relu_(relu), dequantize_(dequantize_output), layer_(std::move(layer_name)) {
-    register_buffer("output_qparams", torch::tensor({out.scale, static_cast<double>(out.zero_point)}, torch::kDouble));
-  }
+  using Int8KernelImpl::Int8KernelImpl;
   torch::Tensor forward(torch::nn::Module& /*layer*/, const std::vector<torch::Tensor>& inputs, const nn::Forward&) override {
-    static const auto add = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::add", "").typed<at::Tensor(at::Tensor, at::Tensor, double, int64_t)>();
-    static const auto add_relu = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::add_relu", "").typed<at::Tensor(at::Tensor, at::Tensor, double, int64_t)>();
+    using Add = at::Tensor(at::Tensor, at::Tensor, double, int64_t);
+    static const auto add = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::add", "").typed<Add>();
+    static const auto add_relu = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::add_relu", "").typed<Add>();
     TORCH_CHECK(inputs.size() == 2 && in_.size() == 2, "int8 ", layer_, ": an add takes two inputs");
     const auto a = to_int8(inputs[0], in_[0], layer_);
     const auto b = to_int8(inputs[1], in_[1], layer_);
-    auto y = (relu_ ? add_relu : add).call(a, b, out_.scale, out_.zero_point);
-    return dequantize_ ? y.dequantize() : y;
+    return finish((relu_ ? add_relu : add).call(a, b, out_.scale, out_.zero_point));
   }
-
- private:
-  std::vector<std::optional<QParams>> in_;
-  QParams out_;
-  bool relu_, dequantize_;
-  std::string layer_;
 };
 
 // On a batch norm or ReLU fused into the int8 kernel before it: passes its input on.
@@ -142,18 +142,21 @@ class FloatFallbackImpl : public Int8Impl {
 }  // namespace
 
 at::QEngine engine_of(const std::string& name) {
-  const auto wanted = name == "onednn" ? at::QEngine::ONEDNN : name == "qnnpack" ? at::QEngine::QNNPACK
-                    : name == "fbgemm" ? at::QEngine::FBGEMM : at::QEngine::NoQEngine;
-  TORCH_CHECK_VALUE(wanted != at::QEngine::NoQEngine, "quant::convert: unknown engine \"", name,
+  static const std::vector<std::pair<std::string, at::QEngine>> kEngines{
+      {"onednn", at::QEngine::ONEDNN}, {"qnnpack", at::QEngine::QNNPACK}, {"fbgemm", at::QEngine::FBGEMM}};
+  const auto known = std::find_if(kEngines.begin(), kEngines.end(), [&](const auto& e) { return e.first == name; });
+  TORCH_CHECK_VALUE(known != kEngines.end(), "quant::convert: unknown engine \"", name,
                     "\". Fix: use \"onednn\" (x86) or \"qnnpack\" (ARM)");
-  std::string built;
+  std::vector<std::string> built;
   for (const auto e : at::globalContext().supportedQEngines()) {
-    if (e == wanted) return e;
-    built += std::string(built.empty() ? "" : ", ") + (e == at::QEngine::ONEDNN ? "onednn" : e == at::QEngine::QNNPACK ? "qnnpack" : e == at::QEngine::FBGEMM ? "fbgemm" : "?");
+    if (e == known->second) return e;
+    for (const auto& [n, engine] : kEngines) {
+      if (engine == e) built.push_back(n);
+    }
   }
-  TORCH_CHECK_VALUE(false, "quant::convert: the engine \"", name, "\" is not built into this LibTorch (it has: ", built,
-                    "). Fix: choose one of those");
-  return wanted;
+  TORCH_CHECK_VALUE(false, "quant::convert: the engine \"", name, "\" is not built into this LibTorch (it has: ",
+                    options::join(built), "). Fix: choose one of those");
+  return known->second;
 }
 
 std::shared_ptr<Int8Impl> make_int8_conv2d(const torch::Tensor& qweight, const torch::Tensor& bias, std::optional<QParams> in,

@@ -46,8 +46,8 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
   TORCH_CHECK_VALUE(!is_prepared(model), "quant::prepare: the model already has fake quantisers. Fix: prepare a model once");
   TORCH_CHECK_VALUE(!is_converted(model), "quant::prepare: the model is already converted to int8");
   auto p = detail::place(model, forward);
-  const auto activation = [&](int input = -1) {
-    return std::make_shared<FakeQuantizeImpl>(FakeQuantizeOptions(Role::activation, 1)
+  const auto quantiser = [&](Role role, int64_t channels, int input = -1) {
+    return std::make_shared<FakeQuantizeImpl>(FakeQuantizeOptions(role, channels)
                                                   .bits(options.bits())
                                                   .observer(options.observer())
                                                   .averaging_constant(options.averaging_constant()),
@@ -58,19 +58,16 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
     for (const auto& u : p.units) {
       const auto& layer = p.calls[u.layer].module;
       if (u.kind != Kind::add) {
-        const auto weight = layer->named_parameters(false)["weight"];
+        const int64_t channels = layer->named_parameters(false)["weight"].size(0);
         if (u.norm) installs.add(layer, kSimulatedFold, std::make_shared<SimulatedFoldImpl>(p.calls[*u.norm].module));
-        installs.add(layer, kWeightFakeQuant,
-                     std::make_shared<FakeQuantizeImpl>(FakeQuantizeOptions(Role::weight, weight.size(0))
-                                                            .bits(options.bits())
-                                                            .observer(options.observer())
-                                                            .averaging_constant(options.averaging_constant())));
+        installs.add(layer, kWeightFakeQuant, quantiser(Role::weight, channels));
       }
       for (size_t k = 0; k < u.observe_input.size(); ++k) {
-        if (u.observe_input[k]) installs.add(layer, input_fake_quant_name(static_cast<int>(k)), activation(static_cast<int>(k)));
+        const int input = static_cast<int>(k);
+        if (u.observe_input[k]) installs.add(layer, input_fake_quant_name(input), quantiser(Role::activation, 1, input));
       }
       // Outermost on the unit's last layer: it rounds what the unit finally outputs.
-      installs.add(p.calls[u.end].module, kOutputFakeQuant, activation(), /*first=*/true);
+      installs.add(p.calls[u.end].module, kOutputFakeQuant, quantiser(Role::activation, 1), /*first=*/true);
     }
   } catch (...) {
     installs.undo();
@@ -82,16 +79,9 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
 
 namespace {
 
-std::shared_ptr<FakeQuantizeImpl> fake_quant_on(const torch::nn::Module& layer, const std::string& name) {
-  for (const auto& [n, ext] : nn::extensions(layer)) {
-    if (n == name) return std::dynamic_pointer_cast<FakeQuantizeImpl>(ext);
-  }
-  return nullptr;
-}
-
 // The quantiser `name` on `call`, checked: present, 8 bits, observed.
 std::shared_ptr<FakeQuantizeImpl> ready(const Call& call, const std::string& name) {
-  auto fq = fake_quant_on(*call.module, name);
+  auto fq = std::dynamic_pointer_cast<FakeQuantizeImpl>(nn::extension(*call.module, name));
   TORCH_CHECK_VALUE(fq, "quant::convert: ", call.name, " has no ", name,
                     ", so the model was not prepared (or its layers changed since). Fix: quant::prepare, then "
                     "calibrate or train, then convert");
@@ -108,18 +98,12 @@ QParams qparams(const FakeQuantizeImpl& fq) { return {fq.scale.item<double>(), f
 // The layer's float weight and bias as the int8 kernel takes them: with the batch norm folded in.
 std::pair<torch::Tensor, torch::Tensor> folded_weight_and_bias(const Placement& p, const detail::Unit& u) {
   const auto& layer = *p.calls[u.layer].module;
-  auto weight = layer.named_parameters(false)["weight"].detach();
+  const auto weight = layer.named_parameters(false)["weight"].detach();
   const auto* b = layer.named_parameters(false).find("bias");
-  torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor();
+  const torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor();
   if (!u.norm) return {weight, bias};
   const auto& norm = *p.calls[*u.norm].module;
-  const auto factor = nn::batchnorm_factor(norm);
-  std::vector<int64_t> shape(static_cast<size_t>(weight.dim()), 1);
-  shape[0] = -1;
-  const auto& mean = norm.named_buffers(false)["running_mean"];
-  auto shift = (bias.defined() ? bias : torch::zeros_like(mean)).sub(mean).mul(factor);
-  if (const auto* beta = norm.named_parameters(false).find("bias"); beta && beta->defined()) shift = shift.add(*beta);
-  return {weight * factor.reshape(shape), shift};
+  return {nn::scale_output_channels(weight, nn::batchnorm_factor(norm)), nn::folded_bias(bias, norm)};
 }
 
 struct KernelPlan {

@@ -63,6 +63,11 @@ bool tracks_running_stats(const torch::nn::Module& m);
 // an affine weight): what folding scales the conv's weight by. Throws naming the module when it is
 // not a BatchNorm1d/2d/3d with running statistics.
 torch::Tensor batchnorm_factor(const torch::nn::Module& norm);
+// A conv weight with output channel c (dim 0) scaled by factor[c], in the weight's memory format: the
+// folded weight, given batchnorm_factor.
+torch::Tensor scale_output_channels(const torch::Tensor& weight, const torch::Tensor& factor);
+// The conv bias once `norm` is folded in: (bias - running_mean) * factor + beta; `bias` may be undefined.
+torch::Tensor folded_bias(const torch::Tensor& bias, const torch::nn::Module& norm);
 
 // The names they are installed under.
 constexpr const char* kFoldedBatchNorm = "folded_batchnorm";

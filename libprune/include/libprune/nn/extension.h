@@ -69,6 +69,8 @@ void install(torch::nn::Module& layer, const std::string& name, std::shared_ptr<
 void remove(torch::nn::Module& layer, const std::string& name);
 // The layer's extensions in chain order.
 std::vector<std::pair<std::string, std::shared_ptr<ExtensionImpl>>> extensions(const torch::nn::Module& layer);
+// The layer's extension installed as `name`, or null.
+std::shared_ptr<ExtensionImpl> extension(const torch::nn::Module& layer, const std::string& name);
 bool has_extensions(const torch::nn::Module& layer);
 
 namespace detail {

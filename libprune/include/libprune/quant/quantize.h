@@ -74,9 +74,10 @@ Report convert(torch::nn::Module& model, const graph::Forward& forward, const Co
 // thread count, so time each shape and thread count on fresh packs (measure/latency does).
 void repack(torch::nn::Module& model);
 
-// Bytes of the int8 model's state as a deploy file holds it: the int8 weights and their scales, the
-// float biases and the quantisation parameters, plus the float tensors of layers left in float
-// (batch norms folded into int8 convolutions and replaced float weights are not counted).
+// Bytes of the int8 model's state as a deploy file would hold it: the int8 weights, their scales and
+// the float biases, plus the float tensors of layers left in float (batch norms folded into int8
+// convolutions and replaced float weights are not counted; the activations' scales and zero points,
+// 16 bytes a kernel, are members of the kernels, not yet state).
 int64_t int8_state_bytes(const torch::nn::Module& model);
 
 }  // namespace libprune::quant
