@@ -226,12 +226,16 @@ namespace {
 struct ViewedScale : torch::nn::Module {
   torch::nn::Conv2d a{nullptr}, b{nullptr};
   torch::Tensor scale;
-  explicit ViewedScale(std::vector<int64_t> scale_shape) {
+  bool roll = false;
+  explicit ViewedScale(std::vector<int64_t> scale_shape, bool rolled = false) : roll(rolled) {
     a = register_module("a", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3)));
     b = register_module("b", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 4, 3)));
     scale = register_parameter("scale", torch::ones(scale_shape));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return b(a(x) * scale.reshape({1, -1, 1, 1})); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto s = roll ? torch::roll(scale, {1}) : scale;  // rolled: channel c is scaled by scale[c - 1]
+    return b(a(x) * s.reshape({1, -1, 1, 1}));
+  }
 };
 }  // namespace
 
@@ -251,4 +255,11 @@ TEST_CASE("graph: a 1-D parameter viewed to broadcast along the channels is cut 
   REQUIRE(grp2);
   CHECK(grp2->pinned);
   CHECK_THAT(grp2->reason, Catch::Contains("Mul"));
+  // A view that moves values (roll) is not a per-channel vector either: cutting it by index would be wrong.
+  auto rolled = std::make_shared<ViewedScale>(std::vector<int64_t>{8}, true);
+  const auto g3 = graph_of(*rolled, [&] { return rolled->forward(x); });
+  const auto* grp3 = group_with(g3, "a.weight", 0);
+  REQUIRE(grp3);
+  CHECK(grp3->pinned);
+  CHECK_FALSE(has(*grp3, "scale", 0));
 }

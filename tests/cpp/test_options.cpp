@@ -179,6 +179,12 @@ TEST_CASE("op rules: one rule alone on a hand-built trace; an alias for an unkno
   CHECK(known.members.size() == 2);  // a.weight dim 0 and b.weight dim 1, one channel each
   CHECK_THAT(test::message_of([] { graph::register_op_alias("MyOp", "NoSuchOp"); }),
              Catch::Contains("\"NoSuchOp\" has no rule") && Catch::Contains("Convolution"));
+  // An alias of a batch norm is one for batch-norm folding too; other norms are not.
+  CHECK_FALSE(graph::is_batch_norm_op("MyBatchNorm"));
+  graph::register_op_alias("MyBatchNorm", "NativeBatchNorm");
+  CHECK(graph::is_batch_norm_op("MyBatchNorm"));
+  CHECK(graph::is_batch_norm_op("NativeBatchNorm"));
+  CHECK_FALSE(graph::is_batch_norm_op("NativeLayerNorm"));
 }
 
 TEST_CASE("op rules: fake quantization passes channels through", "[options]") {

@@ -3,6 +3,8 @@
 
 #include "rules/rules.h"
 
+#include "libprune/options.h"
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -105,14 +107,15 @@ namespace {
 struct Entry {
   OpKind kind = OpKind::Other;
   OpRule rule;
+  std::string origin;  // the op this entry was registered for (an alias keeps its original's)
 };
 
 struct Table {
   std::mutex mutex;
   std::map<std::string, Entry> entries;
   Table() {
-    const rules::Add add = [this](const std::string& op, OpKind kind, const OpRule& rule) { entries[op] = {kind, rule}; };
-    entries["AccumulateGrad"] = {OpKind::Parameter, [](RuleContext&, int) {}};
+    const rules::Add add = [this](const std::string& op, OpKind kind, const OpRule& rule) { entries[op] = {kind, rule, op}; };
+    entries["AccumulateGrad"] = {OpKind::Parameter, [](RuleContext&, int) {}, "AccumulateGrad"};
     rules::add_conv_linear(add);
     rules::add_matmul_attention(add);
     rules::add_norm_pool(add);
@@ -134,7 +137,7 @@ void register_op_rule(const std::string& op, OpKind kind, OpRule rule) {
                     "autograd node's name without \"Backward0\" (e.g. \"MyGelu\" for MyGeluBackward0) and a rule");
   auto& t = table();
   std::lock_guard<std::mutex> lock(t.mutex);
-  t.entries[op] = {kind, std::move(rule)};
+  t.entries[op] = {kind, std::move(rule), op};
 }
 
 void register_op_alias(const std::string& op, const std::string& like) {
@@ -142,10 +145,10 @@ void register_op_alias(const std::string& op, const std::string& like) {
   std::lock_guard<std::mutex> lock(t.mutex);
   auto it = t.entries.find(like);
   if (it == t.entries.end()) {
-    std::string known;
-    for (const auto& [name, e] : t.entries) known += (known.empty() ? "" : ", ") + name;
+    std::vector<std::string> known;
+    for (const auto& [name, e] : t.entries) known.push_back(name);
     TORCH_CHECK_VALUE(false, "register_op_alias: \"", like, "\" has no rule, so \"", op,
-                      "\" cannot behave like it. Fix: name an op with a rule: ", known);
+                      "\" cannot behave like it. Fix: name an op with a rule: ", options::join(known));
   }
   TORCH_CHECK_VALUE(!op.empty(), "register_op_alias: the op name is empty. Fix: pass the autograd node's name without "
                     "\"Backward0\" (a Python autograd.Function MyGelu traces as \"MyGelu\")");
@@ -161,6 +164,13 @@ std::vector<std::string> ruled_ops() {
 }
 
 namespace detail {
+
+std::string op_origin(const std::string& op) {
+  auto& t = table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  auto it = t.entries.find(op);
+  return it == t.entries.end() ? op : it->second.origin;
+}
 
 OpRule find_op_rule(const std::string& op) {
   auto& t = table();

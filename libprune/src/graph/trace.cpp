@@ -3,6 +3,7 @@
 #include "autograd_adapter.h"
 #include "libprune/graph/op_rules.h"
 
+#include <set>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -198,6 +199,48 @@ void Trace::mark_parameter_derived() {
   }
 }
 
+// A transform of a parameter (w * scale, fake quantization): follow the operand shaped like the output.
+int Trace::transformed_operand(const TracedNode& n) const {
+  for (size_t k = 0; k < n.inputs.size(); ++k) {
+    if (is_parameter_derived(n.inputs[k]) && k < n.input_shapes.size() && !n.output_shapes.empty() &&
+        n.input_shapes[k] == n.output_shapes[0]) {
+      return n.inputs[k];
+    }
+  }
+  return -1;
+}
+
+namespace {
+
+Shape without_unit_dims(const Shape& s) {
+  Shape out;
+  for (int64_t d : s) {
+    if (d != 1) out.push_back(d);
+  }
+  return out;
+}
+
+// A reshape that only adds or drops size-1 dims: every value keeps its place.
+bool unit_dims_view(const TracedNode& n) {
+  static const std::set<std::string> kReshapes{"View", "ReshapeAlias", "UnsafeView", "Unsqueeze", "Squeeze", "Flatten"};
+  return kReshapes.count(n.op) && n.input_shapes.size() == 1 && n.output_shapes.size() == 1 &&
+         without_unit_dims(n.input_shapes[0]) == without_unit_dims(n.output_shapes[0]);
+}
+
+}  // namespace
+
+std::string Trace::vector_parameter(int i) const {
+  while (i >= 0 && param_derived_[static_cast<size_t>(i)]) {
+    const auto& n = nodes_[static_cast<size_t>(i)];
+    if (n.kind == OpKind::Parameter) {
+      return n.output_shapes.size() == 1 && n.output_shapes[0].size() == 1 ? n.param_name : std::string();
+    }
+    if (n.inputs.empty()) return {};
+    i = n.kind == OpKind::Elementwise ? transformed_operand(n) : unit_dims_view(n) ? n.inputs[0] : -1;
+  }
+  return {};
+}
+
 std::string Trace::parameter_source(int i, bool* transposed, bool through_views) const {
   bool t = false;
   while (i >= 0 && param_derived_[static_cast<size_t>(i)]) {
@@ -209,13 +252,7 @@ std::string Trace::parameter_source(int i, bool* transposed, bool through_views)
     if (n.inputs.empty()) return {};
     int next = -1;
     if (n.kind == OpKind::Elementwise) {
-      // A transform of a parameter (w * scale, fake quantization): follow the operand shaped like the output.
-      for (size_t k = 0; k < n.inputs.size() && next < 0; ++k) {
-        if (is_parameter_derived(n.inputs[k]) && k < n.input_shapes.size() && !n.output_shapes.empty() &&
-            n.input_shapes[k] == n.output_shapes[0]) {
-          next = n.inputs[k];
-        }
-      }
+      next = transformed_operand(n);
     } else if (n.op == "T" || n.op == "Transpose") {
       t = !t;
       next = n.inputs[0];

@@ -96,13 +96,16 @@ void register_op_rule(const std::string& op, OpKind kind, OpRule rule);
 void register_op_alias(const std::string& op, const std::string& like);
 // Ops with a rule, sorted.
 std::vector<std::string> ruled_ops();
-// Whether `op` is a batch norm (one op name per backend); batch-norm folding finds its pairs by this.
+// Whether `op` is a batch norm (one op name per backend, or an alias of one); batch-norm folding
+// finds its pairs by this.
 bool is_batch_norm_op(const std::string& op);
 
 namespace detail {
 // The rule of `op`, or null when it has none (the graph then pins what it touches).
 OpRule find_op_rule(const std::string& op);
 OpKind op_kind(const std::string& op);
+// The op whose rule `op` has: `op` itself, or for an alias the op it was made like.
+std::string op_origin(const std::string& op);
 }  // namespace detail
 
 }  // namespace libprune::graph

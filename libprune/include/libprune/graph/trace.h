@@ -87,12 +87,18 @@ class Trace {
   // fake-quantised weight): empty when node i is an activation. `transposed` says whether its two
   // dims arrive swapped. `through_views` also walks back through any reshape (for naming layers).
   std::string parameter_source(int i, bool* transposed = nullptr, bool through_views = false) const;
+  // The named 1-D parameter whose values node i carries, seen through per-parameter transforms and
+  // views that only add or drop size-1 dims (a per-channel scale viewed as [1, C, 1, 1]); empty when
+  // there is none. Views that move values (roll, as_strided, permutes of several dims) are not followed.
+  std::string vector_parameter(int i) const;
 
   // A trace built by hand (tests of single op rules, tools): nodes in topological order.
   static Trace from_nodes(std::vector<TracedNode> nodes, std::vector<int> outputs, std::vector<Shape> output_shapes);
 
  private:
   void mark_parameter_derived();
+  // For an elementwise node on parameters: the parameter-derived operand shaped like the output, or -1.
+  int transformed_operand(const TracedNode& n) const;
 
   std::vector<TracedNode> nodes_;
   std::vector<int> outputs_;

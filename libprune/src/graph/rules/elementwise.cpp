@@ -33,21 +33,6 @@ bool united_inputs(RuleContext& c, int i, int64_t rank, Space* result) {
   return true;
 }
 
-// The 1-D parameter of `size` elements that operand k is a broadcasting view of (a per-channel
-// scale viewed as [1, C, 1, 1], as a layer scale or a folded batch-norm factor is), or "".
-std::string viewed_vector_parameter(RuleContext& c, int i, size_t k, int64_t size) {
-  const int input = c.node(i).inputs[k];
-  if (input < 0 || !c.trace().is_parameter_derived(input)) return {};
-  const std::string p = c.trace().parameter_source(input, nullptr, /*through_views=*/true);
-  if (p.empty()) return {};
-  for (const auto& node : c.trace().nodes()) {
-    if (node.kind == OpKind::Parameter && node.param_name == p) {
-      return node.output_shapes.size() == 1 && node.output_shapes[0] == Shape{size} ? p : std::string();
-    }
-  }
-  return {};
-}
-
 // Operand k carries no channels: fine when it broadcasts over them, a member when it is a parameter
 // along them, otherwise the channels are pinned. Returns false after pinning.
 bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& result, bool prelu) {
@@ -85,8 +70,9 @@ bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& r
     int64_t larger = 0;
     for (int64_t d : in) larger += d != 1 ? 1 : 0;
     const auto size = static_cast<int64_t>(result.elems.size());
+    // The operand runs along the channels only: a 1-D parameter seen through it has their size.
     if (larger == 1 && local >= 0 && local < static_cast<int64_t>(in.size()) && in[static_cast<size_t>(local)] == size) {
-      const std::string viewed = viewed_vector_parameter(c, i, k, size);
+      const std::string viewed = c.trace().vector_parameter(n.inputs[k]);
       if (!viewed.empty()) {
         c.member(viewed, 0, result.elems);
         return true;

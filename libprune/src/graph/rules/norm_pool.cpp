@@ -40,20 +40,18 @@ void mean(RuleContext& c, int i) {
   const auto& n = c.node(i);
   const Space& x = c.input(i, 0);
   if (!x.tracked) return;
-  {
-    const Shape in = c.in_shape(i, 0);
-    std::vector<int64_t> dims = n.attrs.count("dim") ? n.attrs.at("dim") : std::vector<int64_t>{};
-    if (dims.empty() || in.empty()) return c.pin(x, c.why(i, "mean over every dimension mixes channels"));
-    for (auto& d : dims) {
-      if (d < 0) d += static_cast<int64_t>(in.size());
-      if (x.has(d)) return c.pin(x, c.why(i, "mean over the channel dimension"));
-    }
-    Space s = x;
-    if (!n.attr("keepdim")) {
-      for (auto& d : s.dims) d -= std::count_if(dims.begin(), dims.end(), [d](int64_t m) { return m < d; });
-    }
-    c.set(i, s);
+  const Shape in = c.in_shape(i, 0);
+  std::vector<int64_t> dims = n.attrs.count("dim") ? n.attrs.at("dim") : std::vector<int64_t>{};
+  if (dims.empty() || in.empty()) return c.pin(x, c.why(i, "mean over every dimension mixes channels"));
+  for (auto& d : dims) {
+    d = wrap_dim(d, in.size());
+    if (x.has(d)) return c.pin(x, c.why(i, "mean over the channel dimension"));
   }
+  Space s = x;
+  if (!n.attr("keepdim")) {
+    for (auto& d : s.dims) d -= std::count_if(dims.begin(), dims.end(), [d](int64_t m) { return m < d; });
+  }
+  c.set(i, s);
 }
 
 // Spatial pooling keeps [N, C, ...] channels in place.
@@ -86,7 +84,7 @@ namespace libprune::graph {
 
 bool is_batch_norm_op(const std::string& op) {
   const auto& ops = rules::kBatchNormOps;
-  return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
+  return std::find(std::begin(ops), std::end(ops), detail::op_origin(op)) != std::end(ops);
 }
 
 }  // namespace libprune::graph

@@ -22,13 +22,12 @@ void add_concat_split(const Add& add);      // cat, split, chunk, unbind
 void dense(RuleContext& c, int i, const Space& x, bool x_ok, const std::string& weight, int64_t in_dim,
            const std::string& bias, int64_t n_in, int64_t n_out);
 
-// Registers `rule` for every op in `ops` with `kind`.
+// A dim index made non-negative against `rank` dims (-1 is the last).
+inline int64_t wrap_dim(int64_t d, size_t rank) { return d < 0 ? d + static_cast<int64_t>(rank) : d; }
 // The op's "dim" attribute made non-negative against an input of shape `in`.
-inline int64_t wrapped_dim(const TracedNode& n, const Shape& in) {
-  const int64_t d = n.attr("dim");
-  return d < 0 ? d + static_cast<int64_t>(in.size()) : d;
-}
+inline int64_t wrapped_dim(const TracedNode& n, const Shape& in) { return wrap_dim(n.attr("dim"), in.size()); }
 
+// Registers `rule` for every op in `ops` with `kind`.
 void add_all(const Add& add, std::initializer_list<const char*> ops, OpKind kind, const OpRule& rule);
 
 }  // namespace libprune::graph::rules

@@ -18,13 +18,14 @@ int64_t prod(const Shape& s, size_t b, size_t e) {
 std::vector<int64_t> permutation(const TracedNode& n, size_t rank, bool transpose) {
   std::vector<int64_t> perm(rank);
   std::iota(perm.begin(), perm.end(), 0);
-  if (!transpose) perm = n.attrs.count("dims") ? n.attrs.at("dims") : perm;
-  if (transpose) {
+  if (!transpose) {
+    perm = n.attrs.count("dims") ? n.attrs.at("dims") : perm;
+  } else {
     auto dims = n.attrs.count("dims") ? n.attrs.at("dims") : std::vector<int64_t>{0, 1};
-    for (auto& d : dims) d = d < 0 ? d + static_cast<int64_t>(rank) : d;
+    for (auto& d : dims) d = wrap_dim(d, rank);
     if (dims.size() == 2) std::swap(perm[static_cast<size_t>(dims[0])], perm[static_cast<size_t>(dims[1])]);
   }
-  for (auto& p : perm) p = p < 0 ? p + static_cast<int64_t>(rank) : p;
+  for (auto& p : perm) p = wrap_dim(p, rank);
   return perm;
 }
 
