@@ -64,9 +64,10 @@ O from_kwargs(const py::dict& kwargs, const std::string& where) {
           if (name == r.old_key) throw py::type_error(where + ": '" + name + "' was renamed to '" + r.new_key + "'. Fix: write " + r.new_key + "=...");
         }
       }
-      std::string known;
-      for (const auto& s : O::specs()) known += (known.empty() ? "" : ", ") + s.name();
-      throw py::type_error(where + " got an unexpected keyword argument '" + name + "'. Fix: use one of " + known);
+      std::vector<std::string> known;
+      for (const auto& s : O::specs()) known.push_back(s.name());
+      throw py::type_error(where + " got an unexpected keyword argument '" + name + "'. Fix: use one of " +
+                           options::join(known));
     }
     spec->set(o, to_value(value, spec->type, where, name));
   }

@@ -24,6 +24,8 @@ std::string format_number(double v) {
   return s.str();
 }
 
+bool is_whole(double v) { return std::floor(v) == v && std::fabs(v) < 9e15; }
+
 std::string join(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
@@ -47,7 +49,7 @@ void wrong_type(Type want, const Value& got) {
 int64_t to_int(const Value& v) {
   if (const auto* i = std::get_if<int64_t>(&v)) return *i;
   // A whole number written as 3.0 is an integer.
-  if (const auto* d = std::get_if<double>(&v); d && std::floor(*d) == *d && std::fabs(*d) < 9e15) {
+  if (const auto* d = std::get_if<double>(&v); d && is_whole(*d)) {
     return static_cast<int64_t>(*d);
   }
   wrong_type(Type::Int, v);

@@ -1,6 +1,6 @@
 #pragma once
 // Options defined once. Each options struct (prune::PrunerOptions, schedule::ScheduleOptions,
-// train::TrainOptions) lists its fields in one X-macro, LIBPRUNE_<NAME>_OPTIONS(X), with one line per
+// train::TrainOptions, report::ReportOptions and the recipe's sections) lists its fields in one X-macro, LIBPRUNE_<NAME>_OPTIONS(X), with one line per
 // option:
 //
 //   X("recipe key", C++ type, field, default, check, "what it means")
@@ -93,6 +93,9 @@ const Spec<Options>* find(const std::vector<Spec<Options>>& specs, const std::st
   }
   return nullptr;
 }
+
+// Whether `v` is a whole number that an int64 holds exactly (3.0 is; 3.5 and 1e20 are not).
+bool is_whole(double v);
 
 // 0.5 -> "0.5", 1e-05 -> "1e-05": numbers as a person writes them, for messages.
 std::string format_number(double v);

@@ -79,7 +79,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 bool is_scale(const torch::Tensor& t, const std::string& name) { return t.dim() == 1 && ends_with(name, ".weight"); }
 
-// Per-index values of one member under `kind`, or undefined when the member does not take part.
+// Per-index L1 (or, `squared`, L2) magnitude of one member along `dim`, from the cache when it has it.
 torch::Tensor magnitude(const torch::Tensor& t, int64_t dim, bool squared, MagnitudeCache* cache) {
   if (cache) {
     auto v = cache->per_index(t, dim, squared);
@@ -88,6 +88,7 @@ torch::Tensor magnitude(const torch::Tensor& t, int64_t dim, bool squared, Magni
   return per_index(t, dim, squared);
 }
 
+// Per-index values of one member under `kind`, or undefined when the member does not take part.
 torch::Tensor member_values(Kind kind, const std::string& name, const torch::Tensor& t, int64_t dim,
                             const Gradients* accumulated, MagnitudeCache* cache) {
   switch (kind) {

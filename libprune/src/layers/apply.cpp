@@ -127,8 +127,9 @@ Rollback apply_cuts(ModelAccess& model, const ModelTensors& snapshot, const Prun
 }
 
 void apply_plan(ModelAccess& model, const PruningPlan& plan, const OptimizerView* optimizer) {
-  validate_plan(model, plan, optimizer);
-  apply_cuts(model, plan, optimizer).release();
+  const ModelTensors tensors(model);  // one read of the model's tensors for both
+  validate_plan(tensors, plan, optimizer);
+  apply_cuts(model, tensors, plan, optimizer).release();
 }
 
 void apply_plan(torch::nn::Module& model, const PruningPlan& plan, torch::optim::Optimizer* optimizer) {

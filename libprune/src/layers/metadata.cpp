@@ -1,6 +1,7 @@
 #include "libprune/layers/metadata.h"
 
 #include "libprune/nn/attention.h"
+#include "libprune/options.h"
 
 #include <mutex>
 
@@ -155,11 +156,7 @@ std::mutex& rules_mutex() {
 Attributes layer_attributes(const std::string& kind, const Attributes& current, const Shapes& tensors) {
   auto it = kind_rules().find(kind);
   TORCH_CHECK_VALUE(it != kind_rules().end(), "layer_attributes: unknown layer kind \"", kind, "\"; expected one of ",
-                    [] {
-                      std::string all;
-                      for (const auto& k : layer_kinds()) all += (all.empty() ? "" : ", ") + k;
-                      return all;
-                    }());
+                    options::join(layer_kinds()));
   return it->second(kind, current, tensors);
 }
 

@@ -163,7 +163,12 @@ std::shared_ptr<ExtensionImpl> extension(const torch::nn::Module& layer, const s
   return found ? std::dynamic_pointer_cast<ExtensionImpl>(*found) : nullptr;
 }
 
-bool has_extensions(const torch::nn::Module& layer) { return detail::extensions_installed() && !chain_of(layer).empty(); }
+bool has_extensions(const torch::nn::Module& layer) {
+  if (!detail::extensions_installed()) return false;
+  const auto children = layer.children();
+  return std::any_of(children.begin(), children.end(),
+                     [](const auto& child) { return dynamic_cast<const ExtensionImpl*>(child.get()) != nullptr; });
+}
 
 namespace detail {
 

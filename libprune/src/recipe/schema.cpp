@@ -59,8 +59,7 @@ json to_json(const options::Value& v) {
 namespace {
 
 bool integral(const json& j) {
-  return j.is_number_integer() || (j.is_number_float() && std::floor(j.get<double>()) == j.get<double>() &&
-                                   std::fabs(j.get<double>()) < 9e15);
+  return j.is_number_integer() || (j.is_number_float() && options::is_whole(j.get<double>()));
 }
 
 }  // namespace
@@ -72,19 +71,19 @@ options::Value value_of(const json& j, options::Type type, const std::string& so
   };
   switch (type) {
     case Type::Bool:
-      if (!j.is_boolean()) wrong("a boolean");
+      if (!j.is_boolean()) wrong(options::describe(Type::Bool));
       return j.get<bool>();
     case Type::Int:
       if (!j.is_number() || !integral(j)) wrong(j.is_number() ? "an integer" : "a number");
       return static_cast<int64_t>(j.get<double>());
     case Type::Number:
-      if (!j.is_number()) wrong("a number");
+      if (!j.is_number()) wrong(options::describe(Type::Number));
       return j.get<double>();
     case Type::Text:
-      if (!j.is_string()) wrong("a string");
+      if (!j.is_string()) wrong(options::describe(Type::Text));
       return j.get<std::string>();
     case Type::TextList: {
-      if (!j.is_array()) wrong("an array of strings");
+      if (!j.is_array()) wrong(options::describe(Type::TextList));
       std::vector<std::string> out;
       for (size_t i = 0; i < j.size(); ++i) {
         if (!j[i].is_string()) fail(source, path + "." + std::to_string(i), "expected a string, got " + type_of(j[i]), "fix the array's element");
@@ -93,7 +92,7 @@ options::Value value_of(const json& j, options::Type type, const std::string& so
       return out;
     }
     case Type::IntList: {
-      if (!j.is_array()) wrong("an array of integers");
+      if (!j.is_array()) wrong(options::describe(Type::IntList));
       std::vector<int64_t> out;
       for (size_t i = 0; i < j.size(); ++i) {
         if (!j[i].is_number() || !integral(j[i])) {
@@ -175,9 +174,9 @@ void unknown_key(const json& node, const std::string& key, const std::string& pa
       }
     }
   }
-  std::string known;
-  for (const auto& [k, v] : node.items()) known += (known.empty() ? "" : ", ") + k;
-  fail(source, path, "unknown key \"" + key + "\"", "use one of " + known);
+  std::vector<std::string> known;
+  for (const auto& [k, v] : node.items()) known.push_back(k);
+  fail(source, path, "unknown key \"" + key + "\"", "use one of " + options::join(known));
 }
 
 }  // namespace libprune::recipe::detail

@@ -36,9 +36,8 @@ Comparison::Comparison(train::Trainer& trainer, std::function<models::ModelPtr()
 
 json Comparison::measure() {
   const auto [top1, top5] = last_accuracy(trainer_);
-  auto model = trainer_.model();
-  const auto c = measure::count_ops(model, trainer_.example(1));
-  return json{{"accuracy", top1}, {"top5", top5}, {"params", c.params}, {"macs", c.macs}, {"size_bytes", file_size(*model)}};
+  const auto [params, macs] = train::measure_size(trainer_);
+  return json{{"accuracy", top1}, {"top5", top5}, {"params", params}, {"macs", macs}, {"size_bytes", file_size(*trainer_.model())}};
 }
 
 void Comparison::keep_dense(bool copy_weights) {

@@ -6,12 +6,9 @@
 
 namespace libprune::schedule {
 
-ScheduleKind parse_schedule(const std::string& name) {
-  using Names = options::EnumNames<ScheduleKind>;
-  return options::parse_enum<ScheduleKind>(Names::names, name, Names::what);
-}
+ScheduleKind parse_schedule(const std::string& name) { return options::parse<ScheduleKind>(name); }
 
-const char* to_string(ScheduleKind kind) { return options::EnumNames<ScheduleKind>::names[static_cast<size_t>(kind)]; }
+const char* to_string(ScheduleKind kind) { return options::name_of(kind); }
 
 LIBPRUNE_DEFINE_OPTION_SPECS(ScheduleOptions, LIBPRUNE_SCHEDULE_OPTIONS)
 

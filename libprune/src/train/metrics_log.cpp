@@ -1,5 +1,7 @@
 #include "libprune/train/metrics_log.h"
 
+#include "libprune/options.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
@@ -21,7 +23,7 @@ MetricsLog::~MetricsLog() {
 void MetricsLog::write(const std::string& type, const std::map<std::string, double>& fields) {
   nlohmann::json j = {{"type", type}};
   for (const auto& [k, v] : fields) {
-    if (std::floor(v) == v && std::fabs(v) < 9e15) {
+    if (options::is_whole(v)) {
       j[k] = static_cast<int64_t>(v);
     } else {
       j[k] = v;

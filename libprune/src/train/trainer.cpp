@@ -26,8 +26,8 @@ std::string cross_check(const TrainOptions& o, std::string* key) {
            options::format_number(o.warmup_epochs()) + ". Fix: warm up for part of the run";
   }
   for (const int64_t r : o.restarts()) {
-    *key = "lr_schedule.restarts";
     if (r <= 0 || r >= o.epochs()) {
+      *key = "lr_schedule.restarts";
       return "restarts: epoch " + std::to_string(r) + " is outside (0, epochs). Fix: list epochs where a new LR cycle "
              "starts, e.g. [5]";
     }
@@ -36,11 +36,12 @@ std::string cross_check(const TrainOptions& o, std::string* key) {
     *key = "optimizer.nesterov";
     return "nesterov needs momentum > 0. Fix: set momentum, e.g. 0.9, or nesterov false";
   }
-  *key = "device";
   if (o.device() != "cpu" && o.device().rfind("cuda", 0) != 0) {
+    *key = "device";
     return "unknown device \"" + o.device() + "\"; expected cpu or cuda[:N]";
   }
   if (o.device() != "cpu" && !torch::cuda::is_available()) {
+    *key = "device";
     return "device \"" + o.device() + "\" requested but this LibTorch has no CUDA device. Fix: set training.device to cpu";
   }
   return {};
