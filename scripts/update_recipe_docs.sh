@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 table=$(./build/libprune-run --print-options)
 python3 - "$table" <<'PY'
-import re, sys
+import sys
 path = "docs/recipes.md"
 text = open(path).read()
 begin, end = "<!-- options:begin -->", "<!-- options:end -->"

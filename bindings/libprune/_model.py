@@ -53,7 +53,7 @@ def check_module(model, fn):
         raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
 
 
-def module_names(model, modules, what="ignored_layers"):
+def module_names(model, modules):
     """Names of `modules` (submodules of `model`, or names already) in the model."""
     names = {id(m): n for n, m in model.named_modules()}
     out = []
@@ -63,7 +63,7 @@ def module_names(model, modules, what="ignored_layers"):
         elif id(m) in names and names[id(m)]:
             out.append(names[id(m)])
         else:
-            raise ValueError(f"{what}: module {type(m).__name__} is not in the model; fix: pass submodules of the "
+            raise ValueError(f"ignored_layers: module {type(m).__name__} is not in the model; fix: pass submodules of the "
                              "model being pruned, e.g. ignored_layers=[model.fc]")
     return out
 

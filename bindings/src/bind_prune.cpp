@@ -63,7 +63,6 @@ void bind_prune(py::module_& m) {
       .def("set_ratio", &Pruner::set_ratio)
       .def("record_sizes", &Pruner::record_sizes)
       .def("graph", &Pruner::graph)
-      .def("plan", &Pruner::plan)
       .def("step",
            [](Pruner& p, py::object held, py::object state) {
              const auto view = optimizer_view(held, state);

@@ -24,7 +24,6 @@ void bind_recipe(py::module_& m) {
         return py::make_tuple(r.completed, r.summary_json, r.output_dir);
       },
       py::arg("path"), py::arg("sets"), py::arg("resume") = false, py::arg("print") = true);
-  m.def("_recipe_defaults", &recipe::defaults);
   m.def("retain_freed_memory", &retain_freed_memory, py::arg("max_block_bytes") = int64_t{32} << 20,
         "Keep freed tensor memory in the process instead of returning it to the OS (glibc mallopt), so a training "
         "loop does not fault its activations' pages in again every step. Process-wide; on the 2-core dev VM a "

@@ -35,7 +35,7 @@ std::vector<layers::TiedTensor> PyModelAccess::tied_tensors() const {
 std::shared_ptr<void> PyModelAccess::eval_scope() { return bindings::eval_scope(module_); }
 
 std::shared_ptr<void> eval_scope(const py::object& module) {
-  // Parents before children, as nn.Module.train() recurses: each module's own flag comes back.
+  // Every module's own flag, set back directly on exit (no train() call, so order does not matter).
   std::vector<std::pair<py::object, bool>> flags;
   for (const auto& m : module.attr("modules")()) {
     auto obj = py::reinterpret_borrow<py::object>(m);
