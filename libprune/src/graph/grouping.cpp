@@ -81,8 +81,7 @@ void finish_group(Group& g) {
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return g.unit(a, 0)[0] < g.unit(b, 0)[0]; });
   if (!std::is_sorted(order.begin(), order.end())) {
-    Group sorted;
-    sorted.members = g.members;
+    Group sorted;  // only its index storage is used
     sorted.index_data_.reserve(g.index_data_.size());
     sorted.offsets_.reserve(g.offsets_.size());
     for (size_t u : order) {
@@ -118,10 +117,10 @@ std::vector<Group> make_groups(Units& units) {
   }
   std::map<Signature, size_t> group_of;
   std::vector<Group> out;
-  std::vector<std::vector<uint32_t>> group_members;
+  std::vector<std::map<Signature, size_t>::const_iterator> signature_of;  // per group, its key in group_of
   // Units of one group are mostly neighbours (one layer's channels are consecutive elements), so the
-  // previous unit's signature is checked before the map.
-  Signature sig, previous;
+  // previous unit's group is checked before the map.
+  Signature sig;
   size_t previous_group = 0;
   for (size_t u = 0; u < b.roots.size(); ++u) {
     const Entry* begin = b.entries.data() + b.offsets[u];
@@ -132,8 +131,8 @@ std::vector<Group> make_groups(Units& units) {
     }
     auto reason = root_reason.find(b.roots[u]);
     sig.reason = reason != root_reason.end() ? reason->second : std::string();
-    size_t index = previous_group;
-    if (u == 0 || sig.members != previous.members || sig.reason != previous.reason) {
+    if (u == 0 || sig.members != signature_of[previous_group]->first.members ||
+        sig.reason != signature_of[previous_group]->first.reason) {
       auto [it, inserted] = group_of.emplace(sig, out.size());
       if (inserted) {
         Group g;
@@ -141,22 +140,19 @@ std::vector<Group> make_groups(Units& units) {
         g.pinned = !sig.reason.empty();
         g.reason = sig.reason;
         out.push_back(std::move(g));
-        group_members.push_back(sig.members);
+        signature_of.push_back(it);
       }
-      index = it->second;
-      previous = sig;
-      previous_group = index;
+      previous_group = it->second;
     }
-    auto& g = out[index];
+    auto& g = out[previous_group];
     if (hidden_roots.count(b.roots[u])) g.hidden = true;
-    add_unit(g, begin, end, group_members[index]);
+    add_unit(g, begin, end, signature_of[previous_group]->first.members);
   }
   for (auto& g : out) finish_group(g);
-  // Groups by name, from the order their signatures sort in (the same input, so the same order as ever).
-  std::vector<std::pair<const Signature*, size_t>> order;
-  for (const auto& [sig, index] : group_of) order.emplace_back(&sig, index);
+  // Groups by name, starting from the order their signatures sort in (the sort is not stable, so its
+  // input order is kept as it was: groups with equal names keep their relative order run to run).
   std::vector<Group> sorted;
-  for (const auto& [sig, index] : order) sorted.push_back(std::move(out[index]));
+  for (const auto& [signature, index] : group_of) sorted.push_back(std::move(out[index]));
   std::sort(sorted.begin(), sorted.end(), [](const Group& a, const Group& c) { return a.name() < c.name(); });
   return sorted;
 }
