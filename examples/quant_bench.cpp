@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     const auto calib = torch::randn({256, in_channels, size, size});
     const auto example = [&] { return std::vector<torch::Tensor>{int8->forward(calib.slice(0, 0, 2))}; };
     quant::prepare(*int8, example, quant::QuantOptions().observer(quant::Observer::min_max));
-    int8->eval();
+    quant::calibration_mode(*int8);
     {
       torch::NoGradGuard no_grad;
       for (int i = 0; i < 8; ++i) int8->forward(calib.slice(0, i * 32, (i + 1) * 32));

@@ -11,8 +11,9 @@ from ._api import (count_ops, prune, apply_plan, DependencyGraph, Pruner, run_re
                    unregister_importance, register_op_rule)
 from ._layers import register_head_adapter
 from ._model import eval_mode
+from . import quantize
 
 __all__ = ["__version__", "model_names", "count_ops", "prune", "apply_plan", "DependencyGraph", "Pruner",
            "PrunerOptions", "Schedule", "ScheduleOptions", "run_recipe", "Plan", "Group", "OpCount", "LayerOps",
            "retain_freed_memory", "register_importance", "unregister_importance", "importance_criteria",
-           "register_op_rule", "ruled_ops", "register_head_adapter", "eval_mode"]
+           "register_op_rule", "ruled_ops", "register_head_adapter", "eval_mode", "quantize"]

@@ -114,5 +114,6 @@ void bind_prune(py::module_& m);
 void bind_extend(py::module_& m);
 void bind_schedule(py::module_& m);
 void bind_recipe(py::module_& m);
+void bind_quant(py::module_& m);
 
 }  // namespace libprune::bindings

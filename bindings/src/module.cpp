@@ -14,4 +14,5 @@ PYBIND11_MODULE(_libprune, m) {
   libprune::bindings::bind_extend(m);
   libprune::bindings::bind_schedule(m);
   libprune::bindings::bind_recipe(m);
+  libprune::bindings::bind_quant(m);
 }

@@ -1,6 +1,8 @@
 #include "helpers.h"
 #include "libprune/libprune.h"
 
+#include <limits>
+
 using namespace libprune;
 
 namespace {
@@ -59,6 +61,12 @@ TEST_CASE("quant: an activation quantiser tracks a moving range and rounds to it
   fq->apply(x2);
   CHECK(fq->min_val.item<float>() ==
         Approx(x1.min().item<float>() + 0.01 * (x2.min().item<float>() - x1.min().item<float>())).epsilon(1e-6));
+  // In eval mode the observer does not watch (evaluating never moves a range): seen failing when it watched.
+  fq->eval();
+  const auto watched = fq->min_val.clone();
+  fq->apply(x2 * 10);
+  CHECK(torch::equal(fq->min_val, watched));
+  fq->train();
   // Frozen observer: the range stays.
   fq->enable_observer(false);
   const auto frozen = fq->scale.clone();
@@ -125,8 +133,9 @@ TEST_CASE("quant: prepare places quantisers from the model's calls: fused units,
   CHECK(quant::is_prepared(*m));
 
   torch::NoGradGuard no_grad;
-  m->eval();
+  quant::calibration_mode(*m);
   m->forward(x);  // observe once
+  m->eval();
   quant::enable_observers(*m, false);
   quant::enable_fake_quant(*m, false);
   // Without rounding, the simulated fold computes what the float model computes.
@@ -147,8 +156,10 @@ TEST_CASE("quant: calibration then convert gives int8 kernels that compute what 
   const auto held_out = torch::randn({64, 3, 16, 16}) * 0.5 + 0.2;
   quant::prepare(*m, example(m, calib.slice(0, 0, 2)), quant::QuantOptions().observer(quant::Observer::min_max));
   torch::NoGradGuard no_grad;
-  m->eval();
+  quant::calibration_mode(*m);
   for (int i = 0; i < 4; ++i) m->forward(calib.slice(0, i * 16, (i + 1) * 16));
+  m->eval();
+  quant::enable_fake_quant(*m, true);
   quant::enable_observers(*m, false);
   const auto simulated = m->forward(held_out);
 
@@ -224,7 +235,7 @@ TEST_CASE("quant: bad input gives a clear error and leaves the model as it was",
   auto m = tiny_resnet();
   const auto x = torch::randn({2, 3, 16, 16});
   CHECK_THROWS_WITH(quant::convert(*m, example(m, x)), Catch::Contains("no fake quantisers"));
-  CHECK_THROWS_WITH(quant::prepare(*m, example(m, x), quant::QuantOptions().bits(12)), Catch::Contains("2 to 8"));
+  CHECK_THROWS_WITH(quant::prepare(*m, example(m, x), quant::QuantOptions().bits(12)), Catch::Contains("bits must be in [2, 8]"));
   CHECK_FALSE(quant::is_prepared(*m));
 
   quant::prepare(*m, example(m, x));
@@ -237,7 +248,7 @@ TEST_CASE("quant: bad input gives a clear error and leaves the model as it was",
   CHECK(torch::equal(m->named_buffers()["conv1.input_fake_quant.min_val"], before.at("conv1.input_fake_quant.min_val")));
   {
     torch::NoGradGuard no_grad;
-    m->eval();
+    quant::calibration_mode(*m);
     m->forward(x);
   }
   CHECK_THROWS_WITH(quant::convert(*m, example(m, x), quant::ConvertOptions().engine("tpu")), Catch::Contains("unknown engine \"tpu\""));
@@ -254,9 +265,121 @@ TEST_CASE("quant: bad input gives a clear error and leaves the model as it was",
   quant::prepare(*m4, example(m4, x), quant::QuantOptions().bits(4));
   {
     torch::NoGradGuard no_grad;
-    m4->eval();
+    quant::calibration_mode(*m4);
     m4->forward(x);
   }
   CHECK_THROWS_WITH(quant::convert(*m4, example(m4, x)), Catch::Contains("only 8 bits convert"));
   CHECK(quant::is_prepared(*m4));
+
+  // QAT state into a float model: the error says what differs, and nothing loads.
+  auto plain = tiny_resnet();
+  const auto weight = plain->conv1->weight.clone();
+  CHECK_THROWS_WITH(io::load_state_dict(*plain, io::state_dict(*m4)),
+                    Catch::Contains("quantization state") && Catch::Contains("Nothing was loaded"));
+  CHECK(torch::equal(plain->conv1->weight, weight));
+}
+
+TEST_CASE("quant: without the simulated fold, convert rounds the folded weight to the integers QAT trained", "[quant]") {
+  torch::manual_seed(3);
+  auto m = tiny_resnet();
+  settle_batchnorm(m);
+  {
+    // One negative batch-norm scale: its channel's integers flip sign.
+    torch::NoGradGuard no_grad;
+    m->named_parameters()["layer1.0.bn1.weight"][2].fill_(-0.7);
+    m->named_parameters()["fc.weight"].normal_(0, 0.1);  // the zoo starts it at zero
+  }
+  auto folded = tiny_resnet();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : folded->named_parameters()) p.value().copy_(m->named_parameters()[p.key()]);
+    for (auto& b : folded->named_buffers()) b.value().copy_(m->named_buffers()[b.key()]);
+  }
+  const auto x = torch::randn({16, 3, 16, 16}) * 0.5 + 0.2;
+  quant::prepare(*m, example(m, x.slice(0, 0, 2)));
+  quant::prepare(*folded, example(folded, x.slice(0, 0, 2)), quant::QuantOptions().simulated_fold(true));
+  CHECK_FALSE(m->named_buffers().contains("layer1.0.conv1.bn_fold.scale"));
+  torch::NoGradGuard no_grad;
+  for (auto* net : {&m, &folded}) {
+    quant::calibration_mode(**net);
+    (*net)->forward(x);
+  }
+  // The integers the weight quantiser rounds to while training.
+  auto& wfq = *std::dynamic_pointer_cast<quant::FakeQuantizeImpl>(
+      nn::extension(*m->named_modules()["layer1.0.conv1"], "weight_fake_quant"));
+  wfq.calculate_qparams();  // calibration watched with rounding off
+  const auto w = m->named_parameters()["layer1.0.conv1.weight"];
+  const auto trained = torch::clamp(torch::round(w / wfq.scale.reshape({-1, 1, 1, 1})), -128, 127).to(torch::kInt);
+  quant::convert(*m, example(m, x.slice(0, 0, 2)));
+  quant::convert(*folded, example(folded, x.slice(0, 0, 2)));
+  const auto q = m->named_buffers()["layer1.0.conv1.int8.weight"].to(torch::kInt);
+  const auto factor = nn::batchnorm_factor(*m->named_modules()["layer1.0.bn1"]);
+  const auto expected = trained * factor.sign().to(torch::kInt).reshape({-1, 1, 1, 1});
+  // Equal but for a -128 that flips to +128 and clamps to 127 in a negative channel: at most 1 LSB.
+  CHECK((q - expected).abs().max().item<int>() <= 1);
+  CHECK((q != expected).sum().item<int64_t>() <= 2);
+  CHECK(torch::equal(q.select(0, 0), trained.select(0, 0)));
+  // And the int8 model computes what the simulated-fold one does.
+  m->eval();
+  folded->eval();
+  CHECK(cosine(m->forward(x), folded->forward(x)) > 0.999);
+}
+
+
+TEST_CASE("quant: the fast per-tensor path equals ATen's fused observer and fake-quant kernel bit for bit", "[quant]") {
+  // The kernel torch.ao's FusedMovingAvgObsFakeQuantize runs, on the same sequence of inputs, layouts and modes.
+  for (const auto observer : {quant::Observer::moving_average, quant::Observer::min_max}) {
+    quant::FakeQuantize fq(quant::FakeQuantizeOptions(quant::Role::activation, 1).observer(observer));
+    const auto inf = std::numeric_limits<float>::infinity();
+    auto lo = torch::full({}, inf), hi = torch::full({}, -inf), scale = torch::ones({1}), zp = torch::zeros({1}, torch::kInt);
+    const auto on = torch::ones({1}, torch::kLong);
+    torch::manual_seed(7);
+    for (int step = 0; step < 6; ++step) {
+      auto x = (torch::randn({4, 8, 5, 5}) * (1 + step) + 0.3 * step).contiguous(step % 2 ? torch::MemoryFormat::ChannelsLast
+                                                                                          : torch::MemoryFormat::Contiguous);
+      x.requires_grad_(true);
+      if (observer == quant::Observer::min_max) {  // what a min-max observer hands the fused kernel
+        lo = torch::minimum(lo, x.detach().min());
+        hi = torch::maximum(hi, x.detach().max());
+      }
+      const double c = observer == quant::Observer::min_max ? 0.0 : 0.01;
+      const auto xr = x.detach().clone().requires_grad_(true);
+      const auto ref = at::fused_moving_avg_obs_fake_quant(xr, on, on, lo, hi, scale, zp, c, 0, 255, 0, false, false);
+      const auto out = fq->apply(x);
+      INFO("step " << step);
+      CHECK(torch::equal(out, ref));
+      CHECK(torch::equal(fq->scale, scale));
+      CHECK(torch::equal(fq->zero_point, zp));
+      CHECK(torch::equal(fq->min_val, lo));
+      CHECK(torch::equal(fq->max_val, hi));
+      // The straight-through gradient: passed inside the grid, zero outside.
+      const auto g = torch::randn_like(ref);
+      (out * g).sum().backward();
+      (ref * g).sum().backward();
+      CHECK(torch::equal(x.grad(), xr.grad()));
+    }
+  }
+}
+
+TEST_CASE("quant: calibration with rounding off, then convert: the parameters come from the observed ranges", "[quant]") {
+  auto m = tiny_resnet();
+  settle_batchnorm(m);
+  {
+    torch::NoGradGuard no_grad;
+    m->named_parameters()["fc.weight"].normal_(0, 0.1);
+  }
+  const auto x = torch::randn({32, 3, 16, 16}) * 0.5 + 0.2;
+  torch::Tensor reference;
+  {
+    torch::NoGradGuard no_grad;
+    m->eval();
+    reference = m->forward(x);
+  }
+  quant::prepare(*m, example(m, x.slice(0, 0, 2)));
+  torch::NoGradGuard no_grad;
+  quant::calibration_mode(*m);
+  m->forward(x);
+  quant::convert(*m, example(m, x.slice(0, 0, 2)));  // no pass with rounding on in between
+  m->eval();
+  CHECK(cosine(m->forward(x), reference) > 0.99);
 }

@@ -27,9 +27,12 @@ const char* to_string(OpKind kind) {
 
 namespace {
 
-// "ConvolutionBackward0" -> "Convolution"; "torch::autograd::AccumulateGrad" -> "AccumulateGrad".
+// "ConvolutionBackward0" -> "Convolution"; "torch::autograd::AccumulateGrad" -> "AccumulateGrad"; a
+// C++ custom function's node, "torch::autograd::CppNode<ns::MyFunction>" -> "MyFunction".
 std::string op_name(const std::string& autograd_name) {
   std::string s = autograd_name;
+  const auto custom = s.find("CppNode<");
+  if (custom != std::string::npos && s.back() == '>') s = s.substr(custom + 8, s.size() - custom - 9);
   const auto colon = s.rfind("::");
   if (colon != std::string::npos) s = s.substr(colon + 2);
   const auto pos = s.rfind("Backward");

@@ -2,6 +2,7 @@
 
 #include "libprune/io/file.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace libprune::io {
@@ -46,11 +47,14 @@ StateDict read_state_dict(const std::string& path) {
   return out;
 }
 
-void write_state_dict(const StateDict& state, const std::string& path) {
+std::vector<char> serialize_state_dict(const StateDict& state) {
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& kv : state) dict.insert(kv.first, kv.second.detach().cpu().contiguous());
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
-  write_file_atomic(path, bytes, "weights file");
+  return torch::pickle_save(c10::IValue(dict));
+}
+
+void write_state_dict(const StateDict& state, const std::string& path) {
+  write_file_atomic(path, serialize_state_dict(state), "weights file");
 }
 
 void load_state_dict(torch::nn::Module& module, const StateDict& state, const std::string& source) {
@@ -82,6 +86,16 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
     list("missing keys", missing);
     list("unexpected keys", unexpected);
     list("shape mismatches", mismatched);
+    // Quantization state lives in extensions ("conv1.weight_fake_quant.scale", "conv1.int8.weight").
+    const auto quant_key = [](const std::string& k) {
+      return k.find("_fake_quant.") != std::string::npos || k.find(".bn_fold.") != std::string::npos ||
+             k.find(".int8.") != std::string::npos;
+    };
+    if (std::any_of(missing.begin(), missing.end(), quant_key) || std::any_of(unexpected.begin(), unexpected.end(), quant_key)) {
+      msg << "\nThe differing keys include quantization state: a file saved during QAT loads into a model prepared "
+             "the same way (quant::prepare, same placement), a float file into a float model; prepare (or do not) "
+             "to match the file.";
+    }
     msg << "\nFix: load weights saved from the same architecture (and the same pruning plan), "
            "or build the model that the file was saved from. Nothing was loaded.";
     TORCH_CHECK_VALUE(false, msg.str());

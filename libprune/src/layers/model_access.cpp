@@ -4,6 +4,7 @@
 #include "libprune/nn/eval_mode.h"
 #include "libprune/nn/extension.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace libprune::layers {
@@ -43,6 +44,19 @@ std::vector<graph::Companion> ModelAccess::companions(const TensorList& paramete
       auto it = weights.find(name.substr(0, name.size() - n) + ".weight");
       if (it != weights.end()) out.push_back({name, 0, b.size(0), it->first, 0});
     }
+  }
+  // A per-channel weight quantiser's state ("conv1.weight_fake_quant.scale", a Python model's
+  // libprune.quantize.FakeQuantize as a C++ one's) is cut with its layer's output channels.
+  std::map<std::string, int64_t> rows;
+  for (const auto& [name, p] : parameters) {
+    if (p.dim() >= 1 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) rows[name] = p.size(0);
+  }
+  const std::string owner = ".weight_fake_quant.";
+  for (const auto& [name, b] : buffers) {
+    const auto at = name.rfind(owner);
+    if (at == std::string::npos || b.dim() != 1) continue;
+    const auto it = rows.find(name.substr(0, at) + ".weight");
+    if (it != rows.end() && it->second == b.size(0)) out.push_back({name, 0, b.size(0), it->first, 0});
   }
   return out;
 }
@@ -117,7 +131,10 @@ std::vector<graph::Companion> ModuleAccess::companions(const TensorList& paramet
         TORCH_CHECK_VALUE(t && t->dim() > tie.dim, "extension \"", prefix + name, "\" ties '", tie.tensor, "' dim ",
                           tie.dim, " to its layer, but has no such tensor or dim. Fix: name one of its own parameters or "
                           "buffers in channel_ties()");
-        out.push_back({prefix + own, tie.dim, t->size(tie.dim), prefix + tie.layer_tensor, tie.layer_dim});
+        const std::string tensor = prefix + own;
+        if (std::none_of(out.begin(), out.end(), [&](const graph::Companion& c) { return c.tensor == tensor; })) {
+          out.push_back({tensor, tie.dim, t->size(tie.dim), prefix + tie.layer_tensor, tie.layer_dim});
+        }
       }
     }
   }

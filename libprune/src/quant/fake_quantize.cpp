@@ -1,7 +1,10 @@
 #include "libprune/quant/fake_quantize.h"
 
+#include "fake_quant_kernel.h"
 #include "libprune/nn/batchnorm_fold.h"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace libprune::quant {
@@ -36,40 +39,96 @@ FakeQuantizeImpl::FakeQuantizeImpl(FakeQuantizeOptions options, int input) : opt
   fake_quant_on_ = register_buffer("fake_quant_enabled", torch::ones({1}, torch::kLong));
 }
 
-torch::Tensor FakeQuantizeImpl::apply(const torch::Tensor& x) {
-  TORCH_CHECK_VALUE(x.is_floating_point(), "FakeQuantize ", name(), ": expects a floating tensor, got ", x.scalar_type());
-  const bool per_channel = options_.role() == Role::weight;
-  TORCH_CHECK_VALUE(!per_channel || (x.dim() >= 1 && x.size(0) == scale.size(0)), "FakeQuantize: the weight has ",
-                    x.dim() >= 1 ? x.size(0) : 0, " output channels but the quantiser was made for ", scale.size(0),
+namespace {
+
+// The fused kernel's steps on the fast path: the observer's update (in float, as there), the
+// parameters from the range, then the rounding.
+torch::Tensor per_tensor(const torch::Tensor& x, const FakeQuantState& s, const FakeQuantizeOptions& o, int64_t qmin,
+                         int64_t qmax, bool observe) {
+  if (observe) {
+    torch::NoGradGuard no_grad;
+    const auto [lo_t, hi_t] = torch::aminmax(x.detach());
+    const float lo = lo_t.item<float>(), hi = hi_t.item<float>();
+    float& lo_run = *s.min_val.data_ptr<float>();
+    float& hi_run = *s.max_val.data_ptr<float>();
+    if (o.observer() == Observer::min_max) {
+      lo_run = std::isinf(lo_run) ? lo : std::min(lo_run, lo);
+      hi_run = std::isinf(hi_run) ? hi : std::max(hi_run, hi);
+    } else {
+      const auto c = static_cast<float>(o.averaging_constant());
+      lo_run = std::isinf(lo_run) ? lo : lo_run + c * (lo - lo_run);
+      hi_run = std::isinf(hi_run) ? hi : hi_run + c * (hi - hi_run);
+    }
+  }
+  if (s.fake_quant_enabled.item<int64_t>() == 0) return x;
+  calculate_qparams(s, o);
+  return detail::fake_quantize_per_tensor(x, s.scale.item<float>(), s.zero_point.item<int>(), qmin, qmax);
+}
+
+}  // namespace
+
+bool observed(const FakeQuantState& s) {
+  return s.min_val.numel() > 0 && torch::isfinite(s.min_val).all().item<bool>() &&
+         torch::isfinite(s.max_val).all().item<bool>();
+}
+
+void calculate_qparams(const FakeQuantState& state, const FakeQuantizeOptions& options) {
+  torch::NoGradGuard no_grad;
+  const auto [qmin, qmax] = integer_range(options.role(), options.bits());
+  const bool symmetric = options.role() == Role::weight;
+  const auto lo = state.min_val.to(torch::kCPU).reshape({-1}), hi = state.max_val.to(torch::kCPU).reshape({-1});
+  auto s = torch::empty({lo.numel()}, torch::kFloat);
+  auto z = torch::empty({lo.numel()}, torch::kInt);
+  const float* l = lo.data_ptr<float>();
+  const float* h = hi.data_ptr<float>();
+  for (int64_t c = 0; c < lo.numel(); ++c) {
+    const auto [sc, zp] = detail::choose_qparams(l[c], h[c], qmin, qmax, symmetric);
+    s[c] = sc;
+    z[c] = static_cast<int>(zp);
+  }
+  state.scale.copy_(s.reshape(state.scale.sizes()));
+  state.zero_point.copy_(z.reshape(state.zero_point.sizes()));
+}
+
+torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& s, const FakeQuantizeOptions& o, bool training) {
+  TORCH_CHECK_VALUE(x.is_floating_point(), "fake_quantize: expects a floating tensor, got ", x.scalar_type());
+  const auto [qmin, qmax] = integer_range(o.role(), o.bits());
+  const bool per_channel = o.role() == Role::weight;
+  TORCH_CHECK_VALUE(!per_channel || (x.dim() >= 1 && x.size(0) == s.scale.size(0)), "fake_quantize: the weight has ",
+                    x.dim() >= 1 ? x.size(0) : 0, " output channels but the quantiser was made for ", s.scale.size(0),
                     ". Fix: prepare the model again after changing its layers outside the pruner");
+  // Observers watch in training mode only, so evaluating a model never moves its ranges (calibration
+  // puts the quantisers in training mode: calibration_mode()).
+  const bool observe = training && s.observer_enabled.item<int64_t>() != 0;
   // Nothing observed and nothing to observe with: there is no grid to round to yet.
-  if (!observer_enabled() && !observed()) return x;
-  double averaging = options_.averaging_constant();
-  if (options_.observer() == Observer::min_max && observer_enabled()) {
+  if (!observe && !observed(s)) return x;
+  if (!per_channel && detail::fast_fake_quantize_applies(x)) return per_tensor(x, s, o, qmin, qmax, observe);
+  double averaging = o.averaging_constant();
+  if (o.observer() == Observer::min_max && observe) {
     // The fused kernel keeps a moving average; with the running range widened to include the new
     // values first and an averaging constant of 0, it keeps the overall min and max instead.
     torch::NoGradGuard no_grad;
     const auto d = x.detach();
-    if (per_channel) {
-      const auto flat = d.reshape({d.size(0), -1});
-      const auto [lo, hi] = torch::aminmax(flat, 1);
-      min_val.copy_(torch::where(min_val.isinf(), lo, torch::minimum(min_val, lo)));
-      max_val.copy_(torch::where(max_val.isinf(), hi, torch::maximum(max_val, hi)));
-    } else {
-      const auto [lo, hi] = torch::aminmax(d);
-      min_val.copy_(torch::where(min_val.isinf(), lo, torch::minimum(min_val, lo)));
-      max_val.copy_(torch::where(max_val.isinf(), hi, torch::maximum(max_val, hi)));
-    }
+    const auto [lo, hi] = per_channel ? torch::aminmax(d.reshape({d.size(0), -1}), 1) : torch::aminmax(d);
+    s.min_val.copy_(torch::where(s.min_val.isinf(), lo, torch::minimum(s.min_val, lo)));
+    s.max_val.copy_(torch::where(s.max_val.isinf(), hi, torch::maximum(s.max_val, hi)));
     averaging = 0;
   }
-  return at::fused_moving_avg_obs_fake_quant(x, observer_on_, fake_quant_on_, min_val, max_val, scale, zero_point,
-                                             averaging, qmin_, qmax_, /*ch_axis=*/0, per_channel,
+  auto state = s;  // handles to the same tensors: the kernel updates them in place
+  return at::fused_moving_avg_obs_fake_quant(x, observe ? state.observer_enabled : torch::zeros_like(state.observer_enabled),
+                                             state.fake_quant_enabled, state.min_val, state.max_val, state.scale,
+                                             state.zero_point, averaging, qmin, qmax, /*ch_axis=*/0, per_channel,
                                              /*symmetric_quant=*/per_channel);
 }
 
-bool FakeQuantizeImpl::observed() const {
-  return min_val.numel() > 0 && torch::isfinite(min_val).all().item<bool>() &&
-         torch::isfinite(max_val).all().item<bool>();
+torch::Tensor FakeQuantizeImpl::apply(const torch::Tensor& x) { return fake_quantize(x, state(), options_, is_training()); }
+
+void FakeQuantizeImpl::calculate_qparams() { quant::calculate_qparams(state(), options_); }
+
+bool FakeQuantizeImpl::observed() const { return quant::observed(state()); }
+
+FakeQuantState FakeQuantizeImpl::state() const {
+  return {scale, zero_point, min_val, max_val, observer_on_, fake_quant_on_};
 }
 
 void FakeQuantizeImpl::enable_observer(bool on) { observer_on_.fill_(on ? 1 : 0); }

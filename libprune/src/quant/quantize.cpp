@@ -41,8 +41,19 @@ void enable_fake_quant(torch::nn::Module& model, bool on) {
   for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) fq->enable_fake_quant(on);
 }
 
+void calibration_mode(torch::nn::Module& model) {
+  model.eval();
+  for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) {
+    fq->train();
+    fq->enable_observer(true);
+    fq->enable_fake_quant(false);
+  }
+}
+
+LIBPRUNE_DEFINE_OPTION_SPECS(QuantOptions, LIBPRUNE_QUANT_OPTIONS)
+
 Report prepare(torch::nn::Module& model, const graph::Forward& forward, const QuantOptions& options) {
-  integer_range(Role::weight, options.bits());  // checks bits before anything changes
+  options::validate<QuantOptions>(QuantOptions::specs(), options, "quant::prepare: ", nullptr);  // before any change
   TORCH_CHECK_VALUE(!is_prepared(model), "quant::prepare: the model already has fake quantisers. Fix: prepare a model once");
   TORCH_CHECK_VALUE(!is_converted(model), "quant::prepare: the model is already converted to int8");
   auto p = detail::place(model, forward);
@@ -59,7 +70,9 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
       const auto& layer = p.calls[u.layer].module;
       if (u.kind != Kind::add) {
         const int64_t channels = layer->named_parameters(false)["weight"].size(0);
-        if (u.norm) installs.add(layer, kSimulatedFold, std::make_shared<SimulatedFoldImpl>(p.calls[*u.norm].module));
+        if (u.norm && options.simulated_fold()) {
+          installs.add(layer, kSimulatedFold, std::make_shared<SimulatedFoldImpl>(p.calls[*u.norm].module));
+        }
         installs.add(layer, kWeightFakeQuant, quantiser(Role::weight, channels));
       }
       for (size_t k = 0; k < u.observe_input.size(); ++k) {
@@ -90,20 +103,39 @@ std::shared_ptr<FakeQuantizeImpl> ready(const Call& call, const std::string& nam
   TORCH_CHECK_VALUE(fq->observed(), "quant::convert: ", call.name, ".", name,
                     " has not observed any finite value, so it has no range. Fix: run calibration batches (or "
                     "train) with observers on before converting");
+  fq->calculate_qparams();  // a range observed with rounding off (calibration) has no parameters yet
   return fq;
 }
 
 QParams qparams(const FakeQuantizeImpl& fq) { return {fq.scale.item<double>(), fq.zero_point.item<int64_t>()}; }
 
-// The layer's float weight and bias as the int8 kernel takes them: with the batch norm folded in.
-std::pair<torch::Tensor, torch::Tensor> folded_weight_and_bias(const Placement& p, const detail::Unit& u) {
+// The layer's weight as the int8 kernel takes it: with the batch norm folded in, quantised per
+// channel to the grid its quantiser trained; and the folded float bias.
+//
+// With the simulated fold the quantiser watched weight x factor, so its scales are the folded
+// weight's. Without it, it watched the weight itself: folding multiplies channel c by f_c, and a
+// per-channel symmetric grid scales with it (scale s_c |f_c|), so round(w f_c / (s_c |f_c|)) is
+// the trained integer (sign-flipped where f_c < 0). A channel whose factor is near zero outputs its
+// bias whatever its weight; it keeps s_c, so nothing is divided by zero.
+std::pair<torch::Tensor, torch::Tensor> folded_qweight_and_bias(const Placement& p, const detail::Unit& u,
+                                                                const FakeQuantizeImpl& wfq) {
   const auto& layer = *p.calls[u.layer].module;
-  const auto weight = layer.named_parameters(false)["weight"].detach();
+  auto weight = layer.named_parameters(false)["weight"].detach();
   const auto* b = layer.named_parameters(false).find("bias");
-  const torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor();
-  if (!u.norm) return {weight, bias};
-  const auto& norm = *p.calls[*u.norm].module;
-  return {nn::scale_output_channels(weight, nn::batchnorm_factor(norm)), nn::folded_bias(bias, norm)};
+  torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor();
+  auto scale = wfq.scale.to(torch::kDouble);
+  if (u.norm) {
+    const auto& norm = *p.calls[*u.norm].module;
+    const auto factor = nn::batchnorm_factor(norm);
+    weight = nn::scale_output_channels(weight, factor);
+    bias = nn::folded_bias(bias, norm);
+    if (!nn::extension(layer, kSimulatedFold)) {
+      const auto f = factor.abs().to(torch::kDouble);
+      scale = torch::where(f < 1e-6, scale, scale * f);
+    }
+  }
+  const auto qweight = at::quantize_per_channel(weight.contiguous(), scale, wfq.zero_point.to(torch::kLong), 0, torch::kQInt8);
+  return {qweight, bias};
 }
 
 struct KernelPlan {
@@ -129,9 +161,7 @@ std::vector<KernelPlan> plan_kernels(const Placement& p) {
       plans.push_back({call.module, detail::make_int8_add(in, out, relu, dequantize, call.name)});
     } else {
       const auto wfq = ready(call, kWeightFakeQuant);
-      const auto [weight, bias] = folded_weight_and_bias(p, u);
-      const auto qweight = at::quantize_per_channel(weight.contiguous(), wfq->scale.to(torch::kDouble),
-                                                    wfq->zero_point.to(torch::kLong), 0, torch::kQInt8);
+      const auto [qweight, bias] = folded_qweight_and_bias(p, u, *wfq);
       const auto make = u.kind == Kind::conv ? detail::make_int8_conv2d : detail::make_int8_linear;
       plans.push_back({call.module, make(qweight, bias, in.empty() ? std::nullopt : in[0], out, relu, dequantize, call.name)});
     }
@@ -219,7 +249,7 @@ void repack(torch::nn::Module& model) {
   for (auto& [name, ext] : installed_of<detail::Int8Impl>(model)) ext->repack();
 }
 
-int64_t int8_state_bytes(const torch::nn::Module& model) {
+io::StateDict int8_state_dict(const torch::nn::Module& model) {
   // Layers whose own tensors the int8 kernels replace (convs, linears) or fold away (batch norms).
   std::set<const torch::nn::Module*> replaced;
   for (const auto& item : model.named_modules("", false)) {
@@ -229,18 +259,25 @@ int64_t int8_state_bytes(const torch::nn::Module& model) {
       }
     }
   }
-  int64_t bytes = 0;
-  const auto count = [&](const torch::Tensor& t) {
-    if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
-  };
+  io::StateDict out;
   for (const auto& item : model.named_modules("", false)) {
     const auto* m = item.value().get();
     const bool is_ext = dynamic_cast<const nn::ExtensionImpl*>(m) != nullptr;
     if (!is_ext && replaced.count(m)) continue;
     if (is_ext && !dynamic_cast<const detail::Int8Impl*>(m)) continue;  // fake quantisers are gone after convert
-    for (const auto& t : item.value()->parameters(false)) count(t);
-    for (const auto& t : item.value()->buffers(false)) count(t);
+    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    for (const auto& p : item.value()->named_parameters(false)) out[prefix + p.key()] = p.value();
+    for (const auto& b : item.value()->named_buffers(false)) {
+      if (b.value().defined()) out[prefix + b.key()] = b.value();
+    }
   }
+  return out;
+}
+
+int64_t int8_state_bytes(const torch::nn::Module& model) {
+  int64_t bytes = 0;
+  for (const auto& [name, t] : int8_state_dict(model)) bytes += t.numel() * static_cast<int64_t>(t.element_size());
   return bytes;
 }
+
 }  // namespace libprune::quant

@@ -4,6 +4,7 @@
 #include "libprune/models/registry.h"
 #include "schema.h"
 
+#include <cmath>
 #include <sstream>
 
 namespace libprune::recipe {
@@ -15,6 +16,8 @@ LIBPRUNE_DEFINE_OPTION_SPECS(ModelSection, LIBPRUNE_MODEL_SECTION)
 LIBPRUNE_DEFINE_OPTION_SPECS(DataSection, LIBPRUNE_DATA_SECTION)
 
 LIBPRUNE_DEFINE_OPTION_SPECS(StageSection, LIBPRUNE_STAGE_SECTION)
+
+LIBPRUNE_DEFINE_OPTION_SPECS(QuantSection, LIBPRUNE_QUANT_SECTION)
 
 namespace {
 using detail::fail;
@@ -67,6 +70,42 @@ void check_stages(const Recipe& r, const std::string& source) {
   }
 }
 
+// Quantization inside the run, after the last cut (prune, then quantize), with bits that convert.
+void check_quantization(const Recipe& r, const std::string& source) {
+  const auto& q = r.quantization;
+  if (q.mode() == QuantMode::None) return;
+  if (q.mode() == QuantMode::Ptq || q.mode() == QuantMode::Qat) {
+    if (r.quant.bits() != 8) {
+      fail(source, "quantization.bits", "only 8 bits convert to int8 kernels, got " + std::to_string(r.quant.bits()),
+           "use 8 (simulated 2 to 7 bits are for quant::prepare from C++ or Python)");
+    }
+  }
+  if (q.mode() != QuantMode::Qat) return;
+  const int64_t epochs = r.training.epochs();
+  if (q.start_epoch() >= epochs) {
+    fail(source, "quantization.start_epoch", "must be below training.epochs (" + std::to_string(epochs) + "), got " +
+         std::to_string(q.start_epoch()), "leave at least one epoch of QAT");
+  }
+  for (const auto& [key, at] : {std::pair<const char*, int64_t>{"freeze_observers_epoch", q.freeze_observers_epoch()},
+                                {"freeze_bn_epoch", q.freeze_bn_epoch()}}) {
+    if (at != -1 && (at < q.start_epoch() || at >= epochs)) {
+      fail(source, std::string("quantization.") + key, "must be -1 or in [start_epoch, training.epochs), got " +
+           std::to_string(at), "freeze during QAT, e.g. start_epoch + 1");
+    }
+  }
+  // The pruned row is measured when QAT starts: after at least one epoch of fine-tuning past the last cut.
+  for (size_t i = 0; i < r.pruning.size(); ++i) {
+    const auto steps = schedule::Schedule(r.pruning[i].schedule).steps();
+    const double last = steps.empty() ? 0.0 : steps.back().first;
+    if (static_cast<double>(q.start_epoch()) < std::floor(last) + 1) {
+      fail(source, "quantization.start_epoch", "QAT starts at epoch " + std::to_string(q.start_epoch()) +
+           " but pruning." + std::to_string(i) + " cuts at epoch " + options::format_number(last),
+           "prune first, fine-tune, then quantize: start QAT at epoch " + options::format_number(std::floor(last) + 1) +
+           " or later");
+    }
+  }
+}
+
 Recipe typed(const json& merged, const std::string& source) {
   Recipe r;
   r.name = merged["name"];
@@ -85,7 +124,10 @@ Recipe typed(const json& merged, const std::string& source) {
     detail::read_section(stage["schedule"], path + ".schedule", source, st.schedule);
     r.pruning.push_back(std::move(st));
   }
+  detail::read_section(merged["quantization"], "quantization", source, r.quant);
+  detail::read_section(merged["quantization"], "quantization", source, r.quantization);
   check_stages(r, source);
+  check_quantization(r, source);
   r.json = merged.dump(2);
   return r;
 }

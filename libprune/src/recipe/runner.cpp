@@ -7,6 +7,7 @@
 #include "libprune/models/registry.h"
 #include "libprune/recipe/recipe.h"
 #include "libprune/train/callbacks.h"
+#include "libprune/train/qat_callback.h"
 #include "stages.h"
 
 #include <chrono>
@@ -49,6 +50,7 @@ struct Run {
   std::shared_ptr<train::PlanHistory> plans = std::make_shared<train::PlanHistory>();
   std::vector<detail::StageRun> stages;
   std::unique_ptr<report::detail::Comparison> comparison;
+  std::shared_ptr<train::QatCallback> qat;
   detail::Resumed resumed;
 };
 
@@ -64,10 +66,28 @@ void build(Run& run) {
   run.trainer = std::make_unique<train::Trainer>(run.model, data.train, data.eval, r.training);
   auto example = run.trainer->example(1);
   auto model = run.model;
-  run.stages = detail::make_stages(r, model, [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; });
+  const graph::Forward forward = [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
+  run.stages = detail::make_stages(r, model, forward);
   const std::string name = r.model.name();
+  report::detail::QuantPlan quant;
+  quant.mode = static_cast<report::detail::QuantPlan::Mode>(r.quantization.mode());
+  quant.compare = r.quantization.compare();
+  quant.options = r.quant;
+  quant.calibration_batches = r.quantization.calibration_batches();
+  quant.engine = r.quantization.engine();
   run.comparison = std::make_unique<report::detail::Comparison>(
-      *run.trainer, [name, model_options] { return models::create(name, model_options); }, r.report);
+      *run.trainer, [name, model_options] { return models::create(name, model_options); }, r.report, run.plans,
+      !r.pruning.empty(), quant);
+  if (r.quantization.mode() == QuantMode::Qat) {
+    const auto& q = r.quantization;
+    run.qat = std::make_shared<train::QatCallback>(
+        r.quant,
+        train::QatSchedule()
+            .start_epoch(q.start_epoch())
+            .freeze_observers_epoch(q.freeze_observers_epoch())
+            .freeze_bn_epoch(q.freeze_bn_epoch()),
+        forward);
+  }
 }
 
 void add_callbacks(Run& run, const std::string& id) {
@@ -82,12 +102,21 @@ void add_callbacks(Run& run, const std::string& id) {
     cb->before_first_cut = [comparison](train::Trainer&) { comparison->record_dense(); };
     trainer.add_callback(cb);
   }
+  if (run.qat) {
+    run.qat->verbose = run.options.print;
+    run.qat->log = log;
+    run.qat->before_prepare = [comparison](train::Trainer&) {
+      comparison->record_dense();
+      comparison->record_pruned();
+    };
+    trainer.add_callback(run.qat);
+  }
   const auto* stages = &run.stages;
   trainer.add_callback(
       std::make_shared<train::LogCallback>(log, [stages](double time) { return detail::ratio_before(*stages, time); }));
   trainer.add_callback(std::make_shared<train::CheckpointCallback>(
       run.output_dir, id, run.plans, run.resumed.best_top1,
-      [comparison]() { return json({{"dense", comparison->dense()}}).dump(); }));
+      [comparison]() { return json({{"rows", comparison->saved()}}).dump(); }));
   if (run.options.stop_after_epochs > 0) trainer.add_callback(std::make_shared<StopAfter>(run.options.stop_after_epochs));
 }
 
@@ -97,8 +126,12 @@ void resume_if_asked(Run& run, const std::string& id) {
     if (run.options.print) std::cout << "no checkpoint at " << run.last << "; starting from epoch 0\n";
     return;
   }
-  run.resumed = detail::resume(run.last, id, *run.trainer, *run.plans);
-  run.comparison->restore_dense(run.resumed.dense);
+  auto* trainer = run.trainer.get();
+  auto qat = run.qat;
+  run.resumed = detail::resume(run.last, id, *run.trainer, *run.plans, [trainer, qat](int64_t next_epoch) {
+    if (qat) qat->restore(*trainer, next_epoch);
+  });
+  run.comparison->restore(run.resumed.rows);
   if (run.options.print) {
     std::cout << "resuming " << run.last << " after epoch " << run.resumed.start_epoch << " (" << run.plans->size()
               << " cuts replayed)\n";
@@ -115,6 +148,7 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   info.cuts = static_cast<int64_t>(run.plans->size());
   info.epochs = run.recipe.training.epochs();
   info.cpu = run.trainer->device().is_cpu();
+  info.quantization = options::name_of(run.recipe.quantization.mode());
   info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.summary_json = report::detail::summary(info, *run.comparison, run.recipe.report).dump(2);
   const std::string path = (fs::path(run.output_dir) / "summary.json").string();

@@ -149,6 +149,8 @@ Schema make_schema() {
   add_section<StageSection>(s, s.stage, "pruning.*.", "pruning.N.");
   // The schedule's ratio is the stage's.
   add_section<schedule::ScheduleOptions>(s, s.stage["schedule"], "pruning.*.schedule.", "pruning.N.schedule.", {"ratio"});
+  add_section<QuantSection>(s, s.defaults["quantization"], "quantization.", "quantization.");
+  add_section<quant::QuantOptions>(s, s.defaults["quantization"], "quantization.", "quantization.");
   add_section<report::ReportOptions>(s, s.defaults["report"], "report.", "report.");
   s.rows.push_back({"output_dir", "\"runs/default\"", "checkpoints, metrics and summary go here"});
   s.renamed["pruning.*"] = prune::PrunerOptions::renamed();

@@ -29,7 +29,8 @@ double ratio_before(const std::vector<StageRun>& stages, double time) {
   return ratio;
 }
 
-Resumed resume(const std::string& last, const std::string& recipe_id, train::Trainer& trainer, train::PlanHistory& plans) {
+Resumed resume(const std::string& last, const std::string& recipe_id, train::Trainer& trainer, train::PlanHistory& plans,
+               const std::function<void(int64_t)>& before_load) {
   const auto meta = io::read_checkpoint_meta(last);
   TORCH_CHECK_VALUE(meta.recipe_id == recipe_id, "checkpoint '", last, "' was written by another recipe (or other "
                     "settings): resuming it here would mix two runs. Fix: resume with the recipe and --set values that "
@@ -42,8 +43,9 @@ Resumed resume(const std::string& last, const std::string& recipe_id, train::Tra
   if (trainer.options().channels_last() && trainer.device().is_cpu()) {
     nn::to_memory_format(*model, torch::MemoryFormat::ChannelsLast);
   }
+  if (before_load) before_load(meta.epoch);
   io::load_checkpoint(last, *model, trainer.optimizer());
-  return {meta.epoch, meta.best_top1, nlohmann::json::parse(meta.extra_json).value("dense", nlohmann::json())};
+  return {meta.epoch, meta.best_top1, nlohmann::json::parse(meta.extra_json).value("rows", nlohmann::json::object())};
 }
 
 }  // namespace libprune::recipe::detail

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -25,16 +26,18 @@ std::vector<StageRun> make_stages(const Recipe& recipe, const models::ModelPtr& 
 // The ratio of the latest cut, of any stage, before `time`: what an epoch ending then trained at.
 double ratio_before(const std::vector<StageRun>& stages, double time);
 
-// Where a run picks up: the epoch after the last completed one, the best top-1 so far, and the dense
-// figures recorded before the first cut.
+// Where a run picks up: the epoch after the last completed one, the best top-1 so far, and the
+// report's rows measured so far (dense before the first cut, pruned when QAT started, ...).
 struct Resumed {
   int64_t start_epoch = 0;
   double best_top1 = -1;
-  nlohmann::json dense;
+  nlohmann::json rows;
 };
 
-// Replays the plan history of the checkpoint at `last` on the model (into `plans`), then loads its
-// weights and optimizer state. Throws when the checkpoint belongs to another recipe (`recipe_id`).
-Resumed resume(const std::string& last, const std::string& recipe_id, train::Trainer& trainer, train::PlanHistory& plans);
+// Replays the plan history of the checkpoint at `last` on the model (into `plans`), calls
+// `before_load` with the epoch the run resumes at (QAT installs its quantisers there), then loads
+// the weights and optimizer state. Throws when the checkpoint belongs to another recipe (`recipe_id`).
+Resumed resume(const std::string& last, const std::string& recipe_id, train::Trainer& trainer, train::PlanHistory& plans,
+               const std::function<void(int64_t)>& before_load = {});
 
 }  // namespace libprune::recipe::detail

@@ -1,20 +1,28 @@
 #include "comparison.h"
 
+#include "libprune/layers/apply.h"
 #include "libprune/measure/count_ops.h"
 #include "libprune/measure/latency.h"
 #include "libprune/nn/memory_format.h"
 
-#include <sstream>
+#include <algorithm>
 
 namespace libprune::report::detail {
 namespace {
 
-int64_t file_size(torch::nn::Module& model) {
-  std::ostringstream s;
-  torch::serialize::OutputArchive archive;
-  model.save(archive);
-  archive.save_to(s);
-  return static_cast<int64_t>(s.str().size());
+// Every row a run can report, in the order they are shown.
+const std::vector<std::pair<std::string, std::string>>& known_rows() {
+  static const std::vector<std::pair<std::string, std::string>> rows{
+      {"dense", "dense"},           {"pruned", "pruned"},
+      {"int8", "int8"},             {"pruned_int8", "pruned+int8"},
+      {"int8_ptq", "int8 (PTQ)"},   {"pruned_int8_ptq", "pruned+int8 (PTQ)"}};
+  return rows;
+}
+
+size_t order_of(const std::string& key) {
+  const auto& rows = known_rows();
+  return static_cast<size_t>(std::find_if(rows.begin(), rows.end(), [&](const auto& r) { return r.first == key; }) -
+                             rows.begin());
 }
 
 // Keeps the smaller figure under `key`; true when `ms` is the new best.
@@ -24,44 +32,199 @@ bool keep_min(json& out, const std::string& key, double ms) {
   return true;
 }
 
-std::pair<double, double> last_accuracy(train::Trainer& trainer) {
-  if (!trainer.history().empty()) return {trainer.history().back().top1, trainer.history().back().top5};
-  return trainer.evaluate();
+void copy_state(torch::nn::Module& to, const torch::nn::Module& from) {
+  torch::NoGradGuard no_grad;
+  auto params = from.named_parameters(true);
+  for (auto& p : to.named_parameters(true)) p.value().copy_(params[p.key()]);
+  auto buffers = from.named_buffers(true);
+  for (auto& b : to.named_buffers(true)) b.value().copy_(buffers[b.key()]);
 }
 
 }  // namespace
 
-Comparison::Comparison(train::Trainer& trainer, std::function<models::ModelPtr()> build, ReportOptions options)
-    : trainer_(trainer), build_(std::move(build)), options_(std::move(options)) {}
+Comparison::Comparison(train::Trainer& trainer, std::function<models::ModelPtr()> build, ReportOptions options,
+                       std::shared_ptr<const train::PlanHistory> plans, bool prunes, QuantPlan quant)
+    : trainer_(trainer), build_(std::move(build)), options_(std::move(options)), plans_(std::move(plans)),
+      prunes_(prunes), quant_(std::move(quant)) {}
 
-json Comparison::measure() {
-  const auto [top1, top5] = last_accuracy(trainer_);
-  const auto [params, macs] = train::measure_size(trainer_);
-  return json{{"accuracy", top1}, {"top5", top5}, {"params", params}, {"macs", macs}, {"size_bytes", file_size(*trainer_.model())}};
+Row& Comparison::row(const std::string& key, const std::string& label) {
+  for (auto& r : rows_) {
+    if (r.key == key) return r;
+  }
+  rows_.push_back({key, label, json::object(), nullptr});
+  std::stable_sort(rows_.begin(), rows_.end(), [](const Row& a, const Row& b) { return order_of(a.key) < order_of(b.key); });
+  for (auto& r : rows_) {
+    if (r.key == key) return r;
+  }
+  return rows_.back();
 }
 
-void Comparison::keep_dense(bool copy_weights) {
-  dense_copy_ = build_();
-  dense_copy_->to(trainer_.device());
-  if (!copy_weights) return;
-  torch::NoGradGuard no_grad;
-  auto model = trainer_.model();
-  auto src = model->named_parameters(true);
-  for (auto& p : dense_copy_->named_parameters(true)) p.value().copy_(src[p.key()]);
-  auto bsrc = model->named_buffers(true);
-  for (auto& b : dense_copy_->named_buffers(true)) b.value().copy_(bsrc[b.key()]);
+bool Comparison::has(const std::string& key) const {
+  return std::any_of(rows_.begin(), rows_.end(), [&](const Row& r) { return r.key == key && !r.figures.empty(); });
+}
+
+const json& Comparison::figures(const std::string& key) const {
+  static const json none = json::object();
+  for (const auto& r : rows_) {
+    if (r.key == key) return r.figures;
+  }
+  return none;
+}
+
+std::string Comparison::final_key() const { return prunes_ ? "pruned_int8" : "int8"; }
+
+graph::Forward Comparison::example_forward(const models::ModelPtr& model) {
+  auto example = trainer_.example(1);
+  return [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
+}
+
+json Comparison::measure(const models::ModelPtr& model, const std::string& float_key) {
+  const bool own = model == trainer_.model() && !trainer_.history().empty() && float_key.empty();
+  const auto [top1, top5] = own ? std::make_pair(trainer_.history().back().top1, trainer_.history().back().top5)
+                                : trainer_.evaluate(*model, [model](const nn::Inputs& x) { return model->forward_inputs(x); });
+  json out{{"accuracy", top1}, {"top5", top5}};
+  if (float_key.empty()) {
+    const auto c = measure::count_ops(model, trainer_.example(1));
+    out["params"] = c.params;
+    out["macs"] = c.macs;
+    out["size_bytes"] = static_cast<int64_t>(io::serialize_state_dict(io::state_dict(*model)).size());
+  } else {
+    const json& f = figures(float_key);
+    out["params"] = f.value("params", int64_t{0});
+    out["macs"] = f.value("macs", int64_t{0});
+    out["size_bytes"] = static_cast<int64_t>(io::serialize_state_dict(quant::int8_state_dict(*model)).size());
+  }
+  return out;
+}
+
+torch::Tensor Comparison::logits(const models::ModelPtr& model) {
+  std::vector<torch::Tensor> out;
+  trainer_.evaluate(*model, [&](const nn::Inputs& x) {
+    out.push_back(model->forward_inputs(x).to(torch::kCPU, torch::kDouble));
+    return out.back();
+  });
+  return torch::cat(out);
+}
+
+models::ModelPtr Comparison::copy(const models::ModelPtr& from, bool with_plans) {
+  auto net = build_();
+  if (with_plans) {
+    for (const auto& plan : *plans_) layers::apply_plan(*net, plan);
+  }
+  net->to(trainer_.device());
+  copy_state(*net, *from);
+  const bool channels_last = trainer_.options().channels_last() && trainer_.device().is_cpu();
+  if (channels_last) nn::to_memory_format(*net, torch::MemoryFormat::ChannelsLast);
+  return net;
+}
+
+void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const std::string& key,
+                         const std::string& float_key, bool timed) {
+  auto net = copy(from, with_plans);
+  const auto forward = example_forward(net);
+  // Calibration observes only (the min-max ranges of every value seen), then the ranges convert.
+  quant::prepare(*net, forward, quant::QuantOptions(quant_.options).observer(quant::Observer::min_max));
+  quant::calibration_mode(*net);
+  trainer_.calibrate([net](const nn::Inputs& x) { return net->forward_inputs(x); }, quant_.calibration_batches);
+  quant::convert(*net, forward, quant::ConvertOptions().engine(quant_.engine));
+  auto& r = row(key, "");
+  r.figures = measure(net, float_key);
+  r.model = timed ? net : nullptr;
 }
 
 void Comparison::record_dense() {
-  if (!dense_.is_null()) return;
-  dense_ = measure();
-  keep_dense(true);
+  if (has("dense")) return;
+  const auto model = copy(trainer_.model(), true);
+  auto figures = measure(trainer_.model());
+  row("dense", "").figures = std::move(figures);
+  row("dense", "").model = model;
+  if (quant_.mode == QuantPlan::Mode::none || !quant_.compare) return;
+  if (prunes_) {
+    ptq_row(model, false, "int8", "dense", true);
+  } else if (quant_.mode == QuantPlan::Mode::qat) {
+    ptq_row(model, false, "int8_ptq", "dense", false);
+  }
+}
+
+void Comparison::record_pruned() {
+  // Without cuts a quantizing run has no pruned row; a plain run reports its final model as one.
+  if (has("pruned") || (!prunes_ && quant_.mode != QuantPlan::Mode::none)) return;
+  const auto model = copy(trainer_.model(), true);
+  auto figures = measure(trainer_.model());
+  row("pruned", "").figures = std::move(figures);
+  row("pruned", "").model = model;
+  if (quant_.mode == QuantPlan::Mode::qat && quant_.compare) ptq_row(model, true, "pruned_int8_ptq", "pruned", false);
+}
+
+json Comparison::saved() const {
+  json out = json::object();
+  for (const auto& r : rows_) out[r.key] = r.figures;
+  return out;
+}
+
+void Comparison::restore(const json& saved) {
+  for (const auto& [key, label] : known_rows()) {
+    if (saved.contains(key)) row(key, "").figures = saved[key];
+  }
+}
+
+void Comparison::finish() {
+  record_dense();
+  if (quant_.mode == QuantPlan::Mode::none || prunes_) record_pruned();
+  const std::string float_key = prunes_ ? "pruned" : "dense";
+  if (quant_.mode == QuantPlan::Mode::ptq) ptq_row(trainer_.model(), true, final_key(), float_key, true);
+  if (quant_.mode == QuantPlan::Mode::qat) {
+    auto model = trainer_.model();
+    const auto simulated = logits(model);
+    quant::convert(*model, example_forward(model), quant::ConvertOptions().engine(quant_.engine));
+    auto& r = row(final_key(), "");
+    r.figures = measure(model, float_key);
+    // How exactly the int8 kernels compute what QAT simulated, on the whole eval set.
+    const auto int8 = logits(model);
+    r.figures["argmax_agreement_with_qat"] = 100.0 * simulated.argmax(1).eq(int8.argmax(1)).to(torch::kDouble).mean().item<double>();
+    r.figures["logit_cosine_with_qat"] =
+        torch::nn::functional::cosine_similarity(simulated, int8, torch::nn::functional::CosineSimilarityFuncOptions().dim(1))
+            .mean()
+            .item<double>();
+    r.model = model;
+  }
+  // Rows restored from a checkpoint have figures, not weights: their architecture is timed.
+  for (auto& r : rows_) {
+    if (r.model || r.key.find("_ptq") != std::string::npos) continue;
+    if (r.key == "dense") r.model = build_();
+    if (r.key == "pruned") r.model = copy(trainer_.model(), true);
+    if (r.key == "int8") {
+      const json figures = r.figures;
+      ptq_row(build_(), false, "int8", "dense", true);
+      r.figures = figures;
+    }
+    if (r.model) r.model->to(trainer_.device());
+  }
+  // Interleaved rounds, the best of each: every row sees the same machine state.
+  for (auto& r : rows_) {
+    for (auto it = r.figures.begin(); it != r.figures.end();) {
+      it = it.key().rfind("latency_", 0) == 0 ? r.figures.erase(it) : std::next(it);
+    }
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (auto& r : rows_) {
+      if (r.model) time(r.model, r.figures);
+    }
+  }
+  for (auto& r : rows_) {
+    r.label = known_rows()[order_of(r.key)].second;
+    if (r.key == final_key() && quant_.mode == QuantPlan::Mode::qat) r.label += " (QAT)";
+    if (r.key == "int8" && prunes_ && quant_.mode != QuantPlan::Mode::none) r.label += " (PTQ)";
+    if (r.key == final_key() && quant_.mode == QuantPlan::Mode::ptq) r.label += " (PTQ)";
+    r.model.reset();
+  }
 }
 
 // Latency of `net` per batch size, as it would be deployed: on CPU both memory formats are timed
 // (thin pruned layers can favour NCHW) and, with latency_threads 0, fewer threads than the
-// training's too (small batches often run faster on fewer). The fastest is kept, and named.
-void Comparison::time(models::ModelPtr net, json& out) {
+// training's too (small batches often run faster on fewer). The fastest is kept, and named. An int8
+// model is timed on fresh packs per shape and thread count (measure_latency repacks it).
+void Comparison::time(const models::ModelPtr& net, json& out) {
   const bool cpu = trainer_.device().is_cpu();
   const int threads = options_.latency_threads();
   for (const int64_t batch : options_.latency_batches()) {
@@ -93,26 +256,6 @@ void Comparison::time(models::ModelPtr net, json& out) {
   }
   const bool channels_last = trainer_.options().channels_last() && cpu;
   nn::to_memory_format(*net, channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
-}
-
-void Comparison::finish() {
-  pruned_ = measure();
-  if (dense_.is_null()) {
-    dense_ = pruned_;
-    keep_dense(true);
-  }
-  if (!dense_copy_) keep_dense(false);
-  // Interleaved rounds, the best of each: dense and pruned see the same machine state.
-  for (json* side : {&dense_, &pruned_}) {
-    for (auto it = side->begin(); it != side->end();) {
-      it = it.key().rfind("latency_", 0) == 0 ? side->erase(it) : std::next(it);
-    }
-  }
-  for (int round = 0; round < 3; ++round) {
-    time(dense_copy_, dense_);
-    time(trainer_.model(), pruned_);
-  }
-  dense_copy_.reset();
 }
 
 }  // namespace libprune::report::detail

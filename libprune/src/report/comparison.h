@@ -1,42 +1,81 @@
 #pragma once
-// Dense against pruned, as a recipe run reports them: accuracy, parameters, MACs, file size and
-// latency. The dense figures are taken just before the first cut (or from a checkpoint when the run
-// resumes); both models are timed at the end, side by side in interleaved rounds, because the
-// machine is shared and figures minutes apart do not compare.
+// The rows a recipe run reports: dense, pruned, int8 and pruned+int8, each with accuracy, parameters,
+// MACs, file size and latency. The dense figures are taken just before the first cut, the pruned ones
+// when QAT starts (or at the end), the int8 ones after conversion; a checkpoint keeps the figures so a
+// resumed run reports them. Every timed row is timed at the end, side by side in interleaved rounds,
+// because the machine is shared and figures minutes apart do not compare.
+#include "libprune/quant/quantize.h"
 #include "libprune/report/options.h"
+#include "libprune/train/plan_history.h"
 #include "libprune/train/trainer.h"
 
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <memory>
+#include <string>
+#include <vector>
 
 namespace libprune::report::detail {
 
 using json = nlohmann::json;
 
+// What a run quantises: nothing, the final model by post-training calibration, or by QAT.
+struct QuantPlan {
+  enum class Mode { none, ptq, qat } mode = Mode::none;
+  bool compare = true;  // also convert the dense (and, after QAT, the pruned) model by PTQ
+  quant::QuantOptions options;
+  int64_t calibration_batches = 16;
+  std::string engine = "onednn";
+};
+
+struct Row {
+  std::string key, label;  // "pruned_int8", "pruned+int8"
+  json figures;            // accuracy, top5, params, macs, size_bytes, latency_ms_b<N>, ...
+  models::ModelPtr model;  // timed at the end; null for an accuracy-only row
+};
+
 class Comparison {
  public:
-  // `build` makes a fresh model of the run's architecture (for the dense copy).
-  Comparison(train::Trainer& trainer, std::function<models::ModelPtr()> build, ReportOptions options);
-  // Records the dense figures and keeps a copy of the weights for timing; once, before the first cut.
+  // `build` makes a fresh model of the run's architecture; `plans` are the run's cuts so far.
+  Comparison(train::Trainer& trainer, std::function<models::ModelPtr()> build, ReportOptions options,
+             std::shared_ptr<const train::PlanHistory> plans, bool prunes, QuantPlan quant = {});
+  // The dense figures and a copy of the weights; once, before the first cut (or before QAT).
   void record_dense();
-  // A resumed run's dense figures (its weights are gone: the architecture is timed, freshly built).
-  void restore_dense(const json& dense) { dense_ = dense; }
-  // Takes the pruned figures, then times both models side by side.
+  // The pruned float figures and a copy; once, when QAT starts.
+  void record_pruned();
+  // The figures measured so far (a checkpoint keeps them) and their restore on resume.
+  json saved() const;
+  void restore(const json& saved);
+  // Converts or measures what is left, then times every row side by side.
   void finish();
-  const json& dense() const { return dense_; }
-  const json& pruned() const { return pruned_; }
+  const std::vector<Row>& rows() const { return rows_; }
+  const json& figures(const std::string& key) const;
 
  private:
-  json measure();
-  void keep_dense(bool copy_weights);
-  void time(models::ModelPtr net, json& out);
+  // Accuracy and file size of `model` (the trainer's own: its last evaluation); params and MACs
+  // counted on a float model, or taken from the float row `float_key` for an int8 one.
+  json measure(const models::ModelPtr& model, const std::string& float_key = "");
+  // A float copy of `from` (with the run's cuts so far when `with_plans`; extension state stays behind).
+  models::ModelPtr copy(const models::ModelPtr& from, bool with_plans);
+  Row& row(const std::string& key, const std::string& label);
+  bool has(const std::string& key) const;
+  // A copy of `from` converted by post-training quantization, measured under `key`.
+  void ptq_row(const models::ModelPtr& from, bool with_plans, const std::string& key, const std::string& float_key,
+               bool timed);
+  void time(const models::ModelPtr& net, json& out);
+  graph::Forward example_forward(const models::ModelPtr& model);
+  // `model`'s logits on the whole eval set, in order.
+  torch::Tensor logits(const models::ModelPtr& model);
+  std::string final_key() const;
 
   train::Trainer& trainer_;
   std::function<models::ModelPtr()> build_;
   ReportOptions options_;
-  json dense_, pruned_;
-  models::ModelPtr dense_copy_;
+  std::shared_ptr<const train::PlanHistory> plans_;
+  bool prunes_;
+  QuantPlan quant_;
+  std::vector<Row> rows_;
 };
 
 }  // namespace libprune::report::detail

@@ -6,51 +6,81 @@
 namespace libprune::report::detail {
 
 json summary(const RunInfo& info, const Comparison& comparison, const ReportOptions& options) {
-  return {{"recipe", info.recipe},
-          {"model", info.model},
-          {"dense", comparison.dense()},
-          {"pruned", comparison.pruned()},
-          {"cuts", info.cuts},
-          {"epochs", info.epochs},
-          {"threads", torch::get_num_threads()},
-          {"latency_batchnorm_folded", options.fold_batchnorm()},
-          {"seconds", info.seconds}};
+  json out{{"recipe", info.recipe},
+           {"model", info.model},
+           {"cuts", info.cuts},
+           {"epochs", info.epochs},
+           {"threads", torch::get_num_threads()},
+           {"latency_batchnorm_folded", options.fold_batchnorm()},
+           {"quantization", info.quantization},
+           {"seconds", info.seconds}};
+  json rows = json::array();
+  for (const auto& r : comparison.rows()) {
+    out[r.key] = r.figures;
+    json row = r.figures;
+    row["row"] = r.key;
+    row["label"] = r.label;
+    rows.push_back(row);
+  }
+  out["rows"] = rows;
+  return out;
 }
 
 namespace {
 
-void row(const json& dense, const json& pruned, const char* label, const std::string& key, double scale, const char* fmt) {
-  const double a = dense.value(key, 0.0) * scale, b = pruned.value(key, 0.0) * scale;
-  char line[200];
-  const std::string f = std::string("%-16s ") + fmt + "  " + fmt + "  %8.2fx\n";
-  std::snprintf(line, sizeof line, f.c_str(), label, a, b, b != 0 ? a / b : 0.0);
-  std::cout << line;
+std::string cell(const json& figures, const std::string& key, double scale, const char* fmt) {
+  if (!figures.contains(key)) return "-";
+  char text[40];
+  std::snprintf(text, sizeof text, fmt, figures[key].get<double>() * scale);
+  return text;
+}
+
+// One line: the label, then a column per row; `ratio` adds each row's dense/row factor.
+void line(const std::vector<Row>& rows, const std::string& label, const std::string& key, double scale, const char* fmt,
+          bool ratio) {
+  std::printf("%-18s", label.c_str());
+  const double dense = rows.front().figures.value(key, 0.0);
+  for (const auto& r : rows) {
+    std::string text = cell(r.figures, key, scale, fmt);
+    const double v = r.figures.value(key, 0.0);
+    if (ratio && &r != &rows.front() && v > 0) {
+      char factor[24];
+      std::snprintf(factor, sizeof factor, " %.2fx", dense / v);
+      text += factor;
+    }
+    std::printf(" %20s", text.c_str());
+  }
+  std::printf("\n");
 }
 
 }  // namespace
 
 void print_table(const RunInfo& info, const Comparison& comparison, const ReportOptions& options,
                  const std::string& summary_path) {
-  const json& dense = comparison.dense();
-  const json& pruned = comparison.pruned();
-  std::cout << "\n" << info.recipe << " (" << info.model << ")\n";
-  std::printf("%-16s %12s  %12s  %9s\n", "", "dense", "pruned", "ratio");
-  std::cout << std::flush;
-  row(dense, pruned, "params (M)", "params", 1e-6, "%12.3f");
-  row(dense, pruned, "MACs (M)", "macs", 1e-6, "%12.2f");
-  row(dense, pruned, "file size (MB)", "size_bytes", 1e-6, "%12.3f");
+  const auto& rows = comparison.rows();
+  if (rows.empty()) return;
+  std::cout << "\n" << info.recipe << " (" << info.model << ")\n" << std::flush;
+  std::printf("%-18s", "");
+  for (const auto& r : rows) std::printf(" %20s", r.label.c_str());
+  std::printf("\n");
+  line(rows, "top-1 (%)", "accuracy", 1, "%.2f", false);
+  line(rows, "params (M)", "params", 1e-6, "%.3f", true);
+  line(rows, "MACs (M)", "macs", 1e-6, "%.2f", true);
+  line(rows, "file (KiB)", "size_bytes", 1.0 / 1024, "%.0f", true);
   for (const int64_t b : options.latency_batches()) {
-    row(dense, pruned, ("latency b" + std::to_string(b) + " (ms)").c_str(), "latency_ms_b" + std::to_string(b), 1, "%12.2f");
+    line(rows, "latency b" + std::to_string(b) + " (ms)", "latency_ms_b" + std::to_string(b), 1, "%.3f", true);
   }
-  std::printf("%-16s %12.2f  %12.2f  %+8.2f pt\n", "top-1 (%)", dense.value("accuracy", 0.0), pruned.value("accuracy", 0.0),
-              pruned.value("accuracy", 0.0) - dense.value("accuracy", 0.0));
+  std::cout << "(x: how many times smaller or faster than dense)\n";
   for (const int64_t b : options.latency_batches()) {
     const std::string n = std::to_string(b);
-    auto how = [&](const json& side) {
-      return side.value("latency_format_b" + n, std::string("?")) +
-             (info.cpu ? ", " + std::to_string(side.value("latency_threads_b" + n, 0)) + " thread(s)" : std::string());
-    };
-    std::cout << "latency b" << n << " timed as: dense " << how(dense) << "; pruned " << how(pruned) << "\n";
+    std::cout << "latency b" << n << " timed as:";
+    for (const auto& r : rows) {
+      if (!r.figures.contains("latency_format_b" + n)) continue;
+      std::cout << " " << r.label << " " << r.figures.value("latency_format_b" + n, std::string("?"));
+      if (info.cpu) std::cout << "/" << r.figures.value("latency_threads_b" + n, 0) << "t";
+      std::cout << ";";
+    }
+    std::cout << "\n";
   }
   std::cout << "summary: " << summary_path << std::endl;
 }

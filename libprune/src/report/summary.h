@@ -11,6 +11,7 @@ struct RunInfo {
   int64_t cuts = 0, epochs = 0;
   double seconds = 0;
   bool cpu = true;
+  std::string quantization = "none";  // none, ptq or qat
 };
 
 json summary(const RunInfo& info, const Comparison& comparison, const ReportOptions& options);

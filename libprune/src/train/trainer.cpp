@@ -125,15 +125,21 @@ nn::Inputs Trainer::prepare(const nn::Inputs& inputs) const {
 nn::Inputs Trainer::example(int64_t batch) { return prepare(eval_->example(batch)); }
 
 std::pair<double, double> Trainer::evaluate() {
+  auto model = model_;
+  return evaluate(*model_, [model](const nn::Inputs& x) { return model->forward_inputs(x); });
+}
+
+std::pair<double, double> Trainer::evaluate(torch::nn::Module& model,
+                                            const std::function<torch::Tensor(const nn::Inputs&)>& forward) {
   torch::NoGradGuard no_grad;
-  const bool was_training = model_->is_training();
-  model_->eval();
+  const bool was_training = model.is_training();
+  model.eval();
   data::Loader loader(*eval_, options_.eval_batch_size(), false, options_.seed());
   loader.start(0);
   data::Batch b;
   int64_t top1 = 0, top5 = 0, n = 0;
   while (loader.next(b)) {
-    const auto logits = model_->forward_inputs(prepare(b.inputs));
+    const auto logits = forward(prepare(b.inputs));
     const auto y = b.y.to(device_);
     const int64_t k = std::min<int64_t>(5, logits.size(1));
     const auto pred = std::get<1>(logits.topk(k, 1));
@@ -142,8 +148,16 @@ std::pair<double, double> Trainer::evaluate() {
     top5 += hit.any(1).sum().item<int64_t>();
     n += y.size(0);
   }
-  model_->train(was_training);
+  model.train(was_training);
   return {100.0 * static_cast<double>(top1) / static_cast<double>(n), 100.0 * static_cast<double>(top5) / static_cast<double>(n)};
+}
+
+void Trainer::calibrate(const std::function<torch::Tensor(const nn::Inputs&)>& forward, int64_t batches) {
+  torch::NoGradGuard no_grad;
+  data::Loader loader(*train_, options_.batch_size(), false, options_.seed());
+  loader.start(0);
+  data::Batch b;
+  for (int64_t i = 0; i < batches && loader.next(b); ++i) forward(prepare(b.inputs));
 }
 
 bool Trainer::fit(int64_t start_epoch) {
@@ -155,9 +169,10 @@ bool Trainer::fit(int64_t start_epoch) {
     // Every epoch's randomness (dropout, augmentation) derives from (seed, epoch), so a resumed
     // run repeats an unbroken one.
     torch::manual_seed(options_.seed() * 7919ULL + static_cast<uint64_t>(epoch));
+    // Train mode first, so a callback may put parts of the model in eval mode (QAT's frozen batch norms).
+    model_->train();
     for (auto& c : callbacks_) c->on_epoch_begin(*this, epoch);
     const auto t0 = std::chrono::steady_clock::now();
-    model_->train();
     loader.start(epoch);
     data::Batch b;
     EpochMetrics m;

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace libprune::io {
 
@@ -22,6 +23,8 @@ StateDict read_state_dict(const std::string& path);
 // Writes a dict of tensors readable by torch.load(), atomically (temp file, then rename), so an
 // earlier file at `path` survives a failed write.
 void write_state_dict(const StateDict& state, const std::string& path);
+// The bytes write_state_dict writes (a file's size without writing it).
+std::vector<char> serialize_state_dict(const StateDict& state);
 
 // Copies `state` into the module. Missing keys, unexpected keys and shape mismatches are all
 // collected into one error, and the module is left untouched when there is any.

@@ -45,16 +45,35 @@ struct FakeQuantizeOptions {
 // Throws naming the bits and the allowed range when bits is outside 2..8.
 std::pair<int64_t, int64_t> integer_range(Role role, int64_t bits);
 
+// A quantiser's state as tensors: a FakeQuantize's buffers, or a Python module's
+// (libprune.quantize.FakeQuantize). Per channel ([C]) for a weight, [1] for an activation (min_val
+// and max_val are 0-dim there, as in torch.ao).
+struct FakeQuantState {
+  torch::Tensor scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled;
+};
+
+// One call of a quantiser on `x`: observes (when enabled and `training`) and rounds (when enabled).
+// The math behind FakeQuantize, and behind Python's libprune.quantize.FakeQuantize.
+torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& state, const FakeQuantizeOptions& options,
+                           bool training);
+// Sets scale and zero point from the observed range, as the rounding does.
+void calculate_qparams(const FakeQuantState& state, const FakeQuantizeOptions& options);
+// Whether the range holds finite values.
+bool observed(const FakeQuantState& state);
+
 class FakeQuantizeImpl : public nn::ExtensionImpl {
  public:
   // `input`: for an activation quantiser, which input of the layer it acts on (it then rounds that
   // input before the layer runs); -1 (the default) acts on the layer's output.
   explicit FakeQuantizeImpl(FakeQuantizeOptions options, int input = -1);
 
-  // Observes (when enabled) and fake-quantises (when enabled) one tensor.
+  // Observes (when enabled and in training mode) and fake-quantises (when enabled) one tensor.
   torch::Tensor apply(const torch::Tensor& x);
   // Whether the observer has seen finite values, so scale and zero point mean something.
   bool observed() const;
+  // Sets scale and zero point from the observed range, as the rounding does (convert calls it, so a
+  // range observed with rounding off still converts).
+  void calculate_qparams();
   void enable_observer(bool on);
   void enable_fake_quant(bool on);
   bool observer_enabled() const;
@@ -71,9 +90,9 @@ class FakeQuantizeImpl : public nn::ExtensionImpl {
   int64_t quant_min() const { return qmin_; }
   int64_t quant_max() const { return qmax_; }
 
-  // The state: per channel ([C]) for a weight, [1] for an activation (min_val and max_val are 0-dim
-  // there, as in torch.ao).
+  // The state (FakeQuantState), as buffers.
   torch::Tensor scale, zero_point, min_val, max_val;
+  FakeQuantState state() const;
 
  private:
   FakeQuantizeOptions options_;

@@ -19,6 +19,8 @@
 // the pruner see it: prune first, then quantize; a model with quantisers installed can still be cut
 // (per-channel weight state shrinks with its channels).
 #include "libprune/graph/trace.h"
+#include "libprune/io/state_dict.h"
+#include "libprune/options.h"
 #include "libprune/quant/fake_quantize.h"
 
 #include <torch/torch.h>
@@ -28,11 +30,24 @@
 
 namespace libprune::quant {
 
+// X("key", type, field, default, check, "meaning"): a recipe's `quantization` section, C++ and Python.
+#define LIBPRUNE_QUANT_OPTIONS(X)                                                                                      \
+  X("bits", int64_t, bits, 8, ::libprune::options::check::in_range(2, false, 8, false, "use 8 to convert, 4 to simulate"),\
+    "2 to 8: below 8 the model is trained and evaluated simulated; only 8 converts to int8")                            \
+  X("observer", ::libprune::quant::Observer, observer, ::libprune::quant::Observer::moving_average, nullptr,            \
+    "moving_average (QAT: running min/max) or min_max (calibration: every value seen counts)")                         \
+  X("averaging_constant", double, averaging_constant, 0.01,                                                             \
+    ::libprune::options::check::in_range(0, true, 1, false, "e.g. 0.01"), "moving_average: the running ranges' step") \
+  X("simulated_fold", bool, simulated_fold, false, nullptr,                                                            \
+    "conv -> batch norm pairs train with torch.ao's simulated fold (weight x BN factor before rounding, output divided " \
+    "back); per-channel symmetric weights round to the same integers without it, so by default convert folds and "      \
+    "QAT skips two passes per conv")
+
 struct QuantOptions {
-  // 2 to 8; below 8 the model can be trained and evaluated (simulated), not converted.
-  TORCH_ARG(int64_t, bits) = 8;
-  TORCH_ARG(Observer, observer) = Observer::moving_average;
-  TORCH_ARG(double, averaging_constant) = 0.01;
+  QuantOptions() = default;
+  LIBPRUNE_QUANT_OPTIONS(LIBPRUNE_OPTION_FIELD)
+ public:
+  static const std::vector<options::Spec<QuantOptions>>& specs();
 };
 
 // What prepare() or convert() did, layer by layer.
@@ -44,13 +59,17 @@ struct Report {
   std::string explain() const;
 };
 
-// Installs fake quantisers (and, on conv -> batch norm pairs, the simulated fold) on `model`.
+// Installs fake quantisers (and, with simulated_fold, torch.ao's simulated fold on conv -> batch norm
+// pairs) on `model`.
 // `forward` runs the model once on example inputs (graph::Forward, as for tracing). Throws, changing
 // nothing, when the model is already prepared or converted, or bits are outside 2..8.
 Report prepare(torch::nn::Module& model, const graph::Forward& forward, const QuantOptions& options = {});
 
 // Turns every observer on or off (off: the ranges are frozen; training goes on with them).
 void enable_observers(torch::nn::Module& model, bool on);
+// Post-training calibration: the model in eval mode (batch norms use their running statistics), its
+// quantisers in training mode with rounding off, so they only watch. Run batches, then convert.
+void calibration_mode(torch::nn::Module& model);
 // Turns the rounding on or off (off: the model computes in float; observers may still watch).
 void enable_fake_quant(torch::nn::Module& model, bool on);
 // Whether the model has fake quantisers / int8 kernels installed.
@@ -79,5 +98,15 @@ void repack(torch::nn::Module& model);
 // convolutions and replaced float weights are not counted; the activations' scales and zero points,
 // 16 bytes a kernel, are members of the kernels, not yet state).
 int64_t int8_state_bytes(const torch::nn::Module& model);
+// Those tensors by state_dict name (io::write_state_dict writes them as a file torch.load reads).
+io::StateDict int8_state_dict(const torch::nn::Module& model);
 
 }  // namespace libprune::quant
+
+namespace libprune::options {
+template <>
+struct EnumNames<quant::Observer> {
+  static constexpr const char* what = "observer";
+  static constexpr const char* names[] = {"moving_average", "min_max"};
+};
+}  // namespace libprune::options

@@ -7,6 +7,7 @@
 // out-of-range values are errors naming the file, the JSON path and the fix, raised when the recipe
 // loads, before any data is read.
 #include "libprune/prune/options.h"
+#include "libprune/quant/quantize.h"
 #include "libprune/recipe/sections.h"
 #include "libprune/report/options.h"
 #include "libprune/schedule/schedule.h"
@@ -29,6 +30,8 @@ struct Recipe {
   DataSection data;
   train::TrainOptions training;
   std::vector<Stage> pruning;
+  quant::QuantOptions quant;   // the `quantization` section's bits, observer, averaging_constant
+  QuantSection quantization;  // and its mode and schedule
   report::ReportOptions report;
   std::string json;  // the merged recipe, every key present
 };

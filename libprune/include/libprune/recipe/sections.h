@@ -11,6 +11,7 @@
 namespace libprune::recipe {
 
 enum class DataKind { FashionMnist, Mnist, Cifar10, Cifar100, ImageFolder, Synthetic };
+enum class QuantMode { None, Ptq, Qat };
 
 // X("key", type, field, default, check, "meaning")
 #define LIBPRUNE_MODEL_SECTION(X)                                                                                      \
@@ -58,6 +59,28 @@ enum class DataKind { FashionMnist, Mnist, Cifar10, Cifar100, ImageFolder, Synth
   X("taylor_batches", int64_t, taylor_batches, 16, ::libprune::options::check::at_least<int64_t>(0, "e.g. 16"),        \
     "taylor: batches of |w dL/dw| accumulated before each cut")
 
+// The `quantization` section beside quant::QuantOptions (bits, observer, averaging_constant).
+#define LIBPRUNE_QUANT_SECTION(X)                                                                                      \
+  X("mode", ::libprune::recipe::QuantMode, mode, ::libprune::recipe::QuantMode::None, nullptr,                          \
+    "none; ptq: calibrate the trained model and convert it to int8; qat: train with fake quantisers from start_epoch, " \
+    "then convert")                                                                                                     \
+  X("start_epoch", int64_t, start_epoch, 0, ::libprune::options::check::at_least<int64_t>(0, "e.g. the epoch after the " \
+                                                                                              "last cut"),              \
+    "qat: the epoch the fake quantisers go in; at or after every pruning stage's last cut (prune, then quantize)")      \
+  X("freeze_observers_epoch", int64_t, freeze_observers_epoch, -1,                                                      \
+    ::libprune::options::check::at_least<int64_t>(-1, "-1 never freezes"),                                             \
+    "qat: from this epoch the quantisers' ranges stay fixed (-1: never)")                                               \
+  X("freeze_bn_epoch", int64_t, freeze_bn_epoch, -1, ::libprune::options::check::at_least<int64_t>(-1, "-1 never freezes"),\
+    "qat: from this epoch batch norms normalise with their running statistics and stop updating them (-1: never)")     \
+  X("calibration_batches", int64_t, calibration_batches, 16,                                                            \
+    ::libprune::options::check::at_least<int64_t>(1, "e.g. 16"),                                                        \
+    "ptq: training batches (in file order, no augmentation) the observers see before convert")                         \
+  X("engine", std::string, engine, "onednn",                                                                            \
+    (::libprune::options::check::OneOf{[] { return std::vector<std::string>{"onednn", "qnnpack"}; }, "engine"}),        \
+    "int8 kernels: onednn (x86) or qnnpack (ARM); it must be built into LibTorch")                                     \
+  X("compare", bool, compare, true, nullptr,                                                                            \
+    "also report the dense model and the pruned model each converted by PTQ (the int8 row and a PTQ row)")
+
 std::vector<std::string> model_names();
 
 struct ModelSection {
@@ -82,9 +105,22 @@ struct StageSection {
   static const std::vector<options::Spec<StageSection>>& specs();
 };
 
+// The recipe's `quantization` section: quant::QuantOptions and these keys.
+struct QuantSection {
+  QuantSection() = default;
+  LIBPRUNE_QUANT_SECTION(LIBPRUNE_OPTION_FIELD)
+ public:
+  static const std::vector<options::Spec<QuantSection>>& specs();
+};
+
 }  // namespace libprune::recipe
 
 namespace libprune::options {
+template <>
+struct EnumNames<recipe::QuantMode> {
+  static constexpr const char* what = "quantization.mode";
+  static constexpr const char* names[] = {"none", "ptq", "qat"};
+};
 template <>
 struct EnumNames<recipe::DataKind> {
   static constexpr const char* what = "data.kind";

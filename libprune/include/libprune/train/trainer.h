@@ -7,6 +7,7 @@
 #include "libprune/train/options.h"
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,8 +43,13 @@ class Trainer {
   // Trains epochs [start_epoch, epochs). Returns false if stopped early (request_stop, SIGINT);
   // an interrupted epoch leaves no checkpoint, so the last one stays the last completed epoch.
   bool fit(int64_t start_epoch = 0);
-  // Top-1 and top-5 accuracy (%) on the eval set.
+  // Top-1 and top-5 accuracy (%) on the eval set, of the trainer's model or of `model` (a copy being
+  // compared: on the trainer's device, in its memory format).
   std::pair<double, double> evaluate();
+  std::pair<double, double> evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward);
+  // Calls `forward` without gradients on the first `batches` training batches, in file order with no
+  // augmentation (post-training calibration; the caller sets the model's modes: quant::calibration_mode).
+  void calibrate(const std::function<torch::Tensor(const nn::Inputs&)>& forward, int64_t batches);
   // The LR at `epoch` + `fraction` of it (a fractional epoch).
   double lr_at(double epoch) const;
 

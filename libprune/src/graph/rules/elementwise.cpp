@@ -105,7 +105,8 @@ void add_elementwise(const Add& add) {
            "Mish", "Clamp", "Where",
            // Fake quantization (QAT): the value is rounded in place, channels pass through.
            "FakeQuantizePerTensorAffineCachemask", "FakeQuantizePerChannelAffineCachemask",
-           "FakeQuantizeLearnablePerTensorAffine", "FakeQuantizeLearnablePerChannelAffine", "FusedMovingAvgObsFqHelper"},
+           "FakeQuantizeLearnablePerTensorAffine", "FakeQuantizeLearnablePerChannelAffine", "FusedMovingAvgObsFqHelper",
+           "FastFakeQuantize"},
           OpKind::Elementwise, [](RuleContext& c, int i) { elementwise(c, i, false); });
 }
 

@@ -1,0 +1,198 @@
+"""Quantization-aware training (QAT) and calibration for Python nn.Modules, on libprune's C++ core.
+
+    import libprune.quantize as lq
+    report = lq.prepare_qat(model, example_inputs)   # fake quantisers; names and parameters unchanged
+    ... train as usual: torch.optim holds the same parameters, state_dict() holds the quantisers' state
+    lq.calibration_mode(model); run a few batches     # post-training: the observers only watch
+
+The rounding, the observers and the quantization parameters are the C++ core's (the math of the C++
+models' quantisers, and of torch.ao's FusedMovingAvgObsFakeQuantize bit for bit). Placement comes
+from one forward pass, as in C++: conv or linear (-> batch norm) (-> ReLU) is a unit whose weight is
+rounded per output channel and whose output is rounded once, after the ReLU. Parameter names do not
+change (torch.ao's FX rewrite renames them, which breaks name-based pruning plans), so a model can be
+pruned with libprune after prepare_qat: the per-channel quantiser state is cut with its channels.
+Converting a Python model to int8 kernels is not offered yet; C++ models convert (quant::convert).
+"""
+import types
+
+import torch
+
+from . import _libprune, _model
+
+_WEIGHTED = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+_ACTIVATIONS = (torch.nn.ReLU, torch.nn.ReLU6)
+
+
+class FakeQuantize(torch.nn.Module):
+    """Observes a tensor's range and rounds it to the integer grid that range defines, in float.
+
+    role "weight": signed, symmetric, per output channel (``channels`` of them); role "activation":
+    unsigned, affine, per tensor. bits 2 to 8. observer "moving_average" (QAT) or "min_max"
+    (calibration). The observer watches in training mode only. Its state is buffers with the C++
+    quantiser's names: scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled.
+    """
+
+    def __init__(self, role: str = "activation", channels: int = 1, bits: int = 8, observer: str = "moving_average",
+                 averaging_constant: float = 0.01) -> None:
+        super().__init__()
+        opts = _libprune._quant_options(bits=bits, observer=observer, averaging_constant=averaging_constant)
+        _libprune._integer_range(role, bits)  # the role's check
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"FakeQuantize: channels must be an integer >= 1, got {channels!r}")
+        self.role, self.bits = role, opts.bits
+        self.observer, self.averaging_constant = opts.observer, opts.averaging_constant
+        per_channel = role == "weight"
+        n = channels if per_channel else 1
+        shape = (channels,) if per_channel else ()
+        self.register_buffer("scale", torch.ones(n))
+        self.register_buffer("zero_point", torch.zeros(n, dtype=torch.int32))
+        self.register_buffer("min_val", torch.full(shape, float("inf")))
+        self.register_buffer("max_val", torch.full(shape, float("-inf")))
+        self.register_buffer("observer_enabled", torch.ones(1, dtype=torch.long))
+        self.register_buffer("fake_quant_enabled", torch.ones(1, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _libprune._fake_quantize(x, self.scale, self.zero_point, self.min_val, self.max_val,
+                                        self.observer_enabled, self.fake_quant_enabled, self.role, self.bits,
+                                        self.observer, self.averaging_constant, self.training)
+
+    def enable_observer(self, on: bool = True) -> None:
+        self.observer_enabled.fill_(1 if on else 0)
+
+    def enable_fake_quant(self, on: bool = True) -> None:
+        self.fake_quant_enabled.fill_(1 if on else 0)
+
+    def calculate_qparams(self) -> None:
+        """Scale and zero point from the observed range (a range watched with rounding off has none yet)."""
+        _libprune._calculate_qparams(self.scale, self.zero_point, self.min_val, self.max_val, self.role, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"role={self.role}, channels={self.scale.numel()}, bits={self.bits}, observer={self.observer}"
+
+
+def _weighted_forward(self, x):
+    w = self.weight_fake_quant(self.weight)
+    if isinstance(self, torch.nn.Linear):
+        return torch.nn.functional.linear(x, w, self.bias)
+    return self._conv_forward(x, w, self.bias)
+
+
+def _round_output(module, inputs, output):
+    return module.output_fake_quant(output)
+
+
+def _calls(model, example_inputs):
+    """(name, module, names of the calls it read from) of every leaf module call, in order. A call
+    that returns its input (an in-place ReLU) becomes that tensor's producer for later readers."""
+    calls, hooks, producer, keep = [], [], {}, []
+    for name, m in model.named_modules():
+        if next(m.children(), None) is None and m is not model:
+            def record(mod, inputs, output, name=name):
+                tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+                calls.append((name, mod, [producer[id(t)] for t in tensors if id(t) in producer]))
+                if isinstance(output, torch.Tensor):
+                    producer[id(output)] = name
+                    keep.append(output)  # alive for the pass, so no id is reused
+            hooks.append(m.register_forward_hook(record))
+    try:
+        with _model.eval_mode(model), torch.no_grad():
+            _model.forward(model, example_inputs)()
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+def _units(calls):
+    """conv/linear (-> batch norm) (-> ReLU), each layer called once: [(layer name, end name)]."""
+    readers, uses, modules = {}, {}, {}
+    for name, m, sources in calls:
+        uses[name] = uses.get(name, 0) + 1
+        modules[name] = m
+        for src in sources:
+            readers.setdefault(src, []).append(name)
+    units = []
+    for name, m, _ in calls:
+        if not isinstance(m, _WEIGHTED) or uses[name] != 1:
+            continue
+        end = name
+        for kinds in (_NORMS, _ACTIVATIONS):
+            nxt = readers.get(end, [])
+            if len(nxt) == 1 and isinstance(modules[nxt[0]], kinds) and uses[nxt[0]] == 1:
+                end = nxt[0]
+        units.append((name, end))
+    return units
+
+
+def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
+    """Installs fake quantisers on `model` in place; returns the units, "layer1.0.conv1 -> layer1.0.relu".
+
+    Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant. Each
+    conv/linear's weight is rounded per output channel (its forward is the layer's own, with the
+    rounded weight) and each unit's output once, after its batch norm and ReLU. Layers called more
+    than once in the pass (a ReLU module reused) are left float and not listed. Every name and
+    parameter stays; the quantisers' state is buffers of the layers ("conv1.weight_fake_quant.scale").
+    """
+    _model.check_module(model, "prepare_qat")
+    opts = _libprune._quant_options(**options)
+    if any(isinstance(m, FakeQuantize) for m in model.modules()):
+        raise ValueError("prepare_qat: the model already has fake quantisers. Fix: prepare a model once")
+    modules = dict(model.named_modules())
+    units = _units(_calls(model, example_inputs))
+    kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant)
+    for layer, end in units:
+        m = modules[layer]
+        m.add_module("weight_fake_quant", FakeQuantize("weight", m.weight.shape[0], **kw))
+        m.forward = types.MethodType(_weighted_forward, m)
+        e = modules[end]
+        e.add_module("output_fake_quant", FakeQuantize("activation", 1, **kw))
+        e.register_forward_hook(_round_output)
+    return [f"{layer} -> {end}" if end != layer else layer for layer, end in units]
+
+
+def quantisers(model: torch.nn.Module) -> list:
+    """(name, FakeQuantize) of every quantiser in `model`."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, FakeQuantize)]
+
+
+def enable_observers(model: torch.nn.Module, on: bool = True) -> None:
+    """Every observer on or off (off: the ranges are frozen; training goes on with them)."""
+    for _, q in quantisers(model):
+        q.enable_observer(on)
+
+
+def enable_fake_quant(model: torch.nn.Module, on: bool = True) -> None:
+    """The rounding on or off (off: the model computes in float)."""
+    for _, q in quantisers(model):
+        q.enable_fake_quant(on)
+
+
+def calibration_mode(model: torch.nn.Module) -> None:
+    """The model in eval mode, its quantisers watching with rounding off: run calibration batches, then
+    enable_fake_quant(model) to evaluate the simulated int8 model."""
+    model.eval()
+    for _, q in quantisers(model):
+        q.train()
+        q.enable_observer(True)
+        q.enable_fake_quant(False)
+
+
+def calibrate(model: torch.nn.Module, batches) -> None:
+    """Post-training calibration: runs `batches` (tensors or tuples of them) in calibration_mode without
+    gradients, then sets every quantiser's parameters and turns the rounding on, with the model in eval mode."""
+    if not quantisers(model):
+        raise ValueError("calibrate: the model has no fake quantisers. Fix: libprune.quantize.prepare_qat(model, x) first")
+    calibration_mode(model)
+    with torch.no_grad():
+        for b in batches:
+            model(*_model.as_tuple(b))
+    model.eval()
+    unseen = [n for n, q in quantisers(model) if not bool(torch.isfinite(q.min_val).all())]
+    if unseen:
+        raise ValueError(f"calibrate: {len(unseen)} quantiser(s) saw no finite value: {', '.join(unseen[:5])}. Fix: "
+                         "calibrate on batches that reach every quantised layer (the ranges seen so far are kept)")
+    for _, q in quantisers(model):
+        q.calculate_qparams()
+        q.enable_fake_quant(True)
+        q.enable_observer(False)

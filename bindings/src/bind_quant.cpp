@@ -1,0 +1,57 @@
+#include "common.h"
+
+#include "libprune/quant/fake_quantize.h"
+#include "libprune/quant/quantize.h"
+
+namespace libprune::bindings {
+namespace {
+
+quant::Role role_of(const std::string& role) {
+  TORCH_CHECK_VALUE(role == "weight" || role == "activation", "role must be \"weight\" or \"activation\", got \"", role,
+                    "\"");
+  return role == "weight" ? quant::Role::weight : quant::Role::activation;
+}
+
+quant::FakeQuantizeOptions options_of(const std::string& role, int64_t channels, int64_t bits,
+                                      const std::string& observer, double averaging_constant) {
+  return quant::FakeQuantizeOptions(role_of(role), channels)
+      .bits(bits)
+      .observer(options::parse<quant::Observer>(observer))
+      .averaging_constant(averaging_constant);
+}
+
+}  // namespace
+
+// The quantiser's math for libprune.quantize.FakeQuantize (a Python module owning the state).
+void bind_quant(py::module_& m) {
+  bind_options<quant::QuantOptions>(m, "QuantOptions", "Quantization options: QuantOptions(bits=8, observer=\"moving_average\")");
+  m.def("_quant_options", [](const py::kwargs& kwargs) {
+    auto o = from_kwargs<quant::QuantOptions>(kwargs, "prepare_qat()");
+    options::validate<quant::QuantOptions>(quant::QuantOptions::specs(), o, "prepare_qat(): ");
+    return o;
+  });
+  m.def(
+      "_fake_quantize",
+      [](const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point, const torch::Tensor& min_val,
+         const torch::Tensor& max_val, const torch::Tensor& observer_enabled, const torch::Tensor& fake_quant_enabled,
+         const std::string& role, int64_t bits, const std::string& observer, double averaging_constant, bool training) {
+        const quant::FakeQuantState state{scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled};
+        return quant::fake_quantize(x, state, options_of(role, scale.numel(), bits, observer, averaging_constant), training);
+      },
+      py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"),
+      py::arg("observer_enabled"), py::arg("fake_quant_enabled"), py::arg("role"), py::arg("bits"), py::arg("observer"),
+      py::arg("averaging_constant"), py::arg("training"));
+  m.def(
+      "_calculate_qparams",
+      [](const torch::Tensor& scale, const torch::Tensor& zero_point, const torch::Tensor& min_val,
+         const torch::Tensor& max_val, const std::string& role, int64_t bits) {
+        const quant::FakeQuantState state{scale, zero_point, min_val, max_val, {}, {}};
+        quant::calculate_qparams(state, options_of(role, scale.numel(), bits, "min_max", 0.01));
+      },
+      py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("role"), py::arg("bits"));
+  m.def(
+      "_integer_range", [](const std::string& role, int64_t bits) { return quant::integer_range(role_of(role), bits); },
+      py::arg("role"), py::arg("bits"));
+}
+
+}  // namespace libprune::bindings

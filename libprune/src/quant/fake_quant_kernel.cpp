@@ -1,0 +1,99 @@
+#include "fake_quant_kernel.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/native/quantized/cpu/QuantUtils.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+
+namespace libprune::quant::detail {
+namespace {
+
+// Built for AVX-512, AVX2 and the baseline, chosen when the library loads: the round-to-nearest-even
+// of the baseline x86-64 (SSE2) is a library call per element.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LIBPRUNE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LIBPRUNE_VECTOR_CLONES
+#endif
+
+struct Grid {
+  float scale, inv_scale, zero_point, qmin, qmax;
+};
+
+LIBPRUNE_VECTOR_CLONES void round_to_grid(const float* __restrict x, float* __restrict y, int64_t n, Grid g) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = __builtin_nearbyintf(x[i] * g.inv_scale) + g.zero_point;
+    // max(qmin, min(q, qmax)) in this order: a NaN becomes qmin, as ATen's integer cast makes it.
+    y[i] = (std::max(g.qmin, std::min(q, g.qmax)) - g.zero_point) * g.scale;
+  }
+}
+
+LIBPRUNE_VECTOR_CLONES void pass_inside_grid(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
+                                             int64_t n, Grid g) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = __builtin_nearbyintf(x[i] * g.inv_scale) + g.zero_point;
+    dx[i] = (q >= g.qmin && q <= g.qmax) ? dy[i] : 0.0f;
+  }
+}
+
+constexpr int64_t kGrain = 32768;
+
+class FastFakeQuantize : public torch::autograd::Function<FastFakeQuantize> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, double scale, int64_t zero_point,
+                            int64_t qmin, int64_t qmax) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["zero_point"] = zero_point;
+    ctx->saved_data["qmin"] = qmin;
+    ctx->saved_data["qmax"] = qmax;
+    const Grid g = grid(scale, zero_point, qmin, qmax);
+    auto y = at::empty_like(x);
+    const float* in = x.data_ptr<float>();
+    float* out = y.data_ptr<float>();
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) { round_to_grid(in + begin, out + begin, end - begin, g); });
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto x = ctx->get_saved_variables()[0];
+    auto dy = grads[0];
+    if (dy.strides() != x.strides()) dy = at::empty_like(x).copy_(dy);  // walk both in the same order
+    dy = dy.to(at::kFloat);
+    const Grid g = grid(ctx->saved_data["scale"].toDouble(), ctx->saved_data["zero_point"].toInt(),
+                        ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt());
+    auto dx = at::empty_like(x);
+    const float* in = x.data_ptr<float>();
+    const float* d = dy.data_ptr<float>();
+    float* out = dx.data_ptr<float>();
+    at::parallel_for(0, x.numel(), kGrain,
+                     [&](int64_t begin, int64_t end) { pass_inside_grid(in + begin, d + begin, out + begin, end - begin, g); });
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+
+ private:
+  static Grid grid(double scale, int64_t zero_point, int64_t qmin, int64_t qmax) {
+    const auto s = static_cast<float>(scale);
+    return {s, 1.0f / s, static_cast<float>(zero_point), static_cast<float>(qmin), static_cast<float>(qmax)};
+  }
+};
+
+}  // namespace
+
+bool fast_fake_quantize_applies(const at::Tensor& x) {
+  return x.defined() && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_non_overlapping_and_dense();
+}
+
+at::Tensor fake_quantize_per_tensor(const at::Tensor& x, float scale, int64_t zero_point, int64_t qmin, int64_t qmax) {
+  TORCH_CHECK(fast_fake_quantize_applies(x), "fake_quantize_per_tensor: expects a dense float32 CPU tensor");
+  return FastFakeQuantize::apply(x, static_cast<double>(scale), zero_point, qmin, qmax);
+}
+
+std::pair<float, int64_t> choose_qparams(float min, float max, int64_t qmin, int64_t qmax, bool symmetric) {
+  const auto q = quant_utils::ChooseQuantizationParams(min, max, static_cast<int32_t>(qmin), static_cast<int32_t>(qmax),
+                                                       symmetric, false, false);
+  return {q.scale, q.zero_point};
+}
+
+}  // namespace libprune::quant::detail

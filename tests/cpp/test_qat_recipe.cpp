@@ -1,0 +1,112 @@
+// Quantization inside a recipe run: QAT after pruning, post-training quantization, the report's rows,
+// resume after QAT started, and the quantization section's checks.
+#include "helpers.h"
+#include "libprune/io/checkpoint.h"
+#include "libprune/recipe/recipe.h"
+#include "libprune/recipe/runner.h"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+using namespace libprune;
+using nlohmann::json;
+
+namespace {
+
+// Prunes at epochs 1 and 2 (AGP to 50%), fine-tunes in epoch 2, QAT from epoch 3; 4 batches an epoch.
+std::string hybrid_recipe(const test::TempDir& dir) {
+  const std::string path = dir.file("hybrid.json");
+  std::ofstream(path) << R"({
+    "name": "hybrid", "model": {"name": "cifar_resnet20"},
+    "data": {"kind": "synthetic", "synthetic_size": 8, "synthetic_channels": 1, "limit_train": 64, "limit_eval": 64},
+    "training": {"epochs": 5, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "progress": false, "threads": 2},
+    "pruning": [{"importance": "l2", "schedule": {"kind": "agp", "start_epoch": 1, "end_epoch": 2}, "ratio": 0.5,
+                 "ignored_layers": ["fc"], "round_to": 8}],
+    "quantization": {"mode": "qat", "start_epoch": 3, "freeze_observers_epoch": 4, "freeze_bn_epoch": 4,
+                     "calibration_batches": 2},
+    "report": {"latency_runs": 2, "latency_warmup": 1, "latency_threads": 1},
+    "output_dir": ")" + dir.file("out") + R"("})";
+  return path;
+}
+
+recipe::RunResult run(const std::string& path, std::vector<std::string> sets, int64_t stop_after = 0, bool resume = false) {
+  recipe::RunOptions o;
+  o.print = false;
+  o.sets = std::move(sets);
+  o.stop_after_epochs = stop_after;
+  o.resume = resume;
+  return recipe::run(path, o);
+}
+
+}  // namespace
+
+TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT started and resumed, it ends the same",
+          "[quant]") {
+  test::TempDir dir("qat_recipe");
+  const auto path = hybrid_recipe(dir);
+  const auto a = run(path, {"output_dir=" + dir.file("a")});
+  REQUIRE(a.completed);
+  const auto s = json::parse(a.summary_json);
+  CHECK(s["quantization"] == "qat");
+  std::vector<std::string> keys, labels;
+  for (const auto& r : s["rows"]) keys.push_back(r["row"]), labels.push_back(r["label"]);
+  CHECK(keys == std::vector<std::string>{"dense", "pruned", "int8", "pruned_int8", "pruned_int8_ptq"});
+  CHECK(labels == std::vector<std::string>{"dense", "pruned", "int8 (PTQ)", "pruned+int8 (QAT)", "pruned+int8 (PTQ)"});
+  // int8 rows keep their float row's architecture and are about 4x smaller on file.
+  CHECK(s["pruned_int8"]["params"] == s["pruned"]["params"]);
+  CHECK(s["int8"]["macs"] == s["dense"]["macs"]);
+  CHECK(s["pruned"]["params"].get<int64_t>() < s["dense"]["params"].get<int64_t>() / 3);
+  CHECK(s["pruned_int8"]["size_bytes"].get<double>() < s["pruned"]["size_bytes"].get<double>() / 3);
+  CHECK(s["int8"]["size_bytes"].get<double>() < s["dense"]["size_bytes"].get<double>() / 3);
+  // Timed rows have latencies; the PTQ comparison row is accuracy and size only.
+  for (const char* key : {"dense", "pruned", "int8", "pruned_int8"}) CHECK(s[key].contains("latency_ms_b32"));
+  CHECK_FALSE(s["pruned_int8_ptq"].contains("latency_ms_b32"));
+  // The log marks the QAT stage.
+  std::ifstream log(dir.file("a/metrics.jsonl"));
+  int qat_records = 0;
+  for (std::string line; std::getline(log, line);) qat_records += line.find("\"type\":\"qat\"") != std::string::npos;
+  CHECK(qat_records == 1);
+
+  // Killed after epoch 4 (QAT running, its state in the checkpoint), then resumed: the same figures.
+  CHECK_FALSE(run(path, {"output_dir=" + dir.file("b")}, 4).completed);
+  CHECK(io::read_checkpoint_meta(dir.file("b/last.ckpt")).epoch == 4);
+  const auto b = run(path, {"output_dir=" + dir.file("b")}, 0, true);
+  REQUIRE(b.completed);
+  const auto t = json::parse(b.summary_json);
+  for (const char* key : {"dense", "pruned", "int8", "pruned_int8", "pruned_int8_ptq"}) {
+    CHECK(t[key]["accuracy"] == s[key]["accuracy"]);
+    CHECK(t[key]["size_bytes"] == s[key]["size_bytes"]);
+  }
+}
+
+TEST_CASE("runner: post-training quantization without pruning reports dense and int8 only", "[quant]") {
+  test::TempDir dir("ptq_recipe");
+  const auto path = hybrid_recipe(dir);
+  const auto r = run(path, {"pruning=[]", "quantization.mode=ptq", "training.epochs=1"});
+  REQUIRE(r.completed);
+  const auto s = json::parse(r.summary_json);
+  REQUIRE(s["rows"].size() == 2);
+  CHECK(s["rows"][1]["label"] == "int8 (PTQ)");
+  CHECK(s["int8"]["params"] == s["dense"]["params"]);
+  CHECK(s["int8"].contains("latency_ms_b1"));
+}
+
+TEST_CASE("recipes: the quantization section's bad values name the key and the fix", "[quant]") {
+  test::TempDir dir("qat_bad");
+  const auto path = hybrid_recipe(dir);
+  auto msg = [&](std::vector<std::string> sets) { return test::message_of([&] { recipe::read(path, sets); }); };
+  CHECK_THAT(msg({"quantization.bits=4"}), Catch::Contains("at quantization.bits") && Catch::Contains("only 8 bits convert"));
+  CHECK_THAT(msg({"quantization.bits=9"}), Catch::Contains("at quantization.bits") && Catch::Contains("[2, 8]"));
+  CHECK_THAT(msg({"quantization.start_epoch=2"}),
+             Catch::Contains("at quantization.start_epoch") && Catch::Contains("pruning.0 cuts at epoch 2") &&
+                 Catch::Contains("start QAT at epoch 3"));
+  CHECK_THAT(msg({"quantization.start_epoch=5"}), Catch::Contains("must be below training.epochs"));
+  CHECK_THAT(msg({"quantization.freeze_bn_epoch=2"}),
+             Catch::Contains("at quantization.freeze_bn_epoch") && Catch::Contains("[start_epoch, training.epochs)"));
+  CHECK_THAT(msg({"quantization.engine=fbgemm"}), Catch::Contains("quantization.engine") && Catch::Contains("onednn"));
+  CHECK_THAT(msg({"quantization.mode=int4"}), Catch::Contains("quantization.mode") && Catch::Contains("qat"));
+  CHECK_THAT(msg({"quantization.observer=histogram"}), Catch::Contains("min_max"));
+  // Off by default: a recipe without the section loads with mode none.
+  CHECK(recipe::read(path, {"quantization.mode=none"}).quantization.mode() == recipe::QuantMode::None);
+}

@@ -1,0 +1,133 @@
+import pytest
+import torch
+import torchvision
+from torch.ao.quantization import FusedMovingAvgObsFakeQuantize, MovingAverageMinMaxObserver
+from torch.ao.quantization import MovingAveragePerChannelMinMaxObserver
+
+import libprune
+import libprune.quantize as lq
+
+
+def _sequence(shape, steps=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g) * (1 + i) + 0.25 * i for i in range(steps)]
+
+
+def _channels_last(x, i):
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and i % 2 else x
+
+
+def test_activation_quantiser_equals_torch_ao_fused_bit_for_bit():
+    ours = lq.FakeQuantize("activation")
+    ref = FusedMovingAvgObsFakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                        dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    for i, x in enumerate(_sequence((4, 8, 5, 5))):
+        x = _channels_last(x, i)
+        a = x.clone().requires_grad_(True)
+        b = x.clone().requires_grad_(True)
+        ya, yb = ours(a), ref(b)
+        assert torch.equal(ya, yb), i
+        assert torch.equal(ours.scale, ref.scale) and torch.equal(ours.zero_point, ref.zero_point), i
+        assert torch.equal(ours.min_val, ref.activation_post_process.min_val), i
+        assert torch.equal(ours.max_val, ref.activation_post_process.max_val), i
+        g = torch.randn_like(ya)
+        (ya * g).sum().backward()
+        (yb * g).sum().backward()
+        assert torch.equal(a.grad, b.grad), i
+
+
+def test_weight_quantiser_equals_torch_ao_fused_per_channel_bit_for_bit():
+    ours = lq.FakeQuantize("weight", channels=6)
+    ref = FusedMovingAvgObsFakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
+                                        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    for i, w in enumerate(_sequence((6, 3, 3, 3), seed=1)):
+        a = w.clone().requires_grad_(True)
+        b = w.clone().requires_grad_(True)
+        ya, yb = ours(a), ref(b)
+        assert torch.equal(ya, yb), i
+        assert torch.equal(ours.scale, ref.scale) and torch.equal(ours.zero_point, ref.zero_point), i
+        (ya.sum() + yb.sum()).backward()
+        assert torch.equal(a.grad, b.grad), i
+
+
+def test_observers_watch_in_training_mode_only():
+    q = lq.FakeQuantize("activation")
+    q(torch.randn(100))
+    seen = (q.min_val.clone(), q.max_val.clone())
+    q.eval()
+    q(torch.randn(100) * 50)
+    assert torch.equal(q.min_val, seen[0]) and torch.equal(q.max_val, seen[1])
+
+
+def _model():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10)
+
+
+def test_prepare_qat_keeps_names_and_parameters_trains_and_prunes():
+    model = _model()
+    x = torch.randn(4, 3, 32, 32)
+    params = {n: p for n, p in model.named_parameters()}
+    keys = set(model.state_dict())
+    units = lq.prepare_qat(model, x[:1])
+    # 20 convolutions and the fc; BasicBlock calls its one ReLU module twice, so its units end at the norms.
+    assert len(units) == 21
+    assert "conv1 -> relu" in units and "layer1.0.conv1 -> layer1.0.bn1" in units and "fc" in units
+    assert {n: p for n, p in model.named_parameters()} == params  # the same names, the same objects
+    assert keys < set(model.state_dict())
+    assert model.state_dict()["layer1.0.conv1.weight_fake_quant.scale"].shape == (64,)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    y = torch.randint(0, 10, (4,))
+    for _ in range(2):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    assert torch.isfinite(loss) and model.conv1.weight.grad.abs().sum() > 0
+    assert torch.isfinite(model.layer1[0].conv1.weight_fake_quant.min_val).all()
+    # Pruning a prepared model: the per-channel quantiser state is cut with its channels.
+    plan = libprune.prune(model, x[:1], ratio=0.5, ignored_layers=[model.fc], optimizer=opt)
+    assert not plan.empty()
+    conv = model.layer1[0].conv1
+    assert conv.weight.shape[0] < 64
+    for t in ("scale", "zero_point", "min_val", "max_val"):
+        assert getattr(conv.weight_fake_quant, t).shape == (conv.weight.shape[0],), t
+    model.train()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+
+
+def test_calibrate_then_the_simulated_model_tracks_the_float_one():
+    model = _model()
+    torch.nn.init.normal_(model.fc.weight, std=0.1)
+    x = torch.randn(16, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        reference = model(x)
+    lq.prepare_qat(model, x[:1])
+    lq.calibrate(model, [x[:8], x[8:]])
+    assert not model.training
+    with torch.no_grad():
+        simulated = model(x)
+    assert not torch.equal(simulated, reference)
+    cos = torch.nn.functional.cosine_similarity(simulated.flatten(), reference.flatten(), dim=0)
+    assert cos > 0.98
+
+
+def test_bad_input_names_the_option_and_leaves_the_model():
+    model = _model()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="bits"):
+        lq.prepare_qat(model, x, bits=9)
+    with pytest.raises(ValueError, match="observer"):
+        lq.prepare_qat(model, x, observer="histogram")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        lq.prepare_qat(model, x, bitz=8)
+    assert not lq.quantisers(model)
+    with pytest.raises(ValueError, match="no fake quantisers"):
+        lq.calibrate(model, [x])
+    with pytest.raises(ValueError, match="role"):
+        lq.FakeQuantize("bias")
+    lq.prepare_qat(model, x)
+    with pytest.raises(ValueError, match="already has fake quantisers"):
+        lq.prepare_qat(model, x)
