@@ -4,6 +4,7 @@
 #include "libprune/io/state_dict.h"
 #include "libprune/models/registry.h"
 #include "libprune/nn/memory_format.h"
+#include "libprune/quant/quantize.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +13,31 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(_libprune_dev, m) {
   m.doc() = "libprune's benchmark and test helpers";
+  // A zoo model post-training quantized in C++ (batch norms settled and observers calibrated on
+  // `calib`), its int8 deploy file written to `path`; returns the int8 model's logits on `x`.
+  m.def(
+      "int8_zoo_model",
+      [](const std::string& name, const std::string& path, const torch::Tensor& calib, const torch::Tensor& x) {
+        torch::manual_seed(0);
+        auto model = libprune::models::create(
+            name, libprune::models::ModelOptions().num_classes(10).in_channels(x.size(1)));
+        torch::NoGradGuard no_grad;
+        model->train();
+        model->forward(calib);
+        for (auto& p : model->named_parameters()) {
+          if (p.key().find("bn") != std::string::npos && p.key().find("weight") != std::string::npos) p.value().uniform_(0.5, 1.5);
+        }
+        model->named_parameters()["fc.weight"].normal_(0, 0.2);
+        const auto example = [&] { return std::vector<torch::Tensor>{model->forward(calib.slice(0, 0, 2))}; };
+        libprune::quant::prepare(*model, example, libprune::quant::QuantOptions().observer(libprune::quant::Observer::min_max));
+        libprune::quant::calibration_mode(*model);
+        model->forward(calib);
+        libprune::quant::convert(*model, example);
+        libprune::io::write_state_dict(libprune::quant::int8_state_dict(*model), path);
+        model->eval();
+        return model->forward(x);
+      },
+      py::arg("name"), py::arg("path"), py::arg("calib"), py::arg("x"));
   m.def(
       "zoo_state_shapes",
       [](const std::string& name, int64_t num_classes, int64_t in_channels) {

@@ -131,3 +131,58 @@ def test_bad_input_names_the_option_and_leaves_the_model():
     lq.prepare_qat(model, x)
     with pytest.raises(ValueError, match="already has fake quantisers"):
         lq.prepare_qat(model, x)
+
+
+def _int8_resnet20(sd, x):
+    """CIFAR ResNet-20 in int8 from libprune's deploy file alone, on torch.ops.quantized (oneDNN)."""
+    def requant(t, name, k=0):
+        q = sd[name + ".qparams"]  # output scale, zero point, dequantized?, then (scale, zero point) per input
+        if q[3 + 2 * k] == 0:  # no quantiser of its own: int8 from the layer before
+            return t
+        f = t.dequantize() if t.is_quantized else t
+        return torch.quantize_per_tensor(f, float(q[3 + 2 * k]), int(q[4 + 2 * k]), torch.quint8)
+
+    def out(name):
+        q = sd[name + ".qparams"]
+        return float(q[0]), int(q[1])
+
+    def conv(layer, t, stride, relu):
+        name = layer + ".int8"
+        w, s = sd[name + ".weight"], sd[name + ".weight_scale"]
+        qw = torch._make_per_channel_quantized_tensor(w, s.double(), torch.zeros(len(s), dtype=torch.long), 0)
+        k = w.shape[-1]
+        packed = torch.ops.quantized.conv2d_prepack(qw.contiguous(memory_format=torch.channels_last),
+                                                    sd.get(name + ".bias"), [stride, stride], [k // 2, k // 2], [1, 1], 1)
+        op = torch.ops.quantized.conv2d_relu if relu else torch.ops.quantized.conv2d
+        return op(requant(t, name).contiguous(memory_format=torch.channels_last), packed, *out(name))
+
+    t = conv("conv1", x, 1, True)
+    for stage in (1, 2, 3):
+        for block in range(3):
+            p = f"layer{stage}.{block}"
+            stride = 2 if stage > 1 and block == 0 else 1
+            y = conv(p + ".conv2", conv(p + ".conv1", t, stride, True), 1, False)
+            identity = conv(p + ".downsample.0", t, stride, False) if p + ".downsample.0.int8.weight" in sd else t
+            t = torch.ops.quantized.add_relu(requant(y, p + ".add.int8"), requant(identity, p + ".add.int8", 1),
+                                             *out(p + ".add.int8"))
+    if sd["layer3.2.add.int8.qparams"][2]:  # no int8 layer reads it: it leaves as float
+        t = t.dequantize()
+    t = torch.nn.functional.adaptive_avg_pool2d(t, 1).flatten(1)
+    w, s = sd["fc.int8.weight"], sd["fc.int8.weight_scale"]
+    qw = torch._make_per_channel_quantized_tensor(w, s.double(), torch.zeros(len(s), dtype=torch.long), 0)
+    packed = torch.ops.quantized.linear_prepack(qw, sd["fc.int8.bias"])
+    return torch.ops.quantized.linear(requant(t, "fc.int8"), packed, *out("fc.int8")).dequantize()
+
+
+def test_the_int8_deploy_file_runs_on_torch_ops_quantized_bit_for_bit(tmp_path):
+    from libprune import _libprune_dev
+    torch.manual_seed(0)
+    calib, x = torch.randn(32, 1, 28, 28), torch.randn(8, 1, 28, 28)
+    path = str(tmp_path / "model_int8.pt")
+    ours = _libprune_dev.int8_zoo_model("cifar_resnet20", path, calib, x)
+    sd = torch.load(path)
+    assert sd["conv1.int8.weight"].dtype == torch.int8 and "layer1.0.bn1.weight" not in sd  # folded away
+    torch.backends.quantized.engine = "onednn"
+    theirs = _int8_resnet20(sd, x)
+    assert torch.equal(ours, theirs)
+    assert ours.abs().sum() > 0

@@ -98,6 +98,9 @@ ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
                                      .bias(false)));
   bn1 = register_module("bn1", torch::nn::BatchNorm2d(o.stem_width()));
   relu = register_module("relu", inplace_relu());
+  if (imagenet) {
+    maxpool = register_module("maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
+  }
 
   const int64_t expansion = o.block() == BlockKind::Basic ? BasicBlockImpl::expansion : BottleneckImpl::expansion;
   int64_t inplanes = o.stem_width();
@@ -121,7 +124,7 @@ ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) {
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = libprune::nn::call(relu, libprune::nn::call(bn1, libprune::nn::call(conv1, x)));
-  if (options.stem() == Stem::ImageNet) x = torch::max_pool2d(x, 3, 2, 1);
+  if (maxpool) x = libprune::nn::call(maxpool, x);
   for (auto& stage : stages) x = stage->forward(x);
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   return libprune::nn::call(fc, x);

@@ -23,10 +23,32 @@ torch::Tensor to_int8(const torch::Tensor& x, const std::optional<QParams>& in, 
 
 // What every int8 kernel holds: the quantisation parameters of its inputs (those with a quantiser of
 // their own) and output, whether a ReLU is fused, and whether its output leaves as float.
+//
+// They are also one buffer, "qparams" (float64: output scale, output zero point, 1 if the output
+// leaves as float, then per input its scale and zero point, scale 0 where the input has no quantiser
+// of its own), so the kernel's state_dict (quant::int8_state_dict, the deploy file) holds everything
+// the int8 model computes with, in one small tensor a kernel; repack() reads it back after a load.
 class Int8KernelImpl : public Int8Impl {
  public:
   Int8KernelImpl(std::vector<std::optional<QParams>> in, QParams out, bool relu, bool dequantize_output, std::string layer)
-      : in_(std::move(in)), out_(out), relu_(relu), dequantize_(dequantize_output), layer_(std::move(layer)) {}
+      : in_(std::move(in)), out_(out), relu_(relu), dequantize_(dequantize_output), layer_(std::move(layer)) {
+    std::vector<double> q{out_.scale, static_cast<double>(out_.zero_point), dequantize_ ? 1.0 : 0.0};
+    for (const auto& p : in_) {
+      q.push_back(p ? p->scale : 0.0);
+      q.push_back(p ? static_cast<double>(p->zero_point) : 0.0);
+    }
+    register_buffer("qparams", torch::tensor(q, torch::kDouble));
+  }
+  void repack() override {
+    const auto q = named_buffers(false)["qparams"].contiguous();
+    const double* v = q.data_ptr<double>();
+    out_ = {v[0], static_cast<int64_t>(v[1])};
+    dequantize_ = v[2] != 0;
+    for (size_t k = 0; k < in_.size(); ++k) {
+      const double scale = v[3 + 2 * k];
+      in_[k] = scale > 0 ? std::optional<QParams>(QParams{scale, static_cast<int64_t>(v[4 + 2 * k])}) : std::nullopt;
+    }
+  }
 
  protected:
   torch::Tensor finish(const torch::Tensor& y) const { return dequantize_ ? y.dequantize() : y; }
@@ -50,7 +72,10 @@ class Int8WeightedImpl : public Int8KernelImpl {
   }
   torch::Tensor weight, weight_scale, bias;
 
-  void repack() override { packed_.reset(); }
+  void repack() override {
+    Int8KernelImpl::repack();
+    packed_.reset();
+  }
   torch::Tensor forward(torch::nn::Module& layer, const std::vector<torch::Tensor>& inputs, const nn::Forward&) override {
     if (!packed_ || engine_ != at::globalContext().qEngine()) {
       packed_ = pack(layer);

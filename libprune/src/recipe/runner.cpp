@@ -142,6 +142,10 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   RunResult result;
   result.output_dir = run.output_dir;
   run.comparison->finish();
+  if (const auto int8 = run.comparison->final_int8()) {
+    // The deploy file: int8 weights, scales and zero points, float biases (torch.load reads it).
+    io::write_state_dict(quant::int8_state_dict(*int8), (fs::path(run.output_dir) / "model_int8.pt").string());
+  }
   report::detail::RunInfo info;
   info.recipe = run.recipe.name;
   info.model = run.recipe.model.name();

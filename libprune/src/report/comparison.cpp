@@ -212,6 +212,7 @@ void Comparison::finish() {
     }
   }
   for (auto& r : rows_) {
+    if (r.key == final_key() && quant_.mode != QuantPlan::Mode::none) final_int8_ = r.model;
     r.label = known_rows()[order_of(r.key)].second;
     if (r.key == final_key() && quant_.mode == QuantPlan::Mode::qat) r.label += " (QAT)";
     if (r.key == "int8" && prunes_ && quant_.mode != QuantPlan::Mode::none) r.label += " (PTQ)";

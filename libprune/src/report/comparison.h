@@ -50,6 +50,8 @@ class Comparison {
   // Converts or measures what is left, then times every row side by side.
   void finish();
   const std::vector<Row>& rows() const { return rows_; }
+  // The run's final int8 model after finish() (null without quantization), to save.
+  models::ModelPtr final_int8() const { return final_int8_; }
   const json& figures(const std::string& key) const;
 
  private:
@@ -76,6 +78,7 @@ class Comparison {
   bool prunes_;
   QuantPlan quant_;
   std::vector<Row> rows_;
+  models::ModelPtr final_int8_;
 };
 
 }  // namespace libprune::report::detail

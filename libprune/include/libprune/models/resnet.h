@@ -67,6 +67,9 @@ class ResNetImpl : public ModelImpl {
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::ReLU relu{nullptr};
+  // The ImageNet stem's 3x3/2 max pooling (torchvision's `maxpool`), a module so that extensions and
+  // quantization placement see it (int8 passes through it); null for the CIFAR stem.
+  torch::nn::MaxPool2d maxpool{nullptr};
   std::vector<torch::nn::Sequential> stages;  // registered as layer1, layer2, ...
   torch::nn::Linear fc{nullptr};
 };

@@ -89,16 +89,20 @@ struct ConvertOptions {
 // the engine is not built in.
 Report convert(torch::nn::Module& model, const graph::Forward& forward, const ConvertOptions& options = {});
 
-// Packs the int8 weights again. oneDNN caches compiled kernels per packed weight, input shape and
+// Packs the int8 weights again and reads the kernels' quantization parameters from their buffers
+// (after a state_dict load). oneDNN caches compiled kernels per packed weight, input shape and
 // thread count, so time each shape and thread count on fresh packs (measure/latency does).
 void repack(torch::nn::Module& model);
 
-// Bytes of the int8 model's state as a deploy file would hold it: the int8 weights, their scales and
-// the float biases, plus the float tensors of layers left in float (batch norms folded into int8
-// convolutions and replaced float weights are not counted; the activations' scales and zero points,
-// 16 bytes a kernel, are members of the kernels, not yet state).
+// Bytes of the int8 model's state as its deploy file holds it: the int8 weights, their per-channel
+// scales, the float biases and each kernel's input and output scale and zero point, plus the float
+// tensors of layers left in float (batch norms folded into int8 convolutions and replaced float
+// weights are not counted).
 int64_t int8_state_bytes(const torch::nn::Module& model);
-// Those tensors by state_dict name (io::write_state_dict writes them as a file torch.load reads).
+// Those tensors by state_dict name ("layer1.0.conv1.int8.weight", ".weight_scale", ".bias", and
+// ".qparams": output scale and zero point, 1 if the output leaves as float, then per input its scale
+// and zero point, scale 0 for none): io::write_state_dict writes them as the deploy file, which
+// torch.load reads and torch.ops.quantized runs (tests/python/test_quantize.py does).
 io::StateDict int8_state_dict(const torch::nn::Module& model);
 
 }  // namespace libprune::quant
