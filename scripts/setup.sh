@@ -16,6 +16,8 @@ PACKAGES=(
   dataset-fashion-mnist python3-pytest
   # type checks of the Python stubs (mypy and its stubtest)
   python3-mypy
+  # the run report page's figures (python3 -m libprune.report)
+  python3-matplotlib
 )
 
 missing=()

@@ -158,7 +158,11 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   const std::string path = (fs::path(run.output_dir) / "summary.json").string();
   io::write_file_atomic(path, std::vector<char>(result.summary_json.begin(), result.summary_json.end()), "summary");
   result.completed = true;
-  if (run.options.print) report::detail::print_table(info, *run.comparison, run.recipe.report, path);
+  if (run.options.print) {
+    report::detail::print_table(info, *run.comparison, run.recipe.report, path);
+    std::cout << "report page: python3 -m libprune.report " << run.output_dir
+              << " (or bindings/libprune/report.py) writes report.html there" << std::endl;
+  }
   return result;
 }
 
