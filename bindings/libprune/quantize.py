@@ -28,20 +28,22 @@ class FakeQuantize(torch.nn.Module):
     """Observes a tensor's range and rounds it to the integer grid that range defines, in float.
 
     role "weight": signed, symmetric, per output channel (``channels`` of them); role "activation":
-    unsigned, affine, per tensor. bits 2 to 8. observer "moving_average" (QAT) or "min_max"
-    (calibration). The observer watches in training mode only. Its state is buffers with the C++
+    unsigned, affine, per tensor. bits 2 to 8. observer "moving_average" (QAT), "min_max" or
+    "percentile" (calibration; per batch the (100 - p)-th and p-th percentiles, the widest over the
+    batches). The observer watches in training mode only. Its state is buffers with the C++
     quantiser's names: scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled.
     """
 
     def __init__(self, role: str = "activation", channels: int = 1, bits: int = 8, observer: str = "moving_average",
-                 averaging_constant: float = 0.01) -> None:
+                 averaging_constant: float = 0.01, percentile: float = 99.99) -> None:
         super().__init__()
-        opts = _libprune._quant_options(bits=bits, observer=observer, averaging_constant=averaging_constant)
+        opts = _libprune._quant_options(bits=bits, observer=observer, averaging_constant=averaging_constant,
+                                        percentile=percentile)
         _libprune._integer_range(role, bits)  # the role's check
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"FakeQuantize: channels must be an integer >= 1, got {channels!r}")
         self.role, self.bits = role, opts.bits
-        self.observer, self.averaging_constant = opts.observer, opts.averaging_constant
+        self.observer, self.averaging_constant, self.percentile = opts.observer, opts.averaging_constant, opts.percentile
         per_channel = role == "weight"
         n = channels if per_channel else 1
         shape = (channels,) if per_channel else ()
@@ -55,7 +57,7 @@ class FakeQuantize(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _libprune._fake_quantize(x, self.scale, self.zero_point, self.min_val, self.max_val,
                                         self.observer_enabled, self.fake_quant_enabled, self.role, self.bits,
-                                        self.observer, self.averaging_constant, self.training)
+                                        self.observer, self.averaging_constant, self.percentile, self.training)
 
     def enable_observer(self, on: bool = True) -> None:
         self.observer_enabled.fill_(1 if on else 0)
@@ -128,7 +130,7 @@ def _units(calls):
 def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     """Installs fake quantisers on `model` in place; returns the units, "layer1.0.conv1 -> layer1.0.relu".
 
-    Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant. Each
+    Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant, percentile. Each
     conv/linear's weight is rounded per output channel (its forward is the layer's own, with the
     rounded weight) and each unit's output once, after its batch norm and ReLU. Layers called more
     than once in the pass (a ReLU module reused) are left float and not listed. Every name and
@@ -140,7 +142,8 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
         raise ValueError("prepare_qat: the model already has fake quantisers. Fix: prepare a model once")
     modules = dict(model.named_modules())
     units = _units(_calls(model, example_inputs))
-    kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant)
+    kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant,
+              percentile=opts.percentile)
     for layer, end in units:
         m = modules[layer]
         m.add_module("weight_fake_quant", FakeQuantize("weight", m.weight.shape[0], **kw))

@@ -13,11 +13,12 @@ quant::Role role_of(const std::string& role) {
 }
 
 quant::FakeQuantizeOptions options_of(const std::string& role, int64_t channels, int64_t bits,
-                                      const std::string& observer, double averaging_constant) {
+                                      const std::string& observer, double averaging_constant, double percentile) {
   return quant::FakeQuantizeOptions(role_of(role), channels)
       .bits(bits)
       .observer(options::parse<quant::Observer>(observer))
-      .averaging_constant(averaging_constant);
+      .averaging_constant(averaging_constant)
+      .percentile(percentile);
 }
 
 }  // namespace
@@ -34,19 +35,21 @@ void bind_quant(py::module_& m) {
       "_fake_quantize",
       [](const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point, const torch::Tensor& min_val,
          const torch::Tensor& max_val, const torch::Tensor& observer_enabled, const torch::Tensor& fake_quant_enabled,
-         const std::string& role, int64_t bits, const std::string& observer, double averaging_constant, bool training) {
+         const std::string& role, int64_t bits, const std::string& observer, double averaging_constant, double percentile,
+         bool training) {
         const quant::FakeQuantState state{scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled};
-        return quant::fake_quantize(x, state, options_of(role, scale.numel(), bits, observer, averaging_constant), training);
+        return quant::fake_quantize(
+            x, state, options_of(role, scale.numel(), bits, observer, averaging_constant, percentile), training);
       },
       py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"),
       py::arg("observer_enabled"), py::arg("fake_quant_enabled"), py::arg("role"), py::arg("bits"), py::arg("observer"),
-      py::arg("averaging_constant"), py::arg("training"));
+      py::arg("averaging_constant"), py::arg("percentile"), py::arg("training"));
   m.def(
       "_calculate_qparams",
       [](const torch::Tensor& scale, const torch::Tensor& zero_point, const torch::Tensor& min_val,
          const torch::Tensor& max_val, const std::string& role, int64_t bits) {
         const quant::FakeQuantState state{scale, zero_point, min_val, max_val, {}, {}};
-        quant::calculate_qparams(state, options_of(role, scale.numel(), bits, "min_max", 0.01));
+        quant::calculate_qparams(state, options_of(role, scale.numel(), bits, "min_max", 0.01, 99.99));
       },
       py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("role"), py::arg("bits"));
   m.def(

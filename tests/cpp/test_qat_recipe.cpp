@@ -83,7 +83,8 @@ TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT s
 TEST_CASE("runner: post-training quantization without pruning reports dense and int8 only", "[quant]") {
   test::TempDir dir("ptq_recipe");
   const auto path = hybrid_recipe(dir);
-  const auto r = run(path, {"pruning=[]", "quantization.mode=ptq", "training.epochs=1"});
+  const auto r = run(path, {"pruning=[]", "quantization.mode=ptq", "training.epochs=1",
+                            "quantization.calibration_observer=percentile"});
   REQUIRE(r.completed);
   const auto s = json::parse(r.summary_json);
   REQUIRE(s["rows"].size() == 2);
@@ -106,7 +107,8 @@ TEST_CASE("recipes: the quantization section's bad values name the key and the f
              Catch::Contains("at quantization.freeze_bn_epoch") && Catch::Contains("[start_epoch, training.epochs)"));
   CHECK_THAT(msg({"quantization.engine=fbgemm"}), Catch::Contains("quantization.engine") && Catch::Contains("onednn"));
   CHECK_THAT(msg({"quantization.mode=int4"}), Catch::Contains("quantization.mode") && Catch::Contains("qat"));
-  CHECK_THAT(msg({"quantization.observer=histogram"}), Catch::Contains("min_max"));
+  CHECK_THAT(msg({"quantization.observer=histogram"}), Catch::Contains("min_max") && Catch::Contains("percentile"));
+  CHECK_THAT(msg({"quantization.percentile=40"}), Catch::Contains("at quantization.percentile"));
   // Off by default: a recipe without the section loads with mode none.
   CHECK(recipe::read(path, {"quantization.mode=none"}).quantization.mode() == recipe::QuantMode::None);
 }

@@ -1,7 +1,6 @@
 #include "helpers.h"
 #include "libprune/libprune.h"
 
-#include <limits>
 
 using namespace libprune;
 
@@ -325,41 +324,6 @@ TEST_CASE("quant: without the simulated fold, convert rounds the folded weight t
   CHECK(cosine(m->forward(x), folded->forward(x)) > 0.999);
 }
 
-
-TEST_CASE("quant: the fast per-tensor path equals ATen's fused observer and fake-quant kernel bit for bit", "[quant]") {
-  // The kernel torch.ao's FusedMovingAvgObsFakeQuantize runs, on the same sequence of inputs, layouts and modes.
-  for (const auto observer : {quant::Observer::moving_average, quant::Observer::min_max}) {
-    quant::FakeQuantize fq(quant::FakeQuantizeOptions(quant::Role::activation, 1).observer(observer));
-    const auto inf = std::numeric_limits<float>::infinity();
-    auto lo = torch::full({}, inf), hi = torch::full({}, -inf), scale = torch::ones({1}), zp = torch::zeros({1}, torch::kInt);
-    const auto on = torch::ones({1}, torch::kLong);
-    torch::manual_seed(7);
-    for (int step = 0; step < 6; ++step) {
-      auto x = (torch::randn({4, 8, 5, 5}) * (1 + step) + 0.3 * step).contiguous(step % 2 ? torch::MemoryFormat::ChannelsLast
-                                                                                          : torch::MemoryFormat::Contiguous);
-      x.requires_grad_(true);
-      if (observer == quant::Observer::min_max) {  // what a min-max observer hands the fused kernel
-        lo = torch::minimum(lo, x.detach().min());
-        hi = torch::maximum(hi, x.detach().max());
-      }
-      const double c = observer == quant::Observer::min_max ? 0.0 : 0.01;
-      const auto xr = x.detach().clone().requires_grad_(true);
-      const auto ref = at::fused_moving_avg_obs_fake_quant(xr, on, on, lo, hi, scale, zp, c, 0, 255, 0, false, false);
-      const auto out = fq->apply(x);
-      INFO("step " << step);
-      CHECK(torch::equal(out, ref));
-      CHECK(torch::equal(fq->scale, scale));
-      CHECK(torch::equal(fq->zero_point, zp));
-      CHECK(torch::equal(fq->min_val, lo));
-      CHECK(torch::equal(fq->max_val, hi));
-      // The straight-through gradient: passed inside the grid, zero outside.
-      const auto g = torch::randn_like(ref);
-      (out * g).sum().backward();
-      (ref * g).sum().backward();
-      CHECK(torch::equal(x.grad(), xr.grad()));
-    }
-  }
-}
 
 TEST_CASE("quant: calibration with rounding off, then convert: the parameters come from the observed ranges", "[quant]") {
   auto m = tiny_resnet();

@@ -50,6 +50,15 @@ def test_weight_quantiser_equals_torch_ao_fused_per_channel_bit_for_bit():
         assert torch.equal(a.grad, b.grad), i
 
 
+def test_a_percentile_observer_clips_a_rare_outlier():
+    x = torch.randn(65536)
+    x[7] = 1000.0
+    wide, clipped = lq.FakeQuantize(observer="min_max"), lq.FakeQuantize(observer="percentile", percentile=99.99)
+    wide(x)
+    clipped(x)
+    assert float(wide.max_val) == 1000.0 and 3.0 < float(clipped.max_val) < 5.0
+
+
 def test_observers_watch_in_training_mode_only():
     q = lq.FakeQuantize("activation")
     q(torch.randn(100))

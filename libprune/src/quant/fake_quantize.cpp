@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 namespace libprune::quant {
 
@@ -41,17 +42,28 @@ FakeQuantizeImpl::FakeQuantizeImpl(FakeQuantizeOptions options, int input) : opt
 
 namespace {
 
+// The (100 - p)-th and p-th percentiles of `x`'s values, from at most 2^16 of them taken at an even
+// stride (sorting a whole activation at every calibration batch would cost more than the batch).
+std::tuple<torch::Tensor, torch::Tensor> percentiles(const torch::Tensor& x, double p) {
+  const auto flat = x.detach().reshape({-1}).to(torch::kFloat);
+  const int64_t n = flat.numel(), step = std::max<int64_t>(1, n / 65536);
+  const auto sample = flat.slice(0, 0, n, step);
+  const auto q = torch::quantile(sample, torch::tensor({(100.0 - p) / 100.0, p / 100.0}, sample.options()));
+  return {q[0], q[1]};
+}
+
 // The fused kernel's steps on the fast path: the observer's update (in float, as there), the
 // parameters from the range, then the rounding.
 torch::Tensor per_tensor(const torch::Tensor& x, const FakeQuantState& s, const FakeQuantizeOptions& o, int64_t qmin,
                          int64_t qmax, bool observe) {
   if (observe) {
     torch::NoGradGuard no_grad;
-    const auto [lo_t, hi_t] = torch::aminmax(x.detach());
+    const auto [lo_t, hi_t] =
+        o.observer() == Observer::percentile ? percentiles(x, o.percentile()) : torch::aminmax(x.detach());
     const float lo = lo_t.item<float>(), hi = hi_t.item<float>();
     float& lo_run = *s.min_val.data_ptr<float>();
     float& hi_run = *s.max_val.data_ptr<float>();
-    if (o.observer() == Observer::min_max) {
+    if (o.observer() != Observer::moving_average) {
       lo_run = std::isinf(lo_run) ? lo : std::min(lo_run, lo);
       hi_run = std::isinf(hi_run) ? hi : std::max(hi_run, hi);
     } else {
@@ -104,12 +116,14 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& s, con
   if (!observe && !observed(s)) return x;
   if (!per_channel && detail::fast_fake_quantize_applies(x)) return per_tensor(x, s, o, qmin, qmax, observe);
   double averaging = o.averaging_constant();
-  if (o.observer() == Observer::min_max && observe) {
+  if (o.observer() != Observer::moving_average && observe) {
     // The fused kernel keeps a moving average; with the running range widened to include the new
-    // values first and an averaging constant of 0, it keeps the overall min and max instead.
+    // values first and an averaging constant of 0, it keeps the widest range seen instead.
     torch::NoGradGuard no_grad;
     const auto d = x.detach();
-    const auto [lo, hi] = per_channel ? torch::aminmax(d.reshape({d.size(0), -1}), 1) : torch::aminmax(d);
+    const auto [lo, hi] = per_channel ? torch::aminmax(d.reshape({d.size(0), -1}), 1)
+                          : o.observer() == Observer::percentile ? percentiles(d, o.percentile())
+                                                                 : torch::aminmax(d);
     s.min_val.copy_(torch::where(s.min_val.isinf(), lo, torch::minimum(s.min_val, lo)));
     s.max_val.copy_(torch::where(s.max_val.isinf(), hi, torch::maximum(s.max_val, hi)));
     averaging = 0;

@@ -61,7 +61,8 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
     return std::make_shared<FakeQuantizeImpl>(FakeQuantizeOptions(role, channels)
                                                   .bits(options.bits())
                                                   .observer(options.observer())
-                                                  .averaging_constant(options.averaging_constant()),
+                                                  .averaging_constant(options.averaging_constant())
+                                                  .percentile(options.percentile()),
                                               input);
   };
   Installs installs;

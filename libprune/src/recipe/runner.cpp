@@ -74,6 +74,7 @@ void build(Run& run) {
   quant.compare = r.quantization.compare();
   quant.options = r.quant;
   quant.calibration_batches = r.quantization.calibration_batches();
+  quant.calibration_observer = r.quantization.calibration_observer();
   quant.engine = r.quantization.engine();
   run.comparison = std::make_unique<report::detail::Comparison>(
       *run.trainer, [name, model_options] { return models::create(name, model_options); }, r.report, run.plans,

@@ -122,8 +122,8 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
                          const std::string& float_key, bool timed) {
   auto net = copy(from, with_plans);
   const auto forward = example_forward(net);
-  // Calibration observes only (the min-max ranges of every value seen), then the ranges convert.
-  quant::prepare(*net, forward, quant::QuantOptions(quant_.options).observer(quant::Observer::min_max));
+  // Calibration observes only (min-max or percentile ranges of what it sees), then the ranges convert.
+  quant::prepare(*net, forward, quant::QuantOptions(quant_.options).observer(quant_.calibration_observer));
   quant::calibration_mode(*net);
   trainer_.calibrate([net](const nn::Inputs& x) { return net->forward_inputs(x); }, quant_.calibration_batches);
   quant::convert(*net, forward, quant::ConvertOptions().engine(quant_.engine));
@@ -181,11 +181,11 @@ void Comparison::finish() {
     r.figures = measure(model, float_key);
     // How exactly the int8 kernels compute what QAT simulated, on the whole eval set.
     const auto int8 = logits(model);
-    r.figures["argmax_agreement_with_qat"] = 100.0 * simulated.argmax(1).eq(int8.argmax(1)).to(torch::kDouble).mean().item<double>();
+    namespace F = torch::nn::functional;
+    r.figures["argmax_agreement_with_qat"] =
+        100.0 * simulated.argmax(1).eq(int8.argmax(1)).to(torch::kDouble).mean().item<double>();
     r.figures["logit_cosine_with_qat"] =
-        torch::nn::functional::cosine_similarity(simulated, int8, torch::nn::functional::CosineSimilarityFuncOptions().dim(1))
-            .mean()
-            .item<double>();
+        F::cosine_similarity(simulated, int8, F::CosineSimilarityFuncOptions().dim(1)).mean().item<double>();
     r.model = model;
   }
   // Rows restored from a checkpoint have figures, not weights: their architecture is timed.

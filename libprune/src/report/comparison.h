@@ -26,6 +26,7 @@ struct QuantPlan {
   bool compare = true;  // also convert the dense (and, after QAT, the pruned) model by PTQ
   quant::QuantOptions options;
   int64_t calibration_batches = 16;
+  quant::Observer calibration_observer = quant::Observer::min_max;
   std::string engine = "onednn";
 };
 

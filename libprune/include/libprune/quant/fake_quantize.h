@@ -23,8 +23,10 @@ namespace libprune::quant {
 
 // How an observer turns what it saw into a range. moving_average: running min/max updated by
 // `averaging_constant` per call (torch.ao's QAT default); min_max: the smallest and largest values
-// ever seen (the calibration choice: no batch is forgotten).
-enum class Observer { moving_average, min_max };
+// ever seen (the calibration choice: no batch is forgotten); percentile: per batch the
+// (100 - p)-th and p-th percentiles of the values (`percentile` p, e.g. 99.99), the widest over the
+// batches, so rare outliers do not stretch the grid (calibration; per-channel weights keep min_max).
+enum class Observer { moving_average, min_max, percentile };
 
 // What is quantised, which fixes the grid: weights are signed, symmetric (zero point 0, as oneDNN
 // requires) and per output channel; activations are unsigned, affine and per tensor.
@@ -39,6 +41,7 @@ struct FakeQuantizeOptions {
   TORCH_ARG(int64_t, bits) = 8;
   TORCH_ARG(Observer, observer) = Observer::moving_average;
   TORCH_ARG(double, averaging_constant) = 0.01;
+  TORCH_ARG(double, percentile) = 99.99;
 };
 
 // The integer range of `bits` for a role: weights [-2^(b-1), 2^(b-1) - 1], activations [0, 2^b - 1].

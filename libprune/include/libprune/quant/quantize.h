@@ -35,7 +35,10 @@ namespace libprune::quant {
   X("bits", int64_t, bits, 8, ::libprune::options::check::in_range(2, false, 8, false, "use 8 to convert, 4 to simulate"),\
     "2 to 8: below 8 the model is trained and evaluated simulated; only 8 converts to int8")                            \
   X("observer", ::libprune::quant::Observer, observer, ::libprune::quant::Observer::moving_average, nullptr,            \
-    "moving_average (QAT: running min/max) or min_max (calibration: every value seen counts)")                         \
+    "moving_average (QAT: running min/max), min_max (calibration: every value seen counts) or percentile "            \
+    "(calibration: outliers beyond the percentile are clipped)")                                                        \
+  X("percentile", double, percentile, 99.99, ::libprune::options::check::in_range(50, true, 100, false, "e.g. 99.99"),\
+    "percentile observer: the upper percentile kept per batch (the lower is 100 minus it)")                            \
   X("averaging_constant", double, averaging_constant, 0.01,                                                             \
     ::libprune::options::check::in_range(0, true, 1, false, "e.g. 0.01"), "moving_average: the running ranges' step") \
   X("simulated_fold", bool, simulated_fold, false, nullptr,                                                            \
@@ -111,6 +114,6 @@ namespace libprune::options {
 template <>
 struct EnumNames<quant::Observer> {
   static constexpr const char* what = "observer";
-  static constexpr const char* names[] = {"moving_average", "min_max"};
+  static constexpr const char* names[] = {"moving_average", "min_max", "percentile"};
 };
 }  // namespace libprune::options
