@@ -47,11 +47,11 @@ Comparison::Comparison(train::Trainer& trainer, std::function<models::ModelPtr()
     : trainer_(trainer), build_(std::move(build)), options_(std::move(options)), plans_(std::move(plans)),
       prunes_(prunes), quant_(std::move(quant)) {}
 
-Row& Comparison::row(const std::string& key, const std::string& label) {
+Row& Comparison::row(const std::string& key) {
   for (auto& r : rows_) {
     if (r.key == key) return r;
   }
-  rows_.push_back({key, label, json::object(), nullptr});
+  rows_.push_back({key, "", json::object(), nullptr});  // labelled in finish()
   std::stable_sort(rows_.begin(), rows_.end(), [](const Row& a, const Row& b) { return order_of(a.key) < order_of(b.key); });
   for (auto& r : rows_) {
     if (r.key == key) return r;
@@ -127,7 +127,7 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
   quant::calibration_mode(*net);
   trainer_.calibrate([net](const nn::Inputs& x) { return net->forward_inputs(x); }, quant_.calibration_batches);
   quant::convert(*net, forward, quant::ConvertOptions().engine(quant_.engine));
-  auto& r = row(key, "");
+  auto& r = row(key);
   r.figures = measure(net, float_key);
   r.model = timed ? net : nullptr;
 }
@@ -136,8 +136,8 @@ void Comparison::record_dense() {
   if (has("dense")) return;
   const auto model = copy(trainer_.model(), true);
   auto figures = measure(trainer_.model());
-  row("dense", "").figures = std::move(figures);
-  row("dense", "").model = model;
+  row("dense").figures = std::move(figures);
+  row("dense").model = model;
   if (quant_.mode == QuantPlan::Mode::none || !quant_.compare) return;
   if (prunes_) {
     ptq_row(model, false, "int8", "dense", true);
@@ -151,8 +151,8 @@ void Comparison::record_pruned() {
   if (has("pruned") || (!prunes_ && quant_.mode != QuantPlan::Mode::none)) return;
   const auto model = copy(trainer_.model(), true);
   auto figures = measure(trainer_.model());
-  row("pruned", "").figures = std::move(figures);
-  row("pruned", "").model = model;
+  row("pruned").figures = std::move(figures);
+  row("pruned").model = model;
   if (quant_.mode == QuantPlan::Mode::qat && quant_.compare) ptq_row(model, true, "pruned_int8_ptq", "pruned", false);
 }
 
@@ -163,8 +163,8 @@ json Comparison::saved() const {
 }
 
 void Comparison::restore(const json& saved) {
-  for (const auto& [key, label] : known_rows()) {
-    if (saved.contains(key)) row(key, "").figures = saved[key];
+  for (const auto& known : known_rows()) {
+    if (saved.contains(known.first)) row(known.first).figures = saved[known.first];
   }
 }
 
@@ -177,7 +177,7 @@ void Comparison::finish() {
     auto model = trainer_.model();
     const auto simulated = logits(model);
     quant::convert(*model, example_forward(model), quant::ConvertOptions().engine(quant_.engine));
-    auto& r = row(final_key(), "");
+    auto& r = row(final_key());
     r.figures = measure(model, float_key);
     // How exactly the int8 kernels compute what QAT simulated, on the whole eval set.
     const auto int8 = logits(model);

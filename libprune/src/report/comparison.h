@@ -61,7 +61,8 @@ class Comparison {
   json measure(const models::ModelPtr& model, const std::string& float_key = "");
   // A float copy of `from` (with the run's cuts so far when `with_plans`; extension state stays behind).
   models::ModelPtr copy(const models::ModelPtr& from, bool with_plans);
-  Row& row(const std::string& key, const std::string& label);
+  // The row `key`, added in display order when new.
+  Row& row(const std::string& key);
   bool has(const std::string& key) const;
   // A copy of `from` converted by post-training quantization, measured under `key`.
   void ptq_row(const models::ModelPtr& from, bool with_plans, const std::string& key, const std::string& float_key,
