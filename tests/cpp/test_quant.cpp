@@ -60,7 +60,7 @@ TEST_CASE("quant: an activation quantiser tracks a moving range and rounds to it
   fq->apply(x2);
   CHECK(fq->min_val.item<float>() ==
         Approx(x1.min().item<float>() + 0.01 * (x2.min().item<float>() - x1.min().item<float>())).epsilon(1e-6));
-  // In eval mode the observer does not watch (evaluating never moves a range): seen failing when it watched.
+  // In eval mode the observer does not watch (evaluating never moves a range).
   fq->eval();
   const auto watched = fq->min_val.clone();
   fq->apply(x2 * 10);
