@@ -31,33 +31,41 @@ class FakeQuantize(torch.nn.Module):
     unsigned, affine, per tensor. bits 2 to 8. observer "moving_average" (QAT), "min_max" or
     "percentile" (calibration; per batch the (100 - p)-th and p-th percentiles, the widest over the
     batches). The observer watches in training mode only. Its state is buffers with the C++
-    quantiser's names: scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled.
+    quantiser's names: scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled,
+    quant_range (the integer range, so a state_dict saved with other bits is refused when used).
+    learnable: LSQ, ``scale`` is an ``nn.Parameter`` learned once the observer is off (its first value
+    is the observed range's), the gradient scaled by 1 / sqrt(numel x qmax).
     """
 
     def __init__(self, role: str = "activation", channels: int = 1, bits: int = 8, observer: str = "moving_average",
-                 averaging_constant: float = 0.01, percentile: float = 99.99) -> None:
+                 averaging_constant: float = 0.01, percentile: float = 99.99, learnable: bool = False) -> None:
         super().__init__()
         opts = _libprune._quant_options(bits=bits, observer=observer, averaging_constant=averaging_constant,
-                                        percentile=percentile)
+                                        percentile=percentile, learnable_scales=learnable)
         _libprune._integer_range(role, bits)  # the role's check
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"FakeQuantize: channels must be an integer >= 1, got {channels!r}")
-        self.role, self.bits = role, opts.bits
+        self.role, self.bits, self.learnable = role, opts.bits, opts.learnable_scales
         self.observer, self.averaging_constant, self.percentile = opts.observer, opts.averaging_constant, opts.percentile
         per_channel = role == "weight"
         n = channels if per_channel else 1
         shape = (channels,) if per_channel else ()
-        self.register_buffer("scale", torch.ones(n))
+        if self.learnable:
+            self.scale = torch.nn.Parameter(torch.ones(n))
+        else:
+            self.register_buffer("scale", torch.ones(n))
         self.register_buffer("zero_point", torch.zeros(n, dtype=torch.int32))
         self.register_buffer("min_val", torch.full(shape, float("inf")))
         self.register_buffer("max_val", torch.full(shape, float("-inf")))
         self.register_buffer("observer_enabled", torch.ones(1, dtype=torch.long))
         self.register_buffer("fake_quant_enabled", torch.ones(1, dtype=torch.long))
+        self.register_buffer("quant_range", torch.tensor(_libprune._integer_range(role, opts.bits), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _libprune._fake_quantize(x, self.scale, self.zero_point, self.min_val, self.max_val,
-                                        self.observer_enabled, self.fake_quant_enabled, self.role, self.bits,
-                                        self.observer, self.averaging_constant, self.percentile, self.training)
+                                        self.observer_enabled, self.fake_quant_enabled, self.quant_range, self.role,
+                                        self.bits, self.observer, self.averaging_constant, self.percentile,
+                                        self.learnable, self.training)
 
     def enable_observer(self, on: bool = True) -> None:
         self.observer_enabled.fill_(1 if on else 0)
@@ -67,10 +75,13 @@ class FakeQuantize(torch.nn.Module):
 
     def calculate_qparams(self) -> None:
         """Scale and zero point from the observed range (a range watched with rounding off has none yet)."""
-        _libprune._calculate_qparams(self.scale, self.zero_point, self.min_val, self.max_val, self.role, self.bits)
+        with torch.no_grad():
+            _libprune._calculate_qparams(self.scale, self.zero_point, self.min_val, self.max_val, self.quant_range,
+                                         self.role, self.bits)
 
     def extra_repr(self) -> str:
-        return f"role={self.role}, channels={self.scale.numel()}, bits={self.bits}, observer={self.observer}"
+        learn = ", learnable" if self.learnable else ""
+        return f"role={self.role}, channels={self.scale.numel()}, bits={self.bits}, observer={self.observer}{learn}"
 
 
 def _weighted_forward(self, x):
@@ -130,7 +141,8 @@ def _units(calls):
 def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     """Installs fake quantisers on `model` in place; returns the units, "layer1.0.conv1 -> layer1.0.relu".
 
-    Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant, percentile. Each
+    Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant, percentile,
+    learnable_scales (LSQ: give ``learnable_scales(model)`` to the optimizer, then freeze the observers). Each
     conv/linear's weight is rounded per output channel (its forward is the layer's own, with the
     rounded weight) and each unit's output once, after its batch norm and ReLU. Layers called more
     than once in the pass (a ReLU module reused) are left float and not listed. Every name and
@@ -143,7 +155,7 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     modules = dict(model.named_modules())
     units = _units(_calls(model, example_inputs))
     kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant,
-              percentile=opts.percentile)
+              percentile=opts.percentile, learnable=opts.learnable_scales)
     for layer, end in units:
         m = modules[layer]
         m.add_module("weight_fake_quant", FakeQuantize("weight", m.weight.shape[0], **kw))
@@ -157,6 +169,12 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
 def quantisers(model: torch.nn.Module) -> list:
     """(name, FakeQuantize) of every quantiser in `model`."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, FakeQuantize)]
+
+
+def learnable_scales(model: torch.nn.Module) -> list:
+    """The quantisers' learnable scales (prepare_qat(..., learnable_scales=True)), for an optimizer
+    parameter group without weight decay: ``{"params": learnable_scales(model), "weight_decay": 0}``."""
+    return [q.scale for _, q in quantisers(model) if q.learnable]
 
 
 def enable_observers(model: torch.nn.Module, on: bool = True) -> None:

@@ -13,8 +13,10 @@ quant::Role role_of(const std::string& role) {
 }
 
 quant::FakeQuantizeOptions options_of(const std::string& role, int64_t channels, int64_t bits,
-                                      const std::string& observer, double averaging_constant, double percentile) {
+                                      const std::string& observer, double averaging_constant, double percentile,
+                                      bool learnable = false) {
   return quant::FakeQuantizeOptions(role_of(role), channels)
+      .learnable(learnable)
       .bits(bits)
       .observer(options::parse<quant::Observer>(observer))
       .averaging_constant(averaging_constant)
@@ -35,23 +37,27 @@ void bind_quant(py::module_& m) {
       "_fake_quantize",
       [](const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point, const torch::Tensor& min_val,
          const torch::Tensor& max_val, const torch::Tensor& observer_enabled, const torch::Tensor& fake_quant_enabled,
-         const std::string& role, int64_t bits, const std::string& observer, double averaging_constant, double percentile,
-         bool training) {
-        const quant::FakeQuantState state{scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled};
+         const torch::Tensor& quant_range, const std::string& role, int64_t bits, const std::string& observer,
+         double averaging_constant, double percentile, bool learnable, bool training) {
+        const quant::FakeQuantState state{scale,           zero_point,         min_val,    max_val,
+                                          observer_enabled, fake_quant_enabled, quant_range};
         return quant::fake_quantize(
-            x, state, options_of(role, scale.numel(), bits, observer, averaging_constant, percentile), training);
+            x, state, options_of(role, scale.numel(), bits, observer, averaging_constant, percentile, learnable),
+            training);
       },
       py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"),
-      py::arg("observer_enabled"), py::arg("fake_quant_enabled"), py::arg("role"), py::arg("bits"), py::arg("observer"),
-      py::arg("averaging_constant"), py::arg("percentile"), py::arg("training"));
+      py::arg("observer_enabled"), py::arg("fake_quant_enabled"), py::arg("quant_range"), py::arg("role"),
+      py::arg("bits"), py::arg("observer"), py::arg("averaging_constant"), py::arg("percentile"), py::arg("learnable"),
+      py::arg("training"));
   m.def(
       "_calculate_qparams",
       [](const torch::Tensor& scale, const torch::Tensor& zero_point, const torch::Tensor& min_val,
-         const torch::Tensor& max_val, const std::string& role, int64_t bits) {
-        const quant::FakeQuantState state{scale, zero_point, min_val, max_val, {}, {}};
+         const torch::Tensor& max_val, const torch::Tensor& quant_range, const std::string& role, int64_t bits) {
+        const quant::FakeQuantState state{scale, zero_point, min_val, max_val, {}, {}, quant_range};
         quant::calculate_qparams(state, options_of(role, scale.numel(), bits, "min_max", 0.01, 99.99));
       },
-      py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("role"), py::arg("bits"));
+      py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("quant_range"),
+      py::arg("role"), py::arg("bits"));
   m.def(
       "_integer_range", [](const std::string& role, int64_t bits) { return quant::integer_range(role_of(role), bits); },
       py::arg("role"), py::arg("bits"));

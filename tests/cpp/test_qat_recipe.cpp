@@ -80,6 +80,29 @@ TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT s
   }
 }
 
+TEST_CASE("runner: LSQ scales join the optimizer when QAT starts; killed while they learn and resumed, it ends the same",
+          "[quant]") {
+  test::TempDir dir("lsq_recipe");
+  const auto path = hybrid_recipe(dir);
+  const std::vector<std::string> lsq{"training.epochs=6", "quantization.learnable_scales=true",
+                                     "quantization.freeze_observers_epoch=4"};
+  auto sets = lsq;
+  sets.push_back("output_dir=" + dir.file("a"));
+  const auto a = run(path, sets);
+  REQUIRE(a.completed);
+  sets.back() = "output_dir=" + dir.file("b");
+  CHECK_FALSE(run(path, sets, 5).completed);  // scales learned in epoch 4, in the checkpoint with their momentum
+  const auto b = run(path, sets, 0, true);
+  REQUIRE(b.completed);
+  const auto s = json::parse(a.summary_json), t = json::parse(b.summary_json);
+  for (const char* key : {"pruned_int8", "pruned_int8_ptq"}) CHECK(t[key]["accuracy"] == s[key]["accuracy"]);
+  CHECK(t["pruned_int8"]["logit_cosine_with_qat"] == s["pruned_int8"]["logit_cosine_with_qat"]);
+  CHECK(s["pruned_int8"]["argmax_agreement_with_qat"].get<double>() > 0.95);
+  // The scales did learn: the same run with observed scales ends elsewhere.
+  const auto fixed = run(path, {"training.epochs=6", "quantization.freeze_observers_epoch=4", "output_dir=" + dir.file("c")});
+  CHECK(json::parse(fixed.summary_json)["pruned_int8"]["logit_cosine_with_qat"] != s["pruned_int8"]["logit_cosine_with_qat"]);
+}
+
 TEST_CASE("runner: post-training quantization without pruning reports dense and int8 only", "[quant]") {
   test::TempDir dir("ptq_recipe");
   const auto path = hybrid_recipe(dir);
@@ -103,12 +126,16 @@ TEST_CASE("recipes: the quantization section's bad values name the key and the f
              Catch::Contains("at quantization.start_epoch") && Catch::Contains("pruning.0 cuts at epoch 2") &&
                  Catch::Contains("start QAT at epoch 3"));
   CHECK_THAT(msg({"quantization.start_epoch=5"}), Catch::Contains("must be below training.epochs"));
+  CHECK_THAT(msg({"quantization.freeze_observers_epoch=3"}),
+             Catch::Contains("at quantization.freeze_observers_epoch") && Catch::Contains("(start_epoch, training.epochs)"));
   CHECK_THAT(msg({"quantization.freeze_bn_epoch=2"}),
              Catch::Contains("at quantization.freeze_bn_epoch") && Catch::Contains("[start_epoch, training.epochs)"));
   CHECK_THAT(msg({"quantization.engine=fbgemm"}), Catch::Contains("quantization.engine") && Catch::Contains("onednn"));
   CHECK_THAT(msg({"quantization.mode=int4"}), Catch::Contains("quantization.mode") && Catch::Contains("qat"));
   CHECK_THAT(msg({"quantization.observer=histogram"}), Catch::Contains("min_max") && Catch::Contains("percentile"));
   CHECK_THAT(msg({"quantization.percentile=40"}), Catch::Contains("at quantization.percentile"));
+  CHECK_THAT(msg({"quantization.learnable_scales=true", "quantization.freeze_observers_epoch=-1"}),
+             Catch::Contains("at quantization.learnable_scales") && Catch::Contains("freeze_observers_epoch"));
   // Off by default: a recipe without the section loads with mode none.
   CHECK(recipe::read(path, {"quantization.mode=none"}).quantization.mode() == recipe::QuantMode::None);
 }

@@ -51,12 +51,15 @@ std::vector<graph::Companion> ModelAccess::companions(const TensorList& paramete
   for (const auto& [name, p] : parameters) {
     if (p.dim() >= 1 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) rows[name] = p.size(0);
   }
+  // (Its scale is a parameter when learned, LSQ.)
   const std::string owner = ".weight_fake_quant.";
-  for (const auto& [name, b] : buffers) {
-    const auto at = name.rfind(owner);
-    if (at == std::string::npos || b.dim() != 1) continue;
-    const auto it = rows.find(name.substr(0, at) + ".weight");
-    if (it != rows.end() && it->second == b.size(0)) out.push_back({name, 0, b.size(0), it->first, 0});
+  for (const auto* list : {&buffers, &parameters}) {
+    for (const auto& [name, b] : *list) {
+      const auto at = name.rfind(owner);
+      if (at == std::string::npos || b.dim() != 1) continue;
+      const auto it = rows.find(name.substr(0, at) + ".weight");
+      if (it != rows.end() && it->second == b.size(0)) out.push_back({name, 0, b.size(0), it->first, 0});
+    }
   }
   return out;
 }

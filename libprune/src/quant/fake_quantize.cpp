@@ -32,12 +32,13 @@ FakeQuantizeImpl::FakeQuantizeImpl(FakeQuantizeOptions options, int input) : opt
   const auto inf = std::numeric_limits<float>::infinity();
   const std::vector<int64_t> range_shape = per_channel ? std::vector<int64_t>{options_.channels()} : std::vector<int64_t>{};
   const int64_t n = per_channel ? options_.channels() : 1;
-  scale = register_buffer("scale", torch::ones({n}));
+  scale = options_.learnable() ? register_parameter("scale", torch::ones({n})) : register_buffer("scale", torch::ones({n}));
   zero_point = register_buffer("zero_point", torch::zeros({n}, torch::kInt));
   min_val = register_buffer("min_val", torch::full(range_shape, inf));
   max_val = register_buffer("max_val", torch::full(range_shape, -inf));
   observer_on_ = register_buffer("observer_enabled", torch::ones({1}, torch::kLong));
   fake_quant_on_ = register_buffer("fake_quant_enabled", torch::ones({1}, torch::kLong));
+  quant_range_ = register_buffer("quant_range", torch::tensor({qmin_, qmax_}, torch::kLong));
 }
 
 namespace {
@@ -73,8 +74,38 @@ torch::Tensor per_tensor(const torch::Tensor& x, const FakeQuantState& s, const 
     }
   }
   if (s.fake_quant_enabled.item<int64_t>() == 0) return x;
-  calculate_qparams(s, o);
+  calculate_qparams(s, o);  // as the fused kernel does on every call, observing or not
   return detail::fake_quantize_per_tensor(x, s.scale.item<float>(), s.zero_point.item<int>(), qmin, qmax);
+}
+
+// The bits a role's integer range stands for.
+int64_t bits_of(Role role, int64_t qmax) {
+  int64_t bits = 0;
+  while ((int64_t{1} << bits) <= qmax) ++bits;
+  return role == Role::weight ? bits + 1 : bits;
+}
+
+// A state_dict saved with other bits (or role) would round to a grid the scales were not made for.
+void check_range(const FakeQuantState& s, const FakeQuantizeOptions& o, int64_t qmin, int64_t qmax) {
+  if (!s.quant_range.defined()) return;
+  const auto r = s.quant_range.to(torch::kCPU);
+  const int64_t lo = r[0].item<int64_t>(), hi = r[1].item<int64_t>();
+  TORCH_CHECK_VALUE(lo == qmin && hi == qmax, "fake quantiser: its state is for the integer range [", lo, ", ", hi,
+                    "] (", bits_of(o.role(), hi), " bits) but it was made for [", qmin, ", ", qmax, "] (", o.bits(),
+                    " bits): a state_dict or checkpoint saved with other quantization options was loaded. Fix: prepare "
+                    "the model with the options the state was saved with");
+}
+
+// LSQ's step: ATen's learnable kernels, the gradient to the scale scaled by 1 / sqrt(numel x qmax).
+torch::Tensor learned(const torch::Tensor& x, const FakeQuantState& s, int64_t qmin, int64_t qmax, bool per_channel) {
+  {
+    torch::NoGradGuard no_grad;
+    s.scale.clamp_min_(std::numeric_limits<float>::epsilon());  // as torch.ao: a step never reaches 0
+  }
+  const double grad_factor = 1.0 / std::sqrt(static_cast<double>(x.numel()) * static_cast<double>(qmax));
+  const auto zp = s.zero_point.to(torch::kFloat);
+  return per_channel ? at::_fake_quantize_learnable_per_channel_affine(x, s.scale, zp, 0, qmin, qmax, grad_factor)
+                     : at::_fake_quantize_learnable_per_tensor_affine(x, s.scale, zp, qmin, qmax, grad_factor);
 }
 
 }  // namespace
@@ -87,6 +118,7 @@ bool observed(const FakeQuantState& s) {
 void calculate_qparams(const FakeQuantState& state, const FakeQuantizeOptions& options) {
   torch::NoGradGuard no_grad;
   const auto [qmin, qmax] = integer_range(options.role(), options.bits());
+  check_range(state, options, qmin, qmax);
   const bool symmetric = options.role() == Role::weight;
   const auto lo = state.min_val.to(torch::kCPU).reshape({-1}), hi = state.max_val.to(torch::kCPU).reshape({-1});
   auto s = torch::empty({lo.numel()}, torch::kFloat);
@@ -102,18 +134,32 @@ void calculate_qparams(const FakeQuantState& state, const FakeQuantizeOptions& o
   state.zero_point.copy_(z.reshape(state.zero_point.sizes()));
 }
 
-torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& s, const FakeQuantizeOptions& o, bool training) {
+torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& state, const FakeQuantizeOptions& o,
+                            bool training) {
   TORCH_CHECK_VALUE(x.is_floating_point(), "fake_quantize: expects a floating tensor, got ", x.scalar_type());
   const auto [qmin, qmax] = integer_range(o.role(), o.bits());
+  check_range(state, o, qmin, qmax);
   const bool per_channel = o.role() == Role::weight;
-  TORCH_CHECK_VALUE(!per_channel || (x.dim() >= 1 && x.size(0) == s.scale.size(0)), "fake_quantize: the weight has ",
-                    x.dim() >= 1 ? x.size(0) : 0, " output channels but the quantiser was made for ", s.scale.size(0),
+  TORCH_CHECK_VALUE(!per_channel || (x.dim() >= 1 && x.size(0) == state.scale.size(0)), "fake_quantize: the weight has ",
+                    x.dim() >= 1 ? x.size(0) : 0, " output channels but the quantiser was made for ", state.scale.size(0),
                     ". Fix: prepare the model again after changing its layers outside the pruner");
   // Observers watch in training mode only, so evaluating a model never moves its ranges (calibration
   // puts the quantisers in training mode: calibration_mode()).
-  const bool observe = training && s.observer_enabled.item<int64_t>() != 0;
+  const bool observe = training && state.observer_enabled.item<int64_t>() != 0;
   // Nothing observed and nothing to observe with: there is no grid to round to yet.
-  if (!observe && !observed(s)) return x;
+  if (!observe && !observed(state)) return x;
+  if (o.learnable() && !observe) {
+    // The learned scale as it stands (ATen's fused kernel would set it from the range again).
+    if (state.fake_quant_enabled.item<int64_t>() == 0) return x;
+    if (training) return learned(x, state, qmin, qmax, per_channel);
+    const auto scale = state.scale.detach();
+    return per_channel ? at::fake_quantize_per_channel_affine(x, scale, state.zero_point, 0, qmin, qmax)
+                       : at::fake_quantize_per_tensor_affine(x, scale.item<double>(), state.zero_point.item<int64_t>(),
+                                                             qmin, qmax);
+  }
+  // Otherwise the observed range sets the scale: it is not differentiated.
+  auto s = state;
+  s.scale = state.scale.detach();
   if (!per_channel && detail::fast_fake_quantize_applies(x)) return per_tensor(x, s, o, qmin, qmax, observe);
   double averaging = o.averaging_constant();
   if (o.observer() != Observer::moving_average && observe) {
@@ -128,11 +174,10 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& s, con
     s.max_val.copy_(torch::where(s.max_val.isinf(), hi, torch::maximum(s.max_val, hi)));
     averaging = 0;
   }
-  auto state = s;  // handles to the same tensors: the kernel updates them in place
-  return at::fused_moving_avg_obs_fake_quant(x, observe ? state.observer_enabled : torch::zeros_like(state.observer_enabled),
-                                             state.fake_quant_enabled, state.min_val, state.max_val, state.scale,
-                                             state.zero_point, averaging, qmin, qmax, /*ch_axis=*/0, per_channel,
-                                             /*symmetric_quant=*/per_channel);
+  // s holds handles to the same tensors: the kernel updates them in place.
+  return at::fused_moving_avg_obs_fake_quant(x, observe ? s.observer_enabled : torch::zeros_like(s.observer_enabled),
+                                             s.fake_quant_enabled, s.min_val, s.max_val, s.scale, s.zero_point, averaging,
+                                             qmin, qmax, /*ch_axis=*/0, per_channel, /*symmetric_quant=*/per_channel);
 }
 
 torch::Tensor FakeQuantizeImpl::apply(const torch::Tensor& x) { return fake_quantize(x, state(), options_, is_training()); }
@@ -142,7 +187,7 @@ void FakeQuantizeImpl::calculate_qparams() { quant::calculate_qparams(state(), o
 bool FakeQuantizeImpl::observed() const { return quant::observed(state()); }
 
 FakeQuantState FakeQuantizeImpl::state() const {
-  return {scale, zero_point, min_val, max_val, observer_on_, fake_quant_on_};
+  return {scale, zero_point, min_val, max_val, observer_on_, fake_quant_on_, quant_range_};
 }
 
 void FakeQuantizeImpl::enable_observer(bool on) { observer_on_.fill_(on ? 1 : 0); }

@@ -41,6 +41,14 @@ void enable_fake_quant(torch::nn::Module& model, bool on) {
   for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) fq->enable_fake_quant(on);
 }
 
+std::vector<torch::Tensor> learnable_scales(torch::nn::Module& model) {
+  std::vector<torch::Tensor> out;
+  for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) {
+    if (fq->options().learnable()) out.push_back(fq->scale);
+  }
+  return out;
+}
+
 void calibration_mode(torch::nn::Module& model) {
   model.eval();
   for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) {
@@ -62,7 +70,8 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
                                                   .bits(options.bits())
                                                   .observer(options.observer())
                                                   .averaging_constant(options.averaging_constant())
-                                                  .percentile(options.percentile()),
+                                                  .percentile(options.percentile())
+                                                  .learnable(options.learnable_scales()),
                                               input);
   };
   Installs installs;
@@ -104,7 +113,9 @@ std::shared_ptr<FakeQuantizeImpl> ready(const Call& call, const std::string& nam
   TORCH_CHECK_VALUE(fq->observed(), "quant::convert: ", call.name, ".", name,
                     " has not observed any finite value, so it has no range. Fix: run calibration batches (or "
                     "train) with observers on before converting");
-  fq->calculate_qparams();  // a range observed with rounding off (calibration) has no parameters yet
+  // A range observed with rounding off (calibration) has no parameters yet; a learned scale (observer
+  // frozen) is kept as training left it.
+  if (!fq->options().learnable() || fq->observer_enabled()) fq->calculate_qparams();
   return fq;
 }
 

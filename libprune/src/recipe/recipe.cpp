@@ -5,6 +5,7 @@
 #include "schema.h"
 
 #include <cmath>
+#include <tuple>
 #include <sstream>
 
 namespace libprune::recipe {
@@ -86,12 +87,19 @@ void check_quantization(const Recipe& r, const std::string& source) {
     fail(source, "quantization.start_epoch", "must be below training.epochs (" + std::to_string(epochs) + "), got " +
          std::to_string(q.start_epoch()), "leave at least one epoch of QAT");
   }
-  for (const auto& [key, at] : {std::pair<const char*, int64_t>{"freeze_observers_epoch", q.freeze_observers_epoch()},
-                                {"freeze_bn_epoch", q.freeze_bn_epoch()}}) {
-    if (at != -1 && (at < q.start_epoch() || at >= epochs)) {
-      fail(source, std::string("quantization.") + key, "must be -1 or in [start_epoch, training.epochs), got " +
+  // Observers need an epoch to see the data before their ranges freeze; batch norms may freeze at once.
+  for (const auto& [key, at, first] :
+       {std::tuple<const char*, int64_t, int64_t>{"freeze_observers_epoch", q.freeze_observers_epoch(), q.start_epoch() + 1},
+        {"freeze_bn_epoch", q.freeze_bn_epoch(), q.start_epoch()}}) {
+    if (at != -1 && (at < first || at >= epochs)) {
+      fail(source, std::string("quantization.") + key, std::string("must be -1 or in ") +
+           (first > q.start_epoch() ? "(start_epoch" : "[start_epoch") + ", training.epochs), got " +
            std::to_string(at), "freeze during QAT, e.g. start_epoch + 1");
     }
+  }
+  if (r.quant.learnable_scales() && q.freeze_observers_epoch() == -1) {
+    fail(source, "quantization.learnable_scales", "learned scales start when the observers freeze, and "
+         "freeze_observers_epoch is -1 (never)", "set quantization.freeze_observers_epoch, e.g. start_epoch + 1");
   }
   // The pruned row is measured when QAT starts: after at least one epoch of fine-tuning past the last cut.
   for (size_t i = 0; i < r.pruning.size(); ++i) {

@@ -7,9 +7,27 @@ namespace libprune::train {
 QatCallback::QatCallback(quant::QuantOptions options, QatSchedule schedule, graph::Forward forward)
     : options_(std::move(options)), schedule_(schedule), forward_(std::move(forward)) {}
 
+namespace {
+
+// A parameter group for LSQ's scales: the optimizer's settings without weight decay (decay would pull
+// every step size toward zero, i.e. toward a finer grid than the values need).
+void add_scales(torch::optim::Optimizer& optimizer, std::vector<torch::Tensor> scales) {
+  if (scales.empty()) return;
+  auto options = optimizer.defaults().clone();
+  if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(options.get())) sgd->weight_decay(0);
+  if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(options.get())) adamw->weight_decay(0);
+  if (auto* adam = dynamic_cast<torch::optim::AdamOptions*>(options.get())) adam->weight_decay(0);
+  const double lr = optimizer.param_groups().front().options().get_lr();  // the schedule's current value
+  options->set_lr(lr);
+  optimizer.add_param_group(torch::optim::OptimizerParamGroup(std::move(scales), std::move(options)));
+}
+
+}  // namespace
+
 void QatCallback::install(Trainer& trainer) {
   if (quant::is_prepared(*trainer.model())) return;
   report_ = quant::prepare(*trainer.model(), forward_, options_);
+  add_scales(trainer.optimizer(), quant::learnable_scales(*trainer.model()));
 }
 
 void QatCallback::restore(Trainer& trainer, int64_t next_epoch) {

@@ -42,6 +42,11 @@ struct FakeQuantizeOptions {
   TORCH_ARG(Observer, observer) = Observer::moving_average;
   TORCH_ARG(double, averaging_constant) = 0.01;
   TORCH_ARG(double, percentile) = 99.99;
+  // LSQ (Esser et al. 2020): the scale is a parameter, learned by the optimizer once the observer is
+  // off (the observed range gives its first value), with the gradient scaled by 1 / sqrt(numel x qmax).
+  // The zero point stays the observed one. ATen's learnable fake-quantization kernels (torch.ao's
+  // _LearnableFakeQuantize) do the rounding and the gradients.
+  TORCH_ARG(bool, learnable) = false;
 };
 
 // The integer range of `bits` for a role: weights [-2^(b-1), 2^(b-1) - 1], activations [0, 2^b - 1].
@@ -50,12 +55,14 @@ std::pair<int64_t, int64_t> integer_range(Role role, int64_t bits);
 
 // A quantiser's state as tensors: a FakeQuantize's buffers, or a Python module's
 // (libprune.quantize.FakeQuantize). Per channel ([C]) for a weight, [1] for an activation (min_val
-// and max_val are 0-dim there, as in torch.ao).
+// and max_val are 0-dim there, as in torch.ao). quant_range ([qmin, qmax], optional) records the
+// integer range the state was made for, so a state_dict saved with other bits is caught when used.
 struct FakeQuantState {
-  torch::Tensor scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled;
+  torch::Tensor scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled, quant_range;
 };
 
-// One call of a quantiser on `x`: observes (when enabled and `training`) and rounds (when enabled).
+// One call of a quantiser on `x`: observes (when enabled and `training`) and rounds (when enabled);
+// with a learnable scale in training with the observer off, the scale gets a gradient.
 // The math behind FakeQuantize, and behind Python's libprune.quantize.FakeQuantize.
 torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& state, const FakeQuantizeOptions& options,
                            bool training);
@@ -93,7 +100,7 @@ class FakeQuantizeImpl : public nn::ExtensionImpl {
   int64_t quant_min() const { return qmin_; }
   int64_t quant_max() const { return qmax_; }
 
-  // The state (FakeQuantState), as buffers.
+  // The state (FakeQuantState), as buffers; `scale` is a parameter when the options make it learnable.
   torch::Tensor scale, zero_point, min_val, max_val;
   FakeQuantState state() const;
 
@@ -101,7 +108,7 @@ class FakeQuantizeImpl : public nn::ExtensionImpl {
   FakeQuantizeOptions options_;
   int input_;
   int64_t qmin_, qmax_;
-  torch::Tensor observer_on_, fake_quant_on_;
+  torch::Tensor observer_on_, fake_quant_on_, quant_range_;
 };
 TORCH_MODULE(FakeQuantize);
 

@@ -44,7 +44,10 @@ namespace libprune::quant {
   X("simulated_fold", bool, simulated_fold, false, nullptr,                                                            \
     "conv -> batch norm pairs train with torch.ao's simulated fold (weight x BN factor before rounding, output divided " \
     "back); per-channel symmetric weights round to the same integers without it, so by default convert folds and "      \
-    "QAT skips two passes per conv")
+    "QAT skips two passes per conv")                                                                                 \
+  X("learnable_scales", bool, learnable_scales, false, nullptr,                                                        \
+    "LSQ: each quantiser's scale becomes a parameter that the optimizer learns (no weight decay) once the observers "   \
+    "freeze; the observed range gives its first value and convert keeps the learned value")
 
 struct QuantOptions {
   QuantOptions() = default;
@@ -75,6 +78,9 @@ void enable_observers(torch::nn::Module& model, bool on);
 void calibration_mode(torch::nn::Module& model);
 // Turns the rounding on or off (off: the model computes in float; observers may still watch).
 void enable_fake_quant(torch::nn::Module& model, bool on);
+// The quantisers' learnable scales (learnable_scales), for an optimizer parameter group without
+// weight decay (train::QatCallback adds one).
+std::vector<torch::Tensor> learnable_scales(torch::nn::Module& model);
 // Whether the model has fake quantisers / int8 kernels installed.
 bool is_prepared(const torch::nn::Module& model);
 bool is_converted(const torch::nn::Module& model);

@@ -70,7 +70,7 @@ enum class QuantMode { None, Ptq, Qat };
     "qat: the epoch the fake quantisers go in; at or after every pruning stage's last cut (prune, then quantize)")      \
   X("freeze_observers_epoch", int64_t, freeze_observers_epoch, -1,                                                      \
     ::libprune::options::check::at_least<int64_t>(-1, "-1 never freezes"),                                             \
-    "qat: from this epoch the quantisers' ranges stay fixed (-1: never)")                                               \
+    "qat: from this epoch (after start_epoch) the quantisers' ranges stay fixed and learnable_scales learn (-1: never)") \
   X("freeze_bn_epoch", int64_t, freeze_bn_epoch, -1, ::libprune::options::check::at_least<int64_t>(-1, "-1 never freezes"),\
     "qat: from this epoch batch norms normalise with their running statistics and stop updating them (-1: never)")     \
   X("calibration_observer", ::libprune::quant::Observer, calibration_observer, ::libprune::quant::Observer::min_max,    \

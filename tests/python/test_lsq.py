@@ -1,0 +1,112 @@
+"""LSQ (learnable scales) and the integer-range check on the quantisers' state."""
+import pytest
+import torch
+import torchvision
+from torch.ao.quantization import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
+from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+
+import libprune
+import libprune.quantize as lq
+
+
+def _learning(ours, ref, scale, zero_point):
+    """Both quantisers with the same scale and zero point, learning (observer off)."""
+    ours.train()
+    ours.enable_observer(False)
+    with torch.no_grad():
+        ours.scale.copy_(scale)
+        ours.zero_point.copy_(zero_point)
+        ours.min_val.fill_(-1.0)  # observed: the grid exists
+        ours.max_val.fill_(1.0)
+    ref.enable_param_learning()
+    with torch.no_grad():
+        ref.scale.copy_(scale)
+        ref.zero_point.copy_(zero_point.float())
+
+
+@pytest.mark.parametrize("role", ["activation", "weight"])
+def test_learnable_scale_equals_torch_ao_learnable_fake_quantize(role):
+    g = torch.Generator().manual_seed(3)
+    if role == "weight":
+        ours = lq.FakeQuantize("weight", channels=5, learnable=True)
+        ref = _LearnableFakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
+                                     dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0, channel_len=5,
+                                     use_grad_scaling=True)
+        scale, zp, shape = torch.rand(5, generator=g) * 0.02 + 0.005, torch.zeros(5, dtype=torch.int32), (5, 3, 3, 3)
+    else:
+        ours = lq.FakeQuantize("activation", learnable=True)
+        ref = _LearnableFakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                     dtype=torch.quint8, use_grad_scaling=True)
+        scale, zp, shape = torch.tensor([0.011]), torch.tensor([37], dtype=torch.int32), (4, 6, 5, 5)
+    assert isinstance(ours.scale, torch.nn.Parameter)
+    _learning(ours, ref, scale, zp)
+    x = torch.randn(shape, generator=g) * 1.5
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = ours(a), ref(b)
+    assert torch.equal(ya, yb)
+    grad = torch.randn(shape, generator=g)
+    (ya * grad).sum().backward()
+    (yb * grad).sum().backward()
+    assert torch.equal(a.grad, b.grad)
+    assert ours.scale.grad is not None and ours.scale.grad.abs().sum() > 0
+    torch.testing.assert_close(ours.scale.grad, ref.scale.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_a_learnable_scale_follows_the_observer_until_it_freezes_then_learns():
+    q = lq.FakeQuantize("activation", learnable=True)
+    x = torch.randn(1000) * 3
+    q(x)
+    observed = q.scale.detach().clone()
+    assert observed.item() != 1.0 and q.scale.grad is None  # the observer set it; nothing to learn yet
+    q.enable_observer(False)
+    opt = torch.optim.SGD(lq_params := [q.scale], lr=0.01)
+    for _ in range(5):
+        opt.zero_grad()
+        ((q(x) - x * 0.5) ** 2).mean().backward()
+        opt.step()
+    assert lq_params[0].item() != observed.item()
+    q.eval()
+    before = q.scale.detach().clone()
+    q(x)  # evaluation neither observes nor moves the learned scale
+    assert torch.equal(q.scale.detach(), before)
+
+
+def test_prepare_qat_with_learnable_scales_trains_and_prunes_with_the_optimizer_state():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    lq.prepare_qat(model, x[:1], learnable_scales=True)
+    scales = lq.learnable_scales(model)
+    assert len(scales) == 2 * 21 and all(isinstance(s, torch.nn.Parameter) for s in scales)
+    weights = [p for p in model.parameters() if all(p is not s for s in scales)]
+    opt = torch.optim.SGD([{"params": weights}, {"params": scales, "weight_decay": 0}], lr=0.01, momentum=0.9)
+    model.train()
+    for step in range(3):
+        if step == 1:
+            lq.enable_observers(model, False)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    wq = model.layer1[0].conv1.weight_fake_quant
+    assert wq.scale.grad is not None and "momentum_buffer" in opt.state[wq.scale]
+    momentum = opt.state[wq.scale]["momentum_buffer"].clone()
+    kept_before = wq.scale.detach().clone()
+    plan = libprune.prune(model, x[:1], ratio=0.5, ignored_layers=[model.fc], optimizer=opt)
+    conv = model.layer1[0].conv1
+    assert 0 < conv.weight.shape[0] < 64
+    kept = {name: idx for name, dim, _, idx in plan.cuts if dim == 0}
+    assert "layer1.0.conv1.weight_fake_quant.scale" in kept  # cut as a member of its layer's group
+    kept = kept["layer1.0.conv1.weight"]
+    assert torch.equal(wq.scale.detach(), kept_before[kept])
+    assert torch.equal(opt.state[wq.scale]["momentum_buffer"], momentum[kept])
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+
+
+def test_a_state_dict_saved_with_other_bits_is_refused_when_used():
+    four, eight = lq.FakeQuantize("activation", bits=4), lq.FakeQuantize("activation", bits=8)
+    four(torch.randn(100))
+    eight.load_state_dict(four.state_dict())
+    with pytest.raises(ValueError, match=r"\[0, 15\] \(4 bits\) but it was made for \[0, 255\] \(8 bits\)"):
+        eight(torch.randn(100))
+    with pytest.raises(ValueError, match="other quantization options"):
+        eight.calculate_qparams()
