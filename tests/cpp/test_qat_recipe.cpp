@@ -24,7 +24,7 @@ std::string hybrid_recipe(const test::TempDir& dir) {
     "pruning": [{"importance": "l2", "schedule": {"kind": "agp", "start_epoch": 1, "end_epoch": 2}, "ratio": 0.5,
                  "ignored_layers": ["fc"], "round_to": 8}],
     "quantization": {"mode": "qat", "start_epoch": 3, "freeze_observers_epoch": 4, "freeze_bn_epoch": 4,
-                     "calibration_batches": 2},
+                     "calibration_batches": 2, "simulate_bits": 4},
     "report": {"latency_runs": 2, "latency_warmup": 1, "latency_threads": 1},
     "output_dir": ")" + dir.file("out") + R"("})";
   return path;
@@ -51,8 +51,14 @@ TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT s
   CHECK(s["quantization"] == "qat");
   std::vector<std::string> keys, labels;
   for (const auto& r : s["rows"]) keys.push_back(r["row"]), labels.push_back(r["label"]);
-  CHECK(keys == std::vector<std::string>{"dense", "pruned", "int8", "pruned_int8", "pruned_int8_ptq"});
-  CHECK(labels == std::vector<std::string>{"dense", "pruned", "int8 (PTQ)", "pruned+int8 (QAT)", "pruned+int8 (PTQ)"});
+  CHECK(keys == std::vector<std::string>{"dense", "pruned", "int8", "pruned_int8", "pruned_int8_ptq", "pruned_lowbit"});
+  CHECK(labels == std::vector<std::string>{"dense", "pruned", "int8 (PTQ)", "pruned+int8 (QAT)", "pruned+int8 (PTQ)",
+                                           "pruned+int4 (simulated QAT)"});
+  // The simulated 4-bit row: an accuracy of the pruned architecture, no file, no latency.
+  CHECK(s["pruned_lowbit"]["bits"] == 4);
+  CHECK(s["pruned_lowbit"]["params"] == s["pruned"]["params"]);
+  CHECK(s["pruned_lowbit"]["accuracy"].get<double>() > 0);
+  CHECK_FALSE(s["pruned_lowbit"].contains("size_bytes"));
   // int8 rows keep their float row's architecture and are about 4x smaller on file.
   CHECK(s["pruned_int8"]["params"] == s["pruned"]["params"]);
   CHECK(s["int8"]["macs"] == s["dense"]["macs"]);
@@ -74,9 +80,9 @@ TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT s
   const auto b = run(path, {"output_dir=" + dir.file("b")}, 0, true);
   REQUIRE(b.completed);
   const auto t = json::parse(b.summary_json);
-  for (const char* key : {"dense", "pruned", "int8", "pruned_int8", "pruned_int8_ptq"}) {
+  for (const char* key : {"dense", "pruned", "int8", "pruned_int8", "pruned_int8_ptq", "pruned_lowbit"}) {
     CHECK(t[key]["accuracy"] == s[key]["accuracy"]);
-    CHECK(t[key]["size_bytes"] == s[key]["size_bytes"]);
+    CHECK(t[key].value("size_bytes", 0.0) == s[key].value("size_bytes", 0.0));
   }
 }
 
@@ -106,7 +112,7 @@ TEST_CASE("runner: LSQ scales join the optimizer when QAT starts; killed while t
 TEST_CASE("runner: post-training quantization without pruning reports dense and int8 only", "[quant]") {
   test::TempDir dir("ptq_recipe");
   const auto path = hybrid_recipe(dir);
-  const auto r = run(path, {"pruning=[]", "quantization.mode=ptq", "training.epochs=1",
+  const auto r = run(path, {"pruning=[]", "quantization.mode=ptq", "training.epochs=1", "quantization.simulate_bits=0",
                             "quantization.calibration_observer=percentile"});
   REQUIRE(r.completed);
   const auto s = json::parse(r.summary_json);
@@ -134,6 +140,10 @@ TEST_CASE("recipes: the quantization section's bad values name the key and the f
   CHECK_THAT(msg({"quantization.mode=int4"}), Catch::Contains("quantization.mode") && Catch::Contains("qat"));
   CHECK_THAT(msg({"quantization.observer=histogram"}), Catch::Contains("min_max") && Catch::Contains("percentile"));
   CHECK_THAT(msg({"quantization.percentile=40"}), Catch::Contains("at quantization.percentile"));
+  CHECK_THAT(msg({"quantization.simulate_bits=8"}),
+             Catch::Contains("at quantization.simulate_bits") && Catch::Contains("2 to 7 bits, got 8"));
+  CHECK_THAT(msg({"quantization.mode=ptq", "training.epochs=1", "pruning=[]"}),
+             Catch::Contains("simulate_bits") && Catch::Contains("mode ptq"));
   CHECK_THAT(msg({"quantization.learnable_scales=true", "quantization.freeze_observers_epoch=-1"}),
              Catch::Contains("at quantization.learnable_scales") && Catch::Contains("freeze_observers_epoch"));
   // Off by default: a recipe without the section loads with mode none.

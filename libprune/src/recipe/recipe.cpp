@@ -81,6 +81,12 @@ void check_quantization(const Recipe& r, const std::string& source) {
            "use 8 (simulated 2 to 7 bits are for quant::prepare from C++ or Python)");
     }
   }
+  if (q.simulate_bits() != 0 && (q.mode() != QuantMode::Qat || q.simulate_bits() < 2 || q.simulate_bits() > 7)) {
+    fail(source, "quantization.simulate_bits",
+         "a simulated low-bit row needs mode qat and 2 to 7 bits, got " + std::to_string(q.simulate_bits()) + " with mode " +
+             options::name_of(q.mode()),
+         "set quantization.mode to qat and simulate_bits to e.g. 4, or 0 for no such row");
+  }
   if (q.mode() != QuantMode::Qat) return;
   const int64_t epochs = r.training.epochs();
   if (q.start_epoch() >= epochs) {

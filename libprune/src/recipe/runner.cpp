@@ -76,6 +76,9 @@ void build(Run& run) {
   quant.calibration_batches = r.quantization.calibration_batches();
   quant.calibration_observer = r.quantization.calibration_observer();
   quant.engine = r.quantization.engine();
+  quant.simulate_bits = r.quantization.simulate_bits();
+  quant.simulate_epochs = r.quantization.simulate_epochs();
+  quant.qat_start_epoch = r.quantization.start_epoch();
   run.comparison = std::make_unique<report::detail::Comparison>(
       *run.trainer, [name, model_options] { return models::create(name, model_options); }, r.report, run.plans,
       !r.pruning.empty(), quant);

@@ -4,6 +4,7 @@
 #include "libprune/measure/count_ops.h"
 #include "libprune/measure/latency.h"
 #include "libprune/nn/memory_format.h"
+#include "libprune/train/qat_callback.h"
 
 #include <algorithm>
 
@@ -15,7 +16,8 @@ const std::vector<std::pair<std::string, std::string>>& known_rows() {
   static const std::vector<std::pair<std::string, std::string>> rows{
       {"dense", "dense"},           {"pruned", "pruned"},
       {"int8", "int8"},             {"pruned_int8", "pruned+int8"},
-      {"int8_ptq", "int8 (PTQ)"},   {"pruned_int8_ptq", "pruned+int8 (PTQ)"}};
+      {"int8_ptq", "int8 (PTQ)"},   {"pruned_int8_ptq", "pruned+int8 (PTQ)"},
+      {"lowbit", "int"},            {"pruned_lowbit", "pruned+int"}};  // + "<bits> (simulated QAT)"
   return rows;
 }
 
@@ -132,6 +134,27 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
   r.model = timed ? net : nullptr;
 }
 
+// The QAT model's float weights trained on at simulate_bits (fake-quantised from a fresh observation)
+// for simulate_epochs (the LR schedule again, from the LR the run's QAT started with), evaluated fake-quantised: what the
+// same pipeline would reach at fewer bits, where no int8 kernel runs.
+void Comparison::simulated_row(const std::string& float_key) {
+  auto net = copy(trainer_.model(), true);
+  auto options = trainer_.options();
+  options.epochs(quant_.simulate_epochs).progress(false).restarts(train::Epochs{}).warmup_epochs(0.0);
+  options.lr(trainer_.lr_at(static_cast<double>(quant_.qat_start_epoch)));
+  train::Trainer simulated(net, trainer_.train_data(), trainer_.eval_data(), options);
+  auto qat = std::make_shared<train::QatCallback>(quant::QuantOptions(quant_.options).bits(quant_.simulate_bits),
+                                                  train::QatSchedule(), example_forward(net));
+  qat->verbose = false;
+  simulated.add_callback(qat);
+  simulated.fit();
+  auto& r = row(prunes_ ? "pruned_lowbit" : "lowbit");
+  const json& f = figures(float_key);
+  r.figures = {{"accuracy", simulated.history().back().top1}, {"top5", simulated.history().back().top5},
+               {"bits", quant_.simulate_bits}, {"epochs", quant_.simulate_epochs},
+               {"params", f.value("params", int64_t{0})}, {"macs", f.value("macs", int64_t{0})}};
+}
+
 void Comparison::record_dense() {
   if (has("dense")) return;
   const auto model = copy(trainer_.model(), true);
@@ -174,6 +197,7 @@ void Comparison::finish() {
   const std::string float_key = prunes_ ? "pruned" : "dense";
   if (quant_.mode == QuantPlan::Mode::ptq) ptq_row(trainer_.model(), true, final_key(), float_key, true);
   if (quant_.mode == QuantPlan::Mode::qat) {
+    if (quant_.simulate_bits > 0) simulated_row(float_key);
     auto model = trainer_.model();
     const auto simulated = logits(model);
     quant::convert(*model, example_forward(model), quant::ConvertOptions().engine(quant_.engine));
@@ -190,7 +214,7 @@ void Comparison::finish() {
   }
   // Rows restored from a checkpoint have figures, not weights: their architecture is timed.
   for (auto& r : rows_) {
-    if (r.model || r.key.find("_ptq") != std::string::npos) continue;
+    if (r.model || r.key.find("_ptq") != std::string::npos || r.key.find("lowbit") != std::string::npos) continue;
     if (r.key == "dense") r.model = build_();
     if (r.key == "pruned") r.model = copy(trainer_.model(), true);
     if (r.key == "int8") {
@@ -214,6 +238,7 @@ void Comparison::finish() {
   for (auto& r : rows_) {
     if (r.key == final_key() && quant_.mode != QuantPlan::Mode::none) final_int8_ = r.model;
     r.label = known_rows()[order_of(r.key)].second;
+    if (r.key.find("lowbit") != std::string::npos) r.label += std::to_string(quant_.simulate_bits) + " (simulated QAT)";
     if (r.key == final_key() && quant_.mode == QuantPlan::Mode::qat) r.label += " (QAT)";
     if (r.key == "int8" && prunes_ && quant_.mode != QuantPlan::Mode::none) r.label += " (PTQ)";
     if (r.key == final_key() && quant_.mode == QuantPlan::Mode::ptq) r.label += " (PTQ)";

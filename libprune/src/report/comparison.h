@@ -28,6 +28,8 @@ struct QuantPlan {
   int64_t calibration_batches = 16;
   quant::Observer calibration_observer = quant::Observer::min_max;
   std::string engine = "onednn";
+  int64_t simulate_bits = 0, simulate_epochs = 1;  // the simulated low-bit QAT row (0: none)
+  int64_t qat_start_epoch = 0;
 };
 
 struct Row {
@@ -45,6 +47,8 @@ class Comparison {
   void record_dense();
   // The pruned float figures and a copy; once, when QAT starts.
   void record_pruned();
+  // The simulated low-bit QAT row (QuantPlan::simulate_bits), from the QAT model, before it converts.
+  void simulated_row(const std::string& float_key);
   // The figures measured so far (a checkpoint keeps them) and their restore on resume.
   json saved() const;
   void restore(const json& saved);

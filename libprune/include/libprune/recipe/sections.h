@@ -82,7 +82,12 @@ enum class QuantMode { None, Ptq, Qat };
     (::libprune::options::check::OneOf{[] { return std::vector<std::string>{"onednn", "qnnpack"}; }, "engine"}),        \
     "int8 kernels: onednn (x86) or qnnpack (ARM); it must be built into LibTorch")                                     \
   X("compare", bool, compare, true, nullptr,                                                                            \
-    "also report the dense model and the pruned model each converted by PTQ (the int8 row and a PTQ row)")
+    "also report the dense model and the pruned model each converted by PTQ (the int8 row and a PTQ row)")            \
+  X("simulate_bits", int64_t, simulate_bits, 0, ::libprune::options::check::at_least<int64_t>(0, "0 (off) or 2 to 7"), \
+    "qat: also report a simulated low-bit row (e.g. 4): the QAT model trained on at these bits for simulate_epochs "    \
+    "and evaluated fake-quantised (no kernels convert below 8 bits; accuracy only)")                                   \
+  X("simulate_epochs", int64_t, simulate_epochs, 1, ::libprune::options::check::at_least<int64_t>(1, "e.g. 1"),        \
+    "qat: epochs of low-bit QAT for the simulate_bits row, starting from the 8-bit QAT weights")
 
 std::vector<std::string> model_names();
 

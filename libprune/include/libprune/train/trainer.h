@@ -54,6 +54,8 @@ class Trainer {
   double lr_at(double epoch) const;
 
   models::ModelPtr model() const { return model_; }
+  std::shared_ptr<data::Dataset> train_data() const { return train_; }
+  std::shared_ptr<data::Dataset> eval_data() const { return eval_; }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   const TrainOptions& options() const { return options_; }
   torch::Device device() const { return device_; }
