@@ -11,7 +11,8 @@ from one forward pass, as in C++: conv or linear (-> batch norm) (-> ReLU) is a 
 rounded per output channel and whose output is rounded once, after the ReLU. Parameter names do not
 change (torch.ao's FX rewrite renames them, which breaks name-based pruning plans), so a model can be
 pruned with libprune after prepare_qat: the per-channel quantiser state is cut with its channels.
-Converting a Python model to int8 kernels is not offered yet; C++ models convert (quant::convert).
+convert() then runs each unit on oneDNN's int8 kernels (torch.ops.quantized) with exactly the
+scales and zero points training used, the batch norm folded by the C++ core (quant::int8_weight).
 """
 import types
 
@@ -95,6 +96,10 @@ def _round_output(module, inputs, output):
     return module.output_fake_quant(output)
 
 
+def _round_input(module, inputs):
+    return (module.input_fake_quant(inputs[0]),) + tuple(inputs[1:])
+
+
 def _calls(model, example_inputs):
     """(name, module, names of the calls it read from) of every leaf module call, in order. A call
     that returns its input (an in-place ReLU) becomes that tensor's producer for later readers."""
@@ -118,7 +123,8 @@ def _calls(model, example_inputs):
 
 
 def _units(calls):
-    """conv/linear (-> batch norm) (-> ReLU), each layer called once: [(layer name, end name)]."""
+    """conv/linear (-> batch norm) (-> ReLU), each layer called once: [(layer, norm, relu, end, sources)],
+    names (norm and relu None when absent; end the last of them), sources: the calls the layer read."""
     readers, uses, modules = {}, {}, {}
     for name, m, sources in calls:
         uses[name] = uses.get(name, 0) + 1
@@ -126,15 +132,18 @@ def _units(calls):
         for src in sources:
             readers.setdefault(src, []).append(name)
     units = []
-    for name, m, _ in calls:
+    for name, m, sources in calls:
         if not isinstance(m, _WEIGHTED) or uses[name] != 1:
             continue
-        end = name
+        end, found = name, []
         for kinds in (_NORMS, _ACTIVATIONS):
             nxt = readers.get(end, [])
             if len(nxt) == 1 and isinstance(modules[nxt[0]], kinds) and uses[nxt[0]] == 1:
                 end = nxt[0]
-        units.append((name, end))
+                found.append(end)
+            else:
+                found.append(None)
+        units.append((name, found[0], found[1], end, sources))
     return units
 
 
@@ -150,20 +159,27 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     """
     _model.check_module(model, "prepare_qat")
     opts = _libprune._quant_options(**options)
-    if any(isinstance(m, FakeQuantize) for m in model.modules()):
+    if any(isinstance(m, FakeQuantize) for m in model.modules()) or hasattr(model, "_libprune_qat"):
         raise ValueError("prepare_qat: the model already has fake quantisers. Fix: prepare a model once")
     modules = dict(model.named_modules())
     units = _units(_calls(model, example_inputs))
     kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant,
               percentile=opts.percentile, learnable=opts.learnable_scales)
-    for layer, end in units:
+    ends = {u[3] for u in units}
+    hooks = []
+    for layer, _, _, end, sources in units:
         m = modules[layer]
         m.add_module("weight_fake_quant", FakeQuantize("weight", m.weight.shape[0], **kw))
         m.forward = types.MethodType(_weighted_forward, m)
+        if not sources or any(s not in ends for s in sources):
+            # Its input is not another unit's rounded output: rounded here, so int8 has its grid.
+            m.add_module("input_fake_quant", FakeQuantize("activation", 1, **kw))
+            hooks.append(m.register_forward_pre_hook(_round_input))
         e = modules[end]
         e.add_module("output_fake_quant", FakeQuantize("activation", 1, **kw))
-        e.register_forward_hook(_round_output)
-    return [f"{layer} -> {end}" if end != layer else layer for layer, end in units]
+        hooks.append(e.register_forward_hook(_round_output))
+    model._libprune_qat = {"units": units, "hooks": hooks}
+    return [f"{layer} -> {end}" if end != layer else layer for layer, _, _, end, _ in units]
 
 
 def quantisers(model: torch.nn.Module) -> list:
@@ -217,3 +233,109 @@ def calibrate(model: torch.nn.Module, batches) -> None:
         q.calculate_qparams()
         q.enable_fake_quant(True)
         q.enable_observer(False)
+
+
+def _qparams(q):
+    """A quantiser's (scale, zero point) as convert uses them: from its range, or as LSQ learned them."""
+    if not (q.learnable and not bool(q.observer_enabled.item())):
+        q.calculate_qparams()
+    return float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
+
+
+def _int8_unit(m, norm, relu, in_q, out_q):
+    """The packed int8 weight and the forward that replaces `m`'s (float in, float out)."""
+    weight_scale = m.weight_fake_quant
+    if not (weight_scale.learnable and not bool(weight_scale.observer_enabled.item())):
+        weight_scale.calculate_qparams()
+    bias = m.bias.detach() if m.bias is not None else torch.zeros(m.weight.shape[0])
+    factor = None
+    if norm is not None:
+        gamma = norm.weight.detach() if norm.weight is not None else torch.ones_like(norm.running_var)
+        beta = norm.bias.detach() if norm.bias is not None else torch.zeros_like(norm.running_var)
+        factor = gamma / torch.sqrt(norm.running_var + norm.eps)
+        bias = (bias - norm.running_mean) * factor + beta
+    qweight = _libprune._int8_weight(m.weight.detach(), weight_scale.scale.detach(), factor)
+    (in_scale, in_zp), (out_scale, out_zp) = in_q, out_q
+    ops = torch.ops.quantized
+    if isinstance(m, torch.nn.Linear):
+        packed = ops.linear_prepack(qweight, bias)
+        op = ops.linear_relu if relu is not None else ops.linear
+    else:
+        packed = ops.conv2d_prepack(qweight, bias, list(m.stride), list(m.padding), list(m.dilation), m.groups)
+        op = ops.conv2d_relu if relu is not None else ops.conv2d
+
+    def forward(self, x):
+        q = torch.quantize_per_tensor(x, in_scale, in_zp, torch.quint8)
+        return op(q, packed, out_scale, out_zp).dequantize()
+    return packed, forward
+
+
+def _unit_reason(m):
+    if isinstance(m, torch.nn.Linear):
+        return None
+    if not isinstance(m, torch.nn.Conv2d):
+        return f"{type(m).__name__} has no int8 kernel here (Conv2d and Linear do)"
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return f"padding {m.padding!r} / padding_mode {m.padding_mode!r}: the int8 conv takes zero padding by numbers"
+    return None
+
+
+def convert(model: torch.nn.Module, engine: str = "onednn") -> dict:
+    """Replaces a prepared, trained or calibrated model's units with int8 kernels, in place.
+
+    Each conv2d/linear (-> batch norm) (-> ReLU) unit runs as one int8 op (ReLU fused, batch norm
+    folded) with the scales and zero points its quantisers hold; its float input is rounded to the
+    grid QAT rounded it to and its output leaves as float, so everything between units (residual
+    adds, pooling) runs as it did. Returns {"quantized": [...], "skipped": ["name: why", ...]}.
+    Raises, changing nothing, when the model was not prepared, a quantiser saw nothing, bits are not
+    8, or the engine is not built in.
+    """
+    state = getattr(model, "_libprune_qat", None)
+    if state is None or state.get("converted"):
+        raise ValueError("convert: the model has no fake quantisers" + (" (it is already converted)" if state else "")
+                         + ". Fix: libprune.quantize.prepare_qat(model, x), then train or calibrate, then convert")
+    if engine not in torch.backends.quantized.supported_engines:
+        raise ValueError(f"convert: engine {engine!r} is not built into this torch; built in: "
+                         f"{', '.join(e for e in torch.backends.quantized.supported_engines if e != 'none')}. "
+                         "Fix: engine=\"onednn\" on x86, \"qnnpack\" on ARM")
+    quantisers_ = quantisers(model)
+    for name, q in quantisers_:
+        if q.bits != 8:
+            raise ValueError(f"convert: {name} simulates {q.bits} bits; only 8 bits convert to int8 kernels. "
+                             "Fix: prepare_qat(..., bits=8)")
+        if not bool(torch.isfinite(q.min_val).all()):
+            raise ValueError(f"convert: {name} has not observed any finite value, so it has no range. Fix: calibrate "
+                             "(or train) with observers on before converting")
+    torch.backends.quantized.engine = engine
+    modules = dict(model.named_modules())
+    plans: list = []
+    report: dict = {"quantized": [], "skipped": []}
+    with torch.no_grad():
+        for layer, norm, relu, end, sources in state["units"]:
+            m = modules[layer]
+            reason = _unit_reason(m)
+            if reason:
+                report["skipped"].append(f"{layer}: {reason}")
+                plans.append((m, [], None, None))  # back to its own float forward
+                continue
+            in_q = m.input_fake_quant if hasattr(m, "input_fake_quant") else modules[sources[0]].output_fake_quant
+            packed, forward = _int8_unit(m, modules[norm] if norm else None, relu, _qparams(in_q),
+                                         _qparams(modules[end].output_fake_quant))
+            plans.append((m, [modules[n] for n in (norm, relu) if n], packed, forward))
+            report["quantized"].append(" + ".join(n for n in (layer, norm, relu) if n))
+    # Everything is computed: now the model changes.
+    for h in state["hooks"]:
+        h.remove()
+    for m, fused, packed, forward in plans:
+        if forward is None:
+            del m.forward
+            continue
+        m._int8_packed = packed
+        m.forward = types.MethodType(forward, m)
+        for f in fused:
+            f.forward = types.MethodType(lambda self, x: x, f)
+    for name, _ in quantisers_:
+        owner, _, attr = name.rpartition(".")
+        delattr(modules[owner] if owner else model, attr)
+    state["converted"] = True
+    return report

@@ -59,6 +59,12 @@ void bind_quant(py::module_& m) {
       py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("quant_range"),
       py::arg("role"), py::arg("bits"));
   m.def(
+      "_int8_weight",
+      [](const torch::Tensor& weight, const torch::Tensor& scale, const std::optional<torch::Tensor>& factor) {
+        return quant::int8_weight(weight, scale, factor.value_or(torch::Tensor()), false);
+      },
+      py::arg("weight"), py::arg("scale"), py::arg("factor") = py::none());
+  m.def(
       "_integer_range", [](const std::string& role, int64_t bits) { return quant::integer_range(role_of(role), bits); },
       py::arg("role"), py::arg("bits"));
 }

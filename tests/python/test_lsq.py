@@ -77,7 +77,9 @@ def test_prepare_qat_with_learnable_scales_trains_and_prunes_with_the_optimizer_
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     lq.prepare_qat(model, x[:1], learnable_scales=True)
     scales = lq.learnable_scales(model)
-    assert len(scales) == 2 * 21 and all(isinstance(s, torch.nn.Parameter) for s in scales)
+    # Each unit's weight and output; every unit's input too (no torchvision ResNet unit reads another's
+    # rounded output directly: the ReLU modules are reused, the adds are functional).
+    assert len(scales) == 3 * 21 and all(isinstance(s, torch.nn.Parameter) for s in scales)
     weights = [p for p in model.parameters() if all(p is not s for s in scales)]
     opt = torch.optim.SGD([{"params": weights}, {"params": scales, "weight_decay": 0}], lr=0.01, momentum=0.9)
     model.train()
@@ -110,3 +112,75 @@ def test_a_state_dict_saved_with_other_bits_is_refused_when_used():
         eight(torch.randn(100))
     with pytest.raises(ValueError, match="other quantization options"):
         eight.calculate_qparams()
+
+
+def _small_cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.BatchNorm2d(32),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10))
+
+
+def _settled(model, x):
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)  # batch-norm statistics unlike their initial ones
+    model.eval()
+    return model
+
+
+def test_convert_runs_int8_kernels_that_compute_what_the_fake_quantised_model_does():
+    x = torch.randn(64, 3, 16, 16)
+    model = _settled(_small_cnn(), x)
+    units = lq.prepare_qat(model, x[:1])
+    assert units == ["0 -> 2", "3 -> 5", "6 -> 7", "10"]
+    lq.calibrate(model, [x[:32], x[32:]])
+    captured = {}
+    hook = model[5].register_forward_hook(lambda m, i, o: captured.__setitem__("simulated", o.detach()))
+    with torch.no_grad():
+        simulated = model(x)
+    hook.remove()
+    step = float(model[5].output_fake_quant.scale)
+    report = lq.convert(model)
+    assert report == {"quantized": ["0 + 1 + 2", "3 + 4 + 5", "6 + 7", "10"], "skipped": []}
+    assert not lq.quantisers(model) and not any("fake_quant" in k for k in model.state_dict())
+    hook = model[5].register_forward_hook(lambda m, i, o: captured.__setitem__("int8", o.detach()))
+    with torch.no_grad():
+        int8 = model(x)
+    hook.remove()
+    # Per unit: the int8 kernel's output is on the trained grid, within one step of the simulation.
+    assert (captured["int8"] - captured["simulated"]).abs().max() <= step * 1.001
+    assert (captured["int8"] - captured["simulated"]).abs().gt(step * 0.5).float().mean() < 0.01
+    agree = (int8.argmax(1) == simulated.argmax(1)).float().mean()
+    cos = torch.nn.functional.cosine_similarity(int8, simulated, dim=1).mean()
+    assert agree >= 0.95 and cos > 0.999, (agree, cos)
+    with pytest.raises(ValueError, match="already converted"):
+        lq.convert(model)
+
+
+def test_convert_bad_input_names_the_fix_and_leaves_the_model():
+    x = torch.randn(8, 3, 16, 16)
+    model = _settled(_small_cnn(), x)
+    with pytest.raises(ValueError, match="prepare_qat"):
+        lq.convert(model)
+    lq.prepare_qat(model, x[:1])
+    with pytest.raises(ValueError, match="has not observed any finite value"):
+        lq.convert(model)
+    lq.calibrate(model, [x])
+    with pytest.raises(ValueError, match="'int4cpu' is not built into this torch"):
+        lq.convert(model, engine="int4cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        y = model(x)
+    assert len(lq.quantisers(model)) == 2 * 4 + 2  # each unit's weight and output; the inputs of 0 and 10
+    with torch.no_grad():
+        assert torch.equal(model(x), y)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    low = _settled(_small_cnn(), x)
+    lq.prepare_qat(low, x[:1], bits=4)
+    lq.calibrate(low, [x])
+    with pytest.raises(ValueError, match="simulates 4 bits"):
+        lq.convert(low)

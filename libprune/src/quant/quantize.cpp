@@ -121,33 +121,45 @@ std::shared_ptr<FakeQuantizeImpl> ready(const Call& call, const std::string& nam
 
 QParams qparams(const FakeQuantizeImpl& fq) { return {fq.scale.item<double>(), fq.zero_point.item<int64_t>()}; }
 
-// The layer's weight as the int8 kernel takes it: with the batch norm folded in, quantised per
-// channel to the grid its quantiser trained; and the folded float bias.
-//
+}  // namespace
+
 // With the simulated fold the quantiser watched weight x factor, so its scales are the folded
 // weight's. Without it, it watched the weight itself: folding multiplies channel c by f_c, and a
 // per-channel symmetric grid scales with it (scale s_c |f_c|), so round(w f_c / (s_c |f_c|)) is
 // the trained integer (sign-flipped where f_c < 0). A channel whose factor is near zero outputs its
 // bias whatever its weight; it keeps s_c, so nothing is divided by zero.
+torch::Tensor int8_weight(const torch::Tensor& weight, const torch::Tensor& scale, const torch::Tensor& factor,
+                          bool simulated_fold) {
+  torch::NoGradGuard no_grad;
+  auto w = weight.detach();
+  auto s = scale.detach().to(torch::kDouble);
+  TORCH_CHECK_VALUE(w.dim() >= 1 && s.numel() == w.size(0), "int8_weight: ", s.numel(), " scales for a weight with ",
+                    w.dim() >= 1 ? w.size(0) : 0, " output channels. Fix: pass the weight quantiser's scale");
+  if (factor.defined()) {
+    w = nn::scale_output_channels(w, factor);
+    if (!simulated_fold) {
+      const auto f = factor.detach().abs().to(torch::kDouble);
+      s = torch::where(f < 1e-6, s, s * f);
+    }
+  }
+  return at::quantize_per_channel(w.contiguous(), s, torch::zeros({s.numel()}, torch::kLong), 0, torch::kQInt8);
+}
+
+namespace {
+
+// The layer's weight as the int8 kernel takes it (int8_weight) and the folded float bias.
 std::pair<torch::Tensor, torch::Tensor> folded_qweight_and_bias(const Placement& p, const detail::Unit& u,
                                                                 const FakeQuantizeImpl& wfq) {
   const auto& layer = *p.calls[u.layer].module;
-  auto weight = layer.named_parameters(false)["weight"].detach();
   const auto* b = layer.named_parameters(false).find("bias");
-  torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor();
-  auto scale = wfq.scale.to(torch::kDouble);
+  torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor(), factor;
   if (u.norm) {
     const auto& norm = *p.calls[*u.norm].module;
-    const auto factor = nn::batchnorm_factor(norm);
-    weight = nn::scale_output_channels(weight, factor);
+    factor = nn::batchnorm_factor(norm);
     bias = nn::folded_bias(bias, norm);
-    if (!nn::extension(layer, kSimulatedFold)) {
-      const auto f = factor.abs().to(torch::kDouble);
-      scale = torch::where(f < 1e-6, scale, scale * f);
-    }
   }
-  const auto qweight = at::quantize_per_channel(weight.contiguous(), scale, wfq.zero_point.to(torch::kLong), 0, torch::kQInt8);
-  return {qweight, bias};
+  return {int8_weight(layer.named_parameters(false)["weight"], wfq.scale, factor, nn::extension(layer, kSimulatedFold) != nullptr),
+          bias};
 }
 
 struct KernelPlan {

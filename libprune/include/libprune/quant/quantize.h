@@ -98,6 +98,13 @@ struct ConvertOptions {
 // the engine is not built in.
 Report convert(torch::nn::Module& model, const graph::Forward& forward, const ConvertOptions& options = {});
 
+// A conv's or linear's weight as its int8 kernel takes it: per-channel qint8 (zero points 0) on the
+// grid its quantiser trained (`scale`, per output channel), with the following batch norm's factor
+// gamma / sqrt(var + eps) folded in when `factor` is defined. Without the simulated fold the
+// quantiser watched the unfolded weight, and the folded grid is scale x |factor|. Python's convert uses it.
+torch::Tensor int8_weight(const torch::Tensor& weight, const torch::Tensor& scale, const torch::Tensor& factor,
+                          bool simulated_fold);
+
 // Packs the int8 weights again and reads the kernels' quantization parameters from their buffers
 // (after a state_dict load). oneDNN caches compiled kernels per packed weight, input shape and
 // thread count, so time each shape and thread count on fresh packs (measure/latency does).
