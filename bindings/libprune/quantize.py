@@ -258,16 +258,24 @@ def _int8_unit(m, norm, relu, in_q, out_q):
     (in_scale, in_zp), (out_scale, out_zp) = in_q, out_q
     ops = torch.ops.quantized
     if isinstance(m, torch.nn.Linear):
-        packed = ops.linear_prepack(qweight, bias)
+        def pack():
+            return ops.linear_prepack(qweight, bias)
         op = ops.linear_relu if relu is not None else ops.linear
     else:
-        packed = ops.conv2d_prepack(qweight, bias, list(m.stride), list(m.padding), list(m.dilation), m.groups)
+        def pack():
+            return ops.conv2d_prepack(qweight, bias, list(m.stride), list(m.padding), list(m.dilation), m.groups)
         op = ops.conv2d_relu if relu is not None else ops.conv2d
 
     def forward(self, x):
         q = torch.quantize_per_tensor(x, in_scale, in_zp, torch.quint8)
-        return op(q, packed, out_scale, out_zp).dequantize()
-    return packed, forward
+        try:
+            return op(q, self._int8_packed, out_scale, out_zp).dequantize()
+        except RuntimeError:
+            # oneDNN keeps the weight layout of a pack's first shape (a 1x1 conv first run on a 1x1
+            # input at batch 1 fails at another batch): pack again for this shape, once.
+            self._int8_packed = pack()
+            return op(q, self._int8_packed, out_scale, out_zp).dequantize()
+    return pack(), forward
 
 
 def _unit_reason(m):

@@ -347,3 +347,24 @@ TEST_CASE("quant: calibration with rounding off, then convert: the parameters co
   m->eval();
   CHECK(cosine(m->forward(x), reference) > 0.99);
 }
+
+TEST_CASE("quant: an int8 model runs at any batch after its first (oneDNN's 1x1 conv on a 1x1 input)", "[quant]") {
+  // ResNet-50 on 28x28 images: layer4 runs 1x1 convs on 1x1 maps. oneDNN keeps a pack's first weight
+  // layout, and batch 1 then batch 8 failed there ("could not create a primitive descriptor").
+  torch::manual_seed(0);
+  auto m = models::create("resnet50", models::ModelOptions().num_classes(10).in_channels(1));
+  const auto x = torch::randn({8, 1, 28, 28});
+  const auto forward = [&m, x] { return std::vector<torch::Tensor>{m->forward(x.slice(0, 0, 1))}; };
+  torch::NoGradGuard no_grad;
+  m->eval();
+  quant::prepare(*m, forward);
+  quant::calibration_mode(*m);
+  m->forward(x);
+  quant::convert(*m, forward);  // runs the example at batch 1
+  m->eval();
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(2);  // (it failed with 2 threads, as here, not with 1)
+  CHECK(m->forward(x).sizes() == torch::IntArrayRef({8, 10}));
+  CHECK(m->forward(x.slice(0, 0, 1)).sizes() == torch::IntArrayRef({1, 10}));
+  torch::set_num_threads(threads);
+}

@@ -82,7 +82,28 @@ class Int8WeightedImpl : public Int8KernelImpl {
       engine_ = at::globalContext().qEngine();
     }
     const auto x = to_int8(inputs.at(0), in_.at(0), layer_);
-    return finish(relu_ ? packed_->apply_relu(x, out_.scale, out_.zero_point) : packed_->apply(x, out_.scale, out_.zero_point));
+    const auto run = [&] {
+      return finish(relu_ ? packed_->apply_relu(x, out_.scale, out_.zero_point)
+                          : packed_->apply(x, out_.scale, out_.zero_point));
+    };
+    try {
+      return run();
+    } catch (const std::exception&) {
+      // oneDNN (LibTorch 1.13) keeps the weight layout of a pack's first shape: a 1x1 conv first run
+      // on a 1x1 input at batch 1 then fails at another batch ("could not create a primitive
+      // descriptor for a reorder primitive"). A pack made for this shape runs; packs are per shape
+      // for timing anyway.
+      packed_ = pack(layer);
+    }
+    try {
+      return run();
+    } catch (const std::exception& e) {  // oneDNN's own words name no layer
+      TORCH_CHECK(false, "int8 ", layer_, ": the kernel failed on an input of shape ", x.sizes(), " (input scale ",
+                  x.q_scale(), ", output scale ", out_.scale, ", weight scales ", weight_scale.min().item<float>(),
+                  " to ", weight_scale.max().item<float>(), "): ", e.what(),
+                  ". Fix: check that the layer's inputs are finite and of a sane size (batch norms whose running "
+                  "statistics do not match the data, as after a few training steps, blow activations up)");
+    }
   }
 
  protected:
