@@ -120,6 +120,9 @@ TEST_CASE("runner: post-training quantization without pruning reports dense and 
   CHECK(s["rows"][1]["label"] == "int8 (PTQ)");
   CHECK(s["int8"]["params"] == s["dense"]["params"]);
   CHECK(s["int8"].contains("latency_ms_b1"));
+  // Every PTQ row says how closely it follows the float model it came from, over the eval set.
+  CHECK(s["int8"]["argmax_agreement_with_float"].get<double>() > 50);
+  CHECK(s["int8"]["logit_cosine_with_float"].get<double>() > 0.9);
 }
 
 TEST_CASE("recipes: the quantization section's bad values name the key and the fix", "[quant]") {

@@ -34,6 +34,16 @@ bool keep_min(json& out, const std::string& key, double ms) {
   return true;
 }
 
+// How exactly `int8` computes what `reference` (the model it was converted from) computes, over the
+// whole eval set: argmax agreement (%) and mean logit cosine, under keys ending in `against`.
+void agreement(json& out, const torch::Tensor& reference, const torch::Tensor& int8, const std::string& against) {
+  namespace F = torch::nn::functional;
+  out["argmax_agreement_with_" + against] =
+      100.0 * reference.argmax(1).eq(int8.argmax(1)).to(torch::kDouble).mean().item<double>();
+  out["logit_cosine_with_" + against] =
+      F::cosine_similarity(reference, int8, F::CosineSimilarityFuncOptions().dim(1)).mean().item<double>();
+}
+
 void copy_state(torch::nn::Module& to, const torch::nn::Module& from) {
   torch::NoGradGuard no_grad;
   auto params = from.named_parameters(true);
@@ -123,6 +133,7 @@ models::ModelPtr Comparison::copy(const models::ModelPtr& from, bool with_plans)
 void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const std::string& key,
                          const std::string& float_key, bool timed) {
   auto net = copy(from, with_plans);
+  const auto reference = logits(net);
   const auto forward = example_forward(net);
   // Calibration observes only (min-max or percentile ranges of what it sees), then the ranges convert.
   quant::prepare(*net, forward, quant::QuantOptions(quant_.options).observer(quant_.calibration_observer));
@@ -131,6 +142,7 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
   quant::convert(*net, forward, quant::ConvertOptions().engine(quant_.engine));
   auto& r = row(key);
   r.figures = measure(net, float_key);
+  agreement(r.figures, reference, logits(net), "float");
   r.model = timed ? net : nullptr;
 }
 
@@ -203,13 +215,7 @@ void Comparison::finish() {
     quant::convert(*model, example_forward(model), quant::ConvertOptions().engine(quant_.engine));
     auto& r = row(final_key());
     r.figures = measure(model, float_key);
-    // How exactly the int8 kernels compute what QAT simulated, on the whole eval set.
-    const auto int8 = logits(model);
-    namespace F = torch::nn::functional;
-    r.figures["argmax_agreement_with_qat"] =
-        100.0 * simulated.argmax(1).eq(int8.argmax(1)).to(torch::kDouble).mean().item<double>();
-    r.figures["logit_cosine_with_qat"] =
-        F::cosine_similarity(simulated, int8, F::CosineSimilarityFuncOptions().dim(1)).mean().item<double>();
+    agreement(r.figures, simulated, logits(model), "qat");  // the int8 kernels against what QAT simulated
     r.model = model;
   }
   // Rows restored from a checkpoint have figures, not weights: their architecture is timed.
