@@ -134,6 +134,12 @@ TEST_CASE("verification: a hard-coded reshape pins its group, the rest is still 
   CHECK(m->b->weight.size(0) == 8);
   REQUIRE(pruner.verification_pins().size() == 1);
   CHECK_THAT(pruner.verification_pins()[0], Catch::Contains("b.weight"));
+  // The graph shows it pinned, with the reason, and later steps leave it alone without a retry.
+  CHECK_THAT(pruner.graph().explain(), Catch::Contains("verification: the forward failed"));
+  pruner.set_ratio(0.75);
+  pruner.step();
+  CHECK(pruner.verification_pins().empty());
+  CHECK(m->b->weight.size(0) == 8);
   torch::NoGradGuard no_grad;
   CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 5}));
 }

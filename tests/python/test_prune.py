@@ -103,3 +103,85 @@ def test_prune_bad_input_is_a_clear_error_and_changes_nothing():
         libprune.Plan.from_json('{"cuts": []}')
     assert _unchanged(model, before)
     assert model.conv1.out_channels == 64
+
+
+def _criteria_model():
+    """The C++ criteria test's model (tests/cpp/test_criteria.cpp has the worked scores)."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[2.5, 0, 0], [1, 1, 1], [0.9, 0.9, 0.9], [0.2, 0.2, 0.2]]))
+        net[0].bias.zero_()
+        net[1].weight.copy_(torch.tensor([0.1, 0.2, 1.0, 0.9]))
+        net[1].bias.zero_()
+        net[3].weight.copy_(torch.tensor([[0.01, 0.04, 0.02, 0.03], [0, 0, 0, 0]]))
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    net[0].weight.grad[1] = 1.0
+    net[0].weight.grad[3] = 10.0
+    return net
+
+
+@pytest.mark.parametrize("criterion,keep", [("l1", [1, 2]), ("l2", [0, 2]), ("bn_scale", [2, 3]), ("fpgm", [0, 3]),
+                                            ("lamp", [0, 1]), ("taylor", [1, 3])])
+def test_each_criterion_keeps_the_channels_it_ranks_highest(criterion, keep):
+    net = _criteria_model()
+    plan = libprune.prune(net, torch.randn(8, 3), ratio=0.5, importance=criterion, ignored_layers=[net[3]])
+    assert {(n, d): k for n, d, _, k in plan.cuts}[("0.weight", 0)] == keep
+    assert torch.equal(net[1].weight.detach(), torch.tensor([0.1, 0.2, 1.0, 0.9])[keep])
+
+
+@pytest.mark.parametrize("make", [lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+                                  lambda ps: torch.optim.Adam(ps, lr=1e-3),
+                                  lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01)],
+                         ids=["sgd", "adam", "adamw"])
+def test_a_cut_keeps_optimizer_state_and_grads_by_value(make):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    opt = make(model.parameters())
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    params = dict(model.named_parameters())
+    before = {n: {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v) and v.dim() > 0}
+              for n, p in params.items()}
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    plan = libprune.prune(model, x[:1], ratio=0.5, ignored_layers=[model.fc], optimizer=opt)
+
+    def cut(t, name):
+        for n, d, _, keep in plan.cuts:
+            if n == name:
+                t = t.index_select(d, torch.tensor(keep))
+        return t
+    changed = 0
+    for n, p in model.named_parameters():
+        assert before[n], n
+        for k, v in before[n].items():
+            assert opt.state[p][k].dtype == v.dtype and torch.equal(opt.state[p][k], cut(v, n)), (n, k)
+        assert torch.equal(p.grad, cut(grads[n], n)), n
+        changed += p.shape != grads[n].shape
+    assert changed > 20
+
+
+class _HardCoded(torch.nn.Module):
+    """Its own code fixes one width: the view needs 8 channels of `b`."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 1)
+        self.b = torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8 * 16, 5)
+
+    def forward(self, x):
+        return self.fc(self.b(torch.relu(self.a(x))).view(x.shape[0], 8 * 16))
+
+
+def test_groups_pinned_by_verification_show_in_explain_with_the_reason():
+    model, x = _HardCoded(), torch.randn(2, 3, 4, 4)
+    pruner = libprune.Pruner(model, x, ratio=0.5, ignored_layers=[model.fc])
+    plan = pruner.step()
+    assert model.a.weight.shape[0] == 4 and model.b.weight.shape[0] == 8
+    assert len(plan.verification_pins) == 1 and plan.verification_pins[0].startswith("b.weight")
+    assert "verification: the forward failed" in pruner.graph().explain()
+    assert model(x).shape == (2, 5)

@@ -91,6 +91,9 @@ graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced, const lay
         g.pin(gi, t.reason);
       }
     }
+    if (const auto it = verification_pinned_.find(grp.name()); it != verification_pinned_.end()) {
+      g.pin(gi, it->second);
+    }
     if (grp.hidden && !options_.prune_hidden()) {
       g.pin(gi, "hidden size (embedding dim): LayerNorm and the residual stream share it, so cutting it changes every "
                 "block; kept by default. Fix: set prune_hidden (PrunerOptions::prune_hidden, prune(..., "
@@ -297,8 +300,10 @@ layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
       auto undo = layers::apply_cuts(*model_, tensors, single, optimizer);
       if (!verified()) {
         bad.insert(gi);
-        verification_pins_.push_back(g.groups()[gi].name() +
-                                     ": the forward failed or changed its output shape after cutting it");
+        const std::string why = "verification: the forward failed or changed its output shape after cutting it (the "
+                                "model's own code fixes this width). Fix: add its layer to ignored_layers to skip the check";
+        verification_pins_.push_back(g.groups()[gi].name() + ": " + why);
+        verification_pinned_[g.groups()[gi].name()] = why;
       }
       undo.run();
     }

@@ -43,7 +43,8 @@ class Pruner {
   void set_ratio(double ratio);
   // Accumulated |w * dL/dw| for the "taylor" criterion (not owned; null: use each .grad).
   void set_gradients(const importance::Gradients* gradients) { gradients_ = gradients; }
-  // Groups pinned by the last verification, with the reason.
+  // Groups pinned by the last verification, with the reason. They stay pinned for this pruner's
+  // later steps, and graph() (so explain()) shows them pinned with that reason.
   const std::vector<std::string>& verification_pins() const { return verification_pins_; }
   const PrunerOptions& options() const { return options_; }
 
@@ -69,6 +70,7 @@ class Pruner {
   mutable std::map<std::string, int64_t> original_sizes_;
   std::vector<layers::PruningPlan> history_;
   std::vector<std::string> verification_pins_;
+  std::map<std::string, std::string> verification_pinned_;  // group name -> reason, over every step
 };
 
 }  // namespace libprune::prune
