@@ -9,8 +9,11 @@
 #include "libprune/recipe/runner.h"
 #include "test_paths.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 using namespace libprune;
@@ -37,6 +40,47 @@ std::string tiny_recipe(const test::TempDir& dir) {
 std::string field(const std::string& s, const std::string& section, const std::string& key) {
   const auto at = s.find("\"" + key + "\"", s.find("\"" + section + "\""));
   return s.substr(at, s.find_first_of(",\n}", at) - at);
+}
+
+// Every tensor a checkpoint of the tiny recipe holds, loaded as a resume loads it (the model rebuilt,
+// its plans replayed): weights and buffers by name, then each parameter's SGD momentum.
+std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& path) {
+  auto model = models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));
+  for (const auto& plan : nlohmann::json::parse(io::read_checkpoint_meta(path).plans_json)) {
+    layers::apply_plan(*model, layers::PruningPlan::from_json(plan.dump()));
+  }
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05));
+  io::load_checkpoint(path, *model, opt);
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : model->named_parameters()) {
+    out[p.key()] = p.value();
+    const auto& state = opt.state().at(c10::guts::to_string(p.value().unsafeGetTensorImpl()));
+    out["momentum of " + p.key()] = static_cast<torch::optim::SGDParamState&>(*state).momentum_buffer();
+  }
+  for (const auto& b : model->named_buffers()) out[b.key()] = b.value();
+  return out;
+}
+
+// A run's metrics log without its wall-clock times.
+std::string log_without_times(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return std::regex_replace(text.str(), std::regex(R"("seconds":[-0-9.e+]+,?)"), "");
+}
+
+// Two runs of one recipe (one killed and resumed) ended bit for bit the same: every weight, buffer
+// and optimizer state tensor of the last checkpoint, and the metrics log but for its times.
+void check_same_end(const std::string& unbroken, const std::string& resumed) {
+  const auto a = checkpoint_tensors(unbroken + "/last.ckpt"), b = checkpoint_tensors(resumed + "/last.ckpt");
+  CHECK(a.size() == b.size());
+  CHECK(std::count_if(a.begin(), a.end(), [](const auto& kv) { return kv.first.rfind("momentum of ", 0) == 0; }) > 20);
+  for (const auto& [name, t] : a) {
+    INFO(name);
+    REQUIRE(b.count(name));
+    CHECK(torch::equal(t, b.at(name)));
+  }
+  CHECK(log_without_times(unbroken + "/metrics.jsonl") == log_without_times(resumed + "/metrics.jsonl"));
 }
 
 }  // namespace
@@ -81,6 +125,7 @@ TEST_CASE("runner: a fractional schedule cuts inside an epoch; killed and resume
     CHECK(field(b.summary_json, "pruned", key) == field(a.summary_json, "pruned", key));
   }
   CHECK(field(a.summary_json, "pruned", "params") != field(a.summary_json, "dense", "params"));
+  check_same_end(dir.file("a"), dir.file("b"));  // killed after both cuts: the plans replayed
   // A frequency of 0 is refused with the JSON path.
   recipe::RunOptions bad = full;
   bad.sets.push_back("pruning.0.schedule.frequency=0");
@@ -240,6 +285,7 @@ TEST_CASE("runner: trains, prunes on schedule, writes summary; resume after a ki
     CHECK(field(again.summary_json, "pruned", key) == field(summary, "pruned", key));
     CHECK(field(again.summary_json, "dense", key) == field(summary, "dense", key));
   }
+  check_same_end(dir.file("out"), dir.file("out2"));  // killed between the two cuts
   // Resuming with other settings is refused, and nothing is written.
   resumed.sets.push_back("training.optimizer.lr=0.01");
   CHECK_THAT(test::message_of([&] { recipe::run(path, resumed); }), Catch::Contains("another recipe") && Catch::Contains("Fix:"));
