@@ -185,3 +185,41 @@ def test_groups_pinned_by_verification_show_in_explain_with_the_reason():
     assert len(plan.verification_pins) == 1 and plan.verification_pins[0].startswith("b.weight")
     assert "verification: the forward failed" in pruner.graph().explain()
     assert model(x).shape == (2, 5)
+
+
+def test_a_failure_inside_the_cut_puts_every_tensor_and_attribute_back():
+    # A head adapter that fails once, on a layer in the middle of the model: every layer before it has
+    # had its tensors cut and its attributes updated when the failure comes.
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    momentum = {n: opt.state[p]["momentum_buffer"].clone() for n, p in model.named_parameters()}
+    attributes = {n: (m.in_channels, m.out_channels) if isinstance(m, torch.nn.Conv2d) else m.num_features
+                  for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))}
+    failed = []
+
+    def fails_once(m):
+        if m is model.layer3[0].conv1 and not failed:
+            failed.append(m)
+            raise RuntimeError("adapter failed on purpose")
+        return False
+    libprune.register_head_adapter(fails_once)
+    try:
+        with pytest.raises(RuntimeError, match="on purpose"):
+            libprune.prune(model, x[:1], ratio=0.5, ignored_layers=[model.fc], optimizer=opt)
+    finally:
+        libprune._layers.HEAD_ADAPTERS.remove(fails_once)
+    assert failed
+    assert all(torch.equal(v, tensors[k]) for k, v in model.state_dict().items())
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, grads[n]) and torch.equal(opt.state[p]["momentum_buffer"], momentum[n]), n
+    assert attributes == {n: (m.in_channels, m.out_channels) if isinstance(m, torch.nn.Conv2d) else m.num_features
+                          for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))}
+    assert model(x).shape == (4, 10)
+    assert not libprune.prune(model, x[:1], ratio=0.5, ignored_layers=[model.fc], optimizer=opt).empty()
