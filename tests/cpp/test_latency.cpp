@@ -1,6 +1,9 @@
 #include "helpers.h"
 #include "libprune/libprune.h"
 
+#include <chrono>
+#include <thread>
+
 using namespace libprune;
 
 TEST_CASE("latency: median and p90 over timed runs, with threads and batch", "[latency]") {
@@ -20,6 +23,32 @@ TEST_CASE("latency: median and p90 over timed runs, with threads and batch", "[l
   CHECK(m->is_training());
   CHECK(m->conv1->weight.is_contiguous(torch::MemoryFormat::ChannelsLast));
   CHECK_THAT(lat.to_string(), Catch::Contains("batch 4") && Catch::Contains("1 threads"));
+}
+
+TEST_CASE("latency: measures a known cost: forwards that sleep 3 ms and 6 ms, each call counted", "[latency]") {
+  torch::nn::Linear holder(1, 1);  // the module measure_latency scopes; the forward below is what it times
+  int calls = 0;
+  const auto sleeping = [&calls](int ms) {
+    return [&calls, ms](const nn::Inputs& in) {
+      ++calls;
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      return in.single();
+    };
+  };
+  const nn::Inputs x{{"x", torch::zeros({2, 1})}};
+  const auto options = measure::LatencyOptions().warmup(2).runs(7).threads(1).fold_batchnorm(false);
+  const auto three = measure::measure_latency(*holder, sleeping(3), x, options);
+  CHECK(calls == 9);  // warmup and timed runs, nothing else
+  const auto six = measure::measure_latency(*holder, sleeping(6), x, options);
+  // A sleep lasts at least its time and overshoots by well under a millisecond, even here.
+  CHECK(three.median_ms >= 3.0);
+  CHECK(three.median_ms < 5.0);
+  CHECK(six.median_ms >= 6.0);
+  CHECK(six.median_ms < 8.0);
+  CHECK(six.median_ms - three.median_ms == Approx(3.0).margin(1.0));
+  CHECK(three.min_ms >= 3.0);
+  CHECK(three.p90_ms >= three.median_ms);
+  CHECK(three.batch == 2);
 }
 
 TEST_CASE("latency: search_threads halves the thread count while that is faster and reports the fastest", "[latency]") {
