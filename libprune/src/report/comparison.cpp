@@ -7,6 +7,7 @@
 #include "libprune/train/qat_callback.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace libprune::report::detail {
 namespace {
@@ -90,10 +91,12 @@ graph::Forward Comparison::example_forward(const models::ModelPtr& model) {
   return [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
 }
 
-json Comparison::measure(const models::ModelPtr& model, const std::string& float_key) {
+json Comparison::measure(const models::ModelPtr& model, const std::string& float_key, const Evaluated* done) {
   const bool own = model == trainer_.model() && !trainer_.history().empty() && float_key.empty();
-  const auto [top1, top5] = own ? std::make_pair(trainer_.history().back().top1, trainer_.history().back().top5)
-                                : trainer_.evaluate(*model, [model](const nn::Inputs& x) { return model->forward_inputs(x); });
+  const auto [top1, top5] =
+      done  ? std::make_pair(done->top1, done->top5)
+      : own ? std::make_pair(trainer_.history().back().top1, trainer_.history().back().top5)
+            : trainer_.evaluate(*model, [model](const nn::Inputs& x) { return model->forward_inputs(x); });
   json out{{"accuracy", top1}, {"top5", top5}};
   if (float_key.empty()) {
     const auto c = measure::count_ops(model, trainer_.example(1));
@@ -109,13 +112,15 @@ json Comparison::measure(const models::ModelPtr& model, const std::string& float
   return out;
 }
 
-torch::Tensor Comparison::logits(const models::ModelPtr& model) {
+Comparison::Evaluated Comparison::evaluate(const models::ModelPtr& model) {
   std::vector<torch::Tensor> out;
-  trainer_.evaluate(*model, [&](const nn::Inputs& x) {
-    out.push_back(model->forward_inputs(x).to(torch::kCPU, torch::kDouble));
+  Evaluated e;
+  std::tie(e.top1, e.top5) = trainer_.evaluate(*model, [&](const nn::Inputs& x) {
+    out.push_back(model->forward_inputs(x).to(torch::kCPU, torch::kDouble));  // exact: argmax and top-5 unchanged
     return out.back();
   });
-  return torch::cat(out);
+  e.logits = torch::cat(out);
+  return e;
 }
 
 models::ModelPtr Comparison::copy(const models::ModelPtr& from, bool with_plans) {
@@ -133,7 +138,7 @@ models::ModelPtr Comparison::copy(const models::ModelPtr& from, bool with_plans)
 void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const std::string& key,
                          const std::string& float_key, bool timed) {
   auto net = copy(from, with_plans);
-  const auto reference = logits(net);
+  const auto reference = evaluate(net).logits;
   const auto forward = example_forward(net);
   // Calibration observes only (min-max or percentile ranges of what it sees), then the ranges convert.
   quant::prepare(*net, forward, quant::QuantOptions(quant_.options).observer(quant_.calibration_observer));
@@ -141,8 +146,9 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
   trainer_.calibrate([net](const nn::Inputs& x) { return net->forward_inputs(x); }, quant_.calibration_batches);
   quant::convert(*net, forward, quant::ConvertOptions().engine(quant_.engine));
   auto& r = row(key);
-  r.figures = measure(net, float_key);
-  agreement(r.figures, reference, logits(net), "float");
+  const auto int8 = evaluate(net);
+  r.figures = measure(net, float_key, &int8);
+  agreement(r.figures, reference, int8.logits, "float");
   r.model = timed ? net : nullptr;
 }
 
@@ -211,11 +217,12 @@ void Comparison::finish() {
   if (quant_.mode == QuantPlan::Mode::qat) {
     if (quant_.simulate_bits > 0) simulated_row(float_key);
     auto model = trainer_.model();
-    const auto simulated = logits(model);
+    const auto simulated = evaluate(model).logits;
     quant::convert(*model, example_forward(model), quant::ConvertOptions().engine(quant_.engine));
     auto& r = row(final_key());
-    r.figures = measure(model, float_key);
-    agreement(r.figures, simulated, logits(model), "qat");  // the int8 kernels against what QAT simulated
+    const auto int8 = evaluate(model);
+    r.figures = measure(model, float_key, &int8);
+    agreement(r.figures, simulated, int8.logits, "qat");  // the int8 kernels against what QAT simulated
     r.model = model;
   }
   // Rows restored from a checkpoint have figures, not weights: their architecture is timed.

@@ -60,9 +60,15 @@ class Comparison {
   const json& figures(const std::string& key) const;
 
  private:
-  // Accuracy and file size of `model` (the trainer's own: its last evaluation); params and MACs
-  // counted on a float model, or taken from the float row `float_key` for an int8 one.
-  json measure(const models::ModelPtr& model, const std::string& float_key = "");
+  // One pass over the eval set: `model`'s logits, in order, and its accuracy.
+  struct Evaluated {
+    torch::Tensor logits;
+    double top1 = 0, top5 = 0;
+  };
+  Evaluated evaluate(const models::ModelPtr& model);
+  // Accuracy and file size of `model` (the trainer's own: its last evaluation; `done`: that pass);
+  // params and MACs counted on a float model, or taken from the float row `float_key` for an int8 one.
+  json measure(const models::ModelPtr& model, const std::string& float_key = "", const Evaluated* done = nullptr);
   // A float copy of `from` (with the run's cuts so far when `with_plans`; extension state stays behind).
   models::ModelPtr copy(const models::ModelPtr& from, bool with_plans);
   // The row `key`, added in display order when new.
@@ -73,8 +79,6 @@ class Comparison {
                bool timed);
   void time(const models::ModelPtr& net, json& out);
   graph::Forward example_forward(const models::ModelPtr& model);
-  // `model`'s logits on the whole eval set, in order.
-  torch::Tensor logits(const models::ModelPtr& model);
   std::string final_key() const;
 
   train::Trainer& trainer_;
