@@ -12,7 +12,7 @@ rounded per output channel and whose output is rounded once, after the ReLU. Par
 change (torch.ao's FX rewrite renames them, which breaks name-based pruning plans), so a model can be
 pruned with libprune after prepare_qat: the per-channel quantiser state is cut with its channels.
 convert() then runs each unit on oneDNN's int8 kernels (torch.ops.quantized) with exactly the
-scales and zero points training used, the batch norm folded by the C++ core (quant::int8_weight).
+scales and zero points training used, the batch norm folded by the C++ core (the fold C++ convert uses).
 """
 import types
 
@@ -79,6 +79,11 @@ class FakeQuantize(torch.nn.Module):
         with torch.no_grad():
             _libprune._calculate_qparams(self.scale, self.zero_point, self.min_val, self.max_val, self.quant_range,
                                          self.role, self.bits)
+
+    def settle_qparams(self) -> None:
+        """The parameters convert uses: from the range, except a learned scale (observer off), which stays."""
+        _libprune._settle_qparams(self.scale.detach(), self.zero_point, self.min_val, self.max_val,
+                                  self.observer_enabled, self.quant_range, self.role, self.bits, self.learnable)
 
     def extra_repr(self) -> str:
         learn = ", learnable" if self.learnable else ""
@@ -237,24 +242,17 @@ def calibrate(model: torch.nn.Module, batches) -> None:
 
 def _qparams(q):
     """A quantiser's (scale, zero point) as convert uses them: from its range, or as LSQ learned them."""
-    if not (q.learnable and not bool(q.observer_enabled.item())):
-        q.calculate_qparams()
+    q.settle_qparams()
     return float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
 
 
 def _int8_unit(m, norm, relu, in_q, out_q):
     """The packed int8 weight and the forward that replaces `m`'s (float in, float out)."""
     weight_scale = m.weight_fake_quant
-    if not (weight_scale.learnable and not bool(weight_scale.observer_enabled.item())):
-        weight_scale.calculate_qparams()
-    bias = m.bias.detach() if m.bias is not None else torch.zeros(m.weight.shape[0])
-    factor = None
-    if norm is not None:
-        gamma = norm.weight.detach() if norm.weight is not None else torch.ones_like(norm.running_var)
-        beta = norm.bias.detach() if norm.bias is not None else torch.zeros_like(norm.running_var)
-        factor = gamma / torch.sqrt(norm.running_var + norm.eps)
-        bias = (bias - norm.running_mean) * factor + beta
-    qweight = _libprune._int8_weight(m.weight.detach(), weight_scale.scale.detach(), factor)
+    weight_scale.settle_qparams()
+    bn = None if norm is None else (norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    qweight, bias = _libprune._int8_weight_and_bias(m.weight, m.bias, weight_scale.scale, bn,
+                                                    norm.eps if norm is not None else 0.0)
     (in_scale, in_zp), (out_scale, out_zp) = in_q, out_q
     ops = torch.ops.quantized
     if isinstance(m, torch.nn.Linear):

@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include "libprune/nn/batchnorm_fold.h"
 #include "libprune/quant/fake_quantize.h"
 #include "libprune/quant/quantize.h"
 
@@ -58,12 +59,35 @@ void bind_quant(py::module_& m) {
       },
       py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("quant_range"),
       py::arg("role"), py::arg("bits"));
+  // A conv's or linear's int8 weight and float bias with the following batch norm (its tensors, or
+  // none) folded in: what C++ convert gives its int8 kernel.
   m.def(
-      "_int8_weight",
-      [](const torch::Tensor& weight, const torch::Tensor& scale, const std::optional<torch::Tensor>& factor) {
-        return quant::int8_weight(weight, scale, factor.value_or(torch::Tensor()), false);
+      "_int8_weight_and_bias",
+      [](const torch::Tensor& weight, const std::optional<torch::Tensor>& bias, const torch::Tensor& scale,
+         const std::optional<std::vector<std::optional<torch::Tensor>>>& norm, double eps) {
+        torch::NoGradGuard no_grad;
+        torch::Tensor b = bias ? bias->detach() : torch::Tensor(), factor;
+        if (norm) {
+          TORCH_CHECK_VALUE(norm->size() == 4, "_int8_weight_and_bias: norm is (weight, bias, running_mean, running_var)");
+          const auto at = [&](size_t i) { return (*norm)[i] ? (*norm)[i]->detach() : torch::Tensor(); };
+          const nn::BatchNormTensors bn{at(0), at(1), at(2), at(3), eps};
+          factor = nn::batchnorm_factor(bn);
+          b = nn::folded_bias(b, bn);
+        }
+        return std::make_pair(quant::int8_weight(weight, scale, factor, false), b);
       },
-      py::arg("weight"), py::arg("scale"), py::arg("factor") = py::none());
+      py::arg("weight"), py::arg("bias"), py::arg("scale"), py::arg("norm"), py::arg("eps"));
+  m.def(
+      "_settle_qparams",
+      [](const torch::Tensor& scale, const torch::Tensor& zero_point, const torch::Tensor& min_val,
+         const torch::Tensor& max_val, const torch::Tensor& observer_enabled, const torch::Tensor& quant_range,
+         const std::string& role, int64_t bits, bool learnable) {
+        torch::NoGradGuard no_grad;
+        const quant::FakeQuantState state{scale, zero_point, min_val, max_val, observer_enabled, {}, quant_range};
+        quant::settle_qparams(state, options_of(role, scale.numel(), bits, "min_max", 0.01, 99.99, learnable));
+      },
+      py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("observer_enabled"),
+      py::arg("quant_range"), py::arg("role"), py::arg("bits"), py::arg("learnable"));
   m.def(
       "_integer_range", [](const std::string& role, int64_t bits) { return quant::integer_range(role_of(role), bits); },
       py::arg("role"), py::arg("bits"));

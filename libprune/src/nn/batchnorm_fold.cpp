@@ -6,21 +6,16 @@
 namespace libprune::nn {
 namespace {
 
-struct NormState {
-  torch::Tensor weight, bias, mean, var;
-  double eps = 0;
-};
-
 template <typename Impl>
-bool read_norm(const torch::nn::Module& m, NormState& out) {
+bool read_norm(const torch::nn::Module& m, BatchNormTensors& out) {
   const auto* bn = dynamic_cast<const Impl*>(&m);
   if (!bn) return false;
   out = {bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->options.eps()};
   return true;
 }
 
-std::optional<NormState> read_norm_state(const torch::nn::Module& m) {
-  NormState st;
+std::optional<BatchNormTensors> read_norm_state(const torch::nn::Module& m) {
+  BatchNormTensors st;
   if (read_norm<torch::nn::BatchNorm2dImpl>(m, st) || read_norm<torch::nn::BatchNorm1dImpl>(m, st) ||
       read_norm<torch::nn::BatchNorm3dImpl>(m, st)) {
     return st;
@@ -28,9 +23,9 @@ std::optional<NormState> read_norm_state(const torch::nn::Module& m) {
   return std::nullopt;
 }
 
-NormState norm_state(const torch::nn::Module& m) {
+BatchNormTensors norm_state(const torch::nn::Module& m) {
   auto st = read_norm_state(m);
-  TORCH_CHECK_VALUE(st && st->mean.defined() && st->var.defined(), "batch-norm folding: ", m.name(),
+  TORCH_CHECK_VALUE(st && st->running_mean.defined() && st->running_var.defined(), "batch-norm folding: ", m.name(),
                     " is not a BatchNorm1d/2d/3d that tracks running statistics. Fix: fold only such batch norms");
   return *st;
 }
@@ -49,14 +44,15 @@ bool is_batch_norm(const torch::nn::Module& m) { return read_norm_state(m).has_v
 
 bool tracks_running_stats(const torch::nn::Module& m) {
   const auto st = read_norm_state(m);
-  return st && st->mean.defined() && st->var.defined();
+  return st && st->running_mean.defined() && st->running_var.defined();
 }
 
-torch::Tensor batchnorm_factor(const torch::nn::Module& norm) {
-  const NormState st = norm_state(norm);
-  auto scale = st.var.add(st.eps).rsqrt();
-  return st.weight.defined() ? scale.mul(st.weight) : scale;
+torch::Tensor batchnorm_factor(const BatchNormTensors& norm) {
+  auto scale = norm.running_var.add(norm.eps).rsqrt();
+  return norm.weight.defined() ? scale.mul(norm.weight) : scale;
 }
+
+torch::Tensor batchnorm_factor(const torch::nn::Module& norm) { return batchnorm_factor(norm_state(norm)); }
 
 torch::Tensor scale_output_channels(const torch::Tensor& weight, const torch::Tensor& factor) {
   std::vector<int64_t> shape(static_cast<size_t>(weight.dim()), 1);
@@ -64,10 +60,14 @@ torch::Tensor scale_output_channels(const torch::Tensor& weight, const torch::Te
   return weight.mul(factor.reshape(shape)).contiguous(weight.suggest_memory_format());
 }
 
+torch::Tensor folded_bias(const torch::Tensor& bias, const BatchNormTensors& norm) {
+  const auto shift =
+      (bias.defined() ? bias : torch::zeros_like(norm.running_mean)).sub(norm.running_mean).mul(batchnorm_factor(norm));
+  return norm.bias.defined() ? shift.add(norm.bias) : shift;
+}
+
 torch::Tensor folded_bias(const torch::Tensor& bias, const torch::nn::Module& norm) {
-  const NormState st = norm_state(norm);
-  const auto shift = (bias.defined() ? bias : torch::zeros_like(st.mean)).sub(st.mean).mul(batchnorm_factor(norm));
-  return st.bias.defined() ? shift.add(st.bias) : shift;
+  return folded_bias(bias, norm_state(norm));
 }
 
 // Tensors replaced through set_data (pruning, checkpoint loads, channels_last) keep their identity
@@ -100,10 +100,10 @@ torch::Tensor FoldedBatchNormImpl::transform(torch::nn::Module& conv, const std:
                                              const torch::Tensor& value) {
   if (!active(conv)) return value;
   const auto norm = norm_.lock();
-  const NormState st = norm_state(*norm);
+  const BatchNormTensors st = norm_state(*norm);
   const bool weight = tensor == "weight";
   if (weight) calls.fetch_add(1, std::memory_order_relaxed);
-  const std::array<const torch::Tensor*, 5> sources{&value, &st.weight, &st.bias, &st.mean, &st.var};
+  const std::array<const torch::Tensor*, 5> sources{&value, &st.weight, &st.bias, &st.running_mean, &st.running_var};
   Cache& cache = weight ? weight_cache_ : bias_cache_;
   const auto still = [&] {
     for (size_t k = 0; k < sources.size(); ++k) {

@@ -53,6 +53,26 @@ std::tuple<torch::Tensor, torch::Tensor> percentiles(const torch::Tensor& x, dou
   return {q[0], q[1]};
 }
 
+// Scale and zero point from the observed range, per channel, with ATen's ChooseQuantizationParams.
+void qparams_from_range(const FakeQuantState& state, int64_t qmin, int64_t qmax, bool symmetric) {
+  torch::NoGradGuard no_grad;
+  const auto lo = state.min_val.to(torch::kCPU).contiguous().reshape({-1});
+  const auto hi = state.max_val.to(torch::kCPU).contiguous().reshape({-1});
+  auto s = torch::empty({lo.numel()}, torch::kFloat);
+  auto z = torch::empty({lo.numel()}, torch::kInt);
+  const float* l = lo.data_ptr<float>();
+  const float* h = hi.data_ptr<float>();
+  float* sp = s.data_ptr<float>();
+  int* zp = z.data_ptr<int>();
+  for (int64_t c = 0; c < lo.numel(); ++c) {
+    const auto [sc, zc] = detail::choose_qparams(l[c], h[c], qmin, qmax, symmetric);
+    sp[c] = static_cast<float>(sc);
+    zp[c] = static_cast<int>(zc);
+  }
+  state.scale.copy_(s.reshape(state.scale.sizes()));
+  state.zero_point.copy_(z.reshape(state.zero_point.sizes()));
+}
+
 // The fused kernel's steps on the fast path: the observer's update (in float, as there), the
 // parameters from the range, then the rounding.
 torch::Tensor per_tensor(const torch::Tensor& x, const FakeQuantState& s, const FakeQuantizeOptions& o, int64_t qmin,
@@ -74,7 +94,7 @@ torch::Tensor per_tensor(const torch::Tensor& x, const FakeQuantState& s, const 
     }
   }
   if (s.fake_quant_enabled.item<int64_t>() == 0) return x;
-  calculate_qparams(s, o);  // as the fused kernel does on every call, observing or not
+  qparams_from_range(s, qmin, qmax, /*symmetric=*/false);  // as the fused kernel does on every call
   return detail::fake_quantize_per_tensor(x, s.scale.item<float>(), s.zero_point.item<int>(), qmin, qmax);
 }
 
@@ -88,8 +108,8 @@ int64_t bits_of(Role role, int64_t qmax) {
 // A state_dict saved with other bits (or role) would round to a grid the scales were not made for.
 void check_range(const FakeQuantState& s, const FakeQuantizeOptions& o, int64_t qmin, int64_t qmax) {
   if (!s.quant_range.defined()) return;
-  const auto r = s.quant_range.to(torch::kCPU);
-  const int64_t lo = r[0].item<int64_t>(), hi = r[1].item<int64_t>();
+  const auto r = s.quant_range.to(torch::kCPU, torch::kLong).contiguous();  // a no-op for the usual buffer
+  const int64_t lo = r.data_ptr<int64_t>()[0], hi = r.data_ptr<int64_t>()[1];
   TORCH_CHECK_VALUE(lo == qmin && hi == qmax, "fake quantiser: its state is for the integer range [", lo, ", ", hi,
                     "] (", bits_of(o.role(), hi), " bits) but it was made for [", qmin, ", ", qmax, "] (", o.bits(),
                     " bits): a state_dict or checkpoint saved with other quantization options was loaded. Fix: prepare "
@@ -116,22 +136,15 @@ bool observed(const FakeQuantState& s) {
 }
 
 void calculate_qparams(const FakeQuantState& state, const FakeQuantizeOptions& options) {
-  torch::NoGradGuard no_grad;
   const auto [qmin, qmax] = integer_range(options.role(), options.bits());
   check_range(state, options, qmin, qmax);
-  const bool symmetric = options.role() == Role::weight;
-  const auto lo = state.min_val.to(torch::kCPU).reshape({-1}), hi = state.max_val.to(torch::kCPU).reshape({-1});
-  auto s = torch::empty({lo.numel()}, torch::kFloat);
-  auto z = torch::empty({lo.numel()}, torch::kInt);
-  const float* l = lo.data_ptr<float>();
-  const float* h = hi.data_ptr<float>();
-  for (int64_t c = 0; c < lo.numel(); ++c) {
-    const auto [sc, zp] = detail::choose_qparams(l[c], h[c], qmin, qmax, symmetric);
-    s[c] = sc;
-    z[c] = static_cast<int>(zp);
-  }
-  state.scale.copy_(s.reshape(state.scale.sizes()));
-  state.zero_point.copy_(z.reshape(state.zero_point.sizes()));
+  qparams_from_range(state, qmin, qmax, options.role() == Role::weight);
+}
+
+void settle_qparams(const FakeQuantState& state, const FakeQuantizeOptions& options) {
+  const bool learned = options.learnable() && state.observer_enabled.defined() &&
+                       state.observer_enabled.item<int64_t>() == 0;
+  if (!learned) calculate_qparams(state, options);
 }
 
 torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& state, const FakeQuantizeOptions& o,

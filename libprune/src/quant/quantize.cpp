@@ -113,9 +113,8 @@ std::shared_ptr<FakeQuantizeImpl> ready(const Call& call, const std::string& nam
   TORCH_CHECK_VALUE(fq->observed(), "quant::convert: ", call.name, ".", name,
                     " has not observed any finite value, so it has no range. Fix: run calibration batches (or "
                     "train) with observers on before converting");
-  // A range observed with rounding off (calibration) has no parameters yet; a learned scale (observer
-  // frozen) is kept as training left it.
-  if (!fq->options().learnable() || fq->observer_enabled()) fq->calculate_qparams();
+  // A range observed with rounding off (calibration) has no parameters yet; a learned scale is kept.
+  settle_qparams(fq->state(), fq->options());
   return fq;
 }
 

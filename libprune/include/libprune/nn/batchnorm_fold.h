@@ -59,15 +59,24 @@ class FoldedIntoConvImpl : public ExtensionImpl {
 bool is_batch_norm(const torch::nn::Module& m);
 bool tracks_running_stats(const torch::nn::Module& m);
 
+// What folding reads of a batch norm (weight and bias undefined without affine parameters), from a
+// C++ module or, through the bindings, a Python one.
+struct BatchNormTensors {
+  torch::Tensor weight, bias, running_mean, running_var;
+  double eps = 1e-5;
+};
+
 // A tracking batch norm's per-channel factor gamma / sqrt(running_var + eps) (1 / sqrt(...) without
 // an affine weight): what folding scales the conv's weight by. Throws naming the module when it is
 // not a BatchNorm1d/2d/3d with running statistics.
 torch::Tensor batchnorm_factor(const torch::nn::Module& norm);
+torch::Tensor batchnorm_factor(const BatchNormTensors& norm);
 // A conv weight with output channel c (dim 0) scaled by factor[c], in the weight's memory format: the
 // folded weight, given batchnorm_factor.
 torch::Tensor scale_output_channels(const torch::Tensor& weight, const torch::Tensor& factor);
 // The conv bias once `norm` is folded in: (bias - running_mean) * factor + beta; `bias` may be undefined.
 torch::Tensor folded_bias(const torch::Tensor& bias, const torch::nn::Module& norm);
+torch::Tensor folded_bias(const torch::Tensor& bias, const BatchNormTensors& norm);
 
 // The names they are installed under.
 constexpr const char* kFoldedBatchNorm = "folded_batchnorm";

@@ -68,6 +68,9 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& state,
                            bool training);
 // Sets scale and zero point from the observed range, as the rounding does.
 void calculate_qparams(const FakeQuantState& state, const FakeQuantizeOptions& options);
+// The parameters convert uses: from the observed range (calculate_qparams), except a learnable scale
+// whose observer is off, which stays as training left it (and its zero point with it).
+void settle_qparams(const FakeQuantState& state, const FakeQuantizeOptions& options);
 // Whether the range holds finite values.
 bool observed(const FakeQuantState& state);
 
