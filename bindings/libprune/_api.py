@@ -76,6 +76,25 @@ def apply_plan(model, example_inputs, plan, optimizer=None):
     return model
 
 
+def check_plan(model_before, model_after, plan, example_inputs, tolerance=1e-4):
+    """Checks that `model_after` is `model_before` with `plan` cut, exactly: returns an ExactReport.
+
+    The dense model with every parameter the plan cuts zeroed at the removed indices (producers'
+    rows, norm scales and shifts, consumers' input columns) must give the pruned model's outputs to
+    float error: ``worst`` (largest difference over the output's largest magnitude) <= ``tolerance``.
+    Both run in eval mode, without grad, with quantisers off. When they differ, ``group`` names the
+    first group whose own cut breaks it (found by cutting each group alone on `model_before` and
+    undoing it). Groups a LayerNorm or GroupNorm normalises across are in ``normalised`` and checked
+    for shapes only. `model_before` ends as it began; the report is truthy when exact.
+    """
+    _model.check_module(model_before, "check_plan")
+    _model.check_module(model_after, "check_plan")
+    if not isinstance(plan, _libprune.Plan):
+        raise TypeError(f"check_plan: expected a libprune.Plan, got {type(plan).__name__}")
+    return _libprune._check_exact(model_before, _model.forward(model_before, example_inputs), model_after,
+                                  _model.forward(model_after, example_inputs), _layers, plan, float(tolerance))
+
+
 class Pruner:
     """A pruner that lives across steps, for schedules inside a plain PyTorch loop.
 

@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include "libprune/layers/apply.h"
+#include "libprune/layers/exact.h"
 #include "libprune/prune/pruner.h"
 
 namespace libprune::bindings {
@@ -30,6 +31,8 @@ void bind_plan_and_groups(py::module_& m) {
       .def_readonly("pinned", &Group::pinned)
       .def_readonly("reason", &Group::reason)
       .def_readonly("hidden", &Group::hidden, "whether this is the hidden size (embedding dim) of a model with attention")
+      .def_readonly("normalised", &Group::normalised,
+                    "whether a LayerNorm or GroupNorm normalises across these channels (its cut is not exact)")
       .def_property_readonly("indices", &Group::indices,
                              "indices[unit][member]: the indices each unit (channel, head) owns along each member")
       .def_property_readonly("members",
@@ -69,6 +72,22 @@ void bind_prune(py::module_& m) {
              return py::make_tuple(p.step(view.given ? &view : nullptr), p.verification_pins());
            })
       .def_property_readonly("history", &Pruner::history);
+  py::class_<layers::ExactReport>(m, "ExactReport", "What check_plan found: the worst difference and the first group that breaks it")
+      .def_readonly("worst", &layers::ExactReport::worst,
+                    "largest |pruned - masked dense| over an output's largest magnitude, the worst output")
+      .def_readonly("tolerance", &layers::ExactReport::tolerance)
+      .def_readonly("exact", &layers::ExactReport::exact)
+      .def_readonly("group", &layers::ExactReport::group, "the first group whose own cut breaks it ('' when exact)")
+      .def_readonly("problem", &layers::ExactReport::problem)
+      .def_readonly("normalised", &layers::ExactReport::normalised, "groups a norm normalises across: shapes only")
+      .def("__bool__", [](const layers::ExactReport& r) { return r.exact; })
+      .def("__repr__", [](const layers::ExactReport& r) { return "ExactReport(" + r.to_string() + ")"; });
+  m.def("_check_exact", [](py::object before, py::function before_forward, py::object after, py::function after_forward,
+                           py::object layers, const layers::PruningPlan& plan, double tolerance) {
+    PyModelAccess b(std::move(before), layers), a(std::move(after), layers);
+    return layers::check_exact(b, python_forward(std::move(before_forward)), a,
+                               python_forward(std::move(after_forward)), plan, tolerance);
+  });
   m.def("_apply_plan", [](py::object model, py::object layers, const layers::PruningPlan& plan, py::object held,
                           py::object state) {
     PyModelAccess access(std::move(model), std::move(layers));

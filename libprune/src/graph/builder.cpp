@@ -77,8 +77,9 @@ void Builder::set(int i, Space s, size_t slot) {
   outs[slot] = std::move(s);
 }
 
-void Builder::mark_layer_normed(const std::vector<int64_t>& elements) {
-  units_.layer_normed.insert(units_.layer_normed.end(), elements.begin(), elements.end());
+void Builder::mark_normalised(const std::vector<int64_t>& elements, bool layer_norm) {
+  units_.normalised.insert(units_.normalised.end(), elements.begin(), elements.end());
+  if (layer_norm) units_.layer_normed.insert(units_.layer_normed.end(), elements.begin(), elements.end());
 }
 
 }  // namespace libprune::graph::detail

@@ -17,6 +17,7 @@ struct Units {
   std::map<int64_t, std::string> reasons;           // element -> why it is pinned (ordered: deterministic)
   std::map<Member, std::vector<int64_t>> members;   // member -> element per index
   std::vector<int64_t> layer_normed;                // elements a LayerNorm normalises
+  std::vector<int64_t> normalised;                  // elements any norm computes statistics across
   bool attention = false;                           // the model multiplies two activations
 };
 
@@ -38,7 +39,7 @@ class Builder final : public RuleContext {
   void pin(const std::vector<int64_t>& elements, const std::string& reason) override;
   void member(const std::string& tensor, int64_t dim, const std::vector<int64_t>& elements) override;
   void set(int i, Space s, size_t slot = 0) override;
-  void mark_layer_normed(const std::vector<int64_t>& elements) override;
+  void mark_normalised(const std::vector<int64_t>& elements, bool layer_norm) override;
   void mark_attention() override { units_.attention = true; }
 
  private:

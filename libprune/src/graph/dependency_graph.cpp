@@ -48,7 +48,9 @@ std::string DependencyGraph::explain() const {
   for (size_t i = 0; i < groups_.size(); ++i) {
     const auto& g = groups_[i];
     s << "group " << i << " (" << g.name() << "): " << g.size() << " channels"
-      << (g.pinned ? ", PINNED: " + g.reason : std::string{}) << "\n";
+      << (g.pinned ? ", PINNED: " + g.reason : std::string{})
+      << (g.normalised && !g.pinned ? ", normalised across (a LayerNorm or GroupNorm): its cut is not exact" : "")
+      << "\n";
     for (const auto& m : g.members) s << "    " << m.tensor << " dim " << m.dim << "\n";
   }
   return s.str();

@@ -111,10 +111,11 @@ std::vector<Group> make_groups(Units& units) {
   const Buckets b = bucket_by_root(units, member_list);
   std::map<int64_t, std::string> root_reason;
   for (const auto& [e, reason] : units.reasons) root_reason.emplace(units.uf.find(e), reason);
-  std::set<int64_t> hidden_roots;
+  std::set<int64_t> hidden_roots, normalised_roots;
   if (units.attention) {
     for (auto e : units.layer_normed) hidden_roots.insert(units.uf.find(e));
   }
+  for (auto e : units.normalised) normalised_roots.insert(units.uf.find(e));
   std::map<Signature, size_t> group_of;
   std::vector<Group> out;
   std::vector<std::map<Signature, size_t>::const_iterator> signature_of;  // per group, its key in group_of
@@ -146,6 +147,7 @@ std::vector<Group> make_groups(Units& units) {
     }
     auto& g = out[previous_group];
     if (hidden_roots.count(b.roots[u])) g.hidden = true;
+    if (normalised_roots.count(b.roots[u])) g.normalised = true;
     add_unit(g, begin, end, signature_of[previous_group]->first.members);
   }
   for (auto& g : out) finish_group(g);

@@ -113,7 +113,6 @@ namespace {
 // A group the plan may cut: its units' scores, the size ratios count against, its ratio, and the
 // units it keeps.
 struct Candidate {
-  size_t index;
   const graph::Group* group;
   std::vector<double> scores;
   int64_t original = 0;
@@ -165,8 +164,7 @@ void keep_globally(std::vector<Candidate>& candidates, const PrunerOptions& o) {
 
 // The plan that removes each candidate's lowest-scoring units down to its keep count. Indices
 // removed are gathered per (tensor, dim): one lookup per member of a group, not per unit.
-layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std::map<std::string, torch::Tensor>& tensors,
-                            std::vector<size_t>* used) {
+layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std::map<std::string, torch::Tensor>& tensors) {
   std::map<std::pair<std::string, int64_t>, std::vector<int64_t>> removed;
   layers::PruningPlan plan;
   for (const auto& c : candidates) {
@@ -183,7 +181,6 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
       }
     }
     plan.groups.push_back({c.group->name(), {c.group->size(), c.keep}});
-    if (used) used->push_back(c.index);
   }
   for (const auto& [key, gone] : removed) {
     layers::TensorCut cut;
@@ -203,7 +200,7 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
 }  // namespace
 
 layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& snapshot,
-                                      const std::set<size_t>& skip, std::vector<size_t>* used) const {
+                                      const std::set<size_t>& skip) const {
   std::map<std::string, torch::Tensor> params(snapshot.parameters.begin(), snapshot.parameters.end());
   // Companions (running statistics, extension state) are cut with their group but never score.
   for (const auto& c : snapshot.companions) params.erase(c.tensor);
@@ -217,7 +214,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const lay
         std::any_of(modules.begin(), modules.end(), [&](const std::string& m) { return ignored.count(m) > 0; })) {
       continue;
     }
-    Candidate c{gi, &grp, importance::score(grp, params, importance_, gradients_, &magnitudes)};
+    Candidate c{&grp, importance::score(grp, params, importance_, gradients_, &magnitudes)};
     c.original = std::max(grp.size(), original_sizes_.emplace(grp.name(), grp.size()).first->second);
     c.ratio = ratio_of(modules);
     c.keep = grp.size();
@@ -228,7 +225,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const lay
   } else {
     for (auto& c : candidates) c.keep = std::min(c.group->size(), keep_count(c.original, c.ratio, options_));
   }
-  return cuts_of(candidates, snapshot.by_name(), used);
+  return cuts_of(candidates, snapshot.by_name());
 }
 
 // The first override naming a module whose outputs the group cuts (like ignored_layers), else the ratio.
@@ -243,18 +240,28 @@ double Pruner::ratio_of(const std::vector<std::string>& modules) const {
   return options_.ratio();
 }
 
-std::vector<graph::Shape> Pruner::run_shapes() const {
-  const auto eval = model_->eval_scope();
-  torch::NoGradGuard no_grad;
-  std::vector<graph::Shape> shapes;
-  for (const auto& t : forward_()) shapes.push_back(t.defined() ? t.sizes().vec() : graph::Shape{});
-  return shapes;
-}
-
 layers::PruningPlan Pruner::step(torch::optim::Optimizer* optimizer) {
   if (!optimizer) return step(static_cast<const layers::OptimizerView*>(nullptr));
   const auto view = layers::view_of(*optimizer, *model_);
   return step(&view);
+}
+
+// Applies `plan` and checks it (layers::apply_checked): groups a norm normalises across are checked
+// for shapes only.
+layers::CheckedCut Pruner::checked_cut(const graph::DependencyGraph& g, const layers::ModelTensors& tensors,
+                                       const layers::PruningPlan& plan, const layers::OptimizerView* optimizer) const {
+  if (!options_.verify_values()) return layers::apply_shape_checked(*model_, tensors, forward_, plan, shapes_, optimizer);
+  if (std::none_of(g.groups().begin(), g.groups().end(), [](const graph::Group& grp) { return grp.normalised; })) {
+    return layers::apply_checked(*model_, tensors, forward_, plan, nullptr, optimizer);
+  }
+  const auto cuts = layers::split_by_group(g, plan);
+  std::vector<const layers::PruningPlan*> exact;
+  for (const auto& c : cuts) {
+    if (!g.groups()[c.group].normalised) exact.push_back(&c.plan);
+  }
+  if (exact.size() == cuts.size()) return layers::apply_checked(*model_, tensors, forward_, plan, nullptr, optimizer);
+  const auto part = layers::merge_plans(exact);
+  return layers::apply_checked(*model_, tensors, forward_, plan, &part, optimizer);
 }
 
 layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
@@ -263,61 +270,53 @@ layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   const layers::ModelTensors tensors(*model_);
   const auto traced = trace(tensors);
   timer.mark("trace");
-  const auto expected = traced.output_shapes();
+  shapes_ = traced.output_shapes();
   const graph::DependencyGraph g = build_graph(traced, tensors);
   timer.mark("group");
-  std::vector<size_t> cut_groups;
-  layers::PruningPlan plan = make_plan(g, tensors, {}, &cut_groups);
+  layers::PruningPlan plan = make_plan(g, tensors, {});
   timer.mark("plan");
   if (plan.empty()) {
     history_.push_back(plan);
     return plan;
   }
   layers::validate_plan(tensors, plan, optimizer);
-
-  auto verified = [&]() {
-    try {
-      return run_shapes() == expected;
-    } catch (const std::exception&) {
-      return false;
-    }
-  };
-
-  auto rollback = layers::apply_cuts(*model_, tensors, plan, optimizer);
-  timer.mark("apply");
-  const bool ok = !options_.verify() || verified();
-  timer.mark("verify");
-  if (!ok) {
-    // Something in the model's own code (a hard-coded reshape, say) broke. Undo everything, find
-    // the groups that break it one by one, pin them, and cut the rest.
-    rollback.run();
+  if (!options_.verify()) {
+    layers::apply_cuts(*model_, tensors, plan, optimizer).release();
+    history_.push_back(plan);
+    return plan;
+  }
+  // The cut must run, keep the output shapes and compute what the dense model computes with the
+  // same channels silenced (layers/exact.h).
+  auto checked = checked_cut(g, tensors, plan, optimizer);
+  timer.mark("apply+verify");
+  if (!checked.failure.empty()) {
+    // Something in the model's own code (a hard-coded reshape, a head count no adapter knows, a
+    // softmax across the channels) broke or changed the result. Undo everything, find the groups
+    // whose own cut breaks it, pin them, and cut the rest.
+    checked.rollback.run();
     std::set<size_t> bad;
-    for (size_t gi : cut_groups) {
-      std::set<size_t> others(cut_groups.begin(), cut_groups.end());
-      others.erase(gi);
-      auto single = make_plan(g, tensors, others);
-      if (single.empty()) continue;
-      auto undo = layers::apply_cuts(*model_, tensors, single, optimizer);
-      if (!verified()) {
-        bad.insert(gi);
-        const std::string why = "verification: the forward failed or changed its output shape after cutting it (the "
-                                "model's own code fixes this width). Fix: add its layer to ignored_layers to skip the check";
-        verification_pins_.push_back(g.groups()[gi].name() + ": " + why);
-        verification_pinned_[g.groups()[gi].name()] = why;
-      }
-      undo.run();
+    for (const auto& c : layers::split_by_group(g, plan)) {
+      auto single = checked_cut(g, tensors, c.plan, optimizer);
+      single.rollback.run();
+      if (single.failure.empty()) continue;
+      bad.insert(c.group);
+      const std::string why = "verification: " + single.failure +
+                              ". The model's own code fixes or reads this width in a way the graph cannot see. Fix: "
+                              "add its layer to ignored_layers to skip the check";
+      verification_pins_.push_back(g.groups()[c.group].name() + ": " + why);
+      verification_pinned_[g.groups()[c.group].name()] = why;
     }
     plan = make_plan(g, tensors, bad);
     if (!plan.empty()) {
-      rollback = layers::apply_cuts(*model_, tensors, plan, optimizer);
-      if (!verified()) {
-        rollback.run();
-        TORCH_CHECK(false, "pruning: the model fails verification even with the culprit groups pinned; nothing was "
-                    "changed. Fix: add the failing layers to ignored_layers");
+      checked = checked_cut(g, tensors, plan, optimizer);
+      if (!checked.failure.empty()) {
+        checked.rollback.run();
+        TORCH_CHECK(false, "pruning: the model fails verification even with the culprit groups pinned (",
+                    checked.failure, "); nothing was changed. Fix: add the failing layers to ignored_layers");
       }
     }
   }
-  rollback.release();
+  checked.rollback.release();
   history_.push_back(plan);
   return plan;
 }

@@ -38,6 +38,9 @@ struct Group {
   // The model's hidden size (embedding dim): channels a LayerNorm normalises in a model with
   // attention, which also run along its residual stream. Pruners keep it unless asked.
   bool hidden = false;
+  // A LayerNorm or GroupNorm computes its statistics across these channels, so cutting some changes
+  // the values of the ones kept: the cut is not exact (layers::check_exact checks its shapes only).
+  bool normalised = false;
   // Units (channels, heads).
   int64_t size() const { return members.empty() ? 0 : static_cast<int64_t>((offsets_.size() - 1) / members.size()); }
   // Names the group in reports: the first weight cut along dim 0 ("layer1.0.conv1.weight"), else

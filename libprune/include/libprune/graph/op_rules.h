@@ -67,9 +67,10 @@ class RuleContext {
   virtual void member(const std::string& tensor, int64_t dim, const std::vector<int64_t>& elements) = 0;
   // Sets output `slot` of node i; a space whose size does not match the output shape is pinned.
   virtual void set(int i, Space s, size_t slot = 0) = 0;
-  // The hidden size of models with attention: channels a LayerNorm normalises, and the fact that
-  // the model multiplies two activations.
-  virtual void mark_layer_normed(const std::vector<int64_t>& elements) = 0;
+  // Channels a normalisation computes its statistics across (LayerNorm over the channels, GroupNorm):
+  // cutting one changes the others' values (Group::normalised). With `layer_norm` and a model that
+  // multiplies two activations (mark_attention), they are its hidden size (Group::hidden).
+  virtual void mark_normalised(const std::vector<int64_t>& elements, bool layer_norm) = 0;
   virtual void mark_attention() = 0;
 
   // Element maps: a space laid out over a shape (channel dims full, the others 1), holding element

@@ -40,7 +40,11 @@ using Strings = std::vector<std::string>;
   X("min_channels", int64_t, min_channels, 1, ::libprune::options::check::at_least<int64_t>(1, "e.g. 1"),               \
     "no group keeps fewer channels")                                                                                    \
   X("verify", bool, verify, true, nullptr,                                                                              \
-    "run the example forward after a cut; on failure roll back, pin the culprit groups and cut the rest")               \
+    "after a cut, run the example forward and compare it with the dense model's with the cut channels zeroed; on "    \
+    "failure (an error, other shapes, other values) roll back, pin the culprit groups and cut the rest")               \
+  X("verify_values", bool, verify_values, true, nullptr,                                                                \
+    "verification compares values too (one more forward of the dense model); false: only that the forward runs and "  \
+    "keeps its output shapes")                                                                                          \
   X("prune_hidden", bool, prune_hidden, false, nullptr,                                                                 \
     "also cut the hidden size (embedding dim) of models with attention, which changes every block")
 

@@ -7,6 +7,7 @@
 #include "libprune/graph/dependency_graph.h"
 #include "libprune/importance/importance.h"
 #include "libprune/layers/apply.h"
+#include "libprune/layers/exact.h"
 #include "libprune/prune/options.h"
 #include "libprune/layers/plan.h"
 
@@ -49,16 +50,17 @@ class Pruner {
   const PrunerOptions& options() const { return options_; }
 
  private:
-  // Plans the cut of every free group whose index is not in `skip`; `used` receives the indices
-  // of the groups the plan cuts.
-  layers::PruningPlan make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& tensors, const std::set<size_t>& skip,
-                        std::vector<size_t>* used = nullptr) const;
+  // Plans the cut of every free group whose index is not in `skip`.
+  layers::PruningPlan make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& tensors,
+                                const std::set<size_t>& skip) const;
   graph::Trace trace(const layers::ModelTensors& tensors) const;
   // The ratio of a group that cuts these modules' outputs: the first override naming one, else the ratio.
   double ratio_of(const std::vector<std::string>& modules) const;
   // The graph of `traced`, with the policy pins: the hidden size, heads a module ties to it.
   graph::DependencyGraph build_graph(const graph::Trace& traced, const layers::ModelTensors& tensors) const;
-  std::vector<graph::Shape> run_shapes() const;
+  // Applies `plan` and checks it (layers/exact.h; verify_values off: the shapes only).
+  layers::CheckedCut checked_cut(const graph::DependencyGraph& g, const layers::ModelTensors& tensors,
+                                 const layers::PruningPlan& plan, const layers::OptimizerView* optimizer) const;
 
   std::shared_ptr<layers::ModelAccess> model_;
   graph::Forward forward_;
@@ -70,6 +72,7 @@ class Pruner {
   mutable std::map<std::string, int64_t> original_sizes_;
   std::vector<layers::PruningPlan> history_;
   std::vector<std::string> verification_pins_;
+  std::vector<graph::Shape> shapes_;  // the example's output shapes before this step's cut
   std::map<std::string, std::string> verification_pinned_;  // group name -> reason, over every step
 };
 

@@ -31,7 +31,7 @@ void norm(RuleContext& c, int i, NormKind kind) {
   // Running statistics follow the weight as companions (layers::ModelAccess::companions).
   c.member(w, 0, x.elems);
   c.member(b, 0, x.elems);
-  if (kind == NormKind::Layer) c.mark_layer_normed(x.elems);
+  if (kind != NormKind::Batch) c.mark_normalised(x.elems, kind == NormKind::Layer);
   c.set(i, x);
 }
 
