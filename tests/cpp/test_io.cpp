@@ -45,12 +45,12 @@ TEST_CASE("weights files that are missing, truncated or corrupt give errors nami
   msg = test::message_of([&] { io::load_state_dict(*m, dir.file("garbage.pt")); });
   CHECK_THAT(msg, Catch::Contains("garbage.pt") && Catch::Contains("no zip header"));
 
-  // A zip header followed by garbage: gets past the magic check, fails in the unpickler.
+  // A zip header followed by garbage: gets past the magic check, fails the archive's structure check.
   std::vector<char> fake = {'P', 'K', 3, 4};
   fake.resize(4096, '\x7f');
   write_bytes(dir.file("fake.pt"), fake);
   msg = test::message_of([&] { io::load_state_dict(*m, dir.file("fake.pt")); });
-  CHECK_THAT(msg, Catch::Contains("fake.pt") && Catch::Contains("could not be read"));
+  CHECK_THAT(msg, Catch::Contains("fake.pt") && Catch::Contains("no zip end record"));
 
   msg = test::message_of([&] { io::load_state_dict(*m, dir.path.string()); });
   CHECK_THAT(msg, Catch::Contains("not a regular file"));

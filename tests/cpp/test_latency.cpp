@@ -222,3 +222,43 @@ TEST_CASE("fold_batchnorm: tensors replaced through set_data (checkpoint loads, 
   }
   CHECK(torch::allclose(m->forward(x), folded, 1e-4, 1e-4));
 }
+
+TEST_CASE("latency: int8 is timed on fresh packs for each shape and thread count", "[latency]") {
+  // oneDNN caches code per packed weight, input shape and thread count: an int8 model run first at
+  // one batch and then timed at another would time the first shape's kernels.
+  torch::manual_seed(0);
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
+  const auto x = torch::randn({8, 3, 16, 16});
+  const graph::Forward example = [&m, x] { return std::vector<torch::Tensor>{m->forward(x.slice(0, 0, 2))}; };
+  quant::prepare(*m, example, quant::QuantOptions().observer(quant::Observer::min_max));
+  {
+    torch::NoGradGuard no_grad;
+    quant::calibration_mode(*m);
+    m->forward(x);
+    m->eval();
+  }
+  quant::convert(*m, example);
+  torch::NoGradGuard no_grad;
+  m->forward(x);  // packs for batch 8
+  quant::repack(*m);
+  auto before = quant::packs_made();
+  m->forward(x);
+  const auto per_pass = quant::packs_made() - before;  // one per conv and linear
+  CHECK(per_pass == 22);
+  before = quant::packs_made();
+  m->forward(x.slice(0, 0, 1));
+  CHECK(quant::packs_made() == before);  // a plain call reuses the batch-8 packs
+
+  before = quant::packs_made();
+  const auto one = measure::measure_latency(m, x.slice(0, 0, 1), measure::LatencyOptions().warmup(1).runs(2).threads(1));
+  CHECK(one.batch == 1);
+  CHECK(quant::packs_made() - before == per_pass);  // fresh for batch 1
+  // Searching thread counts: the full count, then a probe at half (and, if it is not clearly
+  // slower, a full measurement there), each on fresh packs.
+  before = quant::packs_made();
+  measure::measure_latency(m, x, measure::LatencyOptions().warmup(1).runs(2).threads(2).search_threads(true));
+  const auto made = quant::packs_made() - before;
+  CHECK(made % per_pass == 0);
+  CHECK(made >= 2 * per_pass);
+  CHECK(made <= 3 * per_pass);
+}

@@ -13,6 +13,7 @@ constexpr const char* kFormat = "libprune.checkpoint/1";
 
 torch::serialize::InputArchive open_archive(const std::string& path) {
   auto bytes = read_file(path, "checkpoint");
+  check_zip(bytes, path, "checkpoint", "delete it, or resume from another checkpoint");
   torch::serialize::InputArchive in;
   try {
     std::istringstream stream(std::string(bytes.begin(), bytes.end()));

@@ -22,6 +22,7 @@ StateDict read_state_dict(const std::string& path) {
   TORCH_CHECK_VALUE(zip, "weights file '", path, "' is not a torch.save archive (", bytes.size(),
                     " bytes, no zip header): it is truncated or corrupt. Fix: re-save it from Python with "
                     "torch.save(dict(model.state_dict()), path)");
+  check_zip(bytes, path, "weights file", "re-save it from Python with torch.save(dict(model.state_dict()), path)");
   c10::IValue value;
   try {
     value = torch::pickle_load(bytes);

@@ -264,9 +264,8 @@ torch::Tensor SimulatedFoldImpl::forward(torch::nn::Module& conv, const std::vec
   std::vector<int64_t> shape(static_cast<size_t>(y.dim()), 1);
   shape[1] = -1;
   auto out = y / factor().reshape(shape);
-  if (const auto* bias = conv.named_parameters(false).find("bias"); bias && bias->defined()) {
-    out = out + bias->reshape(shape);
-  }
+  const auto params = conv.named_parameters(false);  // find() points into it: keep it alive
+  if (const auto* bias = params.find("bias"); bias && bias->defined()) out = out + bias->reshape(shape);
   return out;
 }
 

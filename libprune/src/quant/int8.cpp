@@ -5,9 +5,17 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 
+#include <atomic>
+
 #include <algorithm>
 
 namespace libprune::quant::detail {
+
+std::atomic<int64_t>& packs_made_counter() {
+  static std::atomic<int64_t> count{0};
+  return count;
+}
+
 namespace {
 
 // Rounds a tensor into the int8 domain a kernel expects: float inputs with `in` (their quantiser's
@@ -78,7 +86,7 @@ class Int8WeightedImpl : public Int8KernelImpl {
   }
   torch::Tensor forward(torch::nn::Module& layer, const std::vector<torch::Tensor>& inputs, const nn::Forward&) override {
     if (!packed_ || engine_ != at::globalContext().qEngine()) {
-      packed_ = pack(layer);
+      packed_ = counted_pack(layer);
       engine_ = at::globalContext().qEngine();
     }
     const auto x = to_int8(inputs.at(0), in_.at(0), layer_);
@@ -93,7 +101,7 @@ class Int8WeightedImpl : public Int8KernelImpl {
       // on a 1x1 input at batch 1 then fails at another batch ("could not create a primitive
       // descriptor for a reorder primitive"). A pack made for this shape runs; packs are per shape
       // for timing anyway.
-      packed_ = pack(layer);
+      packed_ = counted_pack(layer);
     }
     try {
       return run();
@@ -115,6 +123,10 @@ class Int8WeightedImpl : public Int8KernelImpl {
   c10::optional<at::Tensor> optional_bias() const { return bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt; }
 
  private:
+  c10::intrusive_ptr<Packed> counted_pack(torch::nn::Module& layer) {
+    packs_made_counter().fetch_add(1, std::memory_order_relaxed);
+    return pack(layer);
+  }
   c10::intrusive_ptr<Packed> packed_;
   at::QEngine engine_ = at::QEngine::NoQEngine;
 };

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,5 +40,7 @@ bool is_float_fallback(const torch::nn::Module& ext);
 
 // The engine `name` ("onednn", "qnnpack"); throws naming the engines built in when it is not one.
 at::QEngine engine_of(const std::string& name);
+// Packs made by int8 kernels in this process (quant::packs_made).
+std::atomic<int64_t>& packs_made_counter();
 
 }  // namespace libprune::quant::detail

@@ -150,14 +150,15 @@ namespace {
 std::pair<torch::Tensor, torch::Tensor> folded_qweight_and_bias(const Placement& p, const detail::Unit& u,
                                                                 const FakeQuantizeImpl& wfq) {
   const auto& layer = *p.calls[u.layer].module;
-  const auto* b = layer.named_parameters(false).find("bias");
+  const auto params = layer.named_parameters(false);  // find() points into it: keep it alive
+  const auto* b = params.find("bias");
   torch::Tensor bias = b && b->defined() ? b->detach() : torch::Tensor(), factor;
   if (u.norm) {
     const auto& norm = *p.calls[*u.norm].module;
     factor = nn::batchnorm_factor(norm);
     bias = nn::folded_bias(bias, norm);
   }
-  return {int8_weight(layer.named_parameters(false)["weight"], wfq.scale, factor, nn::extension(layer, kSimulatedFold) != nullptr),
+  return {int8_weight(params["weight"], wfq.scale, factor, nn::extension(layer, kSimulatedFold) != nullptr),
           bias};
 }
 
@@ -271,6 +272,8 @@ Report convert(torch::nn::Module& model, const graph::Forward& forward, const Co
 void repack(torch::nn::Module& model) {
   for (auto& [name, ext] : installed_of<detail::Int8Impl>(model)) ext->repack();
 }
+
+int64_t packs_made() { return detail::packs_made_counter().load(std::memory_order_relaxed); }
 
 io::StateDict int8_state_dict(const torch::nn::Module& model) {
   // Layers whose own tensors the int8 kernels replace (convs, linears) or fold away (batch norms).

@@ -12,7 +12,7 @@ namespace libprune::io {
 struct CheckpointMeta {
   int64_t epoch = 0;          // epochs completed
   std::string recipe_id;      // identifies the recipe (hash of what shapes the run)
-  std::string plans_json;     // JSON array of PruningPlan, in order
+  std::string plans_json = "[]";  // JSON array of PruningPlan, in order
   double best_top1 = -1;
   std::string extra_json = "{}";  // caller's own record (dense figures, ...)
 };

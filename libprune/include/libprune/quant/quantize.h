@@ -109,6 +109,10 @@ torch::Tensor int8_weight(const torch::Tensor& weight, const torch::Tensor& scal
 // (after a state_dict load). oneDNN caches compiled kernels per packed weight, input shape and
 // thread count, so time each shape and thread count on fresh packs (measure/latency does).
 void repack(torch::nn::Module& model);
+// Weight packs the int8 kernels have made in this process (each conv or linear packs on its first
+// call after repack(), and again for a shape its pack refuses); tests check that timing starts
+// from fresh packs.
+int64_t packs_made();
 
 // Bytes of the int8 model's state as its deploy file holds it: the int8 weights, their per-channel
 // scales, the float biases and each kernel's input and output scale and zero point, plus the float
