@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace test {
@@ -37,6 +38,11 @@ inline bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::T
     if (!a[i].sizes().equals(b[i].sizes()) || !torch::equal(a[i], b[i])) return false;
   }
   return true;
+}
+
+// Writes `bytes` to `path` as they are (truncated or corrupted copies of files).
+inline void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 inline std::string message_of(const std::function<void()>& fn) {

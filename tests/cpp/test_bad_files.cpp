@@ -17,10 +17,6 @@ using namespace libprune;
 
 namespace {
 
-void write_bytes(const std::string& path, const std::vector<char>& bytes) {
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
 // A trained-for-one-step model and its SGD (momentum state filled).
 struct Trained {
   models::ModelPtr model = models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));
@@ -104,7 +100,7 @@ TEST_CASE("bad files: truncated and bit-flipped checkpoints and weights files ne
     // Every truncation is refused, naming the file.
     for (size_t k = 0; k < 24; ++k) {
       const size_t keep = good.size() * k / 24;
-      write_bytes(bad, std::vector<char>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(keep)));
+      test::write_bytes(bad, std::vector<char>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(keep)));
       INFO("truncated to " << keep << " of " << good.size() << " bytes");
       CHECK_THAT(test::message_of(load), Catch::Contains("bad." + kind));
     }
@@ -115,7 +111,7 @@ TEST_CASE("bad files: truncated and bit-flipped checkpoints and weights files ne
       auto flipped = good;
       const size_t at = (k * 7919 * 31 + k * k) % flipped.size();
       flipped[at] = static_cast<char>(flipped[at] ^ (1 << (k % 8)));
-      write_bytes(bad, flipped);
+      test::write_bytes(bad, flipped);
       const auto msg = test::message_of(load);
       if (msg.empty()) {
         ++loaded;

@@ -5,12 +5,6 @@
 
 using namespace libprune;
 
-namespace {
-void write_bytes(const std::string& path, const std::vector<char>& bytes) {
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-}  // namespace
-
 TEST_CASE("state_dict round trip through a file", "[io]") {
   test::TempDir dir("io_roundtrip");
   auto a = models::create("cifar_resnet20", models::ModelOptions().num_classes(10));
@@ -36,19 +30,19 @@ TEST_CASE("weights files that are missing, truncated or corrupt give errors nami
 
   io::save_state_dict(*m, dir.file("good.pt"));
   auto bytes = io::read_file(dir.file("good.pt"), "test");
-  write_bytes(dir.file("truncated.pt"), std::vector<char>(bytes.begin(), bytes.begin() + bytes.size() / 2));
+  test::write_bytes(dir.file("truncated.pt"), std::vector<char>(bytes.begin(), bytes.begin() + bytes.size() / 2));
   msg = test::message_of([&] { io::load_state_dict(*m, dir.file("truncated.pt")); });
   CHECK_THAT(msg, Catch::Contains("truncated.pt") && Catch::Contains("truncated or corrupt"));
   CHECK_THAT(msg, Catch::Contains("torch.save(dict(model.state_dict()), path)"));
 
-  write_bytes(dir.file("garbage.pt"), std::vector<char>(1000, 'x'));
+  test::write_bytes(dir.file("garbage.pt"), std::vector<char>(1000, 'x'));
   msg = test::message_of([&] { io::load_state_dict(*m, dir.file("garbage.pt")); });
   CHECK_THAT(msg, Catch::Contains("garbage.pt") && Catch::Contains("no zip header"));
 
   // A zip header followed by garbage: gets past the magic check, fails the archive's structure check.
   std::vector<char> fake = {'P', 'K', 3, 4};
   fake.resize(4096, '\x7f');
-  write_bytes(dir.file("fake.pt"), fake);
+  test::write_bytes(dir.file("fake.pt"), fake);
   msg = test::message_of([&] { io::load_state_dict(*m, dir.file("fake.pt")); });
   CHECK_THAT(msg, Catch::Contains("fake.pt") && Catch::Contains("no zip end record"));
 
