@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages libprune needs, only those that are missing, so a second run
 # changes nothing. Works on a minimal Debian bookworm that has only git (run as root or with sudo).
+#   bash scripts/setup.sh                 # what the build, the tests and the runs need
+#   bash scripts/setup.sh --sanitizers    # also clang and its runtimes (scripts/fuzz.sh, scripts/tsan.sh)
 set -euo pipefail
 
 PACKAGES=(
@@ -19,6 +21,10 @@ PACKAGES=(
   # the run report page's figures (python3 -m libprune.report)
   python3-matplotlib
 )
+if [ "${1:-}" = "--sanitizers" ]; then
+  # libFuzzer, AddressSanitizer and ThreadSanitizer come with clang's runtime libraries
+  PACKAGES+=(clang libclang-rt-dev)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

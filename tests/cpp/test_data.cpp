@@ -37,6 +37,23 @@ TEST_CASE("MNIST reader: missing folder, missing file, truncated and malformed f
   std::ofstream(dir.file("t10k-labels-idx1-ubyte"), std::ios::binary) << "plain but wrong";
   msg = test::message_of([&] { data::read_mnist(dir.path.string(), data::Split::Test); });
   CHECK_THAT(msg, Catch::Contains("bad magic"));
+
+  // Damaged header sizes (the fuzzer found their product overflowing, tests/fuzz): 2 images of
+  // 2^31-1 x 2^31-1 pixels in a file without pixels, and 2 images of -1 x -8 in one with 16 bytes
+  // of pixels, whose product matches. Refused, naming the file, before anything is multiplied.
+  auto be32 = [](uint32_t v) {
+    return std::string{char(v >> 24), char(v >> 16 & 255), char(v >> 8 & 255), char(v & 255)};
+  };
+  for (const auto& [rows, cols] : std::vector<std::pair<uint32_t, uint32_t>>{{0x7FFFFFFF, 0x7FFFFFFF},
+                                                                             {0xFFFFFFFF, 0xFFFFFFF8}}) {
+    const std::string pixels(rows == 0xFFFFFFFF ? 16 : 0, '\7');
+    std::ofstream(dir.file("t10k-images-idx3-ubyte"), std::ios::binary)
+        << be32(2051) + be32(2) + be32(rows) + be32(cols) + pixels;
+    std::ofstream(dir.file("t10k-labels-idx1-ubyte"), std::ios::binary) << be32(2049) + be32(2) + "\1\2";
+    msg = test::message_of([&] { data::read_mnist(dir.path.string(), data::Split::Test); });
+    CHECK_THAT(msg, Catch::Contains("t10k-images") || Catch::Contains("t10k' IDX"));
+    CHECK_THAT(msg, Catch::Contains("header is damaged"));
+  }
 }
 
 TEST_CASE("TensorDataset: pad-crop and flip move whole images, eval batches are exact copies", "[data]") {

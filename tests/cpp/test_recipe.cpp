@@ -146,6 +146,9 @@ TEST_CASE("recipes: bad JSON, unknown keys, wrong types and ratios above the max
   CHECK_THAT(msg(R"({"pruning": [{"importance": 3}]})"), Catch::Contains("pruning.0.importance: expected a string"));
   CHECK_THAT(msg("{}", {"training.nope=1"}), Catch::Contains("training.nope: unknown key"));
   CHECK_THAT(msg("{}", {"novalue"}), Catch::Contains("key=value"));
+  // Found by the fuzzer (tests/fuzz): a number no type holds, and a --set text that is not UTF-8.
+  CHECK_THAT(msg(R"({"training": {"epochs": 1e99999}})"), Catch::Contains("configs/x.json cannot be read"));
+  CHECK_THAT(msg("{}", {"output_dir=a\x9f" "b"}), Catch::Contains("--set \"output_dir\"") && Catch::Contains("UTF-8"));
   // The report section is checked when the recipe loads, not after training when it is used.
   CHECK_THAT(msg(R"({"report": {"latency_runs": 0}})"),
              Catch::Contains("at report.latency_runs: must be >= 1, got 0") && Catch::Contains("Fix:"));

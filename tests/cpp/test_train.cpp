@@ -203,8 +203,16 @@ TEST_CASE("trainer: LR schedules with warmup and restarts; bad options name the 
 }
 
 // mallinfo2 came with glibc 2.33 (Debian bookworm has 2.36); older C libraries skip the check, and
-// so does AddressSanitizer, whose allocator replaces glibc's (scripts/sanitize.sh).
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)) && !defined(__SANITIZE_ADDRESS__)
+// so do AddressSanitizer and ThreadSanitizer, whose allocators replace glibc's (scripts/sanitize.sh,
+// scripts/tsan.sh; GCC and clang say so differently).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define LIBPRUNE_TEST_OWN_ALLOCATOR 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define LIBPRUNE_TEST_OWN_ALLOCATOR 1
+#endif
+#endif
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)) && !defined(LIBPRUNE_TEST_OWN_ALLOCATOR)
 #include <malloc.h>
 TEST_CASE("retain_freed_memory: blocks of a few MiB come from the heap and stay there", "[train]") {
   REQUIRE(libprune::retain_freed_memory());

@@ -71,9 +71,13 @@ MnistData read_mnist(const std::string& dir, Split split) {
   const int64_t n = be32(images, 4), rows = be32(images, 8), cols = be32(images, 12);
   TORCH_CHECK_VALUE(be32(labels, 4) == n, "'", where, "': ", n, " images but ", be32(labels, 4),
                     " labels. Fix: use matching image and label files");
-  TORCH_CHECK_VALUE(static_cast<int64_t>(images.size()) == 16 + n * rows * cols &&
-                        static_cast<int64_t>(labels.size()) == 8 + n,
-                    "'", where, "' IDX files are truncated. Fix: reinstall the dataset");
+  // Sizes from the header are checked against the file before any product of them can overflow.
+  const int64_t pixels = static_cast<int64_t>(images.size()) - 16;
+  const bool sizes_fit = n >= 0 && rows >= 0 && cols >= 0 &&
+                         (rows * cols == 0 ? pixels == 0 : n == pixels / (rows * cols) && pixels % (rows * cols) == 0);
+  TORCH_CHECK_VALUE(sizes_fit && static_cast<int64_t>(labels.size()) == 8 + n, "'", where, "' IDX files are truncated ",
+                    "or their header is damaged (", n, " images of ", rows, "x", cols, " in ", pixels,
+                    " bytes). Fix: reinstall the dataset");
   MnistData out;
   out.images = torch::from_blob(const_cast<char*>(images.data() + 16), {n, rows, cols}, torch::kUInt8).clone();
   out.labels = torch::from_blob(const_cast<char*>(labels.data() + 8), {n}, torch::kUInt8).to(torch::kInt64);

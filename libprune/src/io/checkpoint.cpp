@@ -18,9 +18,11 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   try {
     std::istringstream stream(std::string(bytes.begin(), bytes.end()));
     in.load_from(stream);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
     TORCH_CHECK_VALUE(false, "checkpoint '", path, "' is corrupt or not a libprune checkpoint (",
-                      e.what_without_backtrace(), "). Fix: delete it, or resume from another checkpoint");
+                      c10_error ? c10_error->what_without_backtrace() : e.what(),
+                      "). Fix: delete it, or resume from another checkpoint");
   }
   return in;
 }
@@ -61,14 +63,21 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
     TORCH_CHECK_VALUE(false, "checkpoint '", path, "' has no readable libprune header. Fix: it was not written by "
                       "libprune-run; delete it or pass another output_dir");
   }
-  TORCH_CHECK_VALUE(header.value("format", "") == kFormat, "checkpoint '", path, "' has format \"",
-                    header.value("format", ""), "\", expected \"", kFormat, "\"");
+  const auto format = header.is_object() && header.contains("format") ? header["format"].dump() : "none";
+  TORCH_CHECK_VALUE(format == nlohmann::json(kFormat).dump(), "checkpoint '", path, "' has format ", format,
+                    ", expected \"", kFormat, "\". Fix: it was not written by this libprune; delete it");
   CheckpointMeta meta;
-  meta.epoch = header.at("epoch").get<int64_t>();
-  meta.recipe_id = header.at("recipe_id").get<std::string>();
-  meta.plans_json = header.at("plans").dump();
-  meta.best_top1 = header.at("best_top1").get<double>();
-  meta.extra_json = header.at("extra").dump();
+  try {
+    meta.epoch = header.at("epoch").get<int64_t>();
+    meta.recipe_id = header.at("recipe_id").get<std::string>();
+    meta.plans_json = header.at("plans").dump();
+    meta.best_top1 = header.at("best_top1").get<double>();
+    meta.extra_json = header.at("extra").dump();
+    TORCH_CHECK_VALUE(header.at("plans").is_array() && header.at("extra").is_object(), "checkpoint '", path,
+                      "' has a damaged header (plans must be an array, extra an object). Fix: delete it");
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' has a damaged header (", e.what(), "). Fix: delete it");
+  }
   return meta;
 }
 

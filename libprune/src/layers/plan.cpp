@@ -1,6 +1,7 @@
 #include "libprune/layers/plan.h"
 
 #include <c10/util/Exception.h>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 namespace libprune::layers {
@@ -17,11 +18,23 @@ std::string PruningPlan::to_json() const {
   return j.dump();
 }
 
+namespace {
+
+// An integer JSON number that fits int64 (nlohmann's get<int64_t> casts floats, out of range too).
+int64_t plan_integer(const nlohmann::json& v, const std::string& at, const char* key) {
+  const bool fits = v.is_number_integer() &&
+                    (!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX));
+  TORCH_CHECK_VALUE(fits, at, ": ", key, " must be an integer, got ", v.dump(), ". Fix: pass the text of plan.to_json()");
+  return v.get<int64_t>();
+}
+
+}  // namespace
+
 PruningPlan PruningPlan::from_json(const std::string& text) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse errors, and numbers no type holds
     TORCH_CHECK_VALUE(false, "pruning plan is not valid JSON (", e.what(), "). Fix: pass the text of plan.to_json()");
   }
   const bool format_ok = j.is_object() && j.contains("format") && j["format"].is_string() &&
@@ -37,9 +50,10 @@ PruningPlan PruningPlan::from_json(const std::string& text) {
     try {
       TensorCut cut;
       cut.tensor = c.at("tensor").get<std::string>();
-      cut.dim = c.at("dim").get<int64_t>();
-      cut.original_size = c.at("original_size").get<int64_t>();
-      cut.keep = c.at("keep").get<std::vector<int64_t>>();
+      cut.dim = plan_integer(c.at("dim"), at, "dim");
+      cut.original_size = plan_integer(c.at("original_size"), at, "original_size");
+      TORCH_CHECK_VALUE(c.at("keep").is_array(), at, ": keep must be an array. Fix: pass the text of plan.to_json()");
+      for (const auto& k : c.at("keep")) cut.keep.push_back(plan_integer(k, at, "keep"));
       plan.cuts.push_back(std::move(cut));
     } catch (const nlohmann::json::exception& e) {
       TORCH_CHECK_VALUE(false, at, ": ", e.what(), ". Fix: each cut needs tensor (string), dim, original_size (integers) "
@@ -49,7 +63,9 @@ PruningPlan PruningPlan::from_json(const std::string& text) {
   if (j.contains("groups") && j["groups"].is_array()) {
     try {
       for (const auto& g : j["groups"]) {
-        plan.groups.push_back({g.at("name").get<std::string>(), {g.at("before").get<int64_t>(), g.at("after").get<int64_t>()}});
+        const std::string at = "pruning plan: groups";
+        plan.groups.push_back({g.at("name").get<std::string>(),
+                               {plan_integer(g.at("before"), at, "before"), plan_integer(g.at("after"), at, "after")}});
       }
     } catch (const nlohmann::json::exception& e) {
       TORCH_CHECK_VALUE(false, "pruning plan: groups: ", e.what(), ". Fix: each group needs name, before and after");

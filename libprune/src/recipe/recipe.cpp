@@ -156,6 +156,11 @@ json set_path(json root, const std::string& assignment, const std::string& sourc
     value = json::parse(text);
   } catch (const json::exception&) {
     value = text;  // a plain string
+    try {
+      (void)value.dump();
+    } catch (const json::exception&) {
+      TORCH_CHECK_VALUE(false, "--set \"", key, "\": the value is not valid UTF-8. Fix: pass text or JSON");
+    }
   }
   json* node = &root;
   for (const auto& part : detail::split_path(key)) {
@@ -184,9 +189,16 @@ Recipe parse(const std::string& text, const std::string& source, const std::vect
   } catch (const json::parse_error& e) {
     TORCH_CHECK_VALUE(false, source, " is not valid JSON (", e.what(), "). Fix: check commas, quotes and brackets near byte ",
                       e.byte);
+  } catch (const json::exception& e) {  // a number too large for any type, ...
+    TORCH_CHECK_VALUE(false, source, " cannot be read (", e.what(), "). Fix: correct the value it names");
   }
   for (const auto& s : sets) user = set_path(user, s, "--set");
-  return typed(merge_into_schema(detail::schema().defaults, user, "", "", source), source);
+  try {
+    return typed(merge_into_schema(detail::schema().defaults, user, "", "", source), source);
+  } catch (const json::exception& e) {
+    // The typed checks name each key; this is the net under them (a value JSON itself refuses).
+    TORCH_CHECK_VALUE(false, source, ": ", e.what(), ". Fix: check the recipe's values against docs/recipes.md");
+  }
 }
 
 std::string read_text_file(const std::string& path) {

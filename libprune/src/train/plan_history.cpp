@@ -11,8 +11,16 @@ std::string plans_to_json(const PlanHistory& plans) {
 }
 
 PlanHistory plans_from_json(const std::string& json) {
+  nlohmann::json plans;
+  try {
+    plans = nlohmann::json::parse(json);
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK_VALUE(false, "plan history is not valid JSON (", e.what(), "). Fix: pass the text of plans_to_json()");
+  }
+  TORCH_CHECK_VALUE(plans.is_array(), "plan history must be a JSON array of plans, got ", plans.type_name(),
+                    ". Fix: pass the text of plans_to_json()");
   PlanHistory out;
-  for (const auto& p : nlohmann::json::parse(json)) out.push_back(layers::PruningPlan::from_json(p.dump()));
+  for (const auto& p : plans) out.push_back(layers::PruningPlan::from_json(p.dump()));
   return out;
 }
 

@@ -11,9 +11,11 @@ std::vector<char> read_file(const std::string& path, const std::string& what);
 // leaves any earlier file at `path` intact and removes the partial temp file.
 void write_file_atomic(const std::string& path, const std::vector<char>& bytes, const std::string& what);
 
-// Checks that `bytes` hold a whole zip archive (torch.save's and LibTorch's format): an end record,
-// a central directory inside the file, and every entry's data before it. LibTorch 1.13's reader
-// reads past the end of a truncated archive (heap overflow, found by AddressSanitizer), so every
+// Checks that `bytes` hold a whole, undamaged zip archive (torch.save's and LibTorch's format): an
+// end record, a central directory inside the file, every entry stored (never compressed) before it
+// with its CRC-32 right, and every pickle in it well formed (lengths, stack, memo). LibTorch 1.13
+// trusts all of these (it reads past a truncated archive, skips CRCs, and its unpickler allocates
+// what a length says and pops empty stacks: found by AddressSanitizer and libFuzzer), so every
 // archive is checked before it. Throws c10::ValueError naming `path` as `what` and the fix.
 void check_zip(const std::vector<char>& bytes, const std::string& path, const std::string& what, const std::string& fix);
 
