@@ -29,7 +29,9 @@ mkdir -p build-fuzz/logs
 
 run_one() {
   local t=$1 seconds=$2 new=build-fuzz/new/$1
-  rm -rf "$new" && mkdir -p "$new" "build-fuzz/artifacts/$t"
+  # This run's crashes only (earlier ones were moved aside, or copied into the corpus once fixed).
+  rm -rf "$new" "build-fuzz/artifacts/$t.old" && mkdir -p "$new" "build-fuzz/artifacts/$t"
+  mv "build-fuzz/artifacts/$t" "build-fuzz/artifacts/$t.old" && mkdir -p "build-fuzz/artifacts/$t"
   # -rss_limit_mb: a decompression bomb or a huge header must fail cleanly, not eat the machine.
   build-fuzz/tests/fuzz/fuzz_"$t" "$new" "tests/fuzz/corpus/$t" -max_total_time="$seconds" -timeout=30 \
     -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t/" \
@@ -37,11 +39,13 @@ run_one() {
   # Keep a minimal corpus with the same coverage, plus every seed and past crash (regressions).
   local min=build-fuzz/min/$t
   rm -rf "$min" && mkdir -p "$min"
-  build-fuzz/tests/fuzz/fuzz_"$t" -merge=1 "$min" "tests/fuzz/corpus/$t" "$new" > "build-fuzz/logs/$t.merge.log" 2>&1 || true
-  if [ -n "$(ls -A "$min")" ]; then
+  # The same limits as the run, and the corpus replaced only by a merge that finished.
+  if build-fuzz/tests/fuzz/fuzz_"$t" -merge=1 -timeout=30 -rss_limit_mb=3072 "$min" "tests/fuzz/corpus/$t" "$new" \
+      > "build-fuzz/logs/$t.merge.log" 2>&1 && [ -n "$(ls -A "$min")" ]; then
     find "tests/fuzz/corpus/$t" -type f ! -name 'crash-*' ! -name 'seed-*' -delete
     cp -n "$min"/* "tests/fuzz/corpus/$t/"
   fi
+  return 0
 }
 export -f run_one
 printf '%s\n' "${targets[@]}" | xargs -P "${FUZZ_JOBS:-2}" -I{} bash -c "run_one {} $seconds"

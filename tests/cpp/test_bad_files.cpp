@@ -161,6 +161,23 @@ TEST_CASE("bad files: truncated and bit-flipped plans give errors with the JSON 
   CHECK_THAT(test::message_of([&] { train::plans_from_json(text); }), Catch::Contains("plan history must be a JSON array"));
 }
 
+TEST_CASE("bad files: a zip64 end record that disagrees with the end record is refused", "[io]") {
+  // LibTorch's reader takes the central directory from the zip64 end record torch.save writes
+  // (56 bytes, then a 20-byte locator, then the 22-byte end record): were it not checked against
+  // the end record, it could point at a second directory that nothing checked.
+  test::TempDir dir("zip64");
+  Trained run;
+  io::save_state_dict(*run.model, dir.file("good.pt"));
+  auto bytes = io::read_file(dir.file("good.pt"), "test");
+  REQUIRE_NOTHROW(io::load_state_dict(*run.model, dir.file("good.pt")));
+  const size_t record = bytes.size() - 22 - 20 - 56;
+  REQUIRE(bytes[record] == 'P');
+  REQUIRE(bytes[record + 3] == 6);
+  bytes[record + 48] = static_cast<char>(bytes[record + 48] + 1);  // the directory's offset
+  CHECK_THAT(test::message_of([&] { io::check_zip(bytes, "bad.pt", "weights file", "re-save it"); }),
+             Catch::Contains("bad.pt") && Catch::Contains("zip64 end record disagrees"));
+}
+
 TEST_CASE("bad files: pickles LibTorch would mishandle are refused by the archive check, before LibTorch reads them",
           "[io]") {
   // Archives with every CRC right whose data.pkl has a 2 GB string length, a SETITEM on an empty

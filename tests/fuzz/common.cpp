@@ -55,7 +55,8 @@ std::string scratch_dir() {
   // Never destroyed, so the exit handler that removes the folder can still read its name.
   static const std::string* dir = [] {
     namespace fs = std::filesystem;
-    const char* tmp = std::getenv("TMPDIR");
+    const char* env = std::getenv("TMPDIR");
+    const char* tmp = env && *env ? env : nullptr;
     const fs::path shm = "/dev/shm";
     const fs::path base = tmp ? fs::path(tmp) : (fs::is_directory(shm) ? shm : fs::temp_directory_path());
     const fs::path d = base / ("libprune_fuzz_" + std::to_string(::getpid()));

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <set>
+#include <utility>
 
 #ifdef LIBPRUNE_HAVE_ZLIB
 #include <zlib.h>
@@ -223,6 +224,24 @@ std::string content_problem(const std::string& name, const char* data, uint64_t 
   return "";
 }
 
+// Checks the zip64 end record and locator before the end record at `end`, when there are any:
+// ("" or the problem, where the central directory must end).
+std::pair<std::string, uint64_t> zip64_tail(const char* b, uint64_t end, uint64_t entries, uint64_t dir_size,
+                                            uint64_t dir_at) {
+  constexpr uint64_t kLocator = 20, kRecord = 56;
+  if (end < kLocator || le_bytes(b + end - kLocator, 4) != 0x07064b50) return {"", end};
+  const uint64_t record = le_bytes(b + end - kLocator + 8, 8);
+  if (end < kLocator + kRecord || record != end - kLocator - kRecord || le_bytes(b + record, 4) != 0x06064b50) {
+    return {"its zip64 end record is missing or misplaced", 0};
+  }
+  const bool same = le_bytes(b + end - kLocator + 4, 4) == 0 && le_bytes(b + end - kLocator + 16, 4) == 1 &&
+                    le_bytes(b + record + 16, 4) == 0 && le_bytes(b + record + 20, 4) == 0 &&
+                    le_bytes(b + record + 24, 8) == entries && le_bytes(b + record + 32, 8) == entries &&
+                    le_bytes(b + record + 40, 8) == dir_size && le_bytes(b + record + 48, 8) == dir_at;
+  if (!same) return {"its zip64 end record disagrees with its end record", 0};
+  return {"", record};
+}
+
 // The problem with the archive, or "" when it is whole.
 std::string zip_problem(const std::vector<char>& bytes) {
   constexpr size_t kEnd = 22, kCentral = 46, kLocal = 30;
@@ -247,7 +266,12 @@ std::string zip_problem(const std::vector<char>& bytes) {
   const bool small = bytes.size() < 0xFFFFFFFFull;
   const bool zip64 = entries == 0xFFFF || dir_size == 0xFFFFFFFF || dir_at == 0xFFFFFFFF;
   if (zip64) return small ? "zip64 markers in an archive under 4 GiB" : "";
-  if (dir_at + dir_size > end) return "its central directory runs past the end record";
+  // torch.save also writes a zip64 end record and its locator before the end record, and LibTorch's
+  // reader takes the directory from there when they are present: they must say the same, and the
+  // directory must end where they (or the end record) begin, so no second directory can hide.
+  const auto tail = zip64_tail(b, end, entries, dir_size, dir_at);
+  if (!tail.first.empty()) return tail.first;
+  if (dir_at + dir_size != tail.second) return "its central directory does not end where the end records begin";
   size_t at = dir_at;
   const size_t dir_end = dir_at + dir_size;
   bool has_version = false;  // every torch.save / LibTorch archive records its format version

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <sstream>
 
 namespace libprune::io {
@@ -68,7 +69,12 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
                     ", expected \"", kFormat, "\". Fix: it was not written by this libprune; delete it");
   CheckpointMeta meta;
   try {
-    meta.epoch = header.at("epoch").get<int64_t>();
+    const auto& epoch = header.at("epoch");  // an integer: get<int64_t> would cast a float, out of range too
+    const bool fits = epoch.is_number_integer() &&
+                      (!epoch.is_number_unsigned() || epoch.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX));
+    TORCH_CHECK_VALUE(fits, "checkpoint '", path,
+                      "' has a damaged header (epoch ", epoch.dump(), "). Fix: delete it");
+    meta.epoch = epoch.get<int64_t>();
     meta.recipe_id = header.at("recipe_id").get<std::string>();
     meta.plans_json = header.at("plans").dump();
     meta.best_top1 = header.at("best_top1").get<double>();
