@@ -6,7 +6,7 @@ No pretrained ResNet-50 can be installed here, so the model is the one
 torchvision's resnet50, calibrates each tool on the same 8 training batches, and prints, over the
 10,000 test images (none of them calibration images): top-1, argmax agreement and mean logit
 cosine against the float model, for torch.ao's default oneDNN mapping (histogram observer) and
-libprune's min-max and percentile observers (fake-quantised and converted to int8 kernels).
+libprune's min-max, percentile and mse observers (fake-quantised and converted to int8 kernels).
 
     PYTHONPATH=build/python /usr/bin/python3 scripts/bench_resnet50_ptq.py [--run runs/fashion_mnist_resnet50_ptq]
 """
@@ -71,7 +71,8 @@ def main():
         for b in calibration:
             prepared(b)
     row("torch.ao FX int8 (histogram observer)", logits(convert_fx(prepared), test))
-    for observer, extra in [("min_max", {}), ("percentile", {"percentile": 99.99}), ("percentile", {"percentile": 99.9})]:
+    for observer, extra in [("min_max", {}), ("percentile", {"percentile": 99.99}), ("percentile", {"percentile": 99.9}),
+                            ("mse", {})]:
         m = copy.deepcopy(model)
         lq.prepare_qat(m, train[:2], observer=observer, **extra)
         lq.calibrate(m, calibration)

@@ -29,9 +29,10 @@ class FakeQuantize(torch.nn.Module):
     """Observes a tensor's range and rounds it to the integer grid that range defines, in float.
 
     role "weight": signed, symmetric, per output channel (``channels`` of them); role "activation":
-    unsigned, affine, per tensor. bits 2 to 8. observer "moving_average" (QAT), "min_max" or
+    unsigned, affine, per tensor. bits 2 to 8. observer "moving_average" (QAT), "min_max",
     "percentile" (calibration; per batch the (100 - p)-th and p-th percentiles, the widest over the
-    batches). The observer watches in training mode only. Its state is buffers with the C++
+    batches) or "mse" (calibration; per batch the range a x [min, max] whose grid rounds the batch
+    with the least squared error, the widest over the batches). The observer watches in training mode only. Its state is buffers with the C++
     quantiser's names: scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled,
     quant_range (the integer range, so a state_dict saved with other bits is refused when used).
     learnable: LSQ, ``scale`` is an ``nn.Parameter`` learned once the observer is off (its first value
@@ -106,8 +107,9 @@ def _round_input(module, inputs):
 
 
 def _calls(model, example_inputs):
-    """(name, module, names of the calls it read from) of every leaf module call, in order. A call
-    that returns its input (an in-place ReLU) becomes that tensor's producer for later readers."""
+    """(name, module, names of the calls it read from) of every leaf module call, in order, and the
+    names of the calls whose output the model returns. A call that returns its input (an in-place
+    ReLU) becomes that tensor's producer for later readers."""
     calls, hooks, producer, keep = [], [], {}, []
     for name, m in model.named_modules():
         if next(m.children(), None) is None and m is not model:
@@ -120,11 +122,11 @@ def _calls(model, example_inputs):
             hooks.append(m.register_forward_hook(record))
     try:
         with _model.eval_mode(model), torch.no_grad():
-            _model.forward(model, example_inputs)()
+            outputs = _model.forward(model, example_inputs)()
     finally:
         for h in hooks:
             h.remove()
-    return calls
+    return calls, {producer[id(t)] for t in outputs if id(t) in producer}
 
 
 def _units(calls):
@@ -158,7 +160,8 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant, percentile,
     learnable_scales (LSQ: give ``learnable_scales(model)`` to the optimizer, then freeze the observers). Each
     conv/linear's weight is rounded per output channel (its forward is the layer's own, with the
-    rounded weight) and each unit's output once, after its batch norm and ReLU. Layers called more
+    rounded weight) and each unit's output once, after its batch norm and ReLU, except the model's
+    output (a 256-step grid over logits would decide the argmax). Layers called more
     than once in the pass (a ReLU module reused) are left float and not listed. Every name and
     parameter stays; the quantisers' state is buffers of the layers ("conv1.weight_fake_quant.scale").
     """
@@ -167,10 +170,11 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     if any(isinstance(m, FakeQuantize) for m in model.modules()) or hasattr(model, "_libprune_qat"):
         raise ValueError("prepare_qat: the model already has fake quantisers. Fix: prepare a model once")
     modules = dict(model.named_modules())
-    units = _units(_calls(model, example_inputs))
+    calls, model_outputs = _calls(model, example_inputs)
+    units = _units(calls)
     kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant,
               percentile=opts.percentile, learnable=opts.learnable_scales)
-    ends = {u[3] for u in units}
+    ends = {u[3] for u in units if u[3] not in model_outputs}  # the outputs that are rounded
     hooks = []
     for layer, _, _, end, sources in units:
         m = modules[layer]
@@ -180,6 +184,8 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
             # Its input is not another unit's rounded output: rounded here, so int8 has its grid.
             m.add_module("input_fake_quant", FakeQuantize("activation", 1, **kw))
             hooks.append(m.register_forward_pre_hook(_round_input))
+        if end in model_outputs:
+            continue  # the model's output (logits) stays unrounded, as in C++
         e = modules[end]
         e.add_module("output_fake_quant", FakeQuantize("activation", 1, **kw))
         hooks.append(e.register_forward_hook(_round_output))
@@ -253,7 +259,17 @@ def _int8_unit(m, norm, relu, in_q, out_q):
     bn = None if norm is None else (norm.weight, norm.bias, norm.running_mean, norm.running_var)
     qweight, bias = _libprune._int8_weight_and_bias(m.weight, m.bias, weight_scale.scale, bn,
                                                     norm.eps if norm is not None else 0.0)
-    (in_scale, in_zp), (out_scale, out_zp) = in_q, out_q
+    in_scale, in_zp = in_q
+    if out_q is None:  # the model's output: int8 input and weight, computed in float, unrounded
+        def forward_float(self, x):
+            q = _libprune._quantize_per_tensor(x, in_scale, in_zp)
+            if isinstance(self, torch.nn.Linear):
+                y = torch.nn.functional.linear(q.dequantize(), self._int8_packed, bias)
+            else:
+                y = self._conv_forward(q.dequantize(), self._int8_packed, bias)
+            return y.clamp_min(0) if relu is not None else y
+        return qweight.dequantize(), forward_float
+    out_scale, out_zp = out_q
     ops = torch.ops.quantized
     if isinstance(m, torch.nn.Linear):
         def pack():
@@ -265,7 +281,7 @@ def _int8_unit(m, norm, relu, in_q, out_q):
         op = ops.conv2d_relu if relu is not None else ops.conv2d
 
     def forward(self, x):
-        q = torch.quantize_per_tensor(x, in_scale, in_zp, torch.quint8)
+        q = _libprune._quantize_per_tensor(x, in_scale, in_zp)
         try:
             return op(q, self._int8_packed, out_scale, out_zp).dequantize()
         except RuntimeError:
@@ -325,8 +341,9 @@ def convert(model: torch.nn.Module, engine: str = "onednn") -> dict:
                 plans.append((m, [], None, None))  # back to its own float forward
                 continue
             in_q = m.input_fake_quant if hasattr(m, "input_fake_quant") else modules[sources[0]].output_fake_quant
+            out_q = getattr(modules[end], "output_fake_quant", None)
             packed, forward = _int8_unit(m, modules[norm] if norm else None, relu, _qparams(in_q),
-                                         _qparams(modules[end].output_fake_quant))
+                                         None if out_q is None else _qparams(out_q))
             plans.append((m, [modules[n] for n in (norm, relu) if n], packed, forward))
             report["quantized"].append(" + ".join(n for n in (layer, norm, relu) if n))
     # Everything is computed: now the model changes.

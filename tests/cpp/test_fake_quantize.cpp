@@ -60,3 +60,68 @@ TEST_CASE("quant: a percentile observer clips a rare outlier that a min-max obse
                                    quant::QuantOptions().observer(quant::Observer::percentile).percentile(30)),
                     Catch::Contains("percentile must be in (50, 100]"));
 }
+
+TEST_CASE("quant: an mse observer clips where that lowers the rounding error, and not where it does not", "[quant]") {
+  const auto error_with = [](quant::Observer o, const torch::Tensor& x, int64_t bits) {
+    quant::FakeQuantize fq(quant::FakeQuantizeOptions(quant::Role::activation, 1).observer(o).bits(bits).percentile(99.99));
+    const auto out = fq->apply(x);  // observes, then rounds with the range it chose
+    return std::make_tuple((out - x).pow(2).sum().item<double>(), fq->min_val.item<float>(), fq->max_val.item<float>());
+  };
+  torch::manual_seed(5);
+  // Laplace(0, 1) at 4 bits: the error-minimising clip is near 5 (Banner et al. 2019 give 5.03 for a
+  // symmetric 4-bit grid); the extremes of 65536 draws lie near +-10.
+  const auto laplace = (-torch::log(torch::rand({65536})) + torch::log(torch::rand({65536})));
+  const auto [l_err, l_lo, l_hi] = error_with(quant::Observer::mse, laplace, 4);
+  const auto [lm_err, lm_lo, lm_hi] = error_with(quant::Observer::min_max, laplace, 4);
+  INFO("laplace, 4 bits: mse [" << l_lo << ", " << l_hi << "] error " << l_err << "; min_max [" << lm_lo << ", " << lm_hi
+                                << "] " << lm_err);
+  CHECK(l_hi > 3.0f);
+  CHECK(l_hi < 8.0f);
+  CHECK(l_lo < -3.0f);
+  CHECK(l_lo > -8.0f);
+  CHECK(l_err < 0.6 * lm_err);
+  // One huge outlier: clipping it would cost more than the finer grid saves, so the range keeps it
+  // (the percentile observer clips it and pays).
+  auto x = torch::randn({32, 8, 16, 16});
+  x.view({-1})[777] = 1000.0;
+  const auto [mse_err, mse_lo, mse_hi] = error_with(quant::Observer::mse, x, 8);
+  const auto [minmax_err, minmax_lo, minmax_hi] = error_with(quant::Observer::min_max, x, 8);
+  const auto [pct_err, pct_lo, pct_hi] = error_with(quant::Observer::percentile, x, 8);
+  INFO("outlier: mse [" << mse_lo << ", " << mse_hi << "] error " << mse_err << "; min_max " << minmax_err
+                        << "; percentile " << pct_err);
+  CHECK(mse_hi > 900.0f);
+  CHECK(mse_err <= minmax_err);
+  CHECK(mse_err < pct_err / 10);
+  // Uniform values: any clipping costs more than it buys, so the range stays (nearly) whole.
+  const auto u = torch::rand({65536});
+  const auto [u_err, u_lo, u_hi] = error_with(quant::Observer::mse, u, 8);
+  CHECK(u_hi > 0.97f * u.max().item<float>());
+  CHECK(u_lo == 0.0f);  // zero stays inside the range
+  CHECK(u_err <= std::get<0>(error_with(quant::Observer::min_max, u, 8)));
+}
+
+TEST_CASE("quant: quantize_per_tensor gives ATen's integers, in the input's layout", "[quant]") {
+  torch::manual_seed(3);
+  for (const auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+    auto x = torch::randn({3, 5, 7, 9}) * 4;
+    auto flat = x.view({-1});  // ties, values beyond the grid, zero and NaN
+    flat[0] = 0.25f;
+    flat[1] = 0.75f;
+    flat[2] = -1e6f;
+    flat[3] = 1e6f;
+    flat[4] = std::numeric_limits<float>::quiet_NaN();
+    x = x.contiguous(format);
+    const double scale = 0.5;
+    const int64_t zp = 100;
+    const auto ours = quant::quantize_per_tensor(x, scale, zp);
+    const auto aten = at::quantize_per_tensor(x, scale, zp, torch::kQUInt8);
+    CHECK(ours.is_contiguous(format));
+    CHECK(ours.q_scale() == scale);
+    CHECK(ours.q_zero_point() == zp);
+    CHECK(torch::equal(ours.int_repr(), aten.int_repr()));
+  }
+  // Not dense (every other column): ATen's own path, same integers.
+  const auto d = torch::randn({4, 6}).slice(1, 0, 6, 2);
+  CHECK_FALSE(d.is_non_overlapping_and_dense());
+  CHECK(torch::equal(quant::quantize_per_tensor(d, 0.1, 3).int_repr(), at::quantize_per_tensor(d, 0.1, 3, torch::kQUInt8).int_repr()));
+}

@@ -55,12 +55,12 @@ TEST_CASE("quant: LSQ scales follow the observers, then learn; evaluation keeps 
     m->forward(x);
   }
   CHECK(all_equal(scales, learned));  // ATen's fused kernel would have reset them from the ranges
-  const auto fc_out = m->named_parameters()["fc.output_fake_quant.scale"].item<double>();
+  const auto conv_out = m->named_parameters()["layer3.2.relu1.output_fake_quant.scale"].item<double>();
   quant::convert(*m, example(m, x.slice(0, 0, 2)));
   const auto sd = quant::int8_state_dict(*m);
-  const auto it = std::find_if(sd.begin(), sd.end(), [](const auto& kv) { return kv.first == "fc.int8.qparams"; });
+  const auto it = std::find_if(sd.begin(), sd.end(), [](const auto& kv) { return kv.first == "layer3.2.conv1.int8.qparams"; });
   REQUIRE(it != sd.end());
-  CHECK(it->second[0].item<double>() == Approx(fc_out).epsilon(1e-7));
+  CHECK(it->second[0].item<double>() == Approx(conv_out).epsilon(1e-7));
 }
 
 TEST_CASE("quant: a quantiser refuses state saved with other bits, naming both ranges", "[quant]") {

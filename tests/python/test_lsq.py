@@ -77,9 +77,10 @@ def test_prepare_qat_with_learnable_scales_trains_and_prunes_with_the_optimizer_
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     lq.prepare_qat(model, x[:1], learnable_scales=True)
     scales = lq.learnable_scales(model)
-    # Each unit's weight and output; every unit's input too (no torchvision ResNet unit reads another's
-    # rounded output directly: the ReLU modules are reused, the adds are functional).
-    assert len(scales) == 3 * 21 and all(isinstance(s, torch.nn.Parameter) for s in scales)
+    # Each unit's weight and output, but not the model's output (fc's logits); every unit's input too
+    # (no torchvision ResNet unit reads another's rounded output directly: the ReLU modules are reused,
+    # the adds are functional).
+    assert len(scales) == 3 * 21 - 1 and all(isinstance(s, torch.nn.Parameter) for s in scales)
     weights = [p for p in model.parameters() if all(p is not s for s in scales)]
     opt = torch.optim.SGD([{"params": weights}, {"params": scales, "weight_decay": 0}], lr=0.01, momentum=0.9)
     model.train()
@@ -175,7 +176,7 @@ def test_convert_bad_input_names_the_fix_and_leaves_the_model():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         y = model(x)
-    assert len(lq.quantisers(model)) == 2 * 4 + 2  # each unit's weight and output; the inputs of 0 and 10
+    assert len(lq.quantisers(model)) == 2 * 4 + 1  # each weight, each output but the logits, inputs of 0 and 10
     with torch.no_grad():
         assert torch.equal(model(x), y)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -37,6 +37,24 @@ LIBPRUNE_VECTOR_CLONES void pass_inside_grid(const float* __restrict x, const fl
   }
 }
 
+// The integers themselves, as ATen's quantize_per_tensor stores them (quint8).
+LIBPRUNE_VECTOR_CLONES void round_to_uint8(const float* __restrict x, uint8_t* __restrict y, int64_t n, Grid g) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = __builtin_nearbyintf(x[i] * g.inv_scale) + g.zero_point;
+    y[i] = static_cast<uint8_t>(std::max(g.qmin, std::min(q, g.qmax)));
+  }
+}
+
+LIBPRUNE_VECTOR_CLONES double squared_error(const float* __restrict x, int64_t n, Grid g) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = std::max(g.qmin, std::min(__builtin_nearbyintf(x[i] * g.inv_scale) + g.zero_point, g.qmax));
+    const float e = (q - g.zero_point) * g.scale - x[i];
+    sum += static_cast<double>(e) * e;
+  }
+  return sum;
+}
+
 constexpr int64_t kGrain = 32768;
 
 class FastFakeQuantize : public torch::autograd::Function<FastFakeQuantize> {
@@ -88,6 +106,24 @@ bool fast_fake_quantize_applies(const at::Tensor& x) {
 at::Tensor fake_quantize_per_tensor(const at::Tensor& x, float scale, int64_t zero_point, int64_t qmin, int64_t qmax) {
   TORCH_CHECK(fast_fake_quantize_applies(x), "fake_quantize_per_tensor: expects a dense float32 CPU tensor");
   return FastFakeQuantize::apply(x, static_cast<double>(scale), zero_point, qmin, qmax);
+}
+
+double rounding_error(const float* x, int64_t n, float scale, int64_t zero_point, int64_t qmin, int64_t qmax) {
+  const Grid g{scale, 1.0f / scale, static_cast<float>(zero_point), static_cast<float>(qmin), static_cast<float>(qmax)};
+  return squared_error(x, n, g);
+}
+
+at::Tensor quantize_to_quint8(const at::Tensor& x, double scale, int64_t zero_point) {
+  TORCH_CHECK(fast_fake_quantize_applies(x), "quantize_to_quint8: expects a dense float32 CPU tensor");
+  const auto format = x.suggest_memory_format();
+  const auto f = x.contiguous(format);
+  auto q = at::_empty_affine_quantized(f.sizes(), f.options().dtype(at::kQUInt8), scale, zero_point, format);
+  const auto s = static_cast<float>(scale);
+  const Grid g{s, 1.0f / s, static_cast<float>(zero_point), 0.0f, 255.0f};
+  const float* in = f.data_ptr<float>();
+  auto* out = reinterpret_cast<uint8_t*>(q.data_ptr<c10::quint8>());
+  at::parallel_for(0, f.numel(), kGrain, [&](int64_t begin, int64_t end) { round_to_uint8(in + begin, out + begin, end - begin, g); });
+  return q;
 }
 
 std::pair<float, int64_t> choose_qparams(float min, float max, int64_t qmin, int64_t qmax, bool symmetric) {

@@ -18,6 +18,13 @@ bool fast_fake_quantize_applies(const at::Tensor& x);
 // AVX-512 machines. The result has x's layout; backward recomputes the mask from x.
 at::Tensor fake_quantize_per_tensor(const at::Tensor& x, float scale, int64_t zero_point, int64_t qmin, int64_t qmax);
 
+// The sum over x[0..n) of (fake-quantised x - x)^2 on the grid (scale, zero_point, [qmin, qmax]).
+double rounding_error(const float* x, int64_t n, float scale, int64_t zero_point, int64_t qmin, int64_t qmax);
+
+// ATen's quantize_per_tensor to quint8 (q = clamp(zero_point + nearbyint(x * (1 / scale)), 0, 255)),
+// vectorised (ATen's is a scalar loop without fbgemm) and in x's memory format (channels_last stays).
+at::Tensor quantize_to_quint8(const at::Tensor& x, double scale, int64_t zero_point);
+
 // The scale and zero point ATen's observers choose for the range [min, max] (quant_utils'
 // ChooseQuantizationParams, the function torch.ao's fused observer calls): symmetric keeps zero at
 // the grid's middle.

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 namespace libprune::quant {
 
@@ -43,14 +44,73 @@ FakeQuantizeImpl::FakeQuantizeImpl(FakeQuantizeOptions options, int input) : opt
 
 namespace {
 
-// The (100 - p)-th and p-th percentiles of `x`'s values, from at most 2^16 of them taken at an even
-// stride (sorting a whole activation at every calibration batch would cost more than the batch).
-std::tuple<torch::Tensor, torch::Tensor> percentiles(const torch::Tensor& x, double p) {
+// At most 2^16 of x's values, taken at an even stride (sorting or searching a whole activation at
+// every calibration batch would cost more than the batch).
+torch::Tensor sample_of(const torch::Tensor& x) {
   const auto flat = x.detach().reshape({-1}).to(torch::kFloat);
   const int64_t n = flat.numel(), step = std::max<int64_t>(1, n / 65536);
-  const auto sample = flat.slice(0, 0, n, step);
+  return flat.slice(0, 0, n, step).contiguous();
+}
+
+// The (100 - p)-th and p-th percentiles of `x`'s values.
+std::tuple<torch::Tensor, torch::Tensor> percentiles(const torch::Tensor& x, double p) {
+  const auto sample = sample_of(x);
   const auto q = torch::quantile(sample, torch::tensor({(100.0 - p) / 100.0, p / 100.0}, sample.options()));
   return {q[0], q[1]};
+}
+
+// The factor a in (0, 1] that minimises err(a): a geometric pass from 1 down to 2^-10, then a linear
+// pass between the best one's neighbours. Ties keep the wider range.
+template <typename Err>
+float least_error_factor(const Err& err) {
+  constexpr int kCoarse = 41, kFine = 32;
+  std::vector<float> coarse(kCoarse);
+  for (int k = 0; k < kCoarse; ++k) coarse[static_cast<size_t>(k)] = std::exp2(-static_cast<float>(k) / 4.0f);
+  size_t best = 0;
+  double best_err = std::numeric_limits<double>::infinity();
+  for (size_t k = 0; k < coarse.size(); ++k) {
+    if (const double e = err(coarse[k]); e < best_err) {
+      best_err = e;
+      best = k;
+    }
+  }
+  const float wide = coarse[best == 0 ? 0 : best - 1], narrow = coarse[std::min(best + 1, coarse.size() - 1)];
+  float best_a = coarse[best];
+  for (int k = 1; k < kFine; ++k) {
+    const float a = narrow + (wide - narrow) * static_cast<float>(k) / kFine;
+    if (const double e = err(a); e < best_err) {
+      best_err = e;
+      best_a = a;
+    }
+  }
+  return best_a;
+}
+
+// The range whose grid rounds `x` with the least squared error, searched on a sample of x's values:
+// first the top as a x max with the bottom at min, then the bottom as b x min under that top (zero
+// stays inside). Clipping trades the error on the few values beyond the range for a finer grid for
+// all the others.
+std::tuple<torch::Tensor, torch::Tensor> mse_range(const torch::Tensor& x, int64_t qmin, int64_t qmax) {
+  const auto sample = sample_of(x);
+  auto [lo_t, hi_t] = torch::aminmax(sample);
+  float lo = std::min(lo_t.item<float>(), 0.0f), hi = std::max(hi_t.item<float>(), 0.0f);
+  if (!std::isfinite(lo) || !std::isfinite(hi) || hi <= lo) return {lo_t, hi_t};  // nothing to search
+  const auto err = [&](float bottom, float top) {
+    const auto [scale, zp] = detail::choose_qparams(bottom, top, qmin, qmax, /*symmetric=*/false);
+    return detail::rounding_error(sample.data_ptr<float>(), sample.numel(), scale, zp, qmin, qmax);
+  };
+  if (hi > 0) hi *= least_error_factor([&](float a) { return err(lo, hi * a); });
+  if (lo < 0) lo *= least_error_factor([&](float b) { return err(lo * b, hi); });
+  return {torch::tensor(lo), torch::tensor(hi)};
+}
+
+// What one batch adds to a per-tensor range under the observer: its min and max, percentiles or the
+// least-error range.
+std::tuple<torch::Tensor, torch::Tensor> batch_range(const torch::Tensor& x, const FakeQuantizeOptions& o, int64_t qmin,
+                                                     int64_t qmax) {
+  if (o.observer() == Observer::percentile) return percentiles(x, o.percentile());
+  if (o.observer() == Observer::mse) return mse_range(x, qmin, qmax);
+  return torch::aminmax(x.detach());
 }
 
 // Scale and zero point from the observed range, per channel, with ATen's ChooseQuantizationParams.
@@ -79,8 +139,7 @@ torch::Tensor per_tensor(const torch::Tensor& x, const FakeQuantState& s, const 
                          int64_t qmax, bool observe) {
   if (observe) {
     torch::NoGradGuard no_grad;
-    const auto [lo_t, hi_t] =
-        o.observer() == Observer::percentile ? percentiles(x, o.percentile()) : torch::aminmax(x.detach());
+    const auto [lo_t, hi_t] = batch_range(x, o, qmin, qmax);
     const float lo = lo_t.item<float>(), hi = hi_t.item<float>();
     float& lo_run = *s.min_val.data_ptr<float>();
     float& hi_run = *s.max_val.data_ptr<float>();
@@ -180,9 +239,7 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const FakeQuantState& state,
     // values first and an averaging constant of 0, it keeps the widest range seen instead.
     torch::NoGradGuard no_grad;
     const auto d = x.detach();
-    const auto [lo, hi] = per_channel ? torch::aminmax(d.reshape({d.size(0), -1}), 1)
-                          : o.observer() == Observer::percentile ? percentiles(d, o.percentile())
-                                                                 : torch::aminmax(d);
+    const auto [lo, hi] = per_channel ? torch::aminmax(d.reshape({d.size(0), -1}), 1) : batch_range(d, o, qmin, qmax);
     s.min_val.copy_(torch::where(s.min_val.isinf(), lo, torch::minimum(s.min_val, lo)));
     s.max_val.copy_(torch::where(s.max_val.isinf(), hi, torch::maximum(s.max_val, hi)));
     averaging = 0;

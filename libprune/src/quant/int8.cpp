@@ -1,5 +1,7 @@
 #include "int8.h"
 
+#include "libprune/quant/quantize.h"
+
 #include "libprune/options.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -24,13 +26,15 @@ torch::Tensor to_int8(const torch::Tensor& x, const std::optional<QParams>& in, 
   if (x.is_quantized() && !in) return x;
   TORCH_CHECK(in, "int8 ", layer, ": a float input arrived where an int8 one was expected, and the layer has no "
                   "input quantiser. Fix: prepare the model with the forward that will run it");
-  const auto f = x.is_quantized() ? x.dequantize() : x;
-  auto q = at::quantize_per_tensor(f, in->scale, in->zero_point, torch::kQUInt8);
-  return q.dim() == 4 ? q.contiguous(torch::MemoryFormat::ChannelsLast) : q;
+  auto f = x.is_quantized() ? x.dequantize() : x;
+  if (f.dim() == 4) f = f.contiguous(torch::MemoryFormat::ChannelsLast);  // the layout the kernels run in
+  return quant::quantize_per_tensor(f, in->scale, in->zero_point);
 }
 
 // What every int8 kernel holds: the quantisation parameters of its inputs (those with a quantiser of
-// their own) and output, whether a ReLU is fused, and whether its output leaves as float.
+// their own) and output, whether a ReLU is fused, and whether its output leaves as float. An output
+// scale of 0 means the output has no grid (the model's output): the kernel computes in float from
+// its int8 inputs and weights, as the simulation does with no output quantiser.
 //
 // They are also one buffer, "qparams" (float64: output scale, output zero point, 1 if the output
 // leaves as float, then per input its scale and zero point, scale 0 where the input has no quantiser
@@ -59,7 +63,9 @@ class Int8KernelImpl : public Int8Impl {
   }
 
  protected:
-  torch::Tensor finish(const torch::Tensor& y) const { return dequantize_ ? y.dequantize() : y; }
+  torch::Tensor finish(const torch::Tensor& y) const { return dequantize_ && y.is_quantized() ? y.dequantize() : y; }
+  bool float_output() const { return out_.scale == 0; }
+  torch::Tensor relu_if_fused(const torch::Tensor& y) const { return relu_ ? y.clamp_min(0) : y; }
   std::vector<std::optional<QParams>> in_;
   QParams out_;
   bool relu_, dequantize_;
@@ -83,6 +89,7 @@ class Int8WeightedImpl : public Int8KernelImpl {
   void repack() override {
     Int8KernelImpl::repack();
     packed_.reset();
+    float_weight_ = torch::Tensor();
   }
   torch::Tensor forward(torch::nn::Module& layer, const std::vector<torch::Tensor>& inputs, const nn::Forward&) override {
     if (!packed_ || engine_ != at::globalContext().qEngine()) {
@@ -90,6 +97,10 @@ class Int8WeightedImpl : public Int8KernelImpl {
       engine_ = at::globalContext().qEngine();
     }
     const auto x = to_int8(inputs.at(0), in_.at(0), layer_);
+    if (float_output()) {
+      if (!float_weight_.defined()) float_weight_ = quantized_weight().dequantize();
+      return relu_if_fused(float_apply(layer, x.dequantize(), float_weight_));
+    }
     const auto run = [&] {
       return finish(relu_ ? packed_->apply_relu(x, out_.scale, out_.zero_point)
                           : packed_->apply(x, out_.scale, out_.zero_point));
@@ -116,6 +127,8 @@ class Int8WeightedImpl : public Int8KernelImpl {
 
  protected:
   virtual c10::intrusive_ptr<Packed> pack(torch::nn::Module& layer) const = 0;
+  // The layer's op in float on the int8 input and weight, dequantised (an output without a grid).
+  virtual torch::Tensor float_apply(torch::nn::Module& layer, const torch::Tensor& x, const torch::Tensor& w) const = 0;
   torch::Tensor quantized_weight() const {
     return at::_make_per_channel_quantized_tensor(weight, weight_scale.to(torch::kDouble),
                                                   torch::zeros({weight_scale.size(0)}, torch::kLong), 0);
@@ -129,6 +142,7 @@ class Int8WeightedImpl : public Int8KernelImpl {
   }
   c10::intrusive_ptr<Packed> packed_;
   at::QEngine engine_ = at::QEngine::NoQEngine;
+  torch::Tensor float_weight_;  // the dequantised int8 weight, for an output without a grid
 };
 
 class Int8Conv2dImpl : public Int8WeightedImpl<ConvPackedParamsBase<2>> {
@@ -148,6 +162,10 @@ class Int8Conv2dImpl : public Int8WeightedImpl<ConvPackedParamsBase<2>> {
                         list(o.stride()), list(c10::get<torch::ExpandingArray<2>>(o.padding())), list(o.dilation()),
                         o.groups());
   }
+  torch::Tensor float_apply(torch::nn::Module& layer, const torch::Tensor& x, const torch::Tensor& w) const override {
+    const auto& o = dynamic_cast<torch::nn::Conv2dImpl&>(layer).options;
+    return at::conv2d(x, w, bias, *o.stride(), *c10::get<torch::ExpandingArray<2>>(o.padding()), *o.dilation(), o.groups());
+  }
 };
 
 class Int8LinearImpl : public Int8WeightedImpl<LinearPackedParamsBase> {
@@ -161,6 +179,9 @@ class Int8LinearImpl : public Int8WeightedImpl<LinearPackedParamsBase> {
                                     .typed<c10::intrusive_ptr<LinearPackedParamsBase>(at::Tensor, c10::optional<at::Tensor>)>();
     return prepack.call(quantized_weight(), optional_bias());
   }
+  torch::Tensor float_apply(torch::nn::Module& /*layer*/, const torch::Tensor& x, const torch::Tensor& w) const override {
+    return at::linear(x, w, bias);
+  }
 };
 
 class Int8AddImpl : public Int8KernelImpl {
@@ -173,6 +194,7 @@ class Int8AddImpl : public Int8KernelImpl {
     TORCH_CHECK(inputs.size() == 2 && in_.size() == 2, "int8 ", layer_, ": an add takes two inputs");
     const auto a = to_int8(inputs[0], in_[0], layer_);
     const auto b = to_int8(inputs[1], in_[1], layer_);
+    if (float_output()) return relu_if_fused(a.dequantize() + b.dequantize());
     return finish((relu_ ? add_relu : add).call(a, b, out_.scale, out_.zero_point));
   }
 };

@@ -1,5 +1,6 @@
 #include "libprune/quant/quantize.h"
 
+#include "fake_quant_kernel.h"
 #include "int8.h"
 #include "placement.h"
 
@@ -89,8 +90,13 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
         const int input = static_cast<int>(k);
         if (u.observe_input[k]) installs.add(layer, input_fake_quant_name(input), quantiser(Role::activation, 1, input));
       }
-      // Outermost on the unit's last layer: it rounds what the unit finally outputs.
-      installs.add(p.calls[u.end].module, kOutputFakeQuant, quantiser(Role::activation, 1), /*first=*/true);
+      // Outermost on the unit's last layer: it rounds what the unit finally outputs, when a layer reads
+      // it. What no layer reads (the model's output, or what code between the layers reads, as a
+      // functional pooling) leaves in float, unrounded: a trained classifier's logits span hundreds
+      // of units, and a 256-step grid over them would decide the argmax.
+      if (u.read_by_layers) {
+        installs.add(p.calls[u.end].module, kOutputFakeQuant, quantiser(Role::activation, 1), /*first=*/true);
+      }
     }
   } catch (...) {
     installs.undo();
@@ -173,7 +179,8 @@ std::vector<KernelPlan> plan_kernels(const Placement& p) {
   std::vector<KernelPlan> plans;
   for (const auto& u : p.units) {
     const auto& call = p.calls[u.layer];
-    const auto out = qparams(*ready(p.calls[u.end], kOutputFakeQuant));
+    // Scale 0: the output leaves in float, computed from the int8 input and weights without rounding.
+    const auto out = u.read_by_layers ? qparams(*ready(p.calls[u.end], kOutputFakeQuant)) : QParams{0, 0};
     std::vector<std::optional<QParams>> in;
     for (size_t k = 0; k < u.observe_input.size(); ++k) {
       const auto name = input_fake_quant_name(static_cast<int>(k));
@@ -269,8 +276,79 @@ Report convert(torch::nn::Module& model, const graph::Forward& forward, const Co
   return p.report;
 }
 
+namespace {
+
+// Takes every quantiser, simulated fold and int8 kernel off the model's layers.
+void remove_quantization(torch::nn::Module& model) {
+  for (const auto& item : model.named_modules("", false)) {
+    for (const auto& [name, ext] : nn::extensions(*item.value())) {
+      if (simulation_extension(ext) || std::dynamic_pointer_cast<detail::Int8Impl>(ext)) nn::remove(*item.value(), name);
+    }
+  }
+}
+
+// What in `file` does not fit the tensors `model` holds: missing, unexpected, or of another shape or type.
+std::vector<std::string> deploy_mismatches(const io::StateDict& model, const io::StateDict& file) {
+  std::vector<std::string> out;
+  for (const auto& [name, t] : model) {
+    const auto f = file.find(name);
+    if (f == file.end()) {
+      out.push_back(name + " is missing");
+    } else if (f->second.sizes() != t.sizes() || f->second.scalar_type() != t.scalar_type()) {
+      std::ostringstream os;
+      os << name << " is " << f->second.scalar_type() << " " << f->second.sizes() << " where the model has "
+         << t.scalar_type() << " " << t.sizes();
+      out.push_back(os.str());
+    }
+  }
+  for (const auto& [name, t] : file) {
+    if (!model.count(name)) out.push_back(name + " is not in the model");
+  }
+  return out;
+}
+
+}  // namespace
+
+Report load_int8(torch::nn::Module& model, const graph::Forward& forward, const io::StateDict& deploy,
+                 const std::string& source, const ConvertOptions& options) {
+  detail::engine_of(options.engine());  // before any change
+  TORCH_CHECK_VALUE(!is_prepared(model) && !is_converted(model), "quant::load_int8(", source,
+                    "): the model already has quantisers or int8 kernels. Fix: load into a float model built as the "
+                    "converted one was");
+  auto report = prepare(model, forward);
+  try {
+    {
+      torch::NoGradGuard no_grad;
+      // Any range converts: the deploy file's values then replace what convert made of it.
+      for (auto& [name, fq] : installed_of<FakeQuantizeImpl>(model)) {
+        fq->min_val.fill_(-1);
+        fq->max_val.fill_(1);
+      }
+    }
+    convert(model, forward, options);
+    const auto live = int8_state_dict(model);
+    const auto bad = deploy_mismatches(live, deploy);
+    TORCH_CHECK_VALUE(bad.empty(), "quant::load_int8(", source, "): the file does not fit the model (",
+                      bad.size(), " tensor", bad.size() == 1 ? "" : "s", "; first: ", bad.front(),
+                      "). Fix: build the model with the architecture and options it was converted from, and prune it "
+                      "with the same plans first");
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, t] : live) t.copy_(deploy.at(name));
+  } catch (...) {
+    remove_quantization(model);
+    throw;
+  }
+  repack(model);
+  return report;
+}
+
 void repack(torch::nn::Module& model) {
   for (auto& [name, ext] : installed_of<detail::Int8Impl>(model)) ext->repack();
+}
+
+torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t zero_point) {
+  if (detail::fast_fake_quantize_applies(x)) return detail::quantize_to_quint8(x, scale, zero_point);
+  return at::quantize_per_tensor(x, scale, zero_point, torch::kQUInt8);
 }
 
 int64_t packs_made() { return detail::packs_made_counter().load(std::memory_order_relaxed); }

@@ -35,8 +35,9 @@ namespace libprune::quant {
   X("bits", int64_t, bits, 8, ::libprune::options::check::in_range(2, false, 8, false, "use 8 to convert, 4 to simulate"),\
     "2 to 8: below 8 the model is trained and evaluated simulated; only 8 converts to int8")                            \
   X("observer", ::libprune::quant::Observer, observer, ::libprune::quant::Observer::moving_average, nullptr,            \
-    "moving_average (QAT: running min/max), min_max (calibration: every value seen counts) or percentile "            \
-    "(calibration: outliers beyond the percentile are clipped)")                                                        \
+    "moving_average (QAT: running min/max), min_max (calibration: every value seen counts), percentile "             \
+    "(calibration: outliers beyond the percentile are clipped) or mse (calibration: the range whose grid rounds each " \
+    "batch with the least squared error)")                                                                            \
   X("percentile", double, percentile, 99.99, ::libprune::options::check::in_range(50, true, 100, false, "e.g. 99.99"),\
     "percentile observer: the upper percentile kept per batch (the lower is 100 minus it)")                            \
   X("averaging_constant", double, averaging_constant, 0.01,                                                             \
@@ -105,6 +106,15 @@ Report convert(torch::nn::Module& model, const graph::Forward& forward, const Co
 torch::Tensor int8_weight(const torch::Tensor& weight, const torch::Tensor& scale, const torch::Tensor& factor,
                           bool simulated_fold);
 
+// The int8 model a deploy file (int8_state_dict, `model_int8.pt`) holds, on `model`: a float model built
+// as the converted one was (same architecture and options, pruned with the same plans; its float
+// weights do not matter). Places the units from `forward` as prepare does, converts, then takes every
+// int8 weight, scale, bias and quantization parameter from `deploy` (named `source` in errors), so
+// the model computes what the saved one did, bit for bit. Throws, leaving the model as it was, when
+// the model is already prepared or converted or the file does not fit it (naming the first tensor).
+Report load_int8(torch::nn::Module& model, const graph::Forward& forward, const io::StateDict& deploy,
+                 const std::string& source = "deploy file", const ConvertOptions& options = {});
+
 // Packs the int8 weights again and reads the kernels' quantization parameters from their buffers
 // (after a state_dict load). oneDNN caches compiled kernels per packed weight, input shape and
 // thread count, so time each shape and thread count on fresh packs (measure/latency does).
@@ -113,6 +123,13 @@ void repack(torch::nn::Module& model);
 // call after repack(), and again for a shape its pack refuses); tests check that timing starts
 // from fresh packs.
 int64_t packs_made();
+
+// x rounded to quint8 on the grid (scale, zero_point): ATen's quantize_per_tensor, integer for integer
+// (clamp(zero_point + nearbyint(x * (1 / scale)), 0, 255)), in x's memory format. Dense float32 CPU
+// tensors take a vectorised loop (ATen's is scalar without fbgemm: 4 ms of a 66 ms int8 ResNet-50
+// pass at batch 8); anything else goes to ATen. The int8 kernels' float inputs and Python's convert
+// round with it.
+torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t zero_point);
 
 // Bytes of the int8 model's state as its deploy file holds it: the int8 weights, their per-channel
 // scales, the float biases and each kernel's input and output scale and zero point, plus the float
@@ -131,6 +148,6 @@ namespace libprune::options {
 template <>
 struct EnumNames<quant::Observer> {
   static constexpr const char* what = "observer";
-  static constexpr const char* names[] = {"moving_average", "min_max", "percentile"};
+  static constexpr const char* names[] = {"moving_average", "min_max", "percentile", "mse"};
 };
 }  // namespace libprune::options

@@ -74,7 +74,8 @@ enum class QuantMode { None, Ptq, Qat };
   X("freeze_bn_epoch", int64_t, freeze_bn_epoch, -1, ::libprune::options::check::at_least<int64_t>(-1, "-1 never freezes"),\
     "qat: from this epoch batch norms normalise with their running statistics and stop updating them (-1: never)")     \
   X("calibration_observer", ::libprune::quant::Observer, calibration_observer, ::libprune::quant::Observer::min_max,    \
-    nullptr, "ptq: how calibration turns what it saw into ranges: min_max or percentile (`percentile` clips outliers)") \
+    nullptr, "ptq: how calibration turns what it saw into ranges: min_max, percentile (`percentile` clips outliers) " \
+    "or mse (clips where that lowers the rounding error)") \
   X("calibration_batches", int64_t, calibration_batches, 16,                                                            \
     ::libprune::options::check::at_least<int64_t>(1, "e.g. 16"),                                                        \
     "ptq: training batches (in file order, no augmentation) the observers see before convert")                         \
