@@ -252,13 +252,9 @@ def _qparams(q):
     return float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
 
 
-def _int8_unit(m, norm, relu, in_q, out_q):
-    """The packed int8 weight and the forward that replaces `m`'s (float in, float out)."""
-    weight_scale = m.weight_fake_quant
-    weight_scale.settle_qparams()
-    bn = None if norm is None else (norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    qweight, bias = _libprune._int8_weight_and_bias(m.weight, m.bias, weight_scale.scale, bn,
-                                                    norm.eps if norm is not None else 0.0)
+def _int8_unit(m, qweight, bias, relu, in_q, out_q):
+    """The packed int8 weight (for an output without a grid, out_q None: the dequantised weight) and
+    the forward that replaces `m`'s (float in, float out)."""
     in_scale, in_zp = in_q
     if out_q is None:  # the model's output: int8 input and weight, computed in float, unrounded
         def forward_float(self, x):
@@ -290,6 +286,39 @@ def _int8_unit(m, norm, relu, in_q, out_q):
             self._int8_packed = pack()
             return op(q, self._int8_packed, out_scale, out_zp).dequantize()
     return pack(), forward
+
+
+def _unit_plan(m, fused, qweight, bias, relu, in_q, out_q):
+    """(layer, fused layers, packed, forward, deploy tensors) for one int8 unit; the deploy tensors
+    are what C++ writes for a kernel ("weight", "weight_scale", "bias", "qparams": output scale and
+    zero point (0, 0: float output), 1 (the output leaves as float), input scale and zero point)."""
+    packed, forward = _int8_unit(m, qweight, bias, relu, in_q, out_q)
+    out_scale, out_zp = out_q if out_q is not None else (0.0, 0)
+    deploy = {"weight": qweight.int_repr(), "weight_scale": qweight.q_per_channel_scales().float(),
+              "qparams": torch.tensor([out_scale, out_zp, 1.0, in_q[0], in_q[1]], dtype=torch.double)}
+    if bias is not None:
+        deploy["bias"] = bias
+    return m, fused, packed, forward, deploy
+
+
+def _install(model, state, plans):
+    """Swaps the computed plans in: int8 forwards on, hooks and quantisers off."""
+    modules = dict(model.named_modules())
+    for h in state["hooks"]:
+        h.remove()
+    for m, fused, packed, forward, deploy in plans:
+        if forward is None:
+            del m.forward
+            continue
+        m._int8_packed = packed
+        m._int8_deploy = deploy
+        m.forward = types.MethodType(forward, m)
+        for f in fused:
+            f.forward = types.MethodType(lambda self, x: x, f)
+    for name, _ in quantisers(model):
+        owner, _, attr = name.rpartition(".")
+        delattr(modules[owner] if owner else model, attr)
+    state["converted"] = True
 
 
 def _unit_reason(m):
@@ -338,27 +367,20 @@ def convert(model: torch.nn.Module, engine: str = "onednn") -> dict:
             reason = _unit_reason(m)
             if reason:
                 report["skipped"].append(f"{layer}: {reason}")
-                plans.append((m, [], None, None))  # back to its own float forward
+                plans.append((m, [], None, None, None))  # back to its own float forward
                 continue
             in_q = m.input_fake_quant if hasattr(m, "input_fake_quant") else modules[sources[0]].output_fake_quant
             out_q = getattr(modules[end], "output_fake_quant", None)
-            packed, forward = _int8_unit(m, modules[norm] if norm else None, relu, _qparams(in_q),
-                                         None if out_q is None else _qparams(out_q))
-            plans.append((m, [modules[n] for n in (norm, relu) if n], packed, forward))
+            m.weight_fake_quant.settle_qparams()
+            bn = modules[norm] if norm else None
+            qweight, bias = _libprune._int8_weight_and_bias(
+                m.weight, m.bias, m.weight_fake_quant.scale,
+                None if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var), 0.0 if bn is None else bn.eps)
+            plans.append(_unit_plan(m, [modules[n] for n in (norm, relu) if n], qweight, bias, relu, _qparams(in_q),
+                                    None if out_q is None else _qparams(out_q)))
             report["quantized"].append(" + ".join(n for n in (layer, norm, relu) if n))
-    # Everything is computed: now the model changes.
-    for h in state["hooks"]:
-        h.remove()
-    for m, fused, packed, forward in plans:
-        if forward is None:
-            del m.forward
-            continue
-        m._int8_packed = packed
-        m.forward = types.MethodType(forward, m)
-        for f in fused:
-            f.forward = types.MethodType(lambda self, x: x, f)
-    for name, _ in quantisers_:
-        owner, _, attr = name.rpartition(".")
-        delattr(modules[owner] if owner else model, attr)
-    state["converted"] = True
+    _install(model, state, plans)  # everything is computed: now the model changes
     return report
+
+
+from ._deploy import load_int8, save_int8  # noqa: E402,F401  (built on the functions above)

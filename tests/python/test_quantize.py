@@ -229,3 +229,37 @@ def test_the_int8_deploy_file_runs_on_torch_ops_quantized_bit_for_bit(tmp_path):
     theirs = _int8_resnet20(sd, x)
     assert torch.equal(ours, theirs)
     assert ours.abs().sum() > 0
+
+
+def test_save_int8_then_load_int8_rebuilds_the_int8_model_bit_for_bit(tmp_path):
+    x = torch.randn(32, 3, 32, 32)
+    model = _model().eval()
+    lq.prepare_qat(model, x[:2])
+    lq.calibrate(model, [x])
+    lq.convert(model)
+    with torch.no_grad():
+        expected = model(x)
+    path = str(tmp_path / "model_int8.pt")
+    lq.save_int8(model, path)
+    sd = torch.load(path)
+    assert sd["conv1.int8.weight"].dtype == torch.int8 and "conv1.weight" not in sd and "bn1.weight" not in sd
+    assert float(sd["fc.int8.qparams"][0]) == 0  # the logits leave in float, as C++ writes it
+    torch.manual_seed(1)
+    fresh = torchvision.models.resnet18(num_classes=10).eval()  # other float weights: the file's replace them
+    lq.load_int8(fresh, x[:2], path)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)
+    # A file of another model: refused naming the tensor, the model left float and unchanged.
+    other = torchvision.models.resnet18(num_classes=100).eval()
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with torch.no_grad():
+        y = other(x)
+    with pytest.raises(ValueError, match=r"fc\.int8\.weight.*Fix:"):
+        lq.load_int8(other, x[:2], path)
+    assert not lq.quantisers(other) and not hasattr(other, "_libprune_qat") and "forward" not in other.conv1.__dict__
+    assert other.state_dict().keys() == before.keys()
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(other(x), y)
+    with pytest.raises(ValueError, match="not converted"):
+        lq.save_int8(other, path)
