@@ -20,9 +20,7 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
     std::istringstream stream(std::string(bytes.begin(), bytes.end()));
     in.load_from(stream);
   } catch (const std::exception& e) {
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' is corrupt or not a libprune checkpoint (",
-                      c10_error ? c10_error->what_without_backtrace() : e.what(),
+    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' is corrupt or not a libprune checkpoint (", error_text(e),
                       "). Fix: delete it, or resume from another checkpoint");
   }
   return in;
@@ -118,9 +116,7 @@ void load_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
       TORCH_CHECK(false, "checkpoint '", path, "' does not fit, and the optimizer's own state could not be put back (",
                   again.what(), "): rebuild the optimizer before training on");
     }
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' does not fit this model and optimizer (",
-                      c10_error ? c10_error->what_without_backtrace() : e.what(),
+    TORCH_CHECK_VALUE(false, "checkpoint '", path, "' does not fit this model and optimizer (", error_text(e),
                       "). Fix: resume with the recipe that wrote it, after replaying its plan history");
   }
 }

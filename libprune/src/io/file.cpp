@@ -56,4 +56,9 @@ void write_file_atomic(const std::string& path, const std::vector<char>& bytes, 
   }
 }
 
+std::string error_text(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  return c10_error ? c10_error->what_without_backtrace() : e.what();
+}
+
 }  // namespace libprune::io

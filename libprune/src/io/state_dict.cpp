@@ -27,8 +27,7 @@ StateDict read_state_dict(const std::string& path) {
   try {
     value = torch::pickle_load(bytes);
   } catch (const std::exception& e) {  // LibTorch's unpickler throws std::runtime_error too
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    const std::string what = c10_error ? c10_error->what_without_backtrace() : e.what();
+    const std::string what = error_text(e);
     const bool ordered = what.find("OrderedDict") != std::string::npos;
     TORCH_CHECK_VALUE(false, "weights file '", path, "' could not be read: ",
                       ordered ? "it holds an OrderedDict, which LibTorch cannot unpickle"

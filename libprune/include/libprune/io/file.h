@@ -1,4 +1,5 @@
 #pragma once
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,10 @@ void write_file_atomic(const std::string& path, const std::vector<char>& bytes, 
 // what a length says and pops empty stacks: found by AddressSanitizer and libFuzzer), so every
 // archive is checked before it. Throws c10::ValueError naming `path` as `what` and the fix.
 void check_zip(const std::vector<char>& bytes, const std::string& path, const std::string& what, const std::string& fix);
+
+// An exception's message for an error text: LibTorch's c10::Error without its backtrace (which would
+// bury the file's name and the fix under frames), anything else as what() says.
+std::string error_text(const std::exception& e);
 
 namespace detail {
 // Test hook: the next atomic write fails (as a full disk would) after writing `bytes` bytes of its
