@@ -31,7 +31,7 @@ class FakeQuantize(torch.nn.Module):
     role "weight": signed, symmetric, per output channel (``channels`` of them); role "activation":
     unsigned, affine, per tensor. bits 2 to 8. observer "moving_average" (QAT), "min_max",
     "percentile" (calibration; per batch the (100 - p)-th and p-th percentiles, the widest over the
-    batches) or "mse" (calibration; per batch the range a x [min, max] whose grid rounds the batch
+    batches) or "mse" (calibration; per batch the range [b x min, a x max] whose grid rounds the batch
     with the least squared error, the widest over the batches). The observer watches in training mode only. Its state is buffers with the C++
     quantiser's names: scale, zero_point, min_val, max_val, observer_enabled, fake_quant_enabled,
     quant_range (the integer range, so a state_dict saved with other bits is refused when used).
@@ -160,8 +160,10 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant, percentile,
     learnable_scales (LSQ: give ``learnable_scales(model)`` to the optimizer, then freeze the observers). Each
     conv/linear's weight is rounded per output channel (its forward is the layer's own, with the
-    rounded weight) and each unit's output once, after its batch norm and ReLU, except the model's
-    output (a 256-step grid over logits would decide the argmax). Layers called more
+    rounded weight) and each unit's output once, after its batch norm and ReLU, except a unit output
+    the model returns as it is (logits: a 256-step grid over them would decide the argmax; an output
+    reshaped by functional code before it is returned is not recognised and is rounded). C++ leaves
+    unrounded what no later layer reads. Layers called more
     than once in the pass (a ReLU module reused) are left float and not listed. Every name and
     parameter stays; the quantisers' state is buffers of the layers ("conv1.weight_fake_quant.scale").
     """
@@ -185,7 +187,7 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
             m.add_module("input_fake_quant", FakeQuantize("activation", 1, **kw))
             hooks.append(m.register_forward_pre_hook(_round_input))
         if end in model_outputs:
-            continue  # the model's output (logits) stays unrounded, as in C++
+            continue  # a tensor the model returns (logits) stays unrounded
         e = modules[end]
         e.add_module("output_fake_quant", FakeQuantize("activation", 1, **kw))
         hooks.append(e.register_forward_hook(_round_output))
@@ -292,9 +294,14 @@ def _unit_plan(m, fused, qweight, bias, relu, in_q, out_q):
     """(layer, fused layers, packed, forward, deploy tensors) for one int8 unit; the deploy tensors
     are what C++ writes for a kernel ("weight", "weight_scale", "bias", "qparams": output scale and
     zero point (0, 0: float output), 1 (the output leaves as float), input scale and zero point)."""
+    # The per-channel scales as the deploy file keeps them (float32, as C++ does), so a loaded unit
+    # computes with exactly the weights the converted one did.
+    scales = qweight.q_per_channel_scales().float()
+    qweight = torch._make_per_channel_quantized_tensor(qweight.int_repr(), scales.double(),
+                                                       torch.zeros(len(scales), dtype=torch.long), 0)
     packed, forward = _int8_unit(m, qweight, bias, relu, in_q, out_q)
     out_scale, out_zp = out_q if out_q is not None else (0.0, 0)
-    deploy = {"weight": qweight.int_repr(), "weight_scale": qweight.q_per_channel_scales().float(),
+    deploy = {"weight": qweight.int_repr(), "weight_scale": scales,
               "qparams": torch.tensor([out_scale, out_zp, 1.0, in_q[0], in_q[1]], dtype=torch.double)}
     if bias is not None:
         deploy["bias"] = bias

@@ -44,10 +44,10 @@ FakeQuantizeImpl::FakeQuantizeImpl(FakeQuantizeOptions options, int input) : opt
 
 namespace {
 
-// At most 2^16 of x's values, taken at an even stride (sorting or searching a whole activation at
-// every calibration batch would cost more than the batch).
+// About 2^16 of x's values (at most 2^17), taken at an even stride, on the CPU (sorting or searching
+// a whole activation at every calibration batch would cost more than the batch).
 torch::Tensor sample_of(const torch::Tensor& x) {
-  const auto flat = x.detach().reshape({-1}).to(torch::kFloat);
+  const auto flat = x.detach().reshape({-1}).to(torch::kCPU, torch::kFloat);
   const int64_t n = flat.numel(), step = std::max<int64_t>(1, n / 65536);
   return flat.slice(0, 0, n, step).contiguous();
 }
@@ -60,7 +60,7 @@ std::tuple<torch::Tensor, torch::Tensor> percentiles(const torch::Tensor& x, dou
 }
 
 // The factor a in (0, 1] that minimises err(a): a geometric pass from 1 down to 2^-10, then a linear
-// pass between the best one's neighbours. Ties keep the wider range.
+// pass between the best one's neighbours. Ties in the coarse pass keep the wider range.
 template <typename Err>
 float least_error_factor(const Err& err) {
   constexpr int kCoarse = 41, kFine = 32;
@@ -86,13 +86,15 @@ float least_error_factor(const Err& err) {
   return best_a;
 }
 
-// The range whose grid rounds `x` with the least squared error, searched on a sample of x's values:
-// first the top as a x max with the bottom at min, then the bottom as b x min under that top (zero
-// stays inside). Clipping trades the error on the few values beyond the range for a finer grid for
-// all the others.
+// The range whose grid rounds `x` with the least squared error, searched on a sample of x's values
+// with x's extremes added (a stride would miss a rare outlier): first the top as a x max with the
+// bottom at min, then the bottom as b x min under that top (zero stays inside). Clipping trades the
+// error on the few values beyond the range for a finer grid for all the others.
 std::tuple<torch::Tensor, torch::Tensor> mse_range(const torch::Tensor& x, int64_t qmin, int64_t qmax) {
-  const auto sample = sample_of(x);
-  auto [lo_t, hi_t] = torch::aminmax(sample);
+  auto [lo_t, hi_t] = torch::aminmax(x.detach().to(torch::kFloat));
+  lo_t = lo_t.to(torch::kCPU);
+  hi_t = hi_t.to(torch::kCPU);
+  const auto sample = torch::cat({sample_of(x), lo_t.reshape({1}), hi_t.reshape({1})});
   float lo = std::min(lo_t.item<float>(), 0.0f), hi = std::max(hi_t.item<float>(), 0.0f);
   if (!std::isfinite(lo) || !std::isfinite(hi) || hi <= lo) return {lo_t, hi_t};  // nothing to search
   const auto err = [&](float bottom, float top) {

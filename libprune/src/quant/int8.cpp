@@ -92,14 +92,14 @@ class Int8WeightedImpl : public Int8KernelImpl {
     float_weight_ = torch::Tensor();
   }
   torch::Tensor forward(torch::nn::Module& layer, const std::vector<torch::Tensor>& inputs, const nn::Forward&) override {
+    const auto x = to_int8(inputs.at(0), in_.at(0), layer_);
+    if (float_output()) {  // no int8 kernel runs, so nothing is packed
+      if (!float_weight_.defined()) float_weight_ = quantized_weight().dequantize();
+      return relu_if_fused(float_apply(layer, x.dequantize(), float_weight_));
+    }
     if (!packed_ || engine_ != at::globalContext().qEngine()) {
       packed_ = counted_pack(layer);
       engine_ = at::globalContext().qEngine();
-    }
-    const auto x = to_int8(inputs.at(0), in_.at(0), layer_);
-    if (float_output()) {
-      if (!float_weight_.defined()) float_weight_ = quantized_weight().dequantize();
-      return relu_if_fused(float_apply(layer, x.dequantize(), float_weight_));
     }
     const auto run = [&] {
       return finish(relu_ ? packed_->apply_relu(x, out_.scale, out_.zero_point)

@@ -7,6 +7,7 @@
 #include "libprune/nn/batchnorm_fold.h"
 #include "libprune/nn/eval_mode.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 #include <sstream>
@@ -347,6 +348,10 @@ void repack(torch::nn::Module& model) {
 }
 
 torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t zero_point) {
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "quant::quantize_per_tensor: scale must be a positive finite "
+                    "number, got ", scale, ". Fix: take it from an observed quantiser");
+  TORCH_CHECK_VALUE(zero_point >= 0 && zero_point <= 255, "quant::quantize_per_tensor: zero_point must be in 0..255 "
+                    "(quint8), got ", zero_point);
   if (detail::fast_fake_quantize_applies(x)) return detail::quantize_to_quint8(x, scale, zero_point);
   return at::quantize_per_tensor(x, scale, zero_point, torch::kQUInt8);
 }

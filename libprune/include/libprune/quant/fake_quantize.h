@@ -25,9 +25,9 @@ namespace libprune::quant {
 // `averaging_constant` per call (torch.ao's QAT default); min_max: the smallest and largest values
 // ever seen (the calibration choice: no batch is forgotten); percentile: per batch the
 // (100 - p)-th and p-th percentiles of the values (`percentile` p, e.g. 99.99), the widest over the
-// batches, so rare outliers do not stretch the grid; mse: per batch the range a x [min, max] (a in
-// 1/100 .. 1) whose grid rounds the values with the least squared error, the widest over the
-// batches (calibration: clips as far as clipping pays, with no percentile to choose). Per-channel
+// batches, so rare outliers do not stretch the grid; mse: per batch the range [b x min, a x max]
+// (a, then b, searched in 2^-10 .. 1) whose grid rounds the values with the least squared error,
+// the widest over the batches (calibration: clips as far as clipping pays, with no percentile to choose). Per-channel
 // weights keep min_max under percentile and mse.
 enum class Observer { moving_average, min_max, percentile, mse };
 

@@ -127,8 +127,9 @@ int64_t packs_made();
 // x rounded to quint8 on the grid (scale, zero_point): ATen's quantize_per_tensor, integer for integer
 // (clamp(zero_point + nearbyint(x * (1 / scale)), 0, 255)), in x's memory format. Dense float32 CPU
 // tensors take a vectorised loop (ATen's is scalar without fbgemm: 4 ms of a 66 ms int8 ResNet-50
-// pass at batch 8); anything else goes to ATen. The int8 kernels' float inputs and Python's convert
-// round with it.
+// pass at batch 8; NaN rounds to 0); anything else goes to ATen. The int8 kernels' float inputs and
+// Python's convert round with it. Throws naming the value when scale is not a positive finite number
+// or zero_point is outside 0..255.
 torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t zero_point);
 
 // Bytes of the int8 model's state as its deploy file holds it: the int8 weights, their per-channel
