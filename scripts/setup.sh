@@ -20,6 +20,8 @@ PACKAGES=(
   python3-mypy
   # the run report page's figures (python3 -m libprune.report)
   python3-matplotlib
+  # text models: SentencePiece tokenizers (C++ and Python) and WordNet's labelled nouns
+  libsentencepiece-dev python3-sentencepiece wordnet-base
 )
 if [ "${1:-}" = "--sanitizers" ]; then
   # libFuzzer, AddressSanitizer and ThreadSanitizer come with clang's runtime libraries

@@ -2,6 +2,8 @@
 #include <torch/extension.h>
 
 #include "libprune/io/state_dict.h"
+#include "libprune/models/bert.h"
+#include "libprune/prune/pruner.h"
 #include "libprune/models/registry.h"
 #include "libprune/nn/memory_format.h"
 #include "libprune/quant/quantize.h"
@@ -10,6 +12,43 @@
 #include <chrono>
 
 namespace py = pybind11;
+
+namespace {
+
+// The C++ BERT built from a config.json text with the state_dict at `state_path`: its eval logits,
+// then the heads an L1 cut of `ratio` keeps per layer (original indices; feed-forward and pooler
+// untouched) and the logits after the cut. The Python reference's twin in tests/python/test_bert.py.
+py::tuple bert_cpp(const std::string& config_json, const std::string& state_path, const torch::Tensor& ids,
+                   const torch::Tensor& mask, double ratio) {
+  using namespace libprune;
+  models::BertForSequenceClassification model(models::BertConfig::from_json(config_json));
+  io::load_state_dict(*model, state_path);
+  model->eval();
+  const nn::Inputs in{{"input_ids", ids}, {"attention_mask", mask}};
+  torch::Tensor before;
+  {
+    torch::NoGradGuard no_grad;
+    before = model->forward_inputs(in);
+  }
+  prune::Pruner pruner(model.ptr(), [&] { return std::vector<torch::Tensor>{model->forward_inputs(in)}; },
+                       prune::PrunerOptions().ratio(ratio).ignored_layers({"classifier"}).overrides(
+                           {{".*intermediate\\.dense", 0.0}, {".*pooler\\.dense", 0.0}}));
+  const auto plan = pruner.step();
+  std::vector<std::vector<int64_t>> heads(model->layers->size());
+  const int64_t head = model->config.hidden_size() / model->config.num_attention_heads();
+  for (size_t l = 0; l < heads.size(); ++l) {
+    const auto name = "bert.encoder.layer." + std::to_string(l) + ".attention.self.query.weight";
+    for (const auto& cut : plan.cuts) {
+      if (cut.tensor != name || cut.dim != 0) continue;
+      for (size_t k = 0; k < cut.keep.size(); k += static_cast<size_t>(head)) heads[l].push_back(cut.keep[k] / head);
+    }
+    for (int64_t h = 0; heads[l].empty() && h < model->config.num_attention_heads(); ++h) heads[l].push_back(h);
+  }
+  torch::NoGradGuard no_grad;
+  return py::make_tuple(before, heads, model->forward_inputs(in));
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_libprune_dev, m) {
   m.doc() = "libprune's benchmark and test helpers";
@@ -38,6 +77,12 @@ PYBIND11_MODULE(_libprune_dev, m) {
         return model->forward(x);
       },
       py::arg("name"), py::arg("path"), py::arg("calib"), py::arg("x"));
+  // The C++ BERT built from a config.json text with the state_dict at `state_path`: its eval logits,
+  // then the heads an L1 cut of `ratio` keeps per layer (original indices; feed-forward untouched)
+  // and the logits after the cut. The Python reference module's twin in tests/python/test_bert.py.
+  m.def("bert_cpp", &bert_cpp, py::arg("config_json"), py::arg("state_path"), py::arg("input_ids"),
+        py::arg("attention_mask"), py::arg("ratio"),
+        "the C++ BERT's logits on a state_dict, the heads an L1 cut keeps per layer, and the logits after");
   m.def(
       "zoo_state_shapes",
       [](const std::string& name, int64_t num_classes, int64_t in_channels) {

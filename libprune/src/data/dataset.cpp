@@ -134,10 +134,12 @@ void Loader::start(int64_t epoch) {
   if (pending_.valid()) pending_.wait();
   order_.resize(static_cast<size_t>(dataset_.size()));
   std::iota(order_.begin(), order_.end(), 0);
+  const uint64_t epoch_seed = seed_ * 1000003ULL + static_cast<uint64_t>(epoch);
   if (train_) {
-    std::mt19937_64 rng(seed_ * 1000003ULL + static_cast<uint64_t>(epoch));
+    std::mt19937_64 rng(epoch_seed);
     std::shuffle(order_.begin(), order_.end(), rng);
   }
+  dataset_.arrange(order_, batch_size_, train_, epoch_seed);
   cursor_ = 0;
   epoch_ = epoch;
   pending_ = std::async(std::launch::async, [this] { return load(0); });

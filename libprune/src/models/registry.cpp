@@ -1,5 +1,6 @@
 #include "libprune/models/registry.h"
 
+#include "libprune/models/bert.h"
 #include "libprune/models/mobilenet_v2.h"
 #include "libprune/models/resnet.h"
 #include "libprune/models/vgg.h"
@@ -18,6 +19,13 @@ ModelPtr impl(Holder holder) {
   return holder.ptr();
 }
 
+// BERT sizes take the class count and the tokenizer's vocabulary from the options.
+ModelPtr bert(const std::string& size, const ModelOptions& o) {
+  auto config = bert_config(size).num_labels(o.num_classes());
+  if (o.vocab_size() > 0) config.vocab_size(o.vocab_size());
+  return impl(BertForSequenceClassification(config));
+}
+
 const std::map<std::string, Factory>& factories() {
   static const std::map<std::string, Factory> table = {
       {"resnet18", [](const ModelOptions& o) { return impl(resnet18(o)); }},
@@ -34,6 +42,10 @@ const std::map<std::string, Factory>& factories() {
       {"cifar_resnet32", [](const ModelOptions& o) { return impl(cifar_resnet(32, o)); }},
       {"cifar_resnet56", [](const ModelOptions& o) { return impl(cifar_resnet(56, o)); }},
       {"cifar_resnet110", [](const ModelOptions& o) { return impl(cifar_resnet(110, o)); }},
+      {"bert_tiny", [](const ModelOptions& o) { return bert("bert_tiny", o); }},
+      {"bert_mini", [](const ModelOptions& o) { return bert("bert_mini", o); }},
+      {"bert_small", [](const ModelOptions& o) { return bert("bert_small", o); }},
+      {"bert_base", [](const ModelOptions& o) { return bert("bert_base", o); }},
   };
   return table;
 }

@@ -36,6 +36,11 @@ class Dataset {
   virtual Batch get(const std::vector<int64_t>& indices, bool train, uint64_t seed = 0) = 0;
   // The inputs of a batch of `batch` examples, for tracing and latency.
   nn::Inputs example(int64_t batch = 1);
+  // Reorders an epoch's example order (shuffled when training) before the loader cuts it into
+  // batches (text sets bucket by length); `seed` is the epoch's. The default keeps the order.
+  virtual void arrange(std::vector<int64_t>& order, int64_t batch_size, bool train, uint64_t seed) const {
+    (void)order, (void)batch_size, (void)train, (void)seed;
+  }
 };
 
 // Images already decoded and normalised in memory.

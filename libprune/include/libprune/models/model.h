@@ -43,6 +43,8 @@ struct ModelOptions {
   ModelOptions() = default;
   TORCH_ARG(int64_t, num_classes) = 1000;
   TORCH_ARG(int64_t, in_channels) = 3;
+  // Text models: the tokenizer's vocabulary size (0: the model's default, BERT's 30522).
+  TORCH_ARG(int64_t, vocab_size) = 0;
 };
 
 }  // namespace libprune::models

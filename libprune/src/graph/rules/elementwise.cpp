@@ -40,10 +40,12 @@ bool other_operand(RuleContext& c, int i, size_t k, int64_t rank, const Space& r
   const Shape in = c.in_shape(i, k);
   const int64_t shift = rank - static_cast<int64_t>(in.size());
   if (n.inputs[k] < 0 && in.empty()) {
-    // A tensor that needs no grad and whose shape autograd did not keep: it cannot be shown to
-    // broadcast over the channels. Leave them alone rather than guess.
-    c.pin(result, c.why(i, "an operand that needs no grad may not broadcast over the channels"));
-    return false;
+    // A tensor that needs no grad and whose shape autograd did not keep (an add's other operand:
+    // BERT's attention-mask bias [B, 1, 1, T] on the scores). Taken as broadcasting over the
+    // channels: were it laid along them, its size would no longer match after a cut, and the
+    // forward fails loudly (the pruner's verification then pins the group); it cannot go wrong
+    // silently. Pinning here had pinned every head of every masked attention.
+    return true;
   }
   bool along = false;
   for (int64_t d : result.dims) {

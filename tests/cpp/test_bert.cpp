@@ -1,0 +1,148 @@
+#include "helpers.h"
+#include "libprune/libprune.h"
+
+using namespace libprune;
+using models::BertConfig;
+using models::BertForSequenceClassification;
+using prune::Pruner;
+using prune::PrunerOptions;
+
+namespace {
+
+BertConfig tiny_config() {
+  return BertConfig()
+      .vocab_size(50)
+      .hidden_size(32)
+      .num_hidden_layers(2)
+      .num_attention_heads(4)
+      .intermediate_size(48)
+      .max_position_embeddings(16)
+      .num_labels(3)
+      .hidden_dropout_prob(0)
+      .attention_probs_dropout_prob(0);
+}
+
+nn::Inputs text_batch(int64_t batch, int64_t tokens, int64_t vocab, int64_t seed) {
+  torch::manual_seed(seed);
+  auto ids = torch::randint(1, vocab, {batch, tokens}, torch::kLong);
+  auto mask = torch::ones({batch, tokens}, torch::kLong);
+  mask.index_put_({0, torch::indexing::Slice(tokens - 2, torch::indexing::None)}, 0);  // padding in row 0
+  ids.index_put_({0, torch::indexing::Slice(tokens - 2, torch::indexing::None)}, 0);
+  return {{"input_ids", ids}, {"attention_mask", mask}};
+}
+
+graph::Forward forward_of(BertForSequenceClassification m, nn::Inputs in) {
+  return [m, in]() mutable { return std::vector<torch::Tensor>{m->forward_inputs(in)}; };
+}
+
+std::string layer_name(int64_t i, const std::string& rest) { return "bert.encoder.layer." + std::to_string(i) + "." + rest; }
+
+}  // namespace
+
+TEST_CASE("bert: parameter names and shapes are Hugging Face's BertForSequenceClassification", "[bert]") {
+  BertForSequenceClassification m(tiny_config());
+  const auto params = m->named_parameters();
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {
+      {"bert.embeddings.word_embeddings.weight", {50, 32}},
+      {"bert.embeddings.position_embeddings.weight", {16, 32}},
+      {"bert.embeddings.token_type_embeddings.weight", {2, 32}},
+      {"bert.embeddings.LayerNorm.weight", {32}},
+      {layer_name(1, "attention.self.query.weight"), {32, 32}},
+      {layer_name(1, "attention.self.key.bias"), {32}},
+      {layer_name(1, "attention.self.value.weight"), {32, 32}},
+      {layer_name(1, "attention.output.dense.weight"), {32, 32}},
+      {layer_name(1, "attention.output.LayerNorm.bias"), {32}},
+      {layer_name(1, "intermediate.dense.weight"), {48, 32}},
+      {layer_name(1, "output.dense.weight"), {32, 48}},
+      {layer_name(1, "output.LayerNorm.weight"), {32}},
+      {"bert.pooler.dense.weight", {32, 32}},
+      {"classifier.weight", {3, 32}},
+      {"classifier.bias", {3}}};
+  for (const auto& [name, shape] : expected) {
+    INFO(name);
+    REQUIRE(params.contains(name));
+    CHECK(params[name].sizes().vec() == shape);
+  }
+  // 5 embedding tensors, 16 per layer, pooler and classifier: nothing else.
+  CHECK(params.size() == 5 + 2 * 16 + 4);
+  // transformers' init: the padding token's embedding is zero, layer norms start at 1.
+  CHECK(params["bert.embeddings.word_embeddings.weight"][0].abs().sum().item<double>() == 0.0);
+  CHECK(params["bert.embeddings.LayerNorm.weight"].eq(1).all().item<bool>());
+}
+
+TEST_CASE("bert: padding masked out leaves the logits of the real tokens unchanged", "[bert]") {
+  BertForSequenceClassification m(tiny_config());
+  {
+    torch::NoGradGuard no_grad;  // larger weights than transformers' init, so attention is far from uniform
+    for (auto& p : m->parameters()) p.normal_(0, 0.3);
+  }
+  m->eval();
+  auto in = text_batch(2, 8, 50, 3);
+  const auto padded = m->forward_inputs(in);
+  // Row 0 without its two padding tokens.
+  const auto ids = in.at("input_ids").index({torch::indexing::Slice(0, 1), torch::indexing::Slice(0, 6)});
+  const auto alone = m->forward_inputs({{"input_ids", ids}});
+  CHECK(torch::allclose(padded[0], alone[0], 1e-5, 1e-5));
+  // Without the mask the padding is attended and the logits move.
+  const auto unmasked = m->forward_inputs({{"input_ids", in.at("input_ids")}});
+  CHECK_FALSE(torch::allclose(padded[0], unmasked[0], 1e-4, 1e-4));
+}
+
+TEST_CASE("bert: pruning heads removes whole heads per layer, keeps the head size and the hidden size", "[bert]") {
+  BertForSequenceClassification m(tiny_config());
+  auto in = text_batch(2, 8, 50, 4);
+  // Heads only: the feed-forward groups get ratio 0.
+  Pruner pruner(m.ptr(), forward_of(m, in),
+                PrunerOptions().ratio(0.5).ignored_layers({"classifier"}).overrides({{".*intermediate\\.dense", 0.0}}));
+  pruner.step();
+  for (const auto& why : pruner.verification_pins()) std::cerr << why << "\n";
+  CHECK(pruner.verification_pins().empty());
+  CHECK(m->heads_per_layer() == std::vector<int64_t>{2, 2});
+  CHECK(m->intermediate_sizes() == std::vector<int64_t>{48, 48});
+  const auto params = m->named_parameters();
+  CHECK(params[layer_name(0, "attention.self.query.weight")].sizes().vec() == std::vector<int64_t>{16, 32});
+  CHECK(params[layer_name(0, "attention.output.dense.weight")].sizes().vec() == std::vector<int64_t>{32, 16});
+  CHECK(params["bert.embeddings.word_embeddings.weight"].size(1) == 32);
+  CHECK(m->layers->ptr<models::BertLayerImpl>(0)->attention->self->attention_head_size == 8);
+  CHECK(m->forward_inputs(in).sizes().vec() == std::vector<int64_t>{2, 3});
+}
+
+TEST_CASE("bert: feed-forward neurons are units; a global ratio keeps at least one head per layer", "[bert]") {
+  BertForSequenceClassification m(tiny_config());
+  auto in = text_batch(2, 8, 50, 5);
+  Pruner pruner(m.ptr(), forward_of(m, in), PrunerOptions().ratio(0.9).global_pruning(true).ignored_layers({"classifier"}));
+  pruner.step();
+  CHECK(pruner.verification_pins().empty());
+  for (int64_t h : m->heads_per_layer()) CHECK(h >= 1);
+  for (int64_t n : m->intermediate_sizes()) CHECK((n >= 1 && n < 48));
+}
+
+TEST_CASE("bert: config.json round trip and bad configs", "[bert]") {
+  const auto c = tiny_config().num_labels(26);
+  const auto back = BertConfig::from_json(c.to_json());
+  CHECK(back.to_json() == c.to_json());
+  CHECK(back.num_labels() == 26);
+  CHECK(BertConfig::from_json(R"({"id2label": {"0": "a", "1": "b", "2": "c"}})").num_labels() == 3);
+  CHECK_THROWS_WITH(BertConfig::from_json(R"({"hidden_size": 30, "num_attention_heads": 4})"),
+                    Catch::Contains("multiple of num_attention_heads"));
+  CHECK_THROWS_WITH(BertConfig::from_json(R"({"vocab_size": "big"})"), Catch::Contains("\"vocab_size\" must be an integer"));
+  CHECK_THROWS_WITH(BertConfig::from_json(R"({"hidden_act": "relu"})"), Catch::Contains("hidden_act"));
+  CHECK_THROWS_WITH(BertConfig::from_json("[1"), Catch::Contains("not JSON"));
+  CHECK_THROWS_WITH(models::bert_config("bert_huge"), Catch::Contains("bert_mini"));
+}
+
+TEST_CASE("bert: a sequence longer than the position table is an error naming the fix", "[bert]") {
+  BertForSequenceClassification m(tiny_config());
+  const auto ids = torch::ones({1, 17}, torch::kLong);
+  CHECK_THROWS_WITH(m->forward(ids), Catch::Contains("max_position_embeddings 16") && Catch::Contains("truncate"));
+  CHECK_THROWS_WITH(m->forward(torch::ones({1, 4})), Catch::Contains("integer token ids"));
+}
+
+TEST_CASE("bert: the zoo builds every size with the tokenizer's vocabulary", "[bert]") {
+  const auto m = models::create("bert_mini", models::ModelOptions().num_classes(26).vocab_size(8000));
+  auto* bert = dynamic_cast<models::BertForSequenceClassificationImpl*>(m.get());
+  REQUIRE(bert != nullptr);
+  CHECK(bert->config.vocab_size() == 8000);
+  CHECK(bert->heads_per_layer() == std::vector<int64_t>{4, 4, 4, 4});
+  CHECK(bert->classifier->weight.size(0) == 26);
+}
