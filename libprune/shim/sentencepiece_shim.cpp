@@ -53,7 +53,7 @@ extern "C" {
 // Trains a model from `count` texts with the given "key=value" flags; writes the serialized model
 // to `model_file`. Returns 0 on success.
 int libprune_spm_train(const char* const* texts, size_t count, const char* const* flags, size_t flag_count,
-                       const char* model_file, char* error, size_t capacity) {
+                       const char* model_file, char* error, size_t capacity) try {
   std::unordered_map<std::string, std::string> kwargs;
   for (size_t i = 0; i < flag_count; ++i) {
     const std::string f = flags[i];
@@ -76,9 +76,12 @@ int libprune_spm_train(const char* const* texts, size_t count, const char* const
     return 2;
   }
   return 0;
+} catch (const std::exception& e) {  // nothing C++ crosses the C boundary
+  copy_error(e.what(), error, capacity);
+  return 1;
 }
 
-void* libprune_spm_load(const char* model_file, char* error, size_t capacity) {
+void* libprune_spm_load(const char* model_file, char* error, size_t capacity) try {
   auto* sp = new sentencepiece::SentencePieceProcessor();
   const auto status = sp->Load(model_file);
   if (!status.ok()) {
@@ -87,6 +90,9 @@ void* libprune_spm_load(const char* model_file, char* error, size_t capacity) {
     return nullptr;
   }
   return sp;
+} catch (const std::exception& e) {
+  copy_error(e.what(), error, capacity);
+  return nullptr;
 }
 
 void libprune_spm_free(void* handle) { delete static_cast<sentencepiece::SentencePieceProcessor*>(handle); }
@@ -103,7 +109,8 @@ int64_t libprune_spm_info(void* handle, int64_t* special) {
 
 // Writes up to `capacity` ids; returns how many the text has (call again with more room), or -1
 // with `error` set.
-int64_t libprune_spm_encode(void* handle, const char* text, int32_t* ids, size_t capacity, char* error, size_t error_capacity) {
+int64_t libprune_spm_encode(void* handle, const char* text, int32_t* ids, size_t capacity, char* error,
+                            size_t error_capacity) try {
   std::vector<int> out;
   const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(text, &out);
   if (!status.ok()) {
@@ -112,11 +119,14 @@ int64_t libprune_spm_encode(void* handle, const char* text, int32_t* ids, size_t
   }
   for (size_t i = 0; i < out.size() && i < capacity; ++i) ids[i] = out[i];
   return static_cast<int64_t>(out.size());
+} catch (const std::exception& e) {
+  copy_error(e.what(), error, error_capacity);
+  return -1;
 }
 
 // Writes up to `capacity` bytes (no terminator); returns the text's length, or -1 with `error` set.
 int64_t libprune_spm_decode(void* handle, const int32_t* ids, size_t count, char* text, size_t capacity, char* error,
-                            size_t error_capacity) {
+                            size_t error_capacity) try {
   const std::vector<int> pieces(ids, ids + count);
   std::string out;
   const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Decode(pieces, &out);
@@ -126,5 +136,8 @@ int64_t libprune_spm_decode(void* handle, const int32_t* ids, size_t count, char
   }
   std::memcpy(text, out.data(), std::min(capacity, out.size()));
   return static_cast<int64_t>(out.size());
+} catch (const std::exception& e) {
+  copy_error(e.what(), error, error_capacity);
+  return -1;
 }
 }

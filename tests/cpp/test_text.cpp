@@ -114,6 +114,18 @@ TEST_CASE("text: batches pad to their longest example with a mask; bucketing cut
   CHECK(b.inputs.at("attention_mask").sum().item<int64_t>() == set.length(0) + set.length(1));
   CHECK(b.inputs.at("input_ids").eq(7).sum().item<int64_t>() == set.length(0) + set.length(1));
   CHECK(set.padding_fraction(16, true) < 0.5 * set.padding_fraction(16, false));
+  // Bucketing keeps a permutation, and the partial last batch (which drop_last drops) is the
+  // shuffled order's tail, not the longest examples.
+  std::vector<int64_t> order(400);
+  std::iota(order.rbegin(), order.rend(), 0);
+  const auto shuffled = order;
+  set.arrange(order, 16 * 7, true, 3);
+  CHECK(std::vector<int64_t>(order.end() - 400 % 112, order.end()) == std::vector<int64_t>(shuffled.end() - 400 % 112, shuffled.end()));
+  std::sort(order.begin(), order.end());
+  std::vector<int64_t> all(400);
+  std::iota(all.begin(), all.end(), 0);
+  CHECK(order == all);
+  CHECK_THROWS_WITH(set.padding_fraction(0, true), Catch::Contains("batch_size must be > 0"));
   // The loader's order stays a permutation and changes with the epoch.
   data::Loader loader(set, 16, true, 1);
   std::vector<int64_t> seen[2];
@@ -148,5 +160,6 @@ TEST_CASE("text: SentencePiece trains deterministically and encodes [CLS] pieces
   const auto set = data::tokenize({texts, std::vector<int64_t>(texts.size(), 0), {"x"}}, tok, 64);
   CHECK(set->size() == 300);
   CHECK_THROWS_WITH(data::Tokenizer(write_file("junk.model", "not a model")), Catch::Contains("junk.model"));
-  CHECK_THROWS_WITH(data::Tokenizer::train(texts, write_file("big.model", ""), 100000), Catch::Contains("vocab_size"));
+  CHECK_THROWS_WITH(data::Tokenizer::train(texts, write_file("big.model", ""), 100000),
+                    Catch::Contains("SentencePiece failed") && Catch::Contains("too high"));
 }

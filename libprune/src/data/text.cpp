@@ -147,7 +147,7 @@ TextDataset::TextDataset(std::vector<std::vector<int64_t>> ids, std::vector<int6
   for (size_t i = 0; i < labels_.size(); ++i) {
     TORCH_CHECK_VALUE(labels_[i] >= 0 && labels_[i] < num_classes_, "TextDataset: example ", i, " has label ",
                       labels_[i], ", outside 0..", num_classes_ - 1, ". Fix: check the label column against the classes");
-    TORCH_CHECK_VALUE(!ids_[i].empty(), "TextDataset: example ", i, " has no tokens");
+    TORCH_CHECK_VALUE(!ids_[i].empty(), "TextDataset: example ", i, " has no tokens. Fix: encode it with [CLS] and [SEP]");
   }
 }
 
@@ -170,15 +170,19 @@ Batch TextDataset::get(const std::vector<int64_t>& indices, bool /*train*/, uint
 }
 
 void TextDataset::arrange(std::vector<int64_t>& order, int64_t batch_size, bool train, uint64_t seed) const {
+  TORCH_CHECK_VALUE(batch_size > 0, "TextDataset: batch_size must be > 0, got ", batch_size);
   if (!train || bucket_batches_ == 0) return;
   auto by_length = [this](int64_t a, int64_t b) { return length(a) < length(b); };
+  // The leftover (a partial last batch, which drop_last drops) is set aside before sorting, so it is
+  // a random draw rather than the longest examples of the last chunk.
+  const size_t full = order.size() / static_cast<size_t>(batch_size);
+  const size_t sorted = full * static_cast<size_t>(batch_size);
   const auto chunk = static_cast<size_t>(bucket_batches_ * batch_size);
-  for (size_t start = 0; start < order.size(); start += chunk) {
-    const auto end = order.begin() + static_cast<long>(std::min(order.size(), start + chunk));
+  for (size_t start = 0; start < sorted; start += chunk) {
+    const auto end = order.begin() + static_cast<long>(std::min(sorted, start + chunk));
     std::stable_sort(order.begin() + static_cast<long>(start), end, by_length);
   }
-  // Shuffle whole batches (the last, maybe partial, batch stays last so every batch but one is full).
-  const size_t full = order.size() / static_cast<size_t>(batch_size);
+  // Shuffle whole batches; the leftover stays last.
   std::vector<size_t> batches(full);
   std::iota(batches.begin(), batches.end(), 0);
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);
@@ -194,6 +198,7 @@ void TextDataset::arrange(std::vector<int64_t>& order, int64_t batch_size, bool 
 }
 
 double TextDataset::padding_fraction(int64_t batch_size, bool bucketed) const {
+  TORCH_CHECK_VALUE(batch_size > 0, "TextDataset: batch_size must be > 0, got ", batch_size);
   std::vector<int64_t> order(static_cast<size_t>(size()));
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(0);

@@ -50,6 +50,8 @@ const Shim& shim() {
     flags |= RTLD_DEEPBIND;  // the sanitizers' runtimes refuse it
 #endif
     void* lib = dlopen(path.c_str(), flags);
+    // An installed libprune whose build folder is gone: the module by name, from the library path.
+    if (!lib && !std::getenv("LIBPRUNE_SENTENCEPIECE_SHIM")) lib = dlopen("libprune_sentencepiece.so", flags);
     if (!lib) {
       const char* why = dlerror();
       s.problem = "cannot load the SentencePiece module \"" + path + "\": " + (why ? why : "") +
@@ -139,7 +141,8 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, int64_t max_leng
     ids.resize(static_cast<size_t>(n));
     n = shim().encode(impl_->handle, text.c_str(), ids.data(), ids.size(), error.data(), error.size());
   }
-  TORCH_CHECK_VALUE(n >= 0, "Tokenizer::encode: ", error.data());
+  TORCH_CHECK_VALUE(n >= 0 && n <= static_cast<int64_t>(ids.size()), "Tokenizer::encode: ", error.data(),
+                    " (text: \"", text.substr(0, 60), "\")");
   const auto room = max_length - 2;
   if (n > room && truncated) ++*truncated;
   std::vector<int64_t> out{kCls};
@@ -157,7 +160,7 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
     text.resize(static_cast<size_t>(n));
     n = shim().decode(impl_->handle, pieces.data(), pieces.size(), text.data(), text.size(), error.data(), error.size());
   }
-  TORCH_CHECK_VALUE(n >= 0, "Tokenizer::decode: ", error.data());
+  TORCH_CHECK_VALUE(n >= 0 && n <= static_cast<int64_t>(text.size()), "Tokenizer::decode: ", error.data());
   text.resize(static_cast<size_t>(n));
   return text;
 }

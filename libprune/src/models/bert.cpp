@@ -250,7 +250,11 @@ torch::Tensor BertForSequenceClassificationImpl::forward(const torch::Tensor& in
     TORCH_CHECK_VALUE(attention_mask.sizes() == input_ids.sizes(), "BERT: attention_mask ", attention_mask.sizes(),
                       " must have input_ids' shape ", input_ids.sizes());
     // transformers' extended mask: 0 where attended, the dtype's lowest value on padding.
-    const double lowest = std::numeric_limits<float>::lowest();
+    const auto dtype = hidden.scalar_type();
+    const double lowest = dtype == torch::kDouble  ? std::numeric_limits<double>::lowest()
+                          : dtype == torch::kHalf  ? -65504.0
+                          : dtype == torch::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+                                                     : std::numeric_limits<float>::lowest();
     mask_bias = (1.0 - attention_mask.to(hidden.dtype())).mul(lowest).view({input_ids.size(0), 1, 1, input_ids.size(1)});
   }
   for (size_t i = 0; i < layers->size(); ++i) hidden = layer(i).forward(hidden, mask_bias);
