@@ -1,5 +1,11 @@
 #include "helpers.h"
+#include "libprune/io/checkpoint.h"
 #include "libprune/libprune.h"
+#include "libprune/recipe/runner.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
 
 using namespace libprune;
 using models::BertConfig;
@@ -117,6 +123,21 @@ TEST_CASE("bert: feed-forward neurons are units; a global ratio keeps at least o
   for (int64_t n : m->intermediate_sizes()) CHECK((n >= 1 && n < 48));
 }
 
+TEST_CASE("bert: with global ranking an override takes its groups out of the pool: heads only", "[bert]") {
+  BertForSequenceClassification m(tiny_config());
+  auto in = text_batch(2, 8, 50, 6);
+  Pruner pruner(m.ptr(), forward_of(m, in),
+                PrunerOptions().ratio(0.5).global_pruning(true).ignored_layers({"classifier"}).overrides(
+                    {{".*intermediate\\.dense", 0.0}, {".*pooler\\.dense", 0.0}}));
+  pruner.step();
+  CHECK(m->intermediate_sizes() == std::vector<int64_t>{48, 48});
+  CHECK(m->named_parameters()["bert.pooler.dense.weight"].size(0) == 32);
+  // Half of the 8 heads, ranked across both layers, at least one kept in each.
+  const auto heads = m->heads_per_layer();
+  CHECK(heads[0] + heads[1] == 4);
+  CHECK((heads[0] >= 1 && heads[1] >= 1));
+}
+
 TEST_CASE("bert: config.json round trip and bad configs", "[bert]") {
   const auto c = tiny_config().num_labels(26);
   const auto back = BertConfig::from_json(c.to_json());
@@ -145,4 +166,27 @@ TEST_CASE("bert: the zoo builds every size with the tokenizer's vocabulary", "[b
   CHECK(bert->config.vocab_size() == 8000);
   CHECK(bert->heads_per_layer() == std::vector<int64_t>{4, 4, 4, 4});
   CHECK(bert->classifier->weight.size(0) == 26);
+}
+
+TEST_CASE("bert: the WordNet heads recipe at 2,000 examples trains, cuts 30% of heads, keeps the FFN", "[bert]") {
+  test::TempDir dir("bert_recipe");
+  recipe::RunOptions o;
+  o.print = false;
+  o.sets = {"data.limit_train=2000", "data.limit_eval=500", "data.vocab_size=1000", "training.epochs=4",
+            "training.lr_schedule.restarts=[3]", "training.progress=false", "pruning.0.schedule.start_epoch=3",
+            "report.latency_batches=[1]", "report.latency_runs=1", "report.latency_tokens=32", "output_dir=" + dir.file("out")};
+  const auto run = recipe::run(std::string(LIBPRUNE_SOURCE_DIR) + "/configs/bert_wordnet_heads30.json", o);
+  REQUIRE(run.completed);
+  const auto summary = nlohmann::json::parse(run.summary_json);
+  INFO(run.summary_json.substr(0, 2000));
+  CHECK(std::filesystem::exists(dir.file("out/tokenizer.model")));
+  // 16 heads of 64 over 4 layers, 30% of them cut globally; the FFN and the hidden size stay.
+  const auto& dense = summary.at("dense");
+  const auto& pruned = summary.at("pruned");
+  CHECK(pruned.at("params").get<int64_t>() < dense.at("params").get<int64_t>());
+  const auto meta = io::read_checkpoint_meta(dir.file("out/last.ckpt"));
+  CHECK(meta.plans_json.find("attention.self.query.weight") != std::string::npos);
+  CHECK(meta.plans_json.find("intermediate.dense.weight") == std::string::npos);
+  // Above the majority class (14.1%): the labels and the texts line up (250 steps from scratch).
+  CHECK(pruned.at("accuracy").get<double>() > 20.0);
 }

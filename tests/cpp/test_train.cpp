@@ -192,6 +192,11 @@ TEST_CASE("trainer: LR schedules with warmup and restarts; bad options name the 
   CHECK(cosine.lr_at(6) == Approx(0.1));                   // half-way through the cosine
   train::Trainer step(model, set, set, train::TrainOptions().epochs(10).lr(0.1).lr_schedule(train::LrSchedule::Step).step_size(3).gamma(0.5).batch_size(4).threads(1));
   CHECK(step.lr_at(7) == Approx(0.025));
+  // linear (BERT fine-tuning): warmup to the peak, then straight down to 0 at the end.
+  train::Trainer linear(model, set, set, train::TrainOptions().epochs(5).lr(0.1).lr_schedule(train::LrSchedule::Linear).warmup_epochs(1).batch_size(4).threads(1));
+  CHECK(linear.lr_at(1) == Approx(0.1));
+  CHECK(linear.lr_at(3) == Approx(0.05));
+  CHECK(linear.lr_at(4.999) < 0.001);
   CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().lr_schedule(options::parse<train::LrSchedule>("poly"))); }),
              Catch::Contains("constant, step, cosine, one_cycle"));
   CHECK_THAT(test::message_of([&] { train::Trainer(model, set, set, train::TrainOptions().epochs(3).restarts({3})); }),

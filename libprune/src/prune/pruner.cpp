@@ -118,6 +118,7 @@ struct Candidate {
   int64_t original = 0;
   double ratio = 0;
   int64_t keep = 0;
+  bool overridden = false;  // an override names it: cut at its own ratio, outside the global ranking
 };
 
 // The modules whose outputs a group cuts (members along dim 0): what ignored_layers and the
@@ -217,11 +218,21 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const lay
     Candidate c{&grp, importance::score(grp, params, importance_, gradients_, &magnitudes)};
     c.original = std::max(grp.size(), original_sizes_.emplace(grp.name(), grp.size()).first->second);
     c.ratio = ratio_of(modules);
+    c.overridden = std::any_of(modules.begin(), modules.end(), [&](const std::string& m) {
+      return std::any_of(overrides_.begin(), overrides_.end(),
+                         [&](const auto& o) { return o.first == m || std::regex_match(m, o.second); });
+    });
     c.keep = grp.size();
     candidates.push_back(std::move(c));
   }
   if (options_.global_pruning()) {
-    keep_globally(candidates, options_);
+    // Groups an override names keep their own ratio; the rest compete for the global ratio.
+    std::vector<Candidate> pooled, fixed;
+    for (auto& c : candidates) (c.overridden ? fixed : pooled).push_back(std::move(c));
+    keep_globally(pooled, options_);
+    for (auto& c : fixed) c.keep = std::min(c.group->size(), keep_count(c.original, c.ratio, options_));
+    candidates = std::move(pooled);
+    for (auto& c : fixed) candidates.push_back(std::move(c));
   } else {
     for (auto& c : candidates) c.keep = std::min(c.group->size(), keep_count(c.original, c.ratio, options_));
   }

@@ -3,10 +3,13 @@
 #include "libprune/data/cifar.h"
 #include "libprune/data/image_folder.h"
 #include "libprune/data/mnist.h"
+#include "libprune/data/text.h"
+#include "libprune/data/tokenizer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
+#include <iostream>
 
 namespace libprune::recipe::detail {
 namespace {
@@ -32,9 +35,54 @@ Datasets synthetic(const DataSection& d) {
   return {make(d.limit_train() > 0 ? d.limit_train() : 256, 1), make(d.limit_eval() > 0 ? d.limit_eval() : 128, 2), c};
 }
 
+// Keeps `limit` examples spread evenly over the corpus (0: all). WordNet's file is ordered by
+// lexicographer file, so its first examples would be one or two classes.
+data::TextCorpus spread(data::TextCorpus c, int64_t limit) {
+  const size_t n = c.texts.size();
+  if (limit <= 0 || static_cast<size_t>(limit) >= n) return c;
+  data::TextCorpus out;
+  out.label_names = c.label_names;
+  for (size_t i = 0; i < static_cast<size_t>(limit); ++i) {
+    const size_t k = i * n / static_cast<size_t>(limit);
+    out.texts.push_back(std::move(c.texts[k]));
+    out.labels.push_back(c.labels[k]);
+  }
+  return out;
+}
+
+// WordNet's nouns or a TSV pair, tokenized with the recipe's SentencePiece model (trained on the
+// training split when none is given, and saved in the run folder so a resume reuses it).
+Datasets text(const DataSection& d, const std::string& output_dir) {
+  namespace fs = std::filesystem;
+  data::TextCorpus train, eval;
+  if (d.kind() == DataKind::Wordnet) {
+    const std::string path = d.path().empty() ? std::string(data::kWordNetNouns) : d.path();
+    train = data::read_wordnet_nouns(path, data::TextSplit::Train);
+    eval = data::read_wordnet_nouns(path, d.eval_split() == "test" ? data::TextSplit::Test : data::TextSplit::Validation);
+  } else {
+    TORCH_CHECK_VALUE(!d.path().empty(), "data.path is empty for text_tsv. Fix: --set data.path=<folder with ",
+                      d.train_file(), " and ", d.eval_file(), ">");
+    train = data::read_text_tsv((fs::path(d.path()) / d.train_file()).string());
+    eval = data::read_text_tsv((fs::path(d.path()) / d.eval_file()).string(), train.label_names);
+  }
+  train = spread(std::move(train), d.limit_train());
+  eval = spread(std::move(eval), d.limit_eval());
+  std::string model = d.tokenizer();
+  if (model.empty()) {
+    model = (fs::path(output_dir) / "tokenizer.model").string();
+    if (!fs::exists(model)) data::Tokenizer::train(train.texts, model, d.vocab_size());
+  }
+  const data::Tokenizer tokenizer(model);
+  int64_t cut = 0;
+  Datasets out{data::tokenize(train, tokenizer, d.max_length(), &cut), data::tokenize(eval, tokenizer, d.max_length(), &cut),
+               1, tokenizer.vocab_size()};
+  if (cut > 0) std::cout << "data: " << cut << " texts longer than max_length " << d.max_length() << " were cut\n";
+  return out;
+}
+
 }  // namespace
 
-Datasets make_data(const DataSection& d) {
+Datasets make_data(const DataSection& d, const std::string& output_dir) {
   namespace fs = std::filesystem;
   switch (d.kind()) {
     case DataKind::FashionMnist:
@@ -66,6 +114,8 @@ Datasets make_data(const DataSection& d) {
               std::make_shared<data::ImageFolder>((fs::path(d.path()) / d.val_dir()).string(), opts), 3};
     }
     case DataKind::Synthetic: return synthetic(d);
+    case DataKind::Wordnet:
+    case DataKind::TextTsv: return text(d, output_dir);
   }
   return {};
 }

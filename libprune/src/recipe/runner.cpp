@@ -56,10 +56,11 @@ struct Run {
 
 void build(Run& run) {
   const auto& r = run.recipe;
-  const auto data = detail::make_data(r.data);
+  const auto data = detail::make_data(r.data, run.output_dir);
   const auto model_options = models::ModelOptions()
                                 .num_classes(r.model.num_classes() > 0 ? r.model.num_classes() : data.train->num_classes())
-                                .in_channels(r.model.in_channels() > 0 ? r.model.in_channels() : data.channels);
+                                .in_channels(r.model.in_channels() > 0 ? r.model.in_channels() : data.channels)
+                                .vocab_size(data.vocab_size);
   torch::manual_seed(r.training.seed());
   run.model = models::create(r.model.name(), model_options);
   if (!r.model.weights().empty()) io::load_state_dict(*run.model, r.model.weights());

@@ -259,6 +259,22 @@ void Comparison::finish() {
   }
 }
 
+// Text inputs at `tokens` tokens per example: each row's ids repeated to that length, every token
+// attended (0 keeps the data's own lengths). Other inputs pass unchanged.
+static nn::Inputs timed_inputs(const nn::Inputs& inputs, int64_t tokens) {
+  if (tokens <= 0 || !inputs.has("input_ids")) return inputs;
+  const auto& ids = inputs.at("input_ids");
+  const int64_t have = ids.size(1);
+  const auto repeated = ids.repeat({1, (tokens + have - 1) / have}).narrow(1, 0, tokens).contiguous();
+  nn::Inputs out;
+  for (const auto& [name, t] : inputs.items()) {
+    if (name == "input_ids") out.set(name, repeated);
+    else if (t.dim() == 2 && t.size(1) == have) out.set(name, name == "attention_mask" ? torch::ones_like(repeated) : torch::zeros_like(repeated));
+    else out.set(name, t);
+  }
+  return out;
+}
+
 // Latency of `net` per batch size, as it would be deployed: on CPU both memory formats are timed
 // (thin pruned layers can favour NCHW) and, with latency_threads 0, fewer threads than the
 // training's too (small batches often run faster on fewer). The fastest is kept, and named. An int8
@@ -268,11 +284,14 @@ void Comparison::time(const models::ModelPtr& net, json& out) {
   const int threads = options_.latency_threads();
   for (const int64_t batch : options_.latency_batches()) {
     const std::string key = "latency_ms_b" + std::to_string(batch);
-    for (const bool cl : cpu ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+    const auto example = timed_inputs(trainer_.example(batch), options_.latency_tokens());
+    bool images = false;  // channels_last is a layout of images only
+    for (const auto& [name, t] : example.items()) images = images || (t.dim() == 4 && t.is_floating_point());
+    for (const bool cl : cpu && images ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
       const char* format = cl ? "channels_last" : "nchw";
       const auto memory = cl ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
       nn::to_memory_format(*net, memory);
-      const auto inputs = trainer_.example(batch).map([memory](const torch::Tensor& t) {
+      const auto inputs = example.map([memory](const torch::Tensor& t) {
         return t.dim() == 4 && t.is_floating_point() ? t.contiguous(memory) : t;
       });
       const auto lat = measure::measure_latency(net, inputs,

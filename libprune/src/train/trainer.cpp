@@ -103,6 +103,7 @@ double Trainer::lr_at(double epoch) const {
   const double t = (epoch - warmup) / std::max(1e-9, total - warmup);  // [0, 1)
   if (o.lr_schedule() == LrSchedule::Step) return base * std::pow(o.gamma(), std::floor(epoch / static_cast<double>(o.step_size())));
   if (o.lr_schedule() == LrSchedule::Cosine) return 0.5 * base * (1 + std::cos(M_PI * t));
+  if (o.lr_schedule() == LrSchedule::Linear) return base * (1 - t);
   if (o.lr_schedule() == LrSchedule::OneCycle) {
     // Up from base/25 over the first 30%, then cosine down to base/1e4.
     const double up = 0.3;
@@ -191,6 +192,7 @@ bool Trainer::fit(int64_t start_epoch) {
           logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing()));
       loss.backward();
       for (auto& c : callbacks_) c->on_after_backward(*this, epoch, batch);
+      if (options_.max_grad_norm() > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.max_grad_norm());
       optimizer_->step();
       const double l = loss.item<double>();
       epoch_loss_sum_ += l;

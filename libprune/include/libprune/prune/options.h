@@ -32,7 +32,8 @@ using Strings = std::vector<std::string>;
     "module names whose output channels stay (the classifier); their inputs still follow their producer")               \
   X("overrides", RatioOverrides, overrides, {}, nullptr,                                                                \
     "per-layer ratios {module name or regex: ratio}; a group takes the first naming a module whose outputs it cuts "     \
-    "(local ranking)")                                                                                                  \
+    "(local ranking; with global_pruning it leaves the global ranking, so {\".*intermediate\\\\.dense\": 0} prunes "    \
+    "only a BERT's heads)")                                                                                                  \
   X("max_ratio", double, max_ratio, 1.0, ::libprune::options::check::in_range(0, true, 1, false, "e.g. 0.9"),          \
     "no group loses more than this fraction, whatever the ratio or ranking; ratios above it are errors")                \
   X("round_to", int64_t, round_to, 1, ::libprune::options::check::at_least<int64_t>(1, "e.g. 8"),                       \

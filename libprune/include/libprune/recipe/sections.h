@@ -11,7 +11,7 @@
 
 namespace libprune::recipe {
 
-enum class DataKind { FashionMnist, Mnist, Cifar10, Cifar100, ImageFolder, Synthetic };
+enum class DataKind { FashionMnist, Mnist, Cifar10, Cifar100, ImageFolder, Synthetic, Wordnet, TextTsv };
 enum class QuantMode { None, Ptq, Qat };
 
 // X("key", type, field, default, check, "meaning")
@@ -27,9 +27,11 @@ enum class QuantMode { None, Ptq, Qat };
 
 #define LIBPRUNE_DATA_SECTION(X)                                                                                       \
   X("kind", ::libprune::recipe::DataKind, kind, ::libprune::recipe::DataKind::FashionMnist, nullptr,                   \
-    "fashion_mnist, mnist, cifar10, cifar100, image_folder, synthetic")                                                 \
+    "fashion_mnist, mnist, cifar10, cifar100, image_folder, synthetic; text: wordnet (WordNet's nouns, 26 "          \
+    "supersenses), text_tsv (your own text<TAB>label files)")                                                          \
   X("path", std::string, path, "", nullptr,                                                                             \
-    "dataset folder; empty for (Fashion-)MNIST: Debian's /usr/share/datasets/fashion-mnist")                           \
+    "dataset folder (text_tsv: the folder of train_file and eval_file); empty for (Fashion-)MNIST: Debian's "          \
+    "/usr/share/datasets/fashion-mnist; wordnet: the data.noun file, empty for Debian's")                             \
   X("train_dir", std::string, train_dir, "train", nullptr, "image_folder: the training split under path")             \
   X("val_dir", std::string, val_dir, "val", nullptr, "image_folder: the evaluation split under path")                 \
   X("crop", int64_t, crop, 224, ::libprune::options::check::at_least<int64_t>(1, "e.g. 224"),                          \
@@ -46,15 +48,27 @@ enum class QuantMode { None, Ptq, Qat };
   X("pad_crop", int64_t, pad_crop, 0, ::libprune::options::check::at_least<int64_t>(0, "e.g. 4"),                       \
     "in-memory sets: pad by N pixels and crop back at random when training")                                           \
   X("limit_train", int64_t, limit_train, 0, ::libprune::options::check::at_least<int64_t>(0, "0 uses all"),             \
-    "use only the first N training examples (0: all)")                                                                  \
+    "use only the first N training examples (text: N spread evenly over the file; 0: all)")                                                                  \
   X("limit_eval", int64_t, limit_eval, 0, ::libprune::options::check::at_least<int64_t>(0, "0 uses all"),               \
-    "use only the first N evaluation examples (0: all)")                                                                \
+    "use only the first N evaluation examples (text: N spread evenly; 0: all)")                                                                \
   X("synthetic_size", int64_t, synthetic_size, 32, ::libprune::options::check::at_least<int64_t>(1, "e.g. 32"),        \
     "synthetic: image side")                                                                                           \
   X("synthetic_channels", int64_t, synthetic_channels, 3, ::libprune::options::check::at_least<int64_t>(1, "e.g. 3"),  \
     "synthetic: image channels")                                                                                        \
   X("synthetic_classes", int64_t, synthetic_classes, 10, ::libprune::options::check::at_least<int64_t>(2, "e.g. 10"),  \
-    "synthetic: classes (random images whose class shifts their mean)")
+    "synthetic: classes (random images whose class shifts their mean)")                                                \
+  X("train_file", std::string, train_file, "train.tsv", nullptr, "text_tsv: the training file under path")             \
+  X("eval_file", std::string, eval_file, "test.tsv", nullptr, "text_tsv: the evaluation file under path")              \
+  X("eval_split", std::string, eval_split, "test",                                                                     \
+    (::libprune::options::check::OneOf{[] { return std::vector<std::string>{"test", "validation"}; }, "eval_split"}),  \
+    "wordnet: the split evaluated (offset % 10 == 0: test, == 1: validation)")                                          \
+  X("max_length", int64_t, max_length, 64, ::libprune::options::check::at_least<int64_t>(3, "e.g. 64"),                \
+    "text: tokens per example, [CLS] and [SEP] included; longer texts are cut and counted")                            \
+  X("vocab_size", int64_t, vocab_size, 8000, ::libprune::options::check::at_least<int64_t>(8, "e.g. 8000"),            \
+    "text: pieces of the SentencePiece model trained on the training split")                                           \
+  X("tokenizer", std::string, tokenizer, "", nullptr,                                                                  \
+    "text: a SentencePiece .model to use; empty trains one on the training split and saves it as "                    \
+    "<output_dir>/tokenizer.model (reused when it is there)")
 
 #define LIBPRUNE_STAGE_SECTION(X)                                                                                      \
   X("taylor_batches", int64_t, taylor_batches, 16, ::libprune::options::check::at_least<int64_t>(0, "e.g. 16"),        \
@@ -133,6 +147,7 @@ struct EnumNames<recipe::QuantMode> {
 template <>
 struct EnumNames<recipe::DataKind> {
   static constexpr const char* what = "data.kind";
-  static constexpr const char* names[] = {"fashion_mnist", "mnist", "cifar10", "cifar100", "image_folder", "synthetic"};
+  static constexpr const char* names[] = {"fashion_mnist", "mnist",     "cifar10", "cifar100",
+                                          "image_folder",  "synthetic", "wordnet", "text_tsv"};
 };
 }  // namespace libprune::options

@@ -24,7 +24,10 @@ using Batches = std::vector<int64_t>;
     "batch sizes timed, reported as latency_ms_b<N>")                                                                   \
   X("fold_batchnorm", bool, fold_batchnorm, true, nullptr,                                                              \
     "fold each batch norm into the conv before it for the latency measurement, as an inference runtime does (dense "    \
-    "and pruned alike; the model itself is not changed)")
+    "and pruned alike; the model itself is not changed)")                                                              \
+  X("latency_tokens", int64_t, latency_tokens, 0, ::libprune::options::check::at_least<int64_t>(0, "e.g. 128"),         \
+    "text: time examples of this many tokens (the evaluation examples' ids repeated, every token attended); 0 times "  \
+    "the evaluation data's own lengths")
 
 // Every batch size >= 1.
 std::string check_batches(const std::string& name, const Batches& batches);

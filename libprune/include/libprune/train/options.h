@@ -9,7 +9,7 @@
 namespace libprune::train {
 
 enum class Optimizer { Sgd, AdamW };
-enum class LrSchedule { Constant, Step, Cosine, OneCycle };
+enum class LrSchedule { Constant, Step, Cosine, OneCycle, Linear };
 using Epochs = std::vector<int64_t>;
 
 // X("key", type, field, default, check, "meaning"); keys are relative to the recipe's `training`.
@@ -29,7 +29,8 @@ using Epochs = std::vector<int64_t>;
   X("optimizer.weight_decay", double, weight_decay, 5e-4,                                                              \
     ::libprune::options::check::at_least<double>(0, "e.g. 0.0005"), "L2 weight decay (decoupled for adamw)")           \
   X("lr_schedule.name", ::libprune::train::LrSchedule, lr_schedule, ::libprune::train::LrSchedule::Cosine, nullptr,     \
-    "constant, step, cosine, one_cycle (up from lr/25 over 30%, cosine down to lr/1e4)")                              \
+    "constant, step, cosine, one_cycle (up from lr/25 over 30%, cosine down to lr/1e4), linear (down to 0 after the " \
+    "warmup, as BERT fine-tuning does)")                                                                               \
   X("lr_schedule.warmup_epochs", double, warmup_epochs, 0,                                                              \
     ::libprune::options::check::at_least<double>(0, "e.g. 1"), "linear warmup from 0 (fractions allowed)")              \
   X("lr_schedule.step_size", int64_t, step_size, 30, ::libprune::options::check::at_least<int64_t>(1, "e.g. 30"),        \
@@ -39,6 +40,8 @@ using Epochs = std::vector<int64_t>;
     "epochs where a new cycle starts (train dense to convergence, then prune and fine-tune in a fresh cycle)")          \
   X("lr_schedule.restart_scale", double, restart_scale, 1.0, ::libprune::options::check::positive("e.g. 0.4"),          \
     "restarted cycles peak at lr x restart_scale")                                                                      \
+  X("max_grad_norm", double, max_grad_norm, 0, ::libprune::options::check::at_least<double>(0, "e.g. 1.0; 0 is off"),   \
+    "clip the gradients' global L2 norm to this before each step (0: no clipping; BERT fine-tuning uses 1.0)")         \
   X("label_smoothing", double, label_smoothing, 0, ::libprune::options::check::fraction("e.g. 0.1"),                    \
     "label smoothing of the cross-entropy loss")                                                                        \
   X("bn_l1", double, bn_l1, 0, ::libprune::options::check::at_least<double>(0, "e.g. 1e-4"),                             \
@@ -77,6 +80,6 @@ struct EnumNames<train::Optimizer> {
 template <>
 struct EnumNames<train::LrSchedule> {
   static constexpr const char* what = "lr schedule";
-  static constexpr const char* names[] = {"constant", "step", "cosine", "one_cycle"};
+  static constexpr const char* names[] = {"constant", "step", "cosine", "one_cycle", "linear"};
 };
 }  // namespace libprune::options
