@@ -117,10 +117,26 @@ TEST_CASE("bert: feed-forward neurons are units; a global ratio keeps at least o
   BertForSequenceClassification m(tiny_config());
   auto in = text_batch(2, 8, 50, 5);
   Pruner pruner(m.ptr(), forward_of(m, in), PrunerOptions().ratio(0.9).global_pruning(true).ignored_layers({"classifier"}));
-  pruner.step();
+  const auto plan = pruner.step();
   CHECK(pruner.verification_pins().empty());
   for (int64_t h : m->heads_per_layer()) CHECK(h >= 1);
   for (int64_t n : m->intermediate_sizes()) CHECK((n >= 1 && n < 48));
+  // The plan says where min_channels held the ratio back, and the note survives its JSON.
+  REQUIRE_FALSE(plan.notes.empty());
+  CHECK_THAT(plan.notes.front(), Catch::Contains("min_channels") && Catch::Contains("keeps 1"));
+  CHECK(layers::PruningPlan::from_json(plan.to_json()).notes == plan.notes);
+  // Locally too: a per-layer ratio of 0.9 leaves 1 of 4 heads, under min_channels 2.
+  BertForSequenceClassification local(tiny_config());
+  Pruner per_layer(local.ptr(), forward_of(local, in),
+                   PrunerOptions().ratio(0.9).min_channels(2).ignored_layers({"classifier"}).overrides(
+                       {{".*intermediate\\.dense", 0.0}}));
+  const auto local_plan = per_layer.step();
+  CHECK(local->heads_per_layer() == std::vector<int64_t>{2, 2});
+  CHECK(local_plan.notes.size() == 2);  // one per layer's heads
+  // Nothing held back: no notes.
+  BertForSequenceClassification half(tiny_config());
+  Pruner easy(half.ptr(), forward_of(half, in), PrunerOptions().ratio(0.5).ignored_layers({"classifier"}));
+  CHECK(easy.step().notes.empty());
 }
 
 TEST_CASE("bert: with global ranking an override takes its groups out of the pool: heads only", "[bert]") {

@@ -169,7 +169,15 @@ TEST_CASE("text batches: token ids and a mask through the loader, Trainer, op co
   pruner.step(&trainer.optimizer());
   CHECK(model->hidden->weight.size(0) == 16);
   CHECK(model->out->options.in_features() == 16);
-  CHECK(trainer.evaluate().first > 50.0);  // still a working classifier
+  const auto after = trainer.evaluate();
+  CHECK(after.top1 > 50.0);  // still a working classifier
+  // The confusion matrix counts every eval example once, its diagonal is top-1.
+  REQUIRE(after.confusion.sizes() == torch::IntArrayRef({2, 2}));
+  CHECK(after.confusion.sum().item<int64_t>() == eval->size());
+  CHECK(100.0 * static_cast<double>(after.confusion.trace().item<int64_t>()) / static_cast<double>(eval->size()) ==
+        Approx(after.top1));
+  CHECK(after.macro_f1 == Approx(train::macro_f1(after.confusion)));
+  CHECK(trainer.last_evaluation().confusion.sum().item<int64_t>() == eval->size());
 
   // Bad input: a tensor with the wrong number of rows, and an input the model reads but is not there.
   CHECK_THAT(test::message_of([] {

@@ -68,6 +68,62 @@ TEST_CASE("criteria: each one worked by hand on a tiny layer", "[train]") {
              Catch::Contains("fc.weight") && Catch::Contains("backward"));
 }
 
+TEST_CASE("criteria: mask_grad is |dL/d gate| of a gate on each unit, absolute per batch", "[train]") {
+  // conv (1 -> 2 channels, 1x1) on 2x2 images, flattened into fc (8 -> 3): channel c is read by fc's
+  // columns 4c..4c+3, so a unit spans four columns. The reference puts an explicit gate xi on each
+  // channel and sums |dL/dxi| over batches; mask_grad must find it from w * dL/dw alone.
+  torch::manual_seed(3);
+  auto conv_w = torch::randn({2, 1, 1, 1}, torch::kFloat64).requires_grad_();
+  auto fc_w = torch::randn({3, 8}, torch::kFloat64).requires_grad_();
+  graph::Group g;
+  g.members = {{"conv.weight", 0}, {"fc.weight", 1}};
+  g.add_unit({{0}, {0, 1, 2, 3}});
+  g.add_unit({{1}, {4, 5, 6, 7}});
+  std::map<std::string, torch::Tensor> params{{"conv.weight", conv_w}, {"fc.weight", fc_w}};
+  auto loss_of = [&](const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& gate) {
+    auto h = torch::relu(torch::conv2d(x, conv_w)) * gate.view({1, 2, 1, 1});
+    return torch::nn::functional::cross_entropy(torch::matmul(h.flatten(1), fc_w.t()), y);
+  };
+  importance::Gradients acc;
+  std::vector<double> reference(2, 0.0);
+  for (int b = 0; b < 3; ++b) {
+    const auto x = torch::randn({4, 1, 2, 2}, torch::kFloat64), y = torch::randint(3, {4});
+    auto gate = torch::ones({2}, torch::kFloat64).requires_grad_();
+    const auto gate_grad = torch::autograd::grad({loss_of(x, y, gate)}, {gate})[0];
+    for (int u = 0; u < 2; ++u) reference[static_cast<size_t>(u)] += std::abs(gate_grad[u].item<double>());
+    conv_w.mutable_grad() = torch::Tensor();
+    fc_w.mutable_grad() = torch::Tensor();
+    loss_of(x, y, torch::ones({2}, torch::kFloat64)).backward();
+    importance::accumulate("mask_grad", {{"conv.weight", conv_w}, {"fc.weight", fc_w}}, acc);
+  }
+  CHECK(acc.at("fc.weight@1").sizes() == torch::IntArrayRef{3, 8});
+  const auto scores = importance::score(g, params, ImportanceOptions("mask_grad"), &acc);
+  REQUIRE(scores.size() == 2);
+  for (size_t u = 0; u < 2; ++u) CHECK(scores[u] == Approx(reference[u]).epsilon(1e-9));
+  // One batch from the current .grad (the last one) when nothing was accumulated.
+  const auto one = importance::score(g, params, ImportanceOptions("mask_grad"));
+  const auto last = acc.at("fc.weight@1")[2];
+  CHECK(one[0] == Approx(std::abs(last.narrow(0, 0, 4).sum().item<double>())).epsilon(1e-9));
+  CHECK(importance::accumulates("mask_grad"));
+  CHECK_FALSE(importance::accumulates("l1"));
+  CHECK_THAT(test::message_of([&] { importance::accumulate("l1", {}, acc); }), Catch::Contains("taylor or mask_grad"));
+  auto no_grad = torch::ones({3, 8}, torch::kFloat64);
+  CHECK_THAT(test::message_of([&] {
+               importance::score(g, {{"conv.weight", torch::ones({2, 1, 1, 1})}, {"fc.weight", no_grad}},
+                                 ImportanceOptions("mask_grad"));
+             }),
+             Catch::Contains("mask_grad") && Catch::Contains("backward"));
+}
+
+TEST_CASE("macro-F1 worked by hand; a class that never occurs is left out", "[train]") {
+  // Rows true, columns predicted. Class 0: TP 3, FN 1, FP 1 -> 6/8; class 1: TP 2, FP 1 -> 4/5;
+  // class 2: one example, never predicted -> 0; class 3: neither a label nor a prediction -> left out.
+  const auto c = torch::tensor({3, 1, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}, torch::kLong).view({4, 4});
+  CHECK(train::macro_f1(c) == Approx(100.0 * (0.75 + 0.8 + 0.0) / 3.0));
+  CHECK(train::macro_f1(torch::zeros({3, 3}, torch::kLong)) == 0.0);
+  CHECK_THAT(test::message_of([] { train::macro_f1(torch::zeros({2, 3})); }), Catch::Contains("square"));
+}
+
 TEST_CASE("schedules: AGP cubic, iterative and one-shot ratios by epoch", "[train]") {
   using schedule::Schedule;
   using schedule::ScheduleKind;

@@ -151,6 +151,12 @@ TextDataset::TextDataset(std::vector<std::vector<int64_t>> ids, std::vector<int6
   }
 }
 
+void TextDataset::set_class_names(std::vector<std::string> names) {
+  TORCH_CHECK_VALUE(names.empty() || static_cast<int64_t>(names.size()) == num_classes_, "TextDataset: ", names.size(),
+                    " class names for ", num_classes_, " classes. Fix: give one name per class, in label order");
+  class_names_ = std::move(names);
+}
+
 Batch TextDataset::get(const std::vector<int64_t>& indices, bool /*train*/, uint64_t /*seed*/) {
   int64_t longest = 0;
   for (int64_t i : indices) longest = std::max(longest, length(i));

@@ -171,7 +171,9 @@ std::shared_ptr<TextDataset> tokenize(const TextCorpus& corpus, const Tokenizer&
   std::vector<std::vector<int64_t>> ids;
   ids.reserve(corpus.texts.size());
   for (const auto& t : corpus.texts) ids.push_back(tokenizer.encode(t, max_length, truncated));
-  return std::make_shared<TextDataset>(std::move(ids), corpus.labels, corpus.num_classes(), Tokenizer::kPad);
+  auto set = std::make_shared<TextDataset>(std::move(ids), corpus.labels, corpus.num_classes(), Tokenizer::kPad);
+  set->set_class_names(corpus.label_names);
+  return set;
 }
 
 }  // namespace libprune::data

@@ -167,6 +167,60 @@ Criterion reduced(Kind kind) {
   };
 }
 
+// mask_grad: the statistics of member `m` along its dim, [batches, size] (float64): accumulated, or
+// from the current .grad as one batch; undefined when the parameter has neither.
+torch::Tensor gate_statistics(const GroupTensors& g, size_t m) {
+  const auto& member = g.group.members[m];
+  if (g.accumulated) {
+    auto it = g.accumulated->find(member.tensor + "@" + std::to_string(member.dim));
+    if (it != g.accumulated->end()) return it->second;
+  }
+  const auto& t = g.tensors[m];
+  if (!t.grad().defined()) return {};
+  return (t.detach() * t.grad()).movedim(member.dim, 0).reshape({t.size(member.dim), -1}).sum(1)
+      .to(torch::kCPU, torch::kFloat64).unsqueeze(0);
+}
+
+// Michel et al. (2019)'s head importance, for any unit: |dL/d(xi_u)| summed over batches, where xi_u
+// is a gate on the unit's output. The gate's derivative is the signed sum of w * dL/dw over the
+// columns that read the unit (the consumers: dim 1 of a weight, such as output.dense's columns of a
+// head), so it needs no gate in the model; the absolute value is taken per batch, after the sum over
+// the unit's columns, as their implementation does. A group that nothing reads (an output layer)
+// gates the producer's rows and bias instead (before any norm or activation).
+std::vector<double> mask_grad_scores(const GroupTensors& g) {
+  std::vector<size_t> consumers, producers;
+  for (size_t m = 0; m < g.group.members.size(); ++m) {
+    if (!g.tensors[m].defined()) continue;
+    const auto& member = g.group.members[m];
+    if (member.dim == 1 && g.tensors[m].dim() >= 2) consumers.push_back(m);
+    if (member.dim == 0) producers.push_back(m);
+  }
+  const auto& members = consumers.empty() ? producers : consumers;
+  const auto units = static_cast<size_t>(g.group.size());
+  torch::Tensor signed_sums;  // [units, batches]
+  for (const size_t m : members) {
+    const auto stats = gate_statistics(g, m);
+    if (!stats.defined()) continue;
+    const auto s = stats.contiguous();
+    const int64_t batches = s.size(0), width = s.size(1);
+    if (!signed_sums.defined()) signed_sums = torch::zeros({static_cast<int64_t>(units), batches}, torch::kFloat64);
+    TORCH_CHECK_VALUE(signed_sums.size(1) == batches, "mask_grad importance: "", g.group.members[m].tensor, "" has ",
+                      batches, " batches of gradients and another member of group ", g.group.name(), " has ",
+                      signed_sums.size(1), ". Fix: accumulate every parameter over the same batches");
+    const double* p = s.data_ptr<double>();
+    double* out = signed_sums.data_ptr<double>();
+    for (size_t u = 0; u < units; ++u) {
+      for (const int64_t idx : g.group.unit(u, m)) {
+        for (int64_t b = 0; b < batches; ++b) out[static_cast<int64_t>(u) * batches + b] += p[b * width + idx];
+      }
+    }
+  }
+  TORCH_CHECK_VALUE(signed_sums.defined(), "mask_grad importance needs gradients, and group ", g.group.name(),
+                    " has none. Fix: run loss.backward() (or accumulate over a few batches) before pruning");
+  const auto scores = signed_sums.abs().sum(1);
+  return std::vector<double>(scores.data_ptr<double>(), scores.data_ptr<double>() + units);
+}
+
 std::vector<double> random_scores(const GroupTensors& g) {
   std::vector<double> scores(static_cast<size_t>(g.group.size()));
   std::mt19937_64 rng(g.options.seed() ^ std::hash<std::string>{}(g.group.name()));
@@ -186,7 +240,7 @@ struct Registry {
   std::vector<Entry> entries{{"l1", reduced(Kind::L1), true},      {"l2", reduced(Kind::L2), true},
                              {"bn_scale", reduced(Kind::BnScale), true}, {"taylor", reduced(Kind::Taylor), true},
                              {"fpgm", reduced(Kind::Fpgm), true},  {"lamp", reduced(Kind::Lamp), true},
-                             {"random", random_scores, true}};
+                             {"random", random_scores, true},   {"mask_grad", mask_grad_scores, true}};
 };
 
 Registry& registry() {
@@ -320,6 +374,36 @@ void accumulate_taylor(const std::vector<std::pair<std::string, torch::Tensor>>&
     } else {
       it->second.add_(value);
     }
+  }
+}
+
+namespace {
+
+// Appends `row` to the [batches, n] statistics under `key` (restarts when the size changed: a cut).
+void append_row(Gradients& into, const std::string& key, const torch::Tensor& row) {
+  auto it = into.find(key);
+  if (it == into.end() || it->second.size(1) != row.size(0)) {
+    into[key] = row.unsqueeze(0).clone();
+  } else {
+    it->second = torch::cat({it->second, row.unsqueeze(0)});
+  }
+}
+
+}  // namespace
+
+bool accumulates(const std::string& criterion) { return criterion == "taylor" || criterion == "mask_grad"; }
+
+void accumulate(const std::string& criterion, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                Gradients& into) {
+  if (criterion == "taylor") return accumulate_taylor(params, into);
+  TORCH_CHECK_VALUE(criterion == "mask_grad", "accumulate: \"", criterion,
+                    "\" does not read accumulated gradients. Fix: accumulate for taylor or mask_grad only");
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, p] : params) {
+    if (!p.grad().defined() || p.dim() < 1) continue;
+    const auto wg = (p.detach() * p.grad()).to(torch::kFloat64);
+    append_row(into, name + "@0", wg.reshape({p.size(0), -1}).sum(1).cpu());
+    if (p.dim() >= 2) append_row(into, name + "@1", wg.movedim(1, 0).reshape({p.size(1), -1}).sum(1).cpu());
   }
 }
 

@@ -15,6 +15,7 @@ std::string PruningPlan::to_json() const {
   }
   j["groups"] = nlohmann::json::array();
   for (const auto& g : groups) j["groups"].push_back({{"name", g.first}, {"before", g.second.first}, {"after", g.second.second}});
+  if (!notes.empty()) j["notes"] = notes;
   return j.dump();
 }
 
@@ -69,6 +70,12 @@ PruningPlan PruningPlan::from_json(const std::string& text) {
       }
     } catch (const nlohmann::json::exception& e) {
       TORCH_CHECK_VALUE(false, "pruning plan: groups: ", e.what(), ". Fix: each group needs name, before and after");
+    }
+  }
+  if (j.contains("notes") && j["notes"].is_array()) {
+    for (const auto& n : j["notes"]) {
+      TORCH_CHECK_VALUE(n.is_string(), "pruning plan: notes must be strings. Fix: remove the notes or write them as text");
+      plan.notes.push_back(n.get<std::string>());
     }
   }
   return plan;

@@ -119,7 +119,16 @@ struct Candidate {
   double ratio = 0;
   int64_t keep = 0;
   bool overridden = false;  // an override names it: cut at its own ratio, outside the global ranking
+  bool floored = false;     // the ratio asked for more than min_channels / max_ratio let it lose
 };
+
+// The local keep count of `c` at its ratio; marks it floored when min_channels held it back.
+int64_t keep_locally(Candidate& c, const PrunerOptions& o) {
+  const int64_t asked = c.original - static_cast<int64_t>(std::floor(static_cast<double>(c.original) * c.ratio + 1e-9));
+  const int64_t keep = std::min(c.group->size(), keep_count(c.original, c.ratio, o));
+  if (asked < o.min_channels()) c.floored = true;
+  return keep;
+}
 
 // The modules whose outputs a group cuts (members along dim 0): what ignored_layers and the
 // per-layer overrides name.
@@ -156,6 +165,8 @@ void keep_globally(std::vector<Candidate>& candidates, const PrunerOptions& o) {
     if (c.keep > floor_keep[ci]) {
       --c.keep;
       --to_remove;
+    } else {
+      c.floored = true;
     }
   }
   for (auto& c : candidates) {
@@ -182,6 +193,12 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
       }
     }
     plan.groups.push_back({c.group->name(), {c.group->size(), c.keep}});
+  }
+  for (const auto& c : candidates) {
+    if (!c.floored) continue;
+    plan.notes.push_back("group " + c.group->name() + ": the ratio would remove more of its " +
+                         std::to_string(c.original) + " units than min_channels and max_ratio allow; it keeps " +
+                         std::to_string(c.keep));
   }
   for (const auto& [key, gone] : removed) {
     layers::TensorCut cut;
@@ -230,11 +247,11 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const lay
     std::vector<Candidate> pooled, fixed;
     for (auto& c : candidates) (c.overridden ? fixed : pooled).push_back(std::move(c));
     keep_globally(pooled, options_);
-    for (auto& c : fixed) c.keep = std::min(c.group->size(), keep_count(c.original, c.ratio, options_));
+    for (auto& c : fixed) c.keep = keep_locally(c, options_);
     candidates = std::move(pooled);
     for (auto& c : fixed) candidates.push_back(std::move(c));
   } else {
-    for (auto& c : candidates) c.keep = std::min(c.group->size(), keep_count(c.original, c.ratio, options_));
+    for (auto& c : candidates) c.keep = keep_locally(c, options_);
   }
   return cuts_of(candidates, snapshot.by_name());
 }

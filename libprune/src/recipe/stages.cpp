@@ -13,7 +13,7 @@ std::vector<StageRun> make_stages(const Recipe& recipe, const models::ModelPtr& 
     auto pruner = std::make_shared<prune::Pruner>(std::static_pointer_cast<torch::nn::Module>(model), forward,
                                                   prune::PrunerOptions(stage.pruner).ratio(0.0));
     pruner->record_sizes();  // the base ratios count against, before any replayed cut
-    const int64_t taylor = stage.pruner.importance() == "taylor" ? stage.extra.taylor_batches() : 0;
+    const int64_t taylor = importance::accumulates(stage.pruner.importance()) ? stage.extra.taylor_batches() : 0;
     out.push_back({pruner, schedule::Schedule(stage.schedule), taylor});
   }
   return out;

@@ -22,6 +22,19 @@ const std::vector<std::pair<std::string, std::string>>& known_rows() {
   return rows;
 }
 
+// A confusion matrix (rows true, columns predicted) with its class names (indices when unnamed).
+json confusion_json(const torch::Tensor& confusion, const std::vector<std::string>& names) {
+  const auto c = confusion.to(torch::kCPU, torch::kLong).contiguous();
+  const int64_t n = c.size(0);
+  json labels = json::array(), matrix = json::array();
+  for (int64_t i = 0; i < n; ++i) {
+    labels.push_back(i < static_cast<int64_t>(names.size()) ? names[static_cast<size_t>(i)] : std::to_string(i));
+    const int64_t* row = c.data_ptr<int64_t>() + i * n;
+    matrix.push_back(std::vector<int64_t>(row, row + n));
+  }
+  return {{"labels", labels}, {"matrix", matrix}, {"rows", "true label"}, {"columns", "prediction"}};
+}
+
 size_t order_of(const std::string& key) {
   const auto& rows = known_rows();
   return static_cast<size_t>(std::find_if(rows.begin(), rows.end(), [&](const auto& r) { return r.first == key; }) -
@@ -93,11 +106,12 @@ graph::Forward Comparison::example_forward(const models::ModelPtr& model) {
 
 json Comparison::measure(const models::ModelPtr& model, const std::string& float_key, const Evaluated* done) {
   const bool own = model == trainer_.model() && !trainer_.history().empty() && float_key.empty();
-  const auto [top1, top5] =
-      done  ? std::make_pair(done->top1, done->top5)
-      : own ? std::make_pair(trainer_.history().back().top1, trainer_.history().back().top5)
+  const train::Evaluation e =
+      done  ? done->figures
+      : own ? trainer_.last_evaluation()
             : trainer_.evaluate(*model, [model](const nn::Inputs& x) { return model->forward_inputs(x); });
-  json out{{"accuracy", top1}, {"top5", top5}};
+  json out{{"accuracy", e.top1}, {"top5", e.top5}, {"macro_f1", e.macro_f1}};
+  if (e.confusion.defined()) out["confusion"] = confusion_json(e.confusion, trainer_.eval_data()->class_names());
   if (float_key.empty()) {
     const auto c = measure::count_ops(model, trainer_.example(1));
     out["params"] = c.params;
@@ -115,7 +129,7 @@ json Comparison::measure(const models::ModelPtr& model, const std::string& float
 Comparison::Evaluated Comparison::evaluate(const models::ModelPtr& model) {
   std::vector<torch::Tensor> out;
   Evaluated e;
-  std::tie(e.top1, e.top5) = trainer_.evaluate(*model, [&](const nn::Inputs& x) {
+  e.figures = trainer_.evaluate(*model, [&](const nn::Inputs& x) {
     out.push_back(model->forward_inputs(x).to(torch::kCPU, torch::kDouble));  // exact: argmax and top-5 unchanged
     return out.back();
   });
@@ -169,6 +183,7 @@ void Comparison::simulated_row(const std::string& float_key) {
   auto& r = row(prunes_ ? "pruned_lowbit" : "lowbit");
   const json& f = figures(float_key);
   r.figures = {{"accuracy", simulated.history().back().top1}, {"top5", simulated.history().back().top5},
+               {"macro_f1", simulated.history().back().macro_f1},
                {"bits", quant_.simulate_bits}, {"epochs", quant_.simulate_epochs},
                {"params", f.value("params", int64_t{0})}, {"macs", f.value("macs", int64_t{0})}};
 }

@@ -63,7 +63,7 @@ class Comparison {
   // One pass over the eval set: `model`'s logits, in order, and its accuracy.
   struct Evaluated {
     torch::Tensor logits;
-    double top1 = 0, top5 = 0;
+    train::Evaluation figures;
   };
   Evaluated evaluate(const models::ModelPtr& model);
   // Accuracy and file size of `model` (the trainer's own: its last evaluation; `done`: that pass);

@@ -64,6 +64,7 @@ void print_table(const RunInfo& info, const Comparison& comparison, const Report
   for (const auto& r : rows) std::printf(" %20s", r.label.c_str());
   std::printf("\n");
   line(rows, "top-1 (%)", "accuracy", 1, "%.2f", false);
+  line(rows, "macro-F1 (%)", "macro_f1", 1, "%.2f", false);
   line(rows, "params (M)", "params", 1e-6, "%.3f", true);
   line(rows, "MACs (M)", "macs", 1e-6, "%.2f", true);
   line(rows, "file (KiB)", "size_bytes", 1.0 / 1024, "%.0f", true);

@@ -41,6 +41,7 @@ void LogCallback::on_epoch_end(Trainer& trainer, const EpochMetrics& m) {
                                        {"train_top1", m.train_top1},
                                        {"top1", m.top1},
                                        {"top5", m.top5},
+                                       {"macro_f1", m.macro_f1},
                                        {"lr", m.lr},
                                        {"params", static_cast<double>(params)},
                                        {"macs", static_cast<double>(macs)},

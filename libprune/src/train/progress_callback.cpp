@@ -35,8 +35,9 @@ void ProgressCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t bat
 
 void ProgressCallback::on_epoch_end(Trainer&, const EpochMetrics& m) {
   char line[200];
-  std::snprintf(line, sizeof line, "%sepoch %lld: loss %.4f, train top-1 %.2f%%, eval top-1 %.2f%% top-5 %.2f%%, lr %.4g, %.1f s\n",
-                tty_ ? "\r" : "", static_cast<long long>(m.epoch), m.loss, m.train_top1, m.top1, m.top5, m.lr, m.seconds);
+  std::snprintf(line, sizeof line, "%sepoch %lld: loss %.4f, train top-1 %.2f%%, eval top-1 %.2f%% top-5 %.2f%% macro-F1 %.2f%%, lr %.4g, %.1f s\n",
+                tty_ ? "\r" : "", static_cast<long long>(m.epoch), m.loss, m.train_top1, m.top1, m.top5, m.macro_f1, m.lr,
+                m.seconds);
   std::cout << line << std::flush;
 }
 

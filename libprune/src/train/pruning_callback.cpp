@@ -13,19 +13,25 @@ PruningCallback::PruningCallback(std::shared_ptr<prune::Pruner> pruner, schedule
     : pruner_(std::move(pruner)), schedule_(std::move(schedule)), plans_(std::move(plans)), log_(std::move(log)),
       taylor_batches_(taylor_batches) {}
 
+void PruningCallback::on_after_backward(Trainer& trainer, int64_t epoch, int64_t batch) {
+  // Gradient criteria: accumulate over the last `taylor_batches` batches before the next cut, from
+  // the gradients as backward left them (before clipping and the optimizer step).
+  if (taylor_batches_ <= 0) return;
+  const double per = static_cast<double>(std::max<int64_t>(1, trainer.batches_per_epoch()));
+  const double from = static_cast<double>(epoch) + static_cast<double>(batch) / per;
+  const double to = static_cast<double>(epoch) + static_cast<double>(batch + 1) / per;
+  const double next = schedule_.next_step_after(from);
+  if (next - to < static_cast<double>(taylor_batches_) / per - 1e-9) {
+    std::vector<std::pair<std::string, torch::Tensor>> params;
+    for (const auto& p : trainer.model()->named_parameters()) params.emplace_back(p.key(), p.value());
+    importance::accumulate(pruner_->options().importance(), params, taylor_);
+  }
+}
+
 void PruningCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t batch, double) {
   const double per = static_cast<double>(std::max<int64_t>(1, trainer.batches_per_epoch()));
   const double from = static_cast<double>(epoch) + static_cast<double>(batch) / per;
   const double to = static_cast<double>(epoch) + static_cast<double>(batch + 1) / per;
-  // Taylor: accumulate over the last `taylor_batches` batches before the next cut.
-  if (taylor_batches_ > 0) {
-    const double next = schedule_.next_step_after(from);
-    if (next - to < static_cast<double>(taylor_batches_) / per - 1e-9) {
-      std::vector<std::pair<std::string, torch::Tensor>> params;
-      for (const auto& p : trainer.model()->named_parameters()) params.emplace_back(p.key(), p.value());
-      importance::accumulate_taylor(params, taylor_);
-    }
-  }
   // Steps due during this batch, inside the epoch: cut now, between this batch and the next. A step
   // at the epoch's end (epoch + 1) is left to on_epoch_begin, after the epoch's evaluation.
   const auto due = schedule_.steps_between(from, to);
@@ -54,6 +60,9 @@ void PruningCallback::cut(Trainer& trainer, double time) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (verbose) std::cout << "prune  epoch " << time << ": ratio " << ratio << ", " << plan.groups.size()
             << " groups cut, params " << params << ", MACs " << macs << " (" << seconds << " s)" << std::endl;
+  if (verbose) {
+    for (const auto& note : plan.notes) std::cout << "prune  note: " << note << std::endl;
+  }
   if (log_) {
     log_->write("prune", {{"epoch", time},
                           {"ratio", ratio},

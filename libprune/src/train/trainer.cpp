@@ -125,13 +125,26 @@ nn::Inputs Trainer::prepare(const nn::Inputs& inputs) const {
 
 nn::Inputs Trainer::example(int64_t batch) { return prepare(eval_->example(batch)); }
 
-std::pair<double, double> Trainer::evaluate() {
+Evaluation Trainer::evaluate() {
   auto model = model_;
   return evaluate(*model_, [model](const nn::Inputs& x) { return model->forward_inputs(x); });
 }
 
-std::pair<double, double> Trainer::evaluate(torch::nn::Module& model,
-                                            const std::function<torch::Tensor(const nn::Inputs&)>& forward) {
+double macro_f1(const torch::Tensor& confusion) {
+  TORCH_CHECK_VALUE(confusion.dim() == 2 && confusion.size(0) == confusion.size(1),
+                    "macro_f1: the confusion matrix must be square [classes, classes], got ", confusion.sizes());
+  const auto c = confusion.to(torch::kCPU, torch::kDouble);
+  const auto tp = c.diagonal();
+  const auto support = c.sum(1), predicted = c.sum(0);
+  const auto denominator = support + predicted;  // 2 TP + FP + FN
+  const auto present = denominator.gt(0);
+  const int64_t classes = present.sum().item<int64_t>();
+  if (classes == 0) return 0.0;
+  const auto f1 = (2 * tp).masked_select(present) / denominator.masked_select(present);
+  return 100.0 * f1.sum().item<double>() / static_cast<double>(classes);
+}
+
+Evaluation Trainer::evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
@@ -139,6 +152,7 @@ std::pair<double, double> Trainer::evaluate(torch::nn::Module& model,
   loader.start(0);
   data::Batch b;
   int64_t top1 = 0, top5 = 0, n = 0;
+  Evaluation e;
   while (loader.next(b)) {
     const auto logits = forward(prepare(b.inputs));
     const auto y = b.y.to(device_);
@@ -148,9 +162,17 @@ std::pair<double, double> Trainer::evaluate(torch::nn::Module& model,
     top1 += hit.select(1, 0).sum().item<int64_t>();
     top5 += hit.any(1).sum().item<int64_t>();
     n += y.size(0);
+    const int64_t classes = std::max(eval_->num_classes(), logits.size(1));
+    if (!e.confusion.defined()) e.confusion = torch::zeros({classes, classes}, torch::kLong);
+    const auto cell = (y * classes + pred.select(1, 0)).to(torch::kCPU);
+    e.confusion.view(-1).add_(torch::bincount(cell, {}, classes * classes));
   }
   model.train(was_training);
-  return {100.0 * static_cast<double>(top1) / static_cast<double>(n), 100.0 * static_cast<double>(top5) / static_cast<double>(n)};
+  TORCH_CHECK_VALUE(n > 0, "evaluate: the eval set is empty. Fix: give the recipe's data an eval split with examples");
+  e.top1 = 100.0 * static_cast<double>(top1) / static_cast<double>(n);
+  e.top5 = 100.0 * static_cast<double>(top5) / static_cast<double>(n);
+  e.macro_f1 = macro_f1(e.confusion);
+  return e;
 }
 
 void Trainer::calibrate(const std::function<torch::Tensor(const nn::Inputs&)>& forward, int64_t batches) {
@@ -206,7 +228,10 @@ bool Trainer::fit(int64_t start_epoch) {
     m.batches = batch;
     m.loss = running_train_loss();
     m.train_top1 = running_train_top1();
-    std::tie(m.top1, m.top5) = evaluate();
+    last_evaluation_ = evaluate();
+    m.top1 = last_evaluation_.top1;
+    m.top5 = last_evaluation_.top5;
+    m.macro_f1 = last_evaluation_.macro_f1;
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     history_.push_back(m);
     for (auto& c : callbacks_) c->on_epoch_end(*this, m);

@@ -31,6 +31,8 @@ class Dataset {
   virtual ~Dataset() = default;
   virtual int64_t size() const = 0;
   virtual int64_t num_classes() const = 0;
+  // The classes' names by label (reports name the confusion matrix's rows), or empty when unnamed.
+  virtual std::vector<std::string> class_names() const { return {}; }
   // `train` turns on random augmentation, drawn from `seed` only (so batches are reproducible
   // whichever thread loads them).
   virtual Batch get(const std::vector<int64_t>& indices, bool train, uint64_t seed = 0) = 0;

@@ -46,6 +46,9 @@ class TextDataset : public Dataset {
               int64_t bucket_batches = 50);
   int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
   int64_t num_classes() const override { return num_classes_; }
+  std::vector<std::string> class_names() const override { return class_names_; }
+  // Names the classes (the corpus's label_names); checked against num_classes.
+  void set_class_names(std::vector<std::string> names);
   Batch get(const std::vector<int64_t>& indices, bool train, uint64_t seed = 0) override;
   void arrange(std::vector<int64_t>& order, int64_t batch_size, bool train, uint64_t seed) const override;
   int64_t length(int64_t i) const { return static_cast<int64_t>(ids_.at(static_cast<size_t>(i)).size()); }
@@ -56,6 +59,7 @@ class TextDataset : public Dataset {
   std::vector<std::vector<int64_t>> ids_;
   std::vector<int64_t> labels_;
   int64_t num_classes_, pad_id_, bucket_batches_;
+  std::vector<std::string> class_names_;
 };
 
 }  // namespace libprune::data

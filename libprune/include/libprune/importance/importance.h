@@ -1,7 +1,7 @@
 #pragma once
 // Importance: one score per unit (channel, head) of a group, by a named criterion.
 //
-// Criteria live in one table: the built-ins (l1, l2, bn_scale, taylor, fpgm, lamp, random) and any a
+// Criteria live in one table: the built-ins (l1, l2, bn_scale, taylor, fpgm, lamp, random, mask_grad) and any a
 // user registers, from C++ (register_criterion) or Python (libprune.register_importance). A recipe,
 // PrunerOptions::importance and prune(importance=...) name them alike.
 //
@@ -19,7 +19,9 @@ namespace libprune::importance {
 
 enum class Reduction { Sum, Mean, Max, First };
 
-// Accumulated |w * dL/dw| per parameter name (shaped like the parameter), for Taylor.
+// Gradient statistics accumulated over batches, by parameter name: for taylor, |w * dL/dw| summed
+// over batches (shaped like the parameter); for mask_grad, one row per batch of the signed sums of
+// w * dL/dw along each index of dim 0 ("<name>@0", [batches, size(0)]) and of dim 1 ("<name>@1").
 using Gradients = std::map<std::string, torch::Tensor>;
 
 struct ImportanceOptions {
@@ -81,6 +83,11 @@ std::vector<double> score(const graph::Group& group, const std::map<std::string,
 
 // Adds |w * w.grad| of every parameter with a gradient to `into` (a Taylor accumulator).
 void accumulate_taylor(const std::vector<std::pair<std::string, torch::Tensor>>& params, Gradients& into);
+// Whether `criterion` reads gradients accumulated over batches (taylor, mask_grad).
+bool accumulates(const std::string& criterion);
+// Adds this batch's statistics for `criterion` (see Gradients) of every parameter with a gradient.
+void accumulate(const std::string& criterion, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                Gradients& into);
 
 }  // namespace libprune::importance
 

@@ -18,6 +18,9 @@ struct PruningPlan {
   std::vector<TensorCut> cuts;
   // Units removed per group, for reports: group name -> (before, after).
   std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> groups;
+  // Where the plan cut less than asked, and why (a ratio that would empty a group keeps
+  // min_channels of it: every attention layer keeps a head).
+  std::vector<std::string> notes;
 
   bool empty() const { return cuts.empty(); }
   std::string to_json() const;

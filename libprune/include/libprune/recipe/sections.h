@@ -72,7 +72,7 @@ enum class QuantMode { None, Ptq, Qat };
 
 #define LIBPRUNE_STAGE_SECTION(X)                                                                                      \
   X("taylor_batches", int64_t, taylor_batches, 16, ::libprune::options::check::at_least<int64_t>(0, "e.g. 16"),        \
-    "taylor: batches of |w dL/dw| accumulated before each cut")
+    "taylor and mask_grad: batches of gradients accumulated before each cut")
 
 // The `quantization` section beside quant::QuantOptions (bits, observer, averaging_constant).
 #define LIBPRUNE_QUANT_SECTION(X)                                                                                      \

@@ -16,9 +16,22 @@ namespace libprune::train {
 
 struct EpochMetrics {
   int64_t epoch = 0;
-  double loss = 0, train_top1 = 0, top1 = 0, top5 = 0, lr = 0, seconds = 0;
+  double loss = 0, train_top1 = 0, top1 = 0, top5 = 0, macro_f1 = 0, lr = 0, seconds = 0;
   int64_t batches = 0;
 };
+
+// One pass over an eval set.
+struct Evaluation {
+  double top1 = 0, top5 = 0;  // accuracy, %
+  double macro_f1 = 0;        // %, the mean F1 over the classes that occur as a label or a prediction
+  // int64 [classes, classes] on the CPU: row = true label, column = prediction.
+  torch::Tensor confusion;
+};
+
+// Macro-averaged F1 (%) of a confusion matrix (rows true, columns predicted). Per class
+// F1 = 2 TP / (2 TP + FP + FN); a class that is neither a label nor a prediction is left out of the
+// mean (as scikit-learn does by default). 0 for an empty matrix.
+double macro_f1(const torch::Tensor& confusion);
 
 class Trainer;
 
@@ -43,10 +56,12 @@ class Trainer {
   // Trains epochs [start_epoch, epochs). Returns false if stopped early (request_stop, SIGINT);
   // an interrupted epoch leaves no checkpoint, so the last one stays the last completed epoch.
   bool fit(int64_t start_epoch = 0);
-  // Top-1 and top-5 accuracy (%) on the eval set, of the trainer's model or of `model` (a copy being
-  // compared: on the trainer's device, in its memory format).
-  std::pair<double, double> evaluate();
-  std::pair<double, double> evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward);
+  // Accuracy, macro-F1 and the confusion matrix on the eval set, of the trainer's model or of `model`
+  // (a copy being compared: on the trainer's device, in its memory format).
+  Evaluation evaluate();
+  Evaluation evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward);
+  // The evaluation at the end of the last epoch fit() ran (empty before the first).
+  const Evaluation& last_evaluation() const { return last_evaluation_; }
   // Calls `forward` without gradients on the first `batches` training batches, in file order with no
   // augmentation (post-training calibration; the caller sets the model's modes: quant::calibration_mode).
   void calibrate(const std::function<torch::Tensor(const nn::Inputs&)>& forward, int64_t batches);
@@ -85,6 +100,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<EpochMetrics> history_;
+  Evaluation last_evaluation_;
   double epoch_loss_sum_ = 0;
   int64_t epoch_batches_ = 0, epoch_correct_ = 0, epoch_seen_ = 0;
 };
