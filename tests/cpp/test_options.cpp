@@ -108,7 +108,7 @@ TEST_CASE("user criteria: registered in C++, named by the pruner and a recipe; b
     }
     return out;
   });
-  CHECK_THAT(options::join(importance::criteria()), Catch::Contains("random, inverse_l1"));
+  CHECK_THAT(options::join(importance::criteria()), Catch::Contains("random, mask_grad, inverse_l1"));
   CHECK_THAT(test::message_of([] { importance::register_criterion("l1", [](const importance::GroupTensors&) {
                return std::vector<double>{};
              }); }),
