@@ -28,9 +28,14 @@ class PhaseTimer {
   std::chrono::steady_clock::time_point last_;
 };
 
+// Units a ratio alone leaves of `original` (before rounding and min_channels).
+int64_t asked_keep(int64_t original, double remove_fraction) {
+  return original - static_cast<int64_t>(std::floor(static_cast<double>(original) * remove_fraction + 1e-9));
+}
+
 // Units to keep of a group that had `original` units, after removing `remove_fraction` of them.
 int64_t keep_count(int64_t original, double remove_fraction, const PrunerOptions& o) {
-  int64_t keep = original - static_cast<int64_t>(std::floor(static_cast<double>(original) * remove_fraction + 1e-9));
+  int64_t keep = asked_keep(original, remove_fraction);
   if (o.round_to() > 1) keep = (keep + o.round_to() - 1) / o.round_to() * o.round_to();
   keep = std::max(keep, o.min_channels());
   return std::min(keep, original);
@@ -124,10 +129,8 @@ struct Candidate {
 
 // The local keep count of `c` at its ratio; marks it floored when min_channels held it back.
 int64_t keep_locally(Candidate& c, const PrunerOptions& o) {
-  const int64_t asked = c.original - static_cast<int64_t>(std::floor(static_cast<double>(c.original) * c.ratio + 1e-9));
-  const int64_t keep = std::min(c.group->size(), keep_count(c.original, c.ratio, o));
-  if (asked < o.min_channels()) c.floored = true;
-  return keep;
+  if (asked_keep(c.original, c.ratio) < o.min_channels()) c.floored = true;
+  return std::min(c.group->size(), keep_count(c.original, c.ratio, o));
 }
 
 // The modules whose outputs a group cuts (members along dim 0): what ignored_layers and the

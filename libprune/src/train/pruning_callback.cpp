@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <iostream>
+#include <tuple>
 
 namespace libprune::train {
 
@@ -13,13 +14,22 @@ PruningCallback::PruningCallback(std::shared_ptr<prune::Pruner> pruner, schedule
     : pruner_(std::move(pruner)), schedule_(std::move(schedule)), plans_(std::move(plans)), log_(std::move(log)),
       taylor_batches_(taylor_batches) {}
 
+namespace {
+
+// Batches per epoch, and the fractional epochs where batch `batch` of `epoch` starts and ends.
+std::tuple<double, double, double> batch_span(Trainer& trainer, int64_t epoch, int64_t batch) {
+  const double per = static_cast<double>(std::max<int64_t>(1, trainer.batches_per_epoch()));
+  return {per, static_cast<double>(epoch) + static_cast<double>(batch) / per,
+          static_cast<double>(epoch) + static_cast<double>(batch + 1) / per};
+}
+
+}  // namespace
+
 void PruningCallback::on_after_backward(Trainer& trainer, int64_t epoch, int64_t batch) {
   // Gradient criteria: accumulate over the last `taylor_batches` batches before the next cut, from
   // the gradients as backward left them (before clipping and the optimizer step).
   if (taylor_batches_ <= 0) return;
-  const double per = static_cast<double>(std::max<int64_t>(1, trainer.batches_per_epoch()));
-  const double from = static_cast<double>(epoch) + static_cast<double>(batch) / per;
-  const double to = static_cast<double>(epoch) + static_cast<double>(batch + 1) / per;
+  const auto [per, from, to] = batch_span(trainer, epoch, batch);
   const double next = schedule_.next_step_after(from);
   if (next - to < static_cast<double>(taylor_batches_) / per - 1e-9) {
     std::vector<std::pair<std::string, torch::Tensor>> params;
@@ -29,9 +39,7 @@ void PruningCallback::on_after_backward(Trainer& trainer, int64_t epoch, int64_t
 }
 
 void PruningCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t batch, double) {
-  const double per = static_cast<double>(std::max<int64_t>(1, trainer.batches_per_epoch()));
-  const double from = static_cast<double>(epoch) + static_cast<double>(batch) / per;
-  const double to = static_cast<double>(epoch) + static_cast<double>(batch + 1) / per;
+  const auto [per, from, to] = batch_span(trainer, epoch, batch);
   // Steps due during this batch, inside the epoch: cut now, between this batch and the next. A step
   // at the epoch's end (epoch + 1) is left to on_epoch_begin, after the epoch's evaluation.
   const auto due = schedule_.steps_between(from, to);
