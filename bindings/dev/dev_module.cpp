@@ -3,6 +3,7 @@
 
 #include "libprune/io/state_dict.h"
 #include "libprune/models/bert.h"
+#include "libprune/models/bert_export.h"
 #include "libprune/prune/pruner.h"
 #include "libprune/models/registry.h"
 #include "libprune/nn/memory_format.h"
@@ -19,7 +20,7 @@ namespace {
 // then the heads an L1 cut of `ratio` keeps per layer (original indices; feed-forward and pooler
 // untouched) and the logits after the cut. The Python reference's twin in tests/python/test_bert.py.
 py::tuple bert_cpp(const std::string& config_json, const std::string& state_path, const torch::Tensor& ids,
-                   const torch::Tensor& mask, double ratio) {
+                   const torch::Tensor& mask, double ratio, const std::string& export_dir) {
   using namespace libprune;
   models::BertForSequenceClassification model(models::BertConfig::from_json(config_json));
   io::load_state_dict(*model, state_path);
@@ -34,6 +35,7 @@ py::tuple bert_cpp(const std::string& config_json, const std::string& state_path
                        prune::PrunerOptions().ratio(ratio).ignored_layers({"classifier"}).overrides(
                            {{".*intermediate\\.dense", 0.0}, {".*pooler\\.dense", 0.0}}));
   const auto plan = pruner.step();
+  if (!export_dir.empty()) models::save_pretrained(*model, export_dir, pruner.history());
   std::vector<std::vector<int64_t>> heads(model->layers->size());
   const int64_t head = model->config.hidden_size() / model->config.num_attention_heads();
   for (size_t l = 0; l < heads.size(); ++l) {
@@ -81,8 +83,9 @@ PYBIND11_MODULE(_libprune_dev, m) {
   // then the heads an L1 cut of `ratio` keeps per layer (original indices; feed-forward untouched)
   // and the logits after the cut. The Python reference module's twin in tests/python/test_bert.py.
   m.def("bert_cpp", &bert_cpp, py::arg("config_json"), py::arg("state_path"), py::arg("input_ids"),
-        py::arg("attention_mask"), py::arg("ratio"),
-        "the C++ BERT's logits on a state_dict, the heads an L1 cut keeps per layer, and the logits after");
+        py::arg("attention_mask"), py::arg("ratio"), py::arg("export_dir") = "",
+        "the C++ BERT's logits on a state_dict, the heads an L1 cut keeps per layer, and the logits after "
+        "(with export_dir, the cut model saved there in Hugging Face's form)");
   m.def(
       "zoo_state_shapes",
       [](const std::string& name, int64_t num_classes, int64_t in_channels) {

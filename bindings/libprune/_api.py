@@ -76,6 +76,23 @@ def apply_plan(model, example_inputs, plan, optimizer=None):
     return model
 
 
+def remove_units(model, example_inputs, units, optimizer=None):
+    """Removes chosen units in place and returns the Plan: transformers' ``prune_heads`` for any
+    model. ``units`` maps a module name to the ordinals of its output units to remove, where unit k
+    owns the module's k-th block of outputs: a conv's filter, a linear's neuron, a head of an
+    attention projection (``{"bert.encoder.layer.0.attention.self.query": [1, 3]}`` removes heads 1
+    and 3 of layer 0 from query, key, value and the output projection). Every coupled tensor and
+    the optimizer's state (AdamW's moments) follow, as in a ratio cut; the tensors stay the same
+    objects, so the optimizer goes on (prune_heads builds new linears and loses their state)."""
+    _model.check_module(model, "remove_units")
+    held, state = _model.optimizer_view(model, optimizer)
+    pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), _libprune.PrunerOptions(ratio=0.0))
+    plan = pruner.remove_units({str(k): [int(u) for u in v] for k, v in dict(units).items()}, held, state)
+    with _model.eval_mode(model), torch.no_grad():
+        _model.forward(model, example_inputs)()
+    return plan
+
+
 def check_plan(model_before, model_after, plan, example_inputs, tolerance=1e-4):
     """Checks that `model_after` is `model_before` with `plan` cut, exactly: returns an ExactReport.
 

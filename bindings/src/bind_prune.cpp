@@ -71,6 +71,11 @@ void bind_prune(py::module_& m) {
              const auto view = optimizer_view(held, state);
              return py::make_tuple(p.step(view.given ? &view : nullptr), p.verification_pins());
            })
+      .def("remove_units",
+           [](Pruner& p, const std::map<std::string, std::vector<int64_t>>& units, py::object held, py::object state) {
+             const auto view = optimizer_view(held, state);
+             return p.remove_units(units, view.given ? &view : nullptr);
+           })
       .def_property_readonly("history", &Pruner::history);
   py::class_<layers::ExactReport>(m, "ExactReport", "What check_plan found: the worst difference and the first group that breaks it")
       .def_readonly("worst", &layers::ExactReport::worst,

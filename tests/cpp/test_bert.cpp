@@ -1,3 +1,4 @@
+#include "bert_helpers.h"
 #include "helpers.h"
 #include "libprune/io/checkpoint.h"
 #include "libprune/libprune.h"
@@ -12,38 +13,7 @@ using models::BertConfig;
 using models::BertForSequenceClassification;
 using prune::Pruner;
 using prune::PrunerOptions;
-
-namespace {
-
-BertConfig tiny_config() {
-  return BertConfig()
-      .vocab_size(50)
-      .hidden_size(32)
-      .num_hidden_layers(2)
-      .num_attention_heads(4)
-      .intermediate_size(48)
-      .max_position_embeddings(16)
-      .num_labels(3)
-      .hidden_dropout_prob(0)
-      .attention_probs_dropout_prob(0);
-}
-
-nn::Inputs text_batch(int64_t batch, int64_t tokens, int64_t vocab, int64_t seed) {
-  torch::manual_seed(seed);
-  auto ids = torch::randint(1, vocab, {batch, tokens}, torch::kLong);
-  auto mask = torch::ones({batch, tokens}, torch::kLong);
-  mask.index_put_({0, torch::indexing::Slice(tokens - 2, torch::indexing::None)}, 0);  // padding in row 0
-  ids.index_put_({0, torch::indexing::Slice(tokens - 2, torch::indexing::None)}, 0);
-  return {{"input_ids", ids}, {"attention_mask", mask}};
-}
-
-graph::Forward forward_of(BertForSequenceClassification m, nn::Inputs in) {
-  return [m, in]() mutable { return std::vector<torch::Tensor>{m->forward_inputs(in)}; };
-}
-
-std::string layer_name(int64_t i, const std::string& rest) { return "bert.encoder.layer." + std::to_string(i) + "." + rest; }
-
-}  // namespace
+using namespace bert_test;
 
 TEST_CASE("bert: parameter names and shapes are Hugging Face's BertForSequenceClassification", "[bert]") {
   BertForSequenceClassification m(tiny_config());
@@ -203,6 +173,15 @@ TEST_CASE("bert: the WordNet heads recipe at 2,000 examples trains, cuts 30% of 
   const auto meta = io::read_checkpoint_meta(dir.file("out/last.ckpt"));
   CHECK(meta.plans_json.find("attention.self.query.weight") != std::string::npos);
   CHECK(meta.plans_json.find("intermediate.dense.weight") == std::string::npos);
+  // The Hugging Face export: 4 original heads per layer, 30% of 16 (4 heads) named in pruned_heads.
+  const auto exported = models::load_pretrained(dir.file("out/hf"));
+  CHECK(exported->config.num_attention_heads() == 4);
+  int64_t removed = 0;
+  for (const auto& [layer, heads] : exported->config.pruned_heads()) removed += static_cast<int64_t>(heads.size());
+  CHECK(removed == 4);
+  int64_t exported_params = 0;
+  for (const auto& p : exported->parameters()) exported_params += p.numel();
+  CHECK(exported_params == pruned.at("params").get<int64_t>());
   // Above the majority class (14.1%): the labels and the texts line up (250 steps from scratch).
   CHECK(pruned.at("accuracy").get<double>() > 20.0);
 }

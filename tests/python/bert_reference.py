@@ -2,7 +2,9 @@
 attribute and parameter names (4.x, absolute positions, GELU), written here because transformers
 cannot be installed. The C++ models::BertForSequenceClassification must match it: same
 state_dict, same logits."""
+import json
 import math
+import os
 
 import torch
 from torch import nn
@@ -63,11 +65,46 @@ class BertResidual(nn.Module):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
+def _rows_left(heads, n_heads, head_size, already_pruned):
+    """transformers' find_pruneable_heads_and_indices: heads are original indices; each is shifted
+    down by the pruned heads before it. Returns the heads newly pruned and the rows that stay."""
+    heads = set(heads) - already_pruned
+    mask = torch.ones(n_heads, head_size)
+    for h in heads:
+        mask[h - sum(1 for p in already_pruned if p < h)] = 0
+    return heads, torch.arange(n_heads * head_size)[mask.view(-1).eq(1)]
+
+
+def _rebuilt_linear(layer, index, dim=0):
+    """transformers' prune_linear_layer: a new nn.Linear holding the chosen rows (dim 0) or columns."""
+    weight = layer.weight.index_select(dim, index).detach().clone()
+    bias = layer.bias.detach().clone() if dim == 1 else layer.bias[index].detach().clone()
+    out = nn.Linear(weight.size(1), weight.size(0))
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        out.bias.copy_(bias)
+    return out
+
+
 class BertAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.self = BertSelfAttention(c)
         self.output = BertResidual(c, c["hidden_size"])
+        self.pruned_heads = set()
+
+    def prune_heads(self, heads):
+        """transformers' BertAttention.prune_heads: the linears are rebuilt without the heads' rows
+        (query, key, value) and columns (output.dense)."""
+        if not heads:
+            return
+        s = self.self
+        heads, index = _rows_left(heads, s.num_attention_heads, s.attention_head_size, self.pruned_heads)
+        s.query, s.key, s.value = (_rebuilt_linear(m, index) for m in (s.query, s.key, s.value))
+        self.output.dense = _rebuilt_linear(self.output.dense, index, dim=1)
+        s.num_attention_heads -= len(heads)
+        s.all_head_size = s.attention_head_size * s.num_attention_heads
+        self.pruned_heads |= heads
 
     def forward(self, hidden, mask):
         return self.output(self.self(hidden, mask), hidden)
@@ -142,6 +179,22 @@ class BertForSequenceClassification(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         return self.classifier(self.dropout(self.bert(input_ids, attention_mask, token_type_ids)))
+
+    def prune_heads(self, heads_to_prune):
+        """transformers' PreTrainedModel.prune_heads: {layer: [original head indices]}."""
+        for layer, heads in heads_to_prune.items():
+            self.bert.encoder.layer[int(layer)].attention.prune_heads(heads)
+
+
+def from_pretrained(folder):
+    """transformers' from_pretrained for this class: the config's original head count, then
+    prune_heads(config.pruned_heads) (JSON keys are strings), then the weights, strictly."""
+    with open(os.path.join(folder, "config.json")) as f:
+        c = json.load(f)
+    model = BertForSequenceClassification(c)
+    model.prune_heads({int(k): v for k, v in c.get("pruned_heads", {}).items()})
+    model.load_state_dict(torch.load(os.path.join(folder, "pytorch_model.bin")))
+    return model
 
 
 def config(**overrides):

@@ -1,5 +1,6 @@
 """BERT in C++ against a Python reference with transformers' names: the same state_dict gives the
 same logits, and libprune.prune cuts the same heads from both."""
+import copy
 import json
 
 import torch
@@ -7,7 +8,7 @@ import torch
 import libprune
 from libprune import _libprune_dev
 
-from bert_reference import BertForSequenceClassification, config
+from bert_reference import BertForSequenceClassification, config, from_pretrained
 
 
 def _model_and_batch(seed=0):
@@ -57,3 +58,63 @@ def test_prune_cuts_the_same_heads_in_cpp_and_python(tmp_path):
     assert py_heads == cpp_heads
     with torch.no_grad():
         assert torch.allclose(model(ids, mask), cpp_after, atol=1e-5, rtol=1e-5)
+
+
+def test_cpp_export_reloads_through_transformers_prune_heads_rules(tmp_path):
+    model, ids, mask = _model_and_batch(1)
+    state = tmp_path / "bert.pt"
+    torch.save(dict(model.state_dict()), state)
+    _, kept, cpp_after = _libprune_dev.bert_cpp(json.dumps(model.config), str(state), ids, mask, 0.5,
+                                                str(tmp_path / "hf"))
+    with open(tmp_path / "hf" / "config.json") as f:
+        exported = json.load(f)
+    assert exported["num_attention_heads"] == 4  # the original count; pruned_heads says what went
+    assert exported["pruned_heads"] == {str(l): [h for h in range(4) if h not in kept[l]] for l in range(2)}
+    reloaded = from_pretrained(tmp_path / "hf").eval()
+    assert [l.attention.self.num_attention_heads for l in reloaded.bert.encoder.layer] == [2, 2]
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids, mask), cpp_after, atol=1e-5, rtol=1e-5)
+
+
+def _adamw_step(model, ids, mask, optimizer):
+    torch.manual_seed(0)  # the same dropout masks for both models
+    model.train()
+    optimizer.zero_grad()
+    model(ids, mask).pow(2).sum().backward()
+    optimizer.step()
+    model.eval()
+
+
+def test_remove_units_is_transformers_prune_heads_in_place_and_keeps_adamw_state():
+    ours, ids, mask = _model_and_batch(2)
+    theirs = copy.deepcopy(ours)
+    heads = {0: [1, 3], 1: [2]}
+    ours_opt = torch.optim.AdamW(ours.parameters(), lr=1e-3)
+    theirs_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-3)
+    _adamw_step(ours, ids, mask, ours_opt)
+    _adamw_step(theirs, ids, mask, theirs_opt)
+    query = ours.bert.encoder.layer[0].attention.self.query.weight
+    moment = ours_opt.state[query]["exp_avg"].clone()
+
+    theirs.prune_heads(heads)
+    plan = libprune.remove_units(ours, (ids, mask),
+                                 {f"bert.encoder.layer.{l}.attention.self.query": h for l, h in heads.items()},
+                                 optimizer=ours_opt)
+    assert len(plan.groups) == 2
+    theirs_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        assert torch.equal(p, theirs_params[name]), name
+    assert [l.attention.self.num_attention_heads for l in ours.bert.encoder.layer] == [2, 3]
+    with torch.no_grad():
+        assert torch.allclose(ours(ids, mask), theirs(ids, mask), atol=1e-6, rtol=1e-6)
+    # libprune cut the tensors in place: the optimizer still holds them, with their moments cut
+    # (heads 0 and 2 of layer 0 kept: rows 0-7 and 16-23).
+    assert ours.bert.encoder.layer[0].attention.self.query.weight is query
+    kept = torch.cat([torch.arange(0, 8), torch.arange(16, 24)])
+    assert torch.equal(ours_opt.state[query]["exp_avg"], moment[kept])
+    _adamw_step(ours, ids, mask, ours_opt)
+    # prune_heads rebuilt the linears: the optimizer still holds the old ones, so the new weights
+    # have no moments and would not even be stepped.
+    theirs_query = theirs.bert.encoder.layer[0].attention.self.query.weight
+    assert all(theirs_query is not p for g in theirs_opt.param_groups for p in g["params"])
+    assert theirs_query not in theirs_opt.state

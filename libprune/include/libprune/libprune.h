@@ -12,6 +12,7 @@
 #include "libprune/io/file.h"
 #include "libprune/io/state_dict.h"
 #include "libprune/models/bert.h"
+#include "libprune/models/bert_export.h"
 #include "libprune/models/mobilenet_v2.h"
 #include "libprune/models/registry.h"
 #include "libprune/models/resnet.h"

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 
 namespace libprune::models {
 namespace {
@@ -71,6 +72,38 @@ void BertConfig::validate() const {
   TORCH_CHECK_VALUE(layer_norm_eps() > 0, "BertConfig: layer_norm_eps must be positive, got ", layer_norm_eps());
   TORCH_CHECK_VALUE(pad_token_id() >= 0 && pad_token_id() < vocab_size(), "BertConfig: pad_token_id (", pad_token_id(),
                     ") must be a token id below vocab_size (", vocab_size(), ")");
+  for (const auto& [layer, heads] : pruned_heads()) {
+    TORCH_CHECK_VALUE(layer >= 0 && layer < num_hidden_layers(), "BertConfig: pruned_heads names layer ", layer,
+                      ", but the model has ", num_hidden_layers(), " layers. Fix: layer indices in [0, ",
+                      num_hidden_layers(), ")");
+    std::set<int64_t> distinct;
+    for (const auto h : heads) {
+      TORCH_CHECK_VALUE(h >= 0 && h < num_attention_heads(), "BertConfig: pruned_heads of layer ", layer, " names head ",
+                        h, ", but layers have ", num_attention_heads(), " heads (num_attention_heads counts the ",
+                        "heads before pruning)");
+      distinct.insert(h);
+    }
+    TORCH_CHECK_VALUE(static_cast<int64_t>(distinct.size()) < num_attention_heads(), "BertConfig: pruned_heads removes ",
+                      "every head of layer ", layer, ". Fix: keep at least one head per layer");
+  }
+  if (!intermediate_sizes().empty()) {
+    TORCH_CHECK_VALUE(static_cast<int64_t>(intermediate_sizes().size()) == num_hidden_layers(),
+                      "BertConfig: intermediate_sizes has ", intermediate_sizes().size(), " entries for ",
+                      num_hidden_layers(), " layers. Fix: one feed-forward width per layer, or none");
+    for (const auto w : intermediate_sizes()) {
+      TORCH_CHECK_VALUE(w > 0, "BertConfig: intermediate_sizes must be positive, got ", w);
+    }
+  }
+}
+
+int64_t BertConfig::heads_of(int64_t i) const {
+  const auto it = pruned_heads().find(i);
+  if (it == pruned_heads().end()) return num_attention_heads();
+  return num_attention_heads() - static_cast<int64_t>(std::set<int64_t>(it->second.begin(), it->second.end()).size());
+}
+
+int64_t BertConfig::intermediate_of(int64_t i) const {
+  return intermediate_sizes().empty() ? intermediate_size() : intermediate_sizes().at(static_cast<size_t>(i));
 }
 
 std::string BertConfig::to_json() const {
@@ -91,6 +124,11 @@ std::string BertConfig::to_json() const {
   j["num_labels"] = num_labels();
   j["pad_token_id"] = pad_token_id();
   j["position_embedding_type"] = "absolute";
+  if (!pruned_heads().empty()) {
+    auto& heads = j["pruned_heads"] = nlohmann::ordered_json::object();
+    for (const auto& [layer, list] : pruned_heads()) heads[std::to_string(layer)] = list;
+  }
+  if (!intermediate_sizes().empty()) j["libprune_intermediate_sizes"] = intermediate_sizes();
   return j.dump(2);
 }
 
@@ -128,6 +166,38 @@ BertConfig BertConfig::from_json(const std::string& text) {
     integer("num_labels", c.num_labels_);
   } else if (j.contains("id2label") && j["id2label"].is_object()) {
     c.num_labels(static_cast<int64_t>(j["id2label"].size()));  // transformers derives it so
+  }
+  if (j.contains("pruned_heads")) {
+    const auto& heads = j["pruned_heads"];
+    TORCH_CHECK_VALUE(heads.is_object(), "BertConfig: \"pruned_heads\" must map layer indices to head lists, got ",
+                      heads.dump());
+    for (const auto& [key, list] : heads.items()) {
+      int64_t layer = -1;
+      try {
+        size_t used = 0;
+        layer = std::stoll(key, &used);
+        if (used != key.size()) layer = -1;
+      } catch (const std::exception&) {
+      }
+      TORCH_CHECK_VALUE(layer >= 0, "BertConfig: pruned_heads key \"", key, "\" is not a layer index");
+      TORCH_CHECK_VALUE(list.is_array(), "BertConfig: pruned_heads[\"", key, "\"] must be a list of head indices, got ",
+                        list.dump());
+      auto& out = c.pruned_heads_[layer];
+      for (const auto& h : list) {
+        TORCH_CHECK_VALUE(h.is_number_integer(), "BertConfig: pruned_heads[\"", key, "\"] holds ", h.dump(),
+                          ", not a head index");
+        out.push_back(h.get<int64_t>());
+      }
+    }
+  }
+  if (j.contains("libprune_intermediate_sizes")) {
+    const auto& sizes = j["libprune_intermediate_sizes"];
+    TORCH_CHECK_VALUE(sizes.is_array(), "BertConfig: \"libprune_intermediate_sizes\" must be a list, got ", sizes.dump());
+    for (const auto& w : sizes) {
+      TORCH_CHECK_VALUE(w.is_number_integer(), "BertConfig: libprune_intermediate_sizes holds ", w.dump(),
+                        ", not a width");
+      c.intermediate_sizes_.push_back(w.get<int64_t>());
+    }
   }
   if (j.contains("hidden_act")) {
     TORCH_CHECK_VALUE(j["hidden_act"] == "gelu", "BertConfig: hidden_act ", j["hidden_act"].dump(),
@@ -169,11 +239,12 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
   return bert_dropout(nn::call(LayerNorm, x), dropout, is_training());
 }
 
-BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c)
+BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c, int64_t heads)
     : attention_head_size(c.hidden_size() / c.num_attention_heads()), dropout(c.attention_probs_dropout_prob()) {
-  query = register_module("query", bert_linear(c.hidden_size(), c.hidden_size()));
-  key = register_module("key", bert_linear(c.hidden_size(), c.hidden_size()));
-  value = register_module("value", bert_linear(c.hidden_size(), c.hidden_size()));
+  const int64_t rows = (heads < 0 ? c.num_attention_heads() : heads) * attention_head_size;
+  query = register_module("query", bert_linear(c.hidden_size(), rows));
+  key = register_module("key", bert_linear(c.hidden_size(), rows));
+  value = register_module("value", bert_linear(c.hidden_size(), rows));
 }
 
 torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& hidden, const torch::Tensor& mask_bias) {
@@ -198,19 +269,20 @@ torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& x, const torc
   return nn::call(LayerNorm, bert_dropout(nn::call(dense, x), dropout, is_training()) + residual);
 }
 
-BertAttentionImpl::BertAttentionImpl(const BertConfig& c) {
-  self = register_module("self", BertSelfAttention(c));
-  output = register_module("output", BertResidualOutput(c.hidden_size(), c.hidden_size(), c));
+BertAttentionImpl::BertAttentionImpl(const BertConfig& c, int64_t heads) {
+  self = register_module("self", BertSelfAttention(c, heads));
+  output = register_module("output", BertResidualOutput(self->all_head_size(), c.hidden_size(), c));
 }
 
 torch::Tensor BertAttentionImpl::forward(const torch::Tensor& hidden, const torch::Tensor& mask_bias) {
   return output->forward(self->forward(hidden, mask_bias), hidden);
 }
 
-BertLayerImpl::BertLayerImpl(const BertConfig& c) {
-  attention = register_module("attention", BertAttention(c));
-  intermediate_dense = bert_folder(*this, "intermediate")->register_module("dense", bert_linear(c.hidden_size(), c.intermediate_size()));
-  output = register_module("output", BertResidualOutput(c.intermediate_size(), c.hidden_size(), c));
+BertLayerImpl::BertLayerImpl(const BertConfig& c, int64_t index) {
+  attention = register_module("attention", BertAttention(c, c.heads_of(index)));
+  const int64_t width = c.intermediate_of(index);
+  intermediate_dense = bert_folder(*this, "intermediate")->register_module("dense", bert_linear(c.hidden_size(), width));
+  output = register_module("output", BertResidualOutput(width, c.hidden_size(), c));
 }
 
 torch::Tensor BertLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& mask_bias) {
@@ -223,7 +295,7 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(BertConfig 
   auto bert = bert_folder(*this, "bert");
   embeddings = bert->register_module("embeddings", BertEmbeddings(config));
   layers = bert_folder(*bert, "encoder")->register_module("layer", torch::nn::ModuleList());
-  for (int64_t i = 0; i < config.num_hidden_layers(); ++i) layers->push_back(BertLayer(config));
+  for (int64_t i = 0; i < config.num_hidden_layers(); ++i) layers->push_back(BertLayer(config, i));
   pooler = bert_folder(*bert, "pooler")->register_module("dense", bert_linear(config.hidden_size(), config.hidden_size()));
   classifier = register_module("classifier", bert_linear(config.hidden_size(), config.num_labels()));
   init_like_transformers(*this, 0.02);

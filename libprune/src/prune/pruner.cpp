@@ -1,5 +1,7 @@
 #include "libprune/prune/pruner.h"
 
+#include "candidates.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +12,10 @@
 #include <set>
 
 namespace libprune::prune {
+
+using detail::Candidate;
+using detail::cuts_of;
+
 namespace {
 
 // LIBPRUNE_PROFILE=1 prints each phase of step() to stderr.
@@ -115,18 +121,6 @@ layers::PruningPlan Pruner::plan() const {
 
 namespace {
 
-// A group the plan may cut: its units' scores, the size ratios count against, its ratio, and the
-// units it keeps.
-struct Candidate {
-  const graph::Group* group;
-  std::vector<double> scores;
-  int64_t original = 0;
-  double ratio = 0;
-  int64_t keep = 0;
-  bool overridden = false;  // an override names it: cut at its own ratio, outside the global ranking
-  bool floored = false;     // the ratio asked for more than min_channels / max_ratio let it lose
-};
-
 // The local keep count of `c` at its ratio; marks it floored when min_channels held it back.
 int64_t keep_locally(Candidate& c, const PrunerOptions& o) {
   if (asked_keep(c.original, c.ratio) < o.min_channels()) c.floored = true;
@@ -177,8 +171,12 @@ void keep_globally(std::vector<Candidate>& candidates, const PrunerOptions& o) {
   }
 }
 
-// The plan that removes each candidate's lowest-scoring units down to its keep count. Indices
-// removed are gathered per (tensor, dim): one lookup per member of a group, not per unit.
+}  // namespace
+
+namespace detail {
+
+// Indices removed are gathered per (tensor, dim): one lookup per member of a group, not per unit.
+
 layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std::map<std::string, torch::Tensor>& tensors) {
   std::map<std::pair<std::string, int64_t>, std::vector<int64_t>> removed;
   layers::PruningPlan plan;
@@ -218,7 +216,7 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
   return plan;
 }
 
-}  // namespace
+}  // namespace detail
 
 layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& snapshot,
                                       const std::set<size_t>& skip) const {

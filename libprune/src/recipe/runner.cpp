@@ -4,6 +4,7 @@
 #include "data.h"
 #include "libprune/io/file.h"
 #include "libprune/io/state_dict.h"
+#include "libprune/models/bert_export.h"
 #include "libprune/models/registry.h"
 #include "libprune/recipe/recipe.h"
 #include "libprune/train/callbacks.h"
@@ -150,6 +151,21 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   if (const auto int8 = run.comparison->final_int8()) {
     // The deploy file: int8 weights, scales and zero points, float biases (torch.load reads it).
     io::write_state_dict(quant::int8_state_dict(*int8), (fs::path(run.output_dir) / "model_int8.pt").string());
+  }
+  if (const auto bert = std::dynamic_pointer_cast<models::BertForSequenceClassificationImpl>(run.model)) {
+    // The fine-tuned (pruned) model in Hugging Face's form: config.json with pruned_heads.
+    const auto hf = (fs::path(run.output_dir) / "hf").string();
+    try {
+      const auto c = models::save_pretrained(*bert, hf, *run.plans);
+      if (run.options.print) {
+        std::cout << "Hugging Face export: " << hf
+                  << (c.intermediate_sizes().empty() ? " (from_pretrained loads it)\n"
+                                                     : " (feed-forward widths differ by layer: models::load_pretrained "
+                                                       "loads it, transformers cannot)\n");
+      }
+    } catch (const c10::Error& e) {
+      if (run.options.print) std::cout << "no Hugging Face export: " << io::error_text(e) << "\n";
+    }
   }
   report::detail::RunInfo info;
   info.recipe = run.recipe.name;

@@ -12,9 +12,14 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <string>
+#include <vector>
 
 namespace libprune::models {
+
+// Layer index -> the original indices of its removed heads (transformers' config.pruned_heads).
+using HeadMap = std::map<int64_t, std::vector<int64_t>>;
 
 // transformers' BertConfig fields (the subset BERT uses for classification), same names.
 struct BertConfig {
@@ -30,6 +35,12 @@ struct BertConfig {
   TORCH_ARG(double, layer_norm_eps) = 1e-12;
   TORCH_ARG(int64_t, num_labels) = 2;
   TORCH_ARG(int64_t, pad_token_id) = 0;
+  // transformers' pruned_heads: the model is built with these heads removed, as from_pretrained
+  // does (each layer keeps num_attention_heads minus its list, in the original order).
+  TORCH_ARG(HeadMap, pruned_heads);
+  // libprune's own key for a feed-forward width per layer (FFN pruning that is not uniform);
+  // empty: every layer has intermediate_size. transformers cannot load a non-uniform FFN.
+  TORCH_ARG(std::vector<int64_t>, intermediate_sizes);
 
  public:
 
@@ -38,6 +49,9 @@ struct BertConfig {
   static BertConfig mini();
   // Throws naming the field and the fix (a positive size, heads dividing the hidden size, ...).
   void validate() const;
+  // Heads and feed-forward width of layer `i` as built (after pruned_heads, intermediate_sizes).
+  int64_t heads_of(int64_t i) const;
+  int64_t intermediate_of(int64_t i) const;
   // transformers' config.json form (model_type "bert", architectures, hidden_act "gelu", ...).
   std::string to_json() const;
   // Reads config.json text; unknown keys are ignored as transformers does, a missing key keeps
@@ -59,7 +73,8 @@ TORCH_MODULE(BertEmbeddings);
 // a cut that removes whole heads needs no metadata update (transformers' attribute names).
 class BertSelfAttentionImpl : public torch::nn::Module {
  public:
-  explicit BertSelfAttentionImpl(const BertConfig& c);
+  // `heads` of the configured head size (hidden_size / num_attention_heads); -1: all of them.
+  explicit BertSelfAttentionImpl(const BertConfig& c, int64_t heads = -1);
   // hidden [B, T, H]; mask_bias [B, 1, 1, T] added to the scores (0 where attended).
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& mask_bias);
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
@@ -83,7 +98,7 @@ TORCH_MODULE(BertResidualOutput);
 
 class BertAttentionImpl : public torch::nn::Module {
  public:
-  explicit BertAttentionImpl(const BertConfig& c);
+  explicit BertAttentionImpl(const BertConfig& c, int64_t heads = -1);
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& mask_bias);
   BertSelfAttention self{nullptr};
   BertResidualOutput output{nullptr};
@@ -92,7 +107,8 @@ TORCH_MODULE(BertAttention);
 
 class BertLayerImpl : public torch::nn::Module {
  public:
-  explicit BertLayerImpl(const BertConfig& c);
+  // Layer `index` of the config (its heads_of and intermediate_of).
+  explicit BertLayerImpl(const BertConfig& c, int64_t index = 0);
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& mask_bias);
   BertAttention attention{nullptr};
   torch::nn::Linear intermediate_dense{nullptr};  // registered as intermediate.dense

@@ -36,6 +36,18 @@ class Pruner {
   // The same for an optimizer seen through its state tensors (the Python bindings' path).
   layers::PruningPlan step(const layers::OptimizerView* optimizer);
 
+  // Chosen units instead of a ratio, as transformers' prune_heads: module name -> ordinals of the
+  // units of the group that cuts that module's outputs, where unit k owns the module's k-th block
+  // of outputs (a filter, a neuron, a head of an attention projection). Every coupled tensor
+  // follows, as in a ratio cut. Throws naming the module when no free group cuts its outputs, an
+  // ordinal is out of range, every unit would go, or two names reach the same group.
+  layers::PruningPlan plan_removing(const std::map<std::string, std::vector<int64_t>>& units) const;
+  // Applies plan_removing(units) (with the optimizer's state) and appends it to history().
+  layers::PruningPlan remove_units(const std::map<std::string, std::vector<int64_t>>& units,
+                                   torch::optim::Optimizer* optimizer = nullptr);
+  layers::PruningPlan remove_units(const std::map<std::string, std::vector<int64_t>>& units,
+                                   const layers::OptimizerView* optimizer);
+
   const std::vector<layers::PruningPlan>& history() const { return history_; }
   // Records every group's size as the base that ratios count against (done lazily by the first
   // plan; call it first when a saved plan history will be replayed before the next step).

@@ -1,0 +1,31 @@
+#pragma once
+// The pruner's candidates and the plan that cuts them, shared by ratio cuts (pruner.cpp) and
+// chosen units (remove_units.cpp).
+#include "libprune/graph/dependency_graph.h"
+#include "libprune/layers/plan.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace libprune::prune::detail {
+
+// A group the plan may cut: its units' scores, the size ratios count against, its ratio, and the
+// units it keeps.
+struct Candidate {
+  const graph::Group* group;
+  std::vector<double> scores;
+  int64_t original = 0;
+  double ratio = 0;
+  int64_t keep = 0;
+  bool overridden = false;  // an override names it: cut at its own ratio, outside the global ranking
+  bool floored = false;     // the ratio asked for more than min_channels / max_ratio let it lose
+};
+
+// The plan that removes each candidate's lowest-scoring units down to its keep count (ties keep
+// their order), with a note for every floored candidate.
+layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std::map<std::string, torch::Tensor>& tensors);
+
+}  // namespace libprune::prune::detail

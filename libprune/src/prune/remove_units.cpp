@@ -1,0 +1,66 @@
+#include "candidates.h"
+#include "libprune/prune/pruner.h"
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+
+namespace libprune::prune {
+
+using detail::Candidate;
+
+layers::PruningPlan Pruner::plan_removing(const std::map<std::string, std::vector<int64_t>>& units) const {
+  const layers::ModelTensors tensors(*model_);
+  const auto g = build_graph(trace(tensors), tensors);
+  std::vector<Candidate> candidates;
+  std::map<const graph::Group*, std::string> named;
+  for (const auto& [module, ordinals] : units) {
+    const graph::Group* grp = nullptr;
+    size_t member = 0;
+    for (const auto& candidate : g.groups()) {
+      for (size_t m = 0; m < candidate.members.size() && !grp; ++m) {
+        if (candidate.members[m].dim == 0 && candidate.members[m].tensor == module + ".weight") grp = &candidate, member = m;
+      }
+    }
+    TORCH_CHECK_VALUE(grp, "remove_units: no group cuts the outputs of '", module,
+                      "'. Fix: name a layer with a weight (conv, linear, attention projection) by its module name");
+    TORCH_CHECK_VALUE(!grp->pinned, "remove_units: the outputs of '", module, "' cannot be cut: ", grp->reason);
+    const auto [it, fresh] = named.emplace(grp, module);
+    TORCH_CHECK_VALUE(fresh, "remove_units: '", module, "' and '", it->second, "' are cut together (group ",
+                      grp->name(), "). Fix: name one of them");
+    // Unit k owns the module's k-th block of outputs.
+    std::vector<size_t> order(static_cast<size_t>(grp->size()));
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return grp->unit(a, member)[0] < grp->unit(b, member)[0]; });
+    const std::set<int64_t> drop(ordinals.begin(), ordinals.end());
+    Candidate c{grp, std::vector<double>(order.size(), 1.0)};
+    for (const auto k : drop) {
+      TORCH_CHECK_VALUE(k >= 0 && k < grp->size(), "remove_units: '", module, "' has ", grp->size(), " units; unit ", k,
+                        " does not exist");
+      c.scores[order[static_cast<size_t>(k)]] = 0;
+    }
+    TORCH_CHECK_VALUE(static_cast<int64_t>(drop.size()) < grp->size(), "remove_units: removing every unit of '", module,
+                      "' empties it. Fix: keep at least one");
+    c.original = grp->size();
+    c.keep = grp->size() - static_cast<int64_t>(drop.size());
+    candidates.push_back(std::move(c));
+  }
+  return cuts_of(candidates, tensors.by_name());
+}
+
+layers::PruningPlan Pruner::remove_units(const std::map<std::string, std::vector<int64_t>>& units,
+                                         torch::optim::Optimizer* optimizer) {
+  if (!optimizer) return remove_units(units, static_cast<const layers::OptimizerView*>(nullptr));
+  const auto view = layers::view_of(*optimizer, *model_);
+  return remove_units(units, &view);
+}
+
+layers::PruningPlan Pruner::remove_units(const std::map<std::string, std::vector<int64_t>>& units,
+                                         const layers::OptimizerView* optimizer) {
+  const auto plan = plan_removing(units);
+  layers::apply_plan(*model_, plan, optimizer);
+  history_.push_back(plan);
+  return plan;
+}
+
+}  // namespace libprune::prune
