@@ -233,6 +233,28 @@ TEST_CASE("progress: plain lines (not a terminal) with batches/s, loss, running 
                       Catch::Contains("ETA"));
 }
 
+TEST_CASE("trainer: decay_biases_and_norms false spares 1-D parameters weight decay (BERT's no-decay group)", "[train]") {
+  auto set = std::make_shared<data::TensorDataset>(torch::randn({4, 1, 8, 8}), torch::zeros({4}, torch::kLong), 10);
+  auto model = models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));
+  for (const bool decay : {true, false}) {
+    for (const auto name : {train::Optimizer::Sgd, train::Optimizer::AdamW}) {
+      train::Trainer t(model, set, set, train::TrainOptions().optimizer(name).lr(0.5).weight_decay(0.1).momentum(0)
+                                            .decay_biases_and_norms(decay).threads(1));
+      const auto before = test::snapshot(*model);
+      for (auto& p : model->parameters()) p.mutable_grad() = torch::zeros_like(p);  // decay alone moves them
+      t.optimizer().step();
+      size_t i = 0, moved_1d = 0, moved_2d = 0;
+      for (const auto& p : model->parameters()) {
+        const bool moved = !torch::equal(p, before[i++]) ;
+        (p.dim() < 2 ? moved_1d : moved_2d) += moved ? 1 : 0;
+      }
+      CHECK(moved_2d > 0);
+      CHECK((moved_1d > 0) == decay);
+      CHECK(t.optimizer().param_groups().size() == (decay ? 1u : 2u));
+    }
+  }
+}
+
 TEST_CASE("trainer: LR schedules with warmup and restarts; bad options name the key", "[train]") {
   auto set = std::make_shared<data::TensorDataset>(torch::randn({8, 1, 8, 8}), torch::zeros({8}, torch::kLong), 10);
   auto model = models::create("cifar_resnet20", models::ModelOptions().num_classes(10).in_channels(1));

@@ -68,14 +68,27 @@ Trainer::Trainer(models::ModelPtr model, std::shared_ptr<data::Dataset> train, s
   model_->to(device_);
   if (options_.channels_last() && device_.is_cpu()) nn::to_memory_format(*model_, torch::MemoryFormat::ChannelsLast);
   if (options_.bn_l1() > 0) add_callback(std::make_shared<BnL1Penalty>(options_.bn_l1()));
+  // Two groups when 1-D parameters (biases, norm weights) are spared weight decay; resume builds
+  // the same groups, so a checkpoint's optimizer state fits.
+  std::vector<torch::Tensor> decayed, spared;
+  for (const auto& p : model_->parameters()) (p.dim() < 2 && !options_.decay_biases_and_norms() ? spared : decayed).push_back(p);
+  auto groups = [&](const auto& defaults) {
+    std::vector<torch::optim::OptimizerParamGroup> out{torch::optim::OptimizerParamGroup(decayed)};
+    if (spared.empty()) return out;
+    auto no_decay = defaults;
+    no_decay.weight_decay(0);
+    out.emplace_back(spared, std::make_unique<std::decay_t<decltype(defaults)>>(no_decay));
+    return out;
+  };
   if (options_.optimizer() == Optimizer::Sgd) {
-    optimizer_ = std::make_unique<torch::optim::SGD>(model_->parameters(), torch::optim::SGDOptions(options_.lr())
-                                                                                .momentum(options_.momentum())
-                                                                                .nesterov(options_.nesterov())
-                                                                                .weight_decay(options_.weight_decay()));
+    const auto o = torch::optim::SGDOptions(options_.lr())
+                       .momentum(options_.momentum())
+                       .nesterov(options_.nesterov())
+                       .weight_decay(options_.weight_decay());
+    optimizer_ = std::make_unique<torch::optim::SGD>(groups(o), o);
   } else {
-    optimizer_ = std::make_unique<torch::optim::AdamW>(
-        model_->parameters(), torch::optim::AdamWOptions(options_.lr()).weight_decay(options_.weight_decay()));
+    const auto o = torch::optim::AdamWOptions(options_.lr()).weight_decay(options_.weight_decay());
+    optimizer_ = std::make_unique<torch::optim::AdamW>(groups(o), o);
   }
 }
 

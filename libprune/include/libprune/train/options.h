@@ -28,6 +28,8 @@ using Epochs = std::vector<int64_t>;
   X("optimizer.nesterov", bool, nesterov, false, nullptr, "sgd: Nesterov momentum")                                     \
   X("optimizer.weight_decay", double, weight_decay, 5e-4,                                                              \
     ::libprune::options::check::at_least<double>(0, "e.g. 0.0005"), "L2 weight decay (decoupled for adamw)")           \
+  X("optimizer.decay_biases_and_norms", bool, decay_biases_and_norms, true, nullptr,                                    \
+    "false: biases and norm weights (1-D parameters) get no weight decay, as BERT fine-tuning does")                  \
   X("lr_schedule.name", ::libprune::train::LrSchedule, lr_schedule, ::libprune::train::LrSchedule::Cosine, nullptr,     \
     "constant, step, cosine, one_cycle (up from lr/25 over 30%, cosine down to lr/1e4), linear (down to 0 after the " \
     "warmup, as BERT fine-tuning does)")                                                                               \
