@@ -185,3 +185,16 @@ TEST_CASE("bert: the WordNet heads recipe at 2,000 examples trains, cuts 30% of 
   // Above the majority class (14.1%): the labels and the texts line up (250 steps from scratch).
   CHECK(pruned.at("accuracy").get<double>() > 20.0);
 }
+
+TEST_CASE("bert: weights trained with another tokenizer are refused, naming both vocabularies", "[bert]") {
+  test::TempDir dir("bert_vocab");
+  auto other = models::create("bert_mini", models::ModelOptions().num_classes(26).vocab_size(999));
+  io::save_state_dict(*other, dir.file("other.pt"));
+  recipe::RunOptions o;
+  o.print = false;
+  o.sets = {"data.limit_train=2000", "data.limit_eval=100", "data.vocab_size=1000", "training.epochs=1",
+            "training.lr_schedule.restarts=[]", "pruning=[]", "model.weights=" + dir.file("other.pt"), "output_dir=" + dir.file("out")};
+  CHECK_THROWS_WITH(recipe::run(std::string(LIBPRUNE_SOURCE_DIR) + "/configs/bert_wordnet_heads30.json", o),
+                    Catch::Contains("vocabulary of 999 tokens") && Catch::Contains("tokenizer.model has 1000") &&
+                        Catch::Contains("data.tokenizer"));
+}

@@ -75,7 +75,7 @@ Datasets text(const DataSection& d, const std::string& output_dir) {
   const data::Tokenizer tokenizer(model);
   int64_t cut = 0;
   Datasets out{data::tokenize(train, tokenizer, d.max_length(), &cut), data::tokenize(eval, tokenizer, d.max_length(), &cut),
-               1, tokenizer.vocab_size()};
+               1, tokenizer.vocab_size(), model};
   if (cut > 0) std::cout << "data: " << cut << " texts longer than max_length " << d.max_length() << " were cut\n";
   return out;
 }

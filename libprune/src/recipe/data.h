@@ -11,6 +11,7 @@ struct Datasets {
   std::shared_ptr<data::Dataset> train, eval;
   int64_t channels = 1;
   int64_t vocab_size = 0;  // text: the tokenizer's
+  std::string tokenizer;   // text: the tokenizer model file
 };
 
 // `output_dir` holds a text run's tokenizer.model.

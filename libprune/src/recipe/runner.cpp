@@ -55,6 +55,23 @@ struct Run {
   detail::Resumed resumed;
 };
 
+// Weights trained with another tokenizer: the token embedding's rows are the vocabulary the
+// weights know, and the tokenizer's ids must index it.
+void check_vocabulary(const torch::nn::Module& model, const io::StateDict& state, const detail::Datasets& data,
+                      const std::string& weights) {
+  if (data.vocab_size <= 0) return;
+  for (const auto& item : model.named_modules()) {
+    const auto* e = item.value()->template as<torch::nn::Embedding>();
+    if (!e || e->weight.size(0) != data.vocab_size) continue;
+    const auto it = state.find(item.key() + ".weight");
+    if (it == state.end() || it->second.dim() != 2 || it->second.size(0) == data.vocab_size) continue;
+    TORCH_CHECK_VALUE(false, "model.weights '", weights, "' was trained with a vocabulary of ", it->second.size(0),
+                      " tokens (rows of ", it->first, "), but the tokenizer ", data.tokenizer, " has ", data.vocab_size,
+                      ". Fix: give the tokenizer those weights were trained with (--set data.tokenizer=<its ",
+                      "tokenizer.model>)");
+  }
+}
+
 void build(Run& run) {
   const auto& r = run.recipe;
   const auto data = detail::make_data(r.data, run.output_dir);
@@ -64,7 +81,11 @@ void build(Run& run) {
                                 .vocab_size(data.vocab_size);
   torch::manual_seed(r.training.seed());
   run.model = models::create(r.model.name(), model_options);
-  if (!r.model.weights().empty()) io::load_state_dict(*run.model, r.model.weights());
+  if (!r.model.weights().empty()) {
+    const auto state = io::read_state_dict(r.model.weights());
+    check_vocabulary(*run.model, state, data, r.model.weights());
+    io::load_state_dict(*run.model, state, r.model.weights());
+  }
   run.trainer = std::make_unique<train::Trainer>(run.model, data.train, data.eval, r.training);
   auto example = run.trainer->example(1);
   auto model = run.model;
