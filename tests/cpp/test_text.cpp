@@ -99,6 +99,19 @@ TEST_CASE("text: a TSV of text and label, with its bad lines named", "[text]") {
   CHECK_THROWS_WITH(data::read_text_tsv(path, {"pos"}), Catch::Contains("line 4") && Catch::Contains("\"neg\""));
   const auto three = write_file("three.tsv", "a\tb\tc\n");
   CHECK_THROWS_WITH(data::read_text_tsv(three), Catch::Contains("line 1 has 3"));
+  // A header sets the column order (GLUE-style "label<TAB>sentence"); integer labels are classes by value.
+  std::string glue = "Label\tSentence\n";
+  for (int i = 0; i < 12; ++i) glue += std::to_string(i) + "\ttext " + std::to_string(i) + "\n";
+  const auto g = data::read_text_tsv(write_file("glue.tsv", glue));
+  REQUIRE(g.texts.size() == 12);
+  CHECK(g.texts[10] == "text 10");
+  CHECK(g.labels[10] == 10);
+  CHECK(g.label_names[2] == "2");
+  const auto sst = data::read_text_tsv(write_file("sst.tsv", "sentence\tlabel\na fine film\t1\nnot good\t0\n"));
+  CHECK(sst.texts == std::vector<std::string>{"a fine film", "not good"});
+  CHECK(sst.labels == std::vector<int64_t>{1, 0});
+  // Without a header a first line is an example, as before.
+  CHECK(data::read_text_tsv(write_file("plain.tsv", "good\tpos\nbad\tneg\n")).texts.size() == 2);
 }
 
 TEST_CASE("text: batches pad to their longest example with a mask; bucketing cuts the padding", "[text]") {

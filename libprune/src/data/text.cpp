@@ -1,6 +1,7 @@
 #include "libprune/data/text.h"
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <numeric>
@@ -104,19 +105,50 @@ TextCorpus read_wordnet_nouns(const std::string& path, TextSplit split) {
   return corpus;
 }
 
+namespace {
+
+// The text column of a header line (0 or 1), or -1 when the line is not a header.
+int header_text_column(const std::vector<std::string>& fields) {
+  if (fields.size() != 2) return -1;
+  auto lower = [](std::string v) {
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return v;
+  };
+  static const std::set<std::string> text{"text", "sentence", "review", "content", "document"};
+  static const std::set<std::string> label{"label", "labels", "class", "category", "target"};
+  for (int t = 0; t < 2; ++t) {
+    if (text.count(lower(fields[static_cast<size_t>(t)])) && label.count(lower(fields[static_cast<size_t>(1 - t)]))) return t;
+  }
+  return -1;
+}
+
+bool is_integer(const std::string& v) {
+  size_t i = !v.empty() && v[0] == '-' ? 1 : 0;
+  return i < v.size() && v.size() - i <= 18 && std::all_of(v.begin() + static_cast<std::ptrdiff_t>(i), v.end(), [](unsigned char ch) { return std::isdigit(ch) != 0; });
+}
+
+}  // namespace
+
 TextCorpus read_text_tsv(const std::string& path, const std::vector<std::string>& label_names) {
   auto in = open_text(path, "text TSV");
   std::vector<std::pair<std::string, std::string>> rows;
   std::vector<int64_t> lines;
   std::string line;
+  size_t text_column = 0;
   for (int64_t number = 1; std::getline(in, line); ++number) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     const auto fields = split_tabs(line);
-    if (rows.empty() && lines.empty() && fields.size() == 2 && fields[0] == "text" && fields[1] == "label") continue;
+    if (rows.empty()) {
+      if (const int t = header_text_column(fields); t >= 0) {
+        text_column = static_cast<size_t>(t);
+        continue;
+      }
+    }
     TORCH_CHECK_VALUE(fields.size() == 2 && !fields[0].empty() && !fields[1].empty(), "text TSV: \"", path, "\" line ",
-                      number, " has ", fields.size(), " tab-separated fields, expected \"text<TAB>label\"");
-    rows.emplace_back(fields[0], fields[1]);
+                      number, " has ", fields.size(), " tab-separated fields, expected \"text<TAB>label\" (or the ",
+                      "order a header line names)");
+    rows.emplace_back(fields[text_column], fields[1 - text_column]);
     lines.push_back(number);
   }
   TORCH_CHECK_VALUE(!rows.empty(), "text TSV: \"", path, "\" has no examples. Fix: one \"text<TAB>label\" per line");
@@ -126,6 +158,10 @@ TextCorpus read_text_tsv(const std::string& path, const std::vector<std::string>
     std::set<std::string> names;
     for (const auto& r : rows) names.insert(r.second);
     corpus.label_names.assign(names.begin(), names.end());
+    if (std::all_of(names.begin(), names.end(), is_integer)) {
+      std::sort(corpus.label_names.begin(), corpus.label_names.end(),
+                [](const std::string& a, const std::string& b) { return std::stoll(a) < std::stoll(b); });
+    }
   }
   std::map<std::string, int64_t> index;
   for (size_t i = 0; i < corpus.label_names.size(); ++i) index[corpus.label_names[i]] = static_cast<int64_t>(i);

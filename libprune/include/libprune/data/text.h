@@ -30,9 +30,12 @@ const std::vector<std::string>& wordnet_noun_supersenses();
 // A missing file, or a record it cannot parse, throws naming the file and the line.
 TextCorpus read_wordnet_nouns(const std::string& path, TextSplit split);
 
-// A UTF-8 file of "text<TAB>label" lines (a header line "text\tlabel" is skipped; blank lines too).
+// A UTF-8 file of "text<TAB>label" lines; blank lines are skipped. A first line naming both columns
+// is a header and sets their order: a text column (text, sentence, review, content, document) and a
+// label column (label, labels, class, category, target), in either order ("label\tsentence" too).
 // Labels are names: the classes are `label_names` when given (a label outside them is an error
-// naming the line), else the distinct names in sorted order.
+// naming the line), else the distinct names, sorted as numbers when every one is an integer (so
+// label "10" is class 10, as in GLUE-style files) and as text otherwise.
 TextCorpus read_text_tsv(const std::string& path, const std::vector<std::string>& label_names = {});
 
 // Token ids per example (each already [CLS] ... [SEP], at most the model's positions) with labels.
