@@ -77,13 +77,16 @@ def apply_plan(model, example_inputs, plan, optimizer=None):
 
 
 def remove_units(model, example_inputs, units, optimizer=None):
-    """Removes chosen units in place and returns the Plan: transformers' ``prune_heads`` for any
-    model. ``units`` maps a module name to the ordinals of its output units to remove, where unit k
-    owns the module's k-th block of outputs: a conv's filter, a linear's neuron, a head of an
-    attention projection (``{"bert.encoder.layer.0.attention.self.query": [1, 3]}`` removes heads 1
-    and 3 of layer 0 from query, key, value and the output projection). Every coupled tensor and
-    the optimizer's state (AdamW's moments) follow, as in a ratio cut; the tensors stay the same
-    objects, so the optimizer goes on (prune_heads builds new linears and loses their state)."""
+    """Removes chosen units in place and returns the Plan: what transformers' ``prune_heads`` does
+    for heads, for any model. ``units`` maps a module name to the ordinals of its output units to
+    remove, where unit k owns the module's k-th block of outputs as it is now: a conv's filter, a
+    linear's neuron, a head of an attention projection
+    (``{"bert.encoder.layer.0.attention.self.query": [1, 3]}`` removes heads 1 and 3 of layer 0 from
+    query, key, value and the output projection). On an unpruned model the ordinals are the
+    original indices; after a cut they count the units left (prune_heads takes original indices). Every coupled tensor and
+    the optimizer's state (AdamW's moments) follow and the cut is verified, as in a ratio cut; the
+    tensors stay the same objects, so the optimizer goes on (prune_heads builds new linears and
+    loses their state)."""
     _model.check_module(model, "remove_units")
     held, state = _model.optimizer_view(model, optimizer)
     pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), _libprune.PrunerOptions(ratio=0.0))

@@ -107,8 +107,8 @@ TEST_CASE("bert export: bad input names the fix and writes or loads nothing half
   pruner.step();
   test::TempDir dir("bert_export_bad");
   // Without the plans the original head indices are unknown.
-  CHECK_THROWS_WITH(models::save_pretrained(*m, dir.path.string()), Catch::Contains("pass every plan"));
-  CHECK_FALSE(std::filesystem::exists(dir.file("config.json")));
+  CHECK_THROWS_WITH(models::save_pretrained(*m, dir.file("first")), Catch::Contains("pass every plan"));
+  CHECK_FALSE(std::filesystem::exists(dir.file("first")));  // not even the folder
   models::save_pretrained(*m, dir.path.string(), pruner.history());
   // A config that disagrees with the weights: one head fewer removed in layer 0.
   auto j = read_json(dir.file("config.json"));
@@ -169,6 +169,13 @@ TEST_CASE("remove_units: transformers' prune_heads in place for any model, AdamW
   // Feed-forward neurons the same way; bad input changes nothing.
   pruner.remove_units({{layer_name(1, "intermediate.dense"), {0, 47}}});
   CHECK(m->intermediate_sizes() == std::vector<int64_t>{48, 46});
+  // Ratios of later steps count against the sizes before remove_units: layer 0 lost 2 of its 4
+  // heads, so a ratio of one half leaves it as it is and takes layer 1 from 4 to 2.
+  auto fresh = spread_model(4);
+  Pruner half(fresh.ptr(), forward_of(fresh, in), PrunerOptions().ratio(0.5).ignored_layers({"classifier"}).overrides(heads_only));
+  half.remove_units({{layer_name(0, "attention.self.query"), {0, 1}}});
+  half.step();
+  CHECK(fresh->heads_per_layer() == std::vector<int64_t>{2, 2});
   const auto shapes = [&] {
     std::vector<std::vector<int64_t>> out;
     for (const auto& p : m->parameters()) out.push_back(p.sizes().vec());

@@ -144,6 +144,19 @@ TEST_CASE("verification: a hard-coded reshape pins its group, the rest is still 
   CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 5}));
 }
 
+TEST_CASE("remove_units: verified like a ratio cut; a cut the model's code breaks changes nothing", "[prune]") {
+  auto m = std::make_shared<HardCoded>();
+  auto x = torch::randn({2, 3, 4, 4});
+  Pruner pruner(m, [m, x] { return std::vector<torch::Tensor>{m->forward(x)}; });
+  const auto before = test::snapshot(*m);
+  CHECK_THROWS_WITH(pruner.remove_units({{"b", {0}}}), Catch::Contains("fails verification") && Catch::Contains("nothing"));
+  CHECK(test::same(test::snapshot(*m), before));
+  pruner.remove_units({{"a", {1, 6}}});
+  CHECK(m->a->weight.size(0) == 6);
+  CHECK(m->b->weight.size(1) == 6);
+  CHECK(pruner.history().size() == 1);
+}
+
 TEST_CASE("pruner bad input: clear errors, model unchanged", "[prune]") {
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   auto x = torch::randn({2, 3, 32, 32});

@@ -110,6 +110,9 @@ TEST_CASE("text: a TSV of text and label, with its bad lines named", "[text]") {
   const auto sst = data::read_text_tsv(write_file("sst.tsv", "sentence\tlabel\na fine film\t1\nnot good\t0\n"));
   CHECK(sst.texts == std::vector<std::string>{"a fine film", "not good"});
   CHECK(sst.labels == std::vector<int64_t>{1, 0});
+  // "01" and "1" are two names, so text order: no two labels compare equal.
+  const auto padded = data::read_text_tsv(write_file("padded.tsv", "a\t1\nb\t01\nc\t2\n"));
+  CHECK(padded.label_names == std::vector<std::string>{"01", "1", "2"});
   // Without a header a first line is an example, as before.
   CHECK(data::read_text_tsv(write_file("plain.tsv", "good\tpos\nbad\tneg\n")).texts.size() == 2);
 }

@@ -122,9 +122,13 @@ int header_text_column(const std::vector<std::string>& fields) {
   return -1;
 }
 
+// An integer written the one way std::to_string writes it ("01" and "-0" are names, not numbers,
+// so no two labels compare equal).
 bool is_integer(const std::string& v) {
-  size_t i = !v.empty() && v[0] == '-' ? 1 : 0;
-  return i < v.size() && v.size() - i <= 18 && std::all_of(v.begin() + static_cast<std::ptrdiff_t>(i), v.end(), [](unsigned char ch) { return std::isdigit(ch) != 0; });
+  const size_t i = !v.empty() && v[0] == '-' ? 1 : 0;
+  const bool digits = i < v.size() && v.size() - i <= 18 &&
+                      std::all_of(v.begin() + static_cast<std::ptrdiff_t>(i), v.end(), [](unsigned char ch) { return std::isdigit(ch) != 0; });
+  return digits && std::to_string(std::stoll(v)) == v;
 }
 
 }  // namespace

@@ -95,24 +95,33 @@ BertConfig pretrained_config(const BertForSequenceClassificationImpl& model, con
 BertConfig save_pretrained(const BertForSequenceClassificationImpl& model, const std::string& dir,
                            const std::vector<layers::PruningPlan>& plans) {
   const BertConfig c = pretrained_config(model, plans);
+  // The tensors of the model config.json describes, by name: forward extensions' state (fake
+  // quantization, folding) is left out, and a shape the config would not rebuild is an error here,
+  // not at load time. Building that model draws its init from the global generator: put it back.
+  const auto state = io::state_dict(model);
+  io::StateDict out;
+  {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const auto seed_state = generator.get_state();
+    const BertForSequenceClassification rebuilt(c);
+    generator.set_state(seed_state);
+    for (const auto& [name, expected] : io::state_dict(*rebuilt)) {
+      const auto it = state.find(name);
+      TORCH_CHECK(it != state.end() && it->second.sizes() == expected.sizes(), "save_pretrained: ", name, " is ",
+                  it == state.end() ? std::string("missing") : c10::str(it->second.sizes()),
+                  " but config.json rebuilds ", expected.sizes(), "; nothing was written");
+      out[name] = it->second;
+    }
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   TORCH_CHECK_VALUE(fs::is_directory(dir), "save_pretrained: cannot create the folder '", dir, "'. Fix: a writable path");
-  // The tensors of the model config.json describes, by name: forward extensions' state (fake
-  // quantization, folding) is left out, and a shape the config would not rebuild is an error here,
-  // not at load time.
-  const auto state = io::state_dict(model);
-  io::StateDict out;
-  for (const auto& [name, expected] : io::state_dict(*BertForSequenceClassification(c))) {
-    const auto it = state.find(name);
-    TORCH_CHECK(it != state.end() && it->second.sizes() == expected.sizes(), "save_pretrained: ", name, " is ",
-                it == state.end() ? std::string("missing") : c10::str(it->second.sizes()), " but config.json rebuilds ",
-                expected.sizes(), "; nothing was written");
-    out[name] = it->second;
-  }
-  const std::string text = c.to_json() + "\n";
-  io::write_file_atomic((fs::path(dir) / "config.json").string(), std::vector<char>(text.begin(), text.end()), "config");
+  // The weights first, config.json last: a failed write never leaves a new config beside old weights.
+  const auto config_path = (fs::path(dir) / "config.json").string();
+  fs::remove(config_path, ec);
   io::write_state_dict(out, (fs::path(dir) / "pytorch_model.bin").string());
+  const std::string text = c.to_json() + "\n";
+  io::write_file_atomic(config_path, std::vector<char>(text.begin(), text.end()), "config");
   return c;
 }
 

@@ -9,9 +9,21 @@ namespace libprune::prune {
 
 using detail::Candidate;
 
-layers::PruningPlan Pruner::plan_removing(const std::map<std::string, std::vector<int64_t>>& units) const {
+namespace {
+
+using Units = std::map<std::string, std::vector<int64_t>>;
+
+}  // namespace
+
+layers::PruningPlan Pruner::plan_removing(const Units& units) const {
   const layers::ModelTensors tensors(*model_);
-  const auto g = build_graph(trace(tensors), tensors);
+  return plan_removing(units, build_graph(trace(tensors), tensors), tensors);
+}
+
+layers::PruningPlan Pruner::plan_removing(const Units& units, const graph::DependencyGraph& g,
+                                          const layers::ModelTensors& tensors) const {
+  // Ratios of later steps count against the sizes before this cut, as after a first step.
+  for (const auto& grp : g.groups()) original_sizes_.emplace(grp.name(), grp.size());
   std::vector<Candidate> candidates;
   std::map<const graph::Group*, std::string> named;
   for (const auto& [module, ordinals] : units) {
@@ -48,17 +60,31 @@ layers::PruningPlan Pruner::plan_removing(const std::map<std::string, std::vecto
   return cuts_of(candidates, tensors.by_name());
 }
 
-layers::PruningPlan Pruner::remove_units(const std::map<std::string, std::vector<int64_t>>& units,
-                                         torch::optim::Optimizer* optimizer) {
+layers::PruningPlan Pruner::remove_units(const Units& units, torch::optim::Optimizer* optimizer) {
   if (!optimizer) return remove_units(units, static_cast<const layers::OptimizerView*>(nullptr));
   const auto view = layers::view_of(*optimizer, *model_);
   return remove_units(units, &view);
 }
 
-layers::PruningPlan Pruner::remove_units(const std::map<std::string, std::vector<int64_t>>& units,
-                                         const layers::OptimizerView* optimizer) {
-  const auto plan = plan_removing(units);
-  layers::apply_plan(*model_, plan, optimizer);
+layers::PruningPlan Pruner::remove_units(const Units& units, const layers::OptimizerView* optimizer) {
+  const layers::ModelTensors tensors(*model_);
+  const auto traced = trace(tensors);
+  shapes_ = traced.output_shapes();
+  const auto g = build_graph(traced, tensors);
+  const auto plan = plan_removing(units, g, tensors);
+  layers::validate_plan(tensors, plan, optimizer);
+  // Checked as a ratio cut is (verify, verify_values); a failure puts everything back.
+  if (options_.verify()) {
+    auto checked = checked_cut(g, tensors, plan, optimizer);
+    if (!checked.failure.empty()) {
+      checked.rollback.run();
+      TORCH_CHECK_VALUE(false, "remove_units: the cut fails verification (", checked.failure, "); nothing was ",
+                        "changed. The model's own code reads this width. Fix: choose other units, or set verify off");
+    }
+    checked.rollback.release();
+  } else {
+    layers::apply_cuts(*model_, tensors, plan, optimizer).release();
+  }
   history_.push_back(plan);
   return plan;
 }

@@ -185,6 +185,8 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
                                                        "loads it, transformers cannot)\n");
       }
     } catch (const c10::Error& e) {
+      std::error_code ec;
+      fs::remove_all(hf, ec);  // an earlier run's export must not pass for this one's
       if (run.options.print) std::cout << "no Hugging Face export: " << io::error_text(e) << "\n";
     }
   }

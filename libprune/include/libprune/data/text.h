@@ -34,8 +34,9 @@ TextCorpus read_wordnet_nouns(const std::string& path, TextSplit split);
 // is a header and sets their order: a text column (text, sentence, review, content, document) and a
 // label column (label, labels, class, category, target), in either order ("label\tsentence" too).
 // Labels are names: the classes are `label_names` when given (a label outside them is an error
-// naming the line), else the distinct names, sorted as numbers when every one is an integer (so
-// label "10" is class 10, as in GLUE-style files) and as text otherwise.
+// naming the line), else the distinct names, sorted by value when every one is an integer written
+// plainly (labels 0..N-1 are then classes 0..N-1, as in GLUE-style files; "10" is not the third
+// name) and as text otherwise.
 TextCorpus read_text_tsv(const std::string& path, const std::vector<std::string>& label_names = {});
 
 // Token ids per example (each already [CLS] ... [SEP], at most the model's positions) with labels.

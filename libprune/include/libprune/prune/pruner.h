@@ -36,11 +36,13 @@ class Pruner {
   // The same for an optimizer seen through its state tensors (the Python bindings' path).
   layers::PruningPlan step(const layers::OptimizerView* optimizer);
 
-  // Chosen units instead of a ratio, as transformers' prune_heads: module name -> ordinals of the
-  // units of the group that cuts that module's outputs, where unit k owns the module's k-th block
-  // of outputs (a filter, a neuron, a head of an attention projection). Every coupled tensor
-  // follows, as in a ratio cut. Throws naming the module when no free group cuts its outputs, an
-  // ordinal is out of range, every unit would go, or two names reach the same group.
+  // Chosen units instead of a ratio (what transformers' prune_heads does for heads): module name
+  // -> ordinals of the units of the group that cuts that module's outputs, where unit k owns the
+  // module's k-th block of outputs *as it is now* (a filter, a neuron, a head of an attention
+  // projection; on an unpruned model these are the original indices, after a cut they count the
+  // units left, whereas prune_heads takes original indices). Every coupled tensor follows and the
+  // cut is verified, as in a ratio cut. Throws naming the module when no free group cuts its
+  // outputs, an ordinal is out of range, every unit would go, or two names reach the same group.
   layers::PruningPlan plan_removing(const std::map<std::string, std::vector<int64_t>>& units) const;
   // Applies plan_removing(units) (with the optimizer's state) and appends it to history().
   layers::PruningPlan remove_units(const std::map<std::string, std::vector<int64_t>>& units,
@@ -62,6 +64,8 @@ class Pruner {
   const PrunerOptions& options() const { return options_; }
 
  private:
+  layers::PruningPlan plan_removing(const std::map<std::string, std::vector<int64_t>>& units,
+                                    const graph::DependencyGraph& g, const layers::ModelTensors& tensors) const;
   // Plans the cut of every free group whose index is not in `skip`.
   layers::PruningPlan make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& tensors,
                                 const std::set<size_t>& skip) const;
