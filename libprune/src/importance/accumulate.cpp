@@ -31,6 +31,12 @@ void append_row(Gradients& into, const std::string& key, const torch::Tensor& ro
 
 }  // namespace
 
+torch::Tensor gate_sums(const torch::Tensor& p, int64_t dim) {
+  torch::NoGradGuard no_grad;
+  const auto wg = (p.detach() * p.grad()).to(torch::kFloat64);
+  return wg.movedim(dim, 0).reshape({p.size(dim), -1}).sum(1).cpu();
+}
+
 bool accumulates(const std::string& criterion) { return criterion == "taylor" || criterion == "mask_grad"; }
 
 void accumulate(const std::string& criterion, const std::vector<std::pair<std::string, torch::Tensor>>& params,
@@ -41,9 +47,8 @@ void accumulate(const std::string& criterion, const std::vector<std::pair<std::s
   torch::NoGradGuard no_grad;
   for (const auto& [name, p] : params) {
     if (!p.grad().defined() || p.dim() < 1) continue;
-    const auto wg = (p.detach() * p.grad()).to(torch::kFloat64);
-    append_row(into, name + "@0", wg.reshape({p.size(0), -1}).sum(1).cpu());
-    if (p.dim() >= 2) append_row(into, name + "@1", wg.movedim(1, 0).reshape({p.size(1), -1}).sum(1).cpu());
+    append_row(into, name + "@0", gate_sums(p, 0));
+    if (p.dim() >= 2) append_row(into, name + "@1", gate_sums(p, 1));
   }
 }
 

@@ -177,8 +177,7 @@ torch::Tensor gate_statistics(const GroupTensors& g, size_t m) {
   }
   const auto& t = g.tensors[m];
   if (!t.grad().defined()) return {};
-  return (t.detach() * t.grad()).movedim(member.dim, 0).reshape({t.size(member.dim), -1}).sum(1)
-      .to(torch::kCPU, torch::kFloat64).unsqueeze(0);
+  return gate_sums(t, member.dim).unsqueeze(0);
 }
 
 // Michel et al. (2019)'s head importance, for any unit: |dL/d(xi_u)| summed over batches, where xi_u

@@ -88,6 +88,9 @@ bool accumulates(const std::string& criterion);
 // Adds this batch's statistics for `criterion` (see Gradients) of every parameter with a gradient.
 void accumulate(const std::string& criterion, const std::vector<std::pair<std::string, torch::Tensor>>& params,
                 Gradients& into);
+// mask_grad's statistic of one batch: the signed sum of w * dL/dw per index of `dim`, [size(dim)],
+// float64 on the CPU (p must have a gradient).
+torch::Tensor gate_sums(const torch::Tensor& p, int64_t dim);
 
 }  // namespace libprune::importance
 
