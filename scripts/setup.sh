@@ -22,6 +22,8 @@ PACKAGES=(
   python3-matplotlib
   # text models: SentencePiece tokenizers (C++ and Python) and WordNet's labelled nouns
   libsentencepiece-dev python3-sentencepiece wordnet-base
+  # many processes: c10d's Gloo backend is in LibTorch, Gloo's headers are not
+  libgloo-dev
 )
 if [ "${1:-}" = "--sanitizers" ]; then
   # libFuzzer, AddressSanitizer and ThreadSanitizer come with clang's runtime libraries

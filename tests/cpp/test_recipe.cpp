@@ -66,7 +66,7 @@ std::string log_without_times(const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
-  return std::regex_replace(text.str(), std::regex(R"("seconds":[-0-9.e+]+,?)"), "");
+  return std::regex_replace(text.str(), std::regex(R"re("(seconds|step_ms)":[-0-9.e+]+,?)re"), "");
 }
 
 // Two runs of one recipe (one killed and resumed) ended bit for bit the same: every weight, buffer

@@ -127,7 +127,18 @@ Loader::Loader(Dataset& dataset, int64_t batch_size, bool train, uint64_t seed, 
 
 int64_t Loader::batches() const {
   const int64_t n = dataset_.size();
-  return drop_last_ && n >= batch_size_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
+  const int64_t all = drop_last_ && n >= batch_size_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
+  return split_ ? all : (all - rank_ + world_ - 1) / world_;
+}
+
+void Loader::shard(int64_t rank, int64_t world, bool split) {
+  TORCH_CHECK_VALUE(world >= 1 && rank >= 0 && rank < world, "Loader::shard: rank ", rank, " of ", world,
+                    " is not a rank");
+  TORCH_CHECK_VALUE(!split || batch_size_ % world == 0, "a batch of ", batch_size_, " does not split evenly over ",
+                    world, " ranks. Fix: make training.batch_size a multiple of the number of processes");
+  rank_ = rank;
+  world_ = world;
+  split_ = split || world == 1;
 }
 
 void Loader::start(int64_t epoch) {
@@ -142,13 +153,20 @@ void Loader::start(int64_t epoch) {
   dataset_.arrange(order_, batch_size_, train_, epoch_seed);
   cursor_ = 0;
   epoch_ = epoch;
-  pending_ = std::async(std::launch::async, [this] { return load(0); });
+  if (batches() > 0) pending_ = std::async(std::launch::async, [this] { return load(0); });
 }
 
 Batch Loader::load(size_t b) {
-  const size_t begin = b * static_cast<size_t>(batch_size_);
-  const size_t end = std::min(order_.size(), begin + static_cast<size_t>(batch_size_));
-  const uint64_t seed = (seed_ * 1000003ULL + static_cast<uint64_t>(epoch_)) * 7919ULL + b;
+  if (!split_) b = b * static_cast<size_t>(world_) + static_cast<size_t>(rank_);  // whole batches in turn
+  size_t begin = b * static_cast<size_t>(batch_size_);
+  size_t end = std::min(order_.size(), begin + static_cast<size_t>(batch_size_));
+  uint64_t seed = (seed_ * 1000003ULL + static_cast<uint64_t>(epoch_)) * 7919ULL + b;
+  if (split_ && world_ > 1) {  // this rank's part of the global batch, with its own augmentation
+    const size_t part = (end - begin + static_cast<size_t>(world_) - 1) / static_cast<size_t>(world_);
+    begin = std::min(end, begin + part * static_cast<size_t>(rank_));
+    end = std::min(end, begin + part);
+    seed += 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(rank_);
+  }
   return dataset_.get(std::vector<int64_t>(order_.begin() + static_cast<long>(begin), order_.begin() + static_cast<long>(end)),
                       train_, seed);
 }

@@ -89,4 +89,16 @@ layers::PruningPlan Pruner::remove_units(const Units& units, const layers::Optim
   return plan;
 }
 
+layers::PruningPlan Pruner::apply(const layers::PruningPlan& plan, torch::optim::Optimizer* optimizer) {
+  if (original_sizes_.empty()) record_sizes();  // later ratios count against the sizes before this cut
+  if (optimizer) {
+    const auto view = layers::view_of(*optimizer, *model_);
+    layers::apply_plan(*model_, plan, &view);
+  } else {
+    layers::apply_plan(*model_, plan);
+  }
+  history_.push_back(plan);
+  return plan;
+}
+
 }  // namespace libprune::prune

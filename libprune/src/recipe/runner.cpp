@@ -2,6 +2,7 @@
 
 #include "../report/summary.h"
 #include "data.h"
+#include "libprune/dist/process_group.h"
 #include "libprune/io/file.h"
 #include "libprune/io/state_dict.h"
 #include "libprune/models/bert_export.h"
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <thread>
 
 namespace libprune::recipe {
 namespace {
@@ -29,6 +31,7 @@ std::string id_of(const std::string& merged) {
   r["training"].erase("progress");
   r["training"].erase("threads");
   r["training"].erase("retain_freed_memory");
+  r["training"].erase("distributed");  // so a run resumes on another number of processes
   return std::to_string(std::hash<std::string>{}(r.dump()));
 }
 
@@ -44,7 +47,8 @@ struct StopAfter : train::Callback {
 // Everything a run holds between its phases.
 struct Run {
   const Recipe& recipe;
-  const RunOptions& options;
+  RunOptions options;  // print only on rank 0
+  std::shared_ptr<dist::ProcessGroup> group;  // null: one process
   std::string output_dir, last;
   models::ModelPtr model;
   std::unique_ptr<train::Trainer> trainer;
@@ -74,7 +78,10 @@ void check_vocabulary(const torch::nn::Module& model, const io::StateDict& state
 
 void build(Run& run) {
   const auto& r = run.recipe;
+  // Rank 0 builds the data first (it may train and save a tokenizer); the others then read it.
+  if (run.group && run.group->rank() != 0) run.group->await("data", "rank 0 to prepare the data");
   const auto data = detail::make_data(r.data, run.output_dir);
+  if (run.group && run.group->rank() == 0) run.group->announce("data");
   const auto model_options = models::ModelOptions()
                                 .num_classes(r.model.num_classes() > 0 ? r.model.num_classes() : data.train->num_classes())
                                 .in_channels(r.model.in_channels() > 0 ? r.model.in_channels() : data.channels)
@@ -86,7 +93,15 @@ void build(Run& run) {
     check_vocabulary(*run.model, state, data, r.model.weights());
     io::load_state_dict(*run.model, state, r.model.weights());
   }
-  run.trainer = std::make_unique<train::Trainer>(run.model, data.train, data.eval, r.training);
+  auto training = r.training;
+  // One GPU per local rank, as torchrun jobs do.
+  if (run.group && training.device() == "cuda") training.device("cuda:" + std::to_string(dist::launch_env().local_rank));
+  if (run.group && training.threads() == 0) {
+    // Every core, shared among this machine's ranks.
+    const auto cores = static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+    training.threads(static_cast<int>(std::max<int64_t>(1, cores / dist::launch_env().local_world_size)));
+  }
+  run.trainer = std::make_unique<train::Trainer>(run.model, data.train, data.eval, training);
   auto example = run.trainer->example(1);
   auto model = run.model;
   const graph::Forward forward = [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
@@ -120,7 +135,10 @@ void build(Run& run) {
 void add_callbacks(Run& run, const std::string& id) {
   auto& trainer = *run.trainer;
   const bool appending = run.resumed.start_epoch > 0;
-  auto log = std::make_shared<train::MetricsLog>((fs::path(run.output_dir) / "metrics.jsonl").string(), appending);
+  // Rank 0 writes the files (metrics, checkpoints); the others train beside it.
+  const bool main = trainer.is_main();
+  auto log = main ? std::make_shared<train::MetricsLog>((fs::path(run.output_dir) / "metrics.jsonl").string(), appending)
+                  : nullptr;
   if (run.options.print && run.recipe.training.progress()) trainer.add_callback(std::make_shared<train::ProgressCallback>());
   auto* comparison = run.comparison.get();
   for (const auto& stage : run.stages) {
@@ -139,11 +157,13 @@ void add_callbacks(Run& run, const std::string& id) {
     trainer.add_callback(run.qat);
   }
   const auto* stages = &run.stages;
-  trainer.add_callback(
-      std::make_shared<train::LogCallback>(log, [stages](double time) { return detail::ratio_before(*stages, time); }));
-  trainer.add_callback(std::make_shared<train::CheckpointCallback>(
-      run.output_dir, id, run.plans, run.resumed.best_top1,
-      [comparison]() { return json({{"rows", comparison->saved()}}).dump(); }));
+  if (main) {
+    trainer.add_callback(
+        std::make_shared<train::LogCallback>(log, [stages](double time) { return detail::ratio_before(*stages, time); }));
+    trainer.add_callback(std::make_shared<train::CheckpointCallback>(
+        run.output_dir, id, run.plans, run.resumed.best_top1,
+        [comparison]() { return json({{"rows", comparison->saved()}}).dump(); }));
+  }
   if (run.options.stop_after_epochs > 0) trainer.add_callback(std::make_shared<StopAfter>(run.options.stop_after_epochs));
 }
 
@@ -168,7 +188,14 @@ void resume_if_asked(Run& run, const std::string& id) {
 RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   RunResult result;
   result.output_dir = run.output_dir;
-  run.comparison->finish();
+  run.comparison->finish();  // evaluations: every rank takes part
+  if (run.group) {
+    run.group->barrier("the end of the comparison");
+    if (run.group->rank() != 0) {  // rank 0 writes the results
+      result.completed = true;
+      return result;
+    }
+  }
   if (const auto int8 = run.comparison->final_int8()) {
     // The deploy file: int8 weights, scales and zero points, float biases (torch.load reads it).
     io::write_state_dict(quant::int8_state_dict(*int8), (fs::path(run.output_dir) / "model_int8.pt").string());
@@ -216,6 +243,17 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
   const Recipe recipe = read(recipe_path, options.sets);
   const auto started = std::chrono::steady_clock::now();
   Run run{recipe, options};
+  const auto env = dist::launch_env();
+  if (env.distributed()) {
+    run.group = std::make_shared<dist::ProcessGroup>(
+        env, std::chrono::milliseconds(static_cast<int64_t>(recipe.training.dist_timeout_s() * 1000)));
+    if (env.rank != 0) run.options.print = false;
+    if (run.options.print) {
+      std::cout << "data-parallel: " << env.world_size << " processes (Gloo), global batch "
+                << recipe.training.batch_size() << ", " << recipe.training.batch_size() / env.world_size
+                << " per process" << std::endl;
+    }
+  }
   run.output_dir = recipe.output_dir;
   run.last = (fs::path(run.output_dir) / "last.ckpt").string();
   std::error_code ec;
@@ -225,9 +263,10 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
   build(run);
   const std::string id = id_of(recipe.json);
   resume_if_asked(run, id);
+  if (run.group) run.trainer->distribute(run.group);
   add_callbacks(run, id);
   if (!run.trainer->fit(run.resumed.start_epoch)) {
-    if (options.print) {
+    if (run.options.print) {
       std::cout << "\nstopped: the last checkpoint (" << run.last << ") holds the last completed epoch; continue with --resume\n";
     }
     RunResult stopped;

@@ -47,6 +47,11 @@ void LogCallback::on_epoch_end(Trainer& trainer, const EpochMetrics& m) {
                                        {"macs", static_cast<double>(macs)},
                                        {"seconds", m.seconds}};
   if (ratio_) fields["ratio"] = ratio_(static_cast<double>(m.epoch + 1));
+  fields["step_ms"] = m.step_ms;
+  if (m.bytes_reduced_per_step > 0) {
+    fields["allreduce_wait_ms"] = m.allreduce_wait_ms;
+    fields["bytes_reduced_per_step"] = static_cast<double>(m.bytes_reduced_per_step);
+  }
   log_->write("epoch", fields);
 }
 

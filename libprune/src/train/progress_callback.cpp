@@ -38,7 +38,14 @@ void ProgressCallback::on_epoch_end(Trainer&, const EpochMetrics& m) {
   std::snprintf(line, sizeof line, "%sepoch %lld: loss %.4f, train top-1 %.2f%%, eval top-1 %.2f%% top-5 %.2f%% macro-F1 %.2f%%, lr %.4g, %.1f s\n",
                 tty_ ? "\r" : "", static_cast<long long>(m.epoch), m.loss, m.train_top1, m.top1, m.top5, m.macro_f1, m.lr,
                 m.seconds);
-  std::cout << line << std::flush;
+  std::cout << line;
+  if (m.bytes_reduced_per_step > 0) {
+    std::snprintf(line, sizeof line, "epoch %lld: data-parallel step %.1f ms, of which %.1f ms waiting for the gradient "
+                  "all-reduce after backward; %.2f MB reduced per step\n", static_cast<long long>(m.epoch), m.step_ms,
+                  m.allreduce_wait_ms, static_cast<double>(m.bytes_reduced_per_step) / 1e6);
+    std::cout << line;
+  }
+  std::cout << std::flush;
 }
 
 }  // namespace libprune::train

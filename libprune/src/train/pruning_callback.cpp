@@ -3,6 +3,7 @@
 #include "libprune/nn/memory_format.h"
 
 #include <chrono>
+#include <cmath>
 #include <iostream>
 #include <tuple>
 
@@ -28,14 +29,18 @@ std::tuple<double, double, double> batch_span(Trainer& trainer, int64_t epoch, i
 void PruningCallback::on_after_backward(Trainer& trainer, int64_t epoch, int64_t batch) {
   // Gradient criteria: accumulate over the last `taylor_batches` batches before the next cut, from
   // the gradients as backward left them (before clipping and the optimizer step).
+  // Every rank accumulates (the gradients are the same mean everywhere), so every rank agrees on
+  // whether a cut has its gradients; only rank 0's are used.
   if (taylor_batches_ <= 0) return;
   const auto [per, from, to] = batch_span(trainer, epoch, batch);
   const double next = schedule_.next_step_after(from);
-  if (next - to < static_cast<double>(taylor_batches_) / per - 1e-9) {
-    std::vector<std::pair<std::string, torch::Tensor>> params;
-    for (const auto& p : trainer.model()->named_parameters()) params.emplace_back(p.key(), p.value());
-    importance::accumulate(pruner_->options().importance(), params, taylor_);
-  }
+  if (next - to < static_cast<double>(taylor_batches_) / per - 1e-9) accumulate(trainer);
+}
+
+void PruningCallback::accumulate(Trainer& trainer) {
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  for (const auto& p : trainer.model()->named_parameters()) params.emplace_back(p.key(), p.value());
+  importance::accumulate(pruner_->options().importance(), params, taylor_);
 }
 
 void PruningCallback::on_batch_end(Trainer& trainer, int64_t epoch, int64_t batch, double) {
@@ -55,15 +60,39 @@ void PruningCallback::cut(Trainer& trainer, double time) {
   const auto t0 = std::chrono::steady_clock::now();
   const double ratio = schedule_.ratio_at(time);
   pruner_->set_ratio(ratio);
-  pruner_->set_gradients(taylor_.empty() ? nullptr : &taylor_);
-  const auto plan = pruner_->step(&trainer.optimizer());
-  pruner_->set_gradients(nullptr);
+  // Data-parallel: rank 0 plans (its accumulated gradients are the ranks' mean, its buffers are
+  // everyone's) and sends the plan as JSON; every other rank applies it with the same surgery.
+  if (taylor_batches_ > 0 && taylor_.empty()) {
+    // A run resumed right at this cut: the batches before it ran in the interrupted process. Take
+    // the gradients of the same batches again, at the weights the checkpoint holds.
+    const int64_t per = std::max<int64_t>(1, trainer.batches_per_epoch());
+    const int64_t epoch = static_cast<int64_t>(std::ceil(time - 1e-9)) - 1;
+    const int64_t end = static_cast<int64_t>(std::llround((time - static_cast<double>(epoch)) * static_cast<double>(per)));
+    const int64_t first = std::max<int64_t>(0, end - taylor_batches_);
+    if (verbose) std::cout << "prune  note: no gradients were accumulated before the cut at epoch " << time
+                           << " (the run resumed at it); taking those of its " << end - first
+                           << " batches before it again" << std::endl;
+    trainer.backward_only(std::max<int64_t>(0, epoch), first, end - first, [&] { accumulate(trainer); });
+  }
+  const auto& group = trainer.process_group();
+  layers::PruningPlan plan;
+  if (trainer.is_main()) {
+    pruner_->set_gradients(taylor_.empty() ? nullptr : &taylor_);
+    plan = pruner_->step(&trainer.optimizer());
+    pruner_->set_gradients(nullptr);
+  }
+  if (group) {
+    const std::string json = group->broadcast_string(trainer.is_main() ? plan.to_json() : std::string(), 0,
+                                                     "rank 0's pruning plan at epoch " + std::to_string(time));
+    if (!trainer.is_main()) plan = pruner_->apply(layers::PruningPlan::from_json(json), &trainer.optimizer());
+  }
   taylor_.clear();
   plans_->push_back(plan);
   // Cut tensors come back in the default layout.
   if (trainer.options().channels_last() && trainer.device().is_cpu()) {
     nn::to_memory_format(*trainer.model(), torch::MemoryFormat::ChannelsLast);
   }
+  trainer.check_replicas("after the cut at epoch " + std::to_string(time));
   const auto [params, macs] = measure_size(trainer);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (verbose) std::cout << "prune  epoch " << time << ": ratio " << ratio << ", " << plan.groups.size()

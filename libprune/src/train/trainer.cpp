@@ -162,6 +162,7 @@ Evaluation Trainer::evaluate(torch::nn::Module& model, const std::function<torch
   const bool was_training = model.is_training();
   model.eval();
   data::Loader loader(*eval_, options_.eval_batch_size(), false, options_.seed());
+  if (group_) loader.shard(group_->rank(), group_->world_size(), false);
   loader.start(0);
   data::Batch b;
   int64_t top1 = 0, top5 = 0, n = 0;
@@ -181,6 +182,21 @@ Evaluation Trainer::evaluate(torch::nn::Module& model, const std::function<torch
     e.confusion.view(-1).add_(torch::bincount(cell, {}, classes * classes));
   }
   model.train(was_training);
+  if (group_) {
+    // Every rank read other batches: sum the counts and the confusion matrices (sized alike).
+    auto classes = torch::full({1}, e.confusion.defined() ? e.confusion.size(0) : eval_->num_classes(), torch::kLong);
+    std::vector<torch::Tensor> most{classes};
+    group_->allreduce_max(most, "the evaluation's class count");
+    const int64_t c = classes.item<int64_t>();
+    auto confusion = torch::zeros({c, c}, torch::kLong);
+    if (e.confusion.defined()) confusion.narrow(0, 0, e.confusion.size(0)).narrow(1, 0, e.confusion.size(1)).copy_(e.confusion);
+    std::vector<torch::Tensor> sums{torch::tensor({top1, top5, n}, torch::kLong), confusion};
+    group_->allreduce_sum(sums, "the evaluation's counts");
+    top1 = sums[0][0].item<int64_t>();
+    top5 = sums[0][1].item<int64_t>();
+    n = sums[0][2].item<int64_t>();
+    e.confusion = sums[1];
+  }
   TORCH_CHECK_VALUE(n > 0, "evaluate: the eval set is empty. Fix: give the recipe's data an eval split with examples");
   e.top1 = 100.0 * static_cast<double>(top1) / static_cast<double>(n);
   e.top5 = 100.0 * static_cast<double>(top5) / static_cast<double>(n);
@@ -200,6 +216,7 @@ bool Trainer::fit(int64_t start_epoch) {
   stop_flag() = false;
   for (auto& c : callbacks_) c->on_train_begin(*this);
   data::Loader loader(*train_, options_.batch_size(), true, options_.seed(), /*drop_last=*/true);
+  if (group_) loader.shard(group_->rank(), group_->world_size(), true);
   const int64_t per_epoch = batches_per_epoch();
   for (int64_t epoch = start_epoch; epoch < options_.epochs(); ++epoch) {
     // Every epoch's randomness (dropout, augmentation) derives from (seed, epoch), so a resumed
@@ -221,14 +238,18 @@ bool Trainer::fit(int64_t start_epoch) {
       for (auto& g : optimizer_->param_groups()) g.options().set_lr(lr);
       m.lr = lr;
       optimizer_->zero_grad();
+      const int64_t step = epoch * per_epoch + batch;
       const auto y = b.y.to(device_);
+      if (sync_) sync_->prepare(*model_);
       const auto logits = model_->forward_inputs(prepare(b.inputs));
       const auto loss = torch::nn::functional::cross_entropy(
           logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing()));
       loss.backward();
+      if (sync_) sync_->finish(step);  // the mean gradient over the ranks, before anything reads it
       for (auto& c : callbacks_) c->on_after_backward(*this, epoch, batch);
       if (options_.max_grad_norm() > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.max_grad_norm());
       optimizer_->step();
+      if (group_) broadcast_buffers("rank 0's buffers after step " + std::to_string(step));
       const double l = loss.item<double>();
       epoch_loss_sum_ += l;
       ++epoch_batches_;
@@ -236,9 +257,19 @@ bool Trainer::fit(int64_t start_epoch) {
       epoch_seen_ += y.size(0);
       for (auto& c : callbacks_) c->on_batch_end(*this, epoch, batch, l);
       ++batch;
-      if (stop_flag()) return false;
+      const int64_t every = options_.dist_check_every();
+      if (group_ && every > 0 && (step + 1) % every == 0) check_replicas("after step " + std::to_string(step));
+      if (stop_requested_everywhere()) return false;
     }
     m.batches = batch;
+    const double ms = 1000.0 / static_cast<double>(std::max<int64_t>(1, batch));
+    m.step_ms = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * ms;
+    if (sync_ && batch > 0) {
+      m.allreduce_wait_ms = sync_->stats().wait_seconds * ms;
+      m.bytes_reduced_per_step = sync_->stats().bytes_per_step;
+      sync_->reset_stats();
+    }
+    if (group_) reduce_epoch_metrics();
     m.loss = running_train_loss();
     m.train_top1 = running_train_top1();
     last_evaluation_ = evaluate();
@@ -247,11 +278,85 @@ bool Trainer::fit(int64_t start_epoch) {
     m.macro_f1 = last_evaluation_.macro_f1;
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     history_.push_back(m);
+    check_replicas("at the end of epoch " + std::to_string(epoch));
     for (auto& c : callbacks_) c->on_epoch_end(*this, m);
-    if (stop_flag()) return false;
+    if (stop_requested_everywhere()) return false;
   }
   for (auto& c : callbacks_) c->on_train_end(*this);
   return true;
+}
+
+void Trainer::backward_only(int64_t epoch, int64_t first, int64_t count, const std::function<void()>& on_gradients) {
+  data::Loader loader(*train_, options_.batch_size(), true, options_.seed(), /*drop_last=*/true);
+  if (group_) loader.shard(group_->rank(), group_->world_size(), true);
+  loader.start(epoch);
+  data::Batch b;
+  const bool was_training = model_->is_training();
+  model_->train();
+  // Train-mode forwards move batch-norm statistics; these passes must leave the model as it was.
+  std::vector<torch::Tensor> buffers, saved;
+  for (const auto& t : model_->buffers()) buffers.push_back(t), saved.push_back(t.clone());
+  for (int64_t i = 0; i < first + count && loader.next(b); ++i) {
+    if (i < first) continue;
+    optimizer_->zero_grad();
+    if (sync_) sync_->prepare(*model_);
+    const auto logits = model_->forward_inputs(prepare(b.inputs));
+    torch::nn::functional::cross_entropy(logits, b.y.to(device_)).backward();
+    if (sync_) sync_->finish(-1 - i);
+    on_gradients();
+  }
+  optimizer_->zero_grad();
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
+  model_->train(was_training);
+}
+
+void Trainer::distribute(std::shared_ptr<dist::ProcessGroup> group) {
+  TORCH_CHECK_VALUE(group, "Trainer::distribute: no process group");
+  const int64_t world = group->world_size();
+  TORCH_CHECK_VALUE(options_.batch_size() % world == 0, "training.batch_size ", options_.batch_size(),
+                    " does not split over ", world, " processes. Fix: a multiple of ", world, " (the global batch stays ",
+                    "batch_size; each rank reads batch_size / ", world, " of it)");
+  group_ = std::move(group);
+  sync_ = std::make_unique<dist::GradientSync>(group_, options_.dist_bucket_mb());
+  // Rank 0's starting point everywhere, as DistributedDataParallel does when it wraps a model.
+  std::vector<torch::Tensor> state;
+  for (const auto& p : model_->parameters()) state.push_back(p);
+  for (const auto& b : model_->buffers()) state.push_back(b);
+  group_->broadcast(state, 0, "rank 0's initial parameters and buffers");
+}
+
+void Trainer::broadcast_buffers(const std::string& what) {
+  if (!group_) return;
+  std::vector<torch::Tensor> buffers;
+  for (const auto& b : model_->buffers()) buffers.push_back(b);
+  if (!buffers.empty()) group_->broadcast(buffers, 0, what);
+}
+
+void Trainer::check_replicas(const std::string& when) {
+  if (!group_) return;
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& p : model_->named_parameters()) named.emplace_back(p.key(), p.value());
+  for (const auto& b : model_->named_buffers()) named.emplace_back(b.key(), b.value());
+  group_->check_replicas(named, when);
+}
+
+void Trainer::reduce_epoch_metrics() {
+  std::vector<torch::Tensor> sums{torch::tensor({epoch_loss_sum_}, torch::kDouble),
+                                  torch::tensor({epoch_batches_, epoch_correct_, epoch_seen_}, torch::kLong)};
+  group_->allreduce_sum(sums, "the epoch's training loss");
+  epoch_loss_sum_ = sums[0][0].item<double>();
+  epoch_batches_ = sums[1][0].item<int64_t>();
+  epoch_correct_ = sums[1][1].item<int64_t>();
+  epoch_seen_ = sums[1][2].item<int64_t>();
+}
+
+bool Trainer::stop_requested_everywhere() {
+  if (!group_) return stop_flag();
+  std::vector<torch::Tensor> flag{torch::full({1}, stop_flag() ? 1 : 0, torch::kLong)};
+  group_->allreduce_max(flag, "the stop flag");
+  if (flag[0].item<int64_t>() > 0) stop_flag() = true;
+  return stop_flag();
 }
 
 std::pair<int64_t, int64_t> measure_size(Trainer& trainer) {

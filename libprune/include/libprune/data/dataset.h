@@ -90,6 +90,11 @@ class Loader {
   void start(int64_t epoch);
   bool next(Batch& out);
   int64_t batches() const;
+  // Data-parallel reading: this loader yields rank `rank`'s part of each epoch. `split`: every
+  // batch of the epoch is cut into `world` equal parts (training: the global batch and the data
+  // order do not depend on the number of ranks); otherwise whole batches go to the ranks in turn
+  // (evaluation: every example is read once, by one rank). Set before start().
+  void shard(int64_t rank, int64_t world, bool split);
 
  private:
   Batch load(size_t b);
@@ -100,6 +105,8 @@ class Loader {
   std::vector<int64_t> order_;
   size_t cursor_ = 0;
   int64_t epoch_ = 0;
+  int64_t rank_ = 0, world_ = 1;
+  bool split_ = true;
   std::future<Batch> pending_;
 };
 

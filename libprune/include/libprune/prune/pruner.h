@@ -50,6 +50,10 @@ class Pruner {
   layers::PruningPlan remove_units(const std::map<std::string, std::vector<int64_t>>& units,
                                    const layers::OptimizerView* optimizer);
 
+  // Applies a plan made elsewhere (rank 0's in a data-parallel run, a saved one) with the
+  // optimizer's state: validated first, all or nothing, not re-verified, appended to history().
+  layers::PruningPlan apply(const layers::PruningPlan& plan, torch::optim::Optimizer* optimizer = nullptr);
+
   const std::vector<layers::PruningPlan>& history() const { return history_; }
   // Records every group's size as the base that ratios count against (done lazily by the first
   // plan; call it first when a saved plan history will be replayed before the next step).

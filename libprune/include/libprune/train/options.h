@@ -58,7 +58,15 @@ using Epochs = std::vector<int64_t>;
   X("progress", bool, progress, true, nullptr,                                                                          \
     "batches/s, loss, running train top-1 and ETA: a redrawn bar on a terminal, a line every quarter epoch otherwise")  \
   X("retain_freed_memory", bool, retain_freed_memory, true, nullptr,                                                    \
-    "keep freed tensor memory in the process (glibc mallopt, libprune/runtime.h): a training step 2-5x faster on a VM")
+    "keep freed tensor memory in the process (glibc mallopt, libprune/runtime.h): a training step 2-5x faster on a VM")\
+  X("distributed.timeout_s", double, dist_timeout_s, 60, ::libprune::options::check::positive("e.g. 60"),              \
+    "many processes: a rank that stops or hangs makes the others stop within this many seconds, naming it")           \
+  X("distributed.check_every", int64_t, dist_check_every, 100,                                                        \
+    ::libprune::options::check::at_least<int64_t>(0, "e.g. 100; 0 checks only after cuts and epochs"),                \
+    "many processes: compare every rank's parameters and buffers with rank 0's (a digest) every N steps, after every " \
+    "cut and at every epoch's end")                                                                                   \
+  X("distributed.bucket_mb", double, dist_bucket_mb, 25, ::libprune::options::check::positive("e.g. 25"),              \
+    "many processes: MiB of gradients per all-reduce bucket (a full bucket is reduced while backward goes on)")
 
 struct TrainOptions {
   TrainOptions() = default;

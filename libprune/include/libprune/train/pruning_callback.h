@@ -30,6 +30,7 @@ class PruningCallback : public Callback {
 
  private:
   void cut(Trainer& trainer, double time);
+  void accumulate(Trainer& trainer);  // this batch's gradients into taylor_
 
   std::shared_ptr<prune::Pruner> pruner_;
   schedule::Schedule schedule_;

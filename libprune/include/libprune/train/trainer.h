@@ -3,6 +3,7 @@
 // top-5), with callbacks for pruning, checkpoints, logging and progress. Device-agnostic; on CPU
 // it trains in channels_last (about 3x faster for conv nets with LibTorch 1.13's oneDNN kernels).
 #include "libprune/data/dataset.h"
+#include "libprune/dist/gradient_sync.h"
 #include "libprune/models/model.h"
 #include "libprune/train/options.h"
 
@@ -18,6 +19,11 @@ struct EpochMetrics {
   int64_t epoch = 0;
   double loss = 0, train_top1 = 0, top1 = 0, top5 = 0, macro_f1 = 0, lr = 0, seconds = 0;
   int64_t batches = 0;
+  // The training loop's mean step time (its batches, callbacks included, without the evaluation);
+  // data-parallel: the part of it spent waiting for gradient all-reduces after backward, and the
+  // gradient bytes each rank reduced per step (0 alone).
+  double step_ms = 0, allreduce_wait_ms = 0;
+  int64_t bytes_reduced_per_step = 0;
 };
 
 // One pass over an eval set.
@@ -65,6 +71,11 @@ class Trainer {
   // Calls `forward` without gradients on the first `batches` training batches, in file order with no
   // augmentation (post-training calibration; the caller sets the model's modes: quant::calibration_mode).
   void calibrate(const std::function<torch::Tensor(const nn::Inputs&)>& forward, int64_t batches);
+  // Forward and backward (gradients averaged over the ranks, no optimizer step) on training batches
+  // [first, first + count) of `epoch`, in that epoch's order; `on_gradients` runs after each
+  // backward, then the gradients are zeroed. A gradient criterion's inputs, when a run resumed
+  // right at a cut (the batches before it ran in the interrupted process).
+  void backward_only(int64_t epoch, int64_t first, int64_t count, const std::function<void()>& on_gradients);
   // The LR at `epoch` + `fraction` of it (a fractional epoch).
   double lr_at(double epoch) const;
 
@@ -87,12 +98,35 @@ class Trainer {
     return epoch_seen_ > 0 ? 100.0 * static_cast<double>(epoch_correct_) / static_cast<double>(epoch_seen_) : 0.0;
   }
 
+  // Data-parallel training over `group` (every rank builds the same Trainer and calls this before
+  // fit): rank 0's parameters and buffers go to every rank; then each rank reads its part of every
+  // training batch (the global batch stays training.batch_size), gradients are averaged in buckets
+  // overlapping backward, rank 0's buffers (batch-norm statistics) are broadcast after every step,
+  // a stop on any rank stops all at the same batch, evaluation is sharded and its counts summed,
+  // and the replicas are compared (training.distributed.check_every).
+  void distribute(std::shared_ptr<dist::ProcessGroup> group);
+  const std::shared_ptr<dist::ProcessGroup>& process_group() const { return group_; }
+  // Rank 0 of a data-parallel run, or the only process: the one that writes files and prints.
+  bool is_main() const { return !group_ || group_->rank() == 0; }
+  const dist::GradientSync* gradient_sync() const { return sync_.get(); }
+  // Data-parallel: throws on every rank when any rank's parameters or buffers differ from rank 0's
+  // (`when` says where: "after the cut at epoch 3"). Nothing in a single process.
+  void check_replicas(const std::string& when);
+  // Data-parallel: rank 0's buffers on every rank (after a step, a calibration).
+  void broadcast_buffers(const std::string& what);
+
   // Asks the loop to stop after the current batch (thread- and signal-safe).
   static void request_stop() { stop_flag() = true; }
   static std::atomic<bool>& stop_flag();
 
  private:
   nn::Inputs prepare(const nn::Inputs& inputs) const;
+  // One optimizer step on a batch; returns the loss and counts the batch's correct predictions.
+  double train_step(const data::Batch& b, int64_t epoch, int64_t batch, int64_t per_epoch);
+  // Data-parallel: the epoch's training loss and accuracy over every rank's batches.
+  void reduce_epoch_metrics();
+  // The stop flag, raised on every rank when any rank raised it (data-parallel).
+  bool stop_requested_everywhere();
   models::ModelPtr model_;
   std::shared_ptr<data::Dataset> train_, eval_;
   TrainOptions options_;
@@ -103,6 +137,8 @@ class Trainer {
   Evaluation last_evaluation_;
   double epoch_loss_sum_ = 0;
   int64_t epoch_batches_ = 0, epoch_correct_ = 0, epoch_seen_ = 0;
+  std::shared_ptr<dist::ProcessGroup> group_;
+  std::unique_ptr<dist::GradientSync> sync_;
 };
 
 // params and MACs of the trainer's model on one example.
