@@ -17,9 +17,9 @@
 #include <iostream>
 
 namespace {
-void on_sigint(int) {
+void on_stop(int sig) {
   libprune::train::Trainer::request_stop();
-  std::signal(SIGINT, SIG_DFL);
+  std::signal(sig, SIG_DFL);
 }
 }  // namespace
 
@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
     }
   }
   // The first SIGINT stops after the current batch (the last checkpoint stays valid); a second kills.
-  std::signal(SIGINT, on_sigint);
+  std::signal(SIGINT, on_stop);
+  std::signal(SIGTERM, on_stop);  // what launchers (ours, torchrun) send to stop a job
   try {
     const auto result = libprune::recipe::run(recipe, options);
     return result.completed ? 0 : 130;

@@ -107,7 +107,10 @@ def _rewrap(ddp_model, module):
 def _share(ddp_model, example_inputs, optimizer, make_plan, where):
     _require_group(where)
     module = _module_of(ddp_model, where)
-    sync_buffers(module, ddp_model.process_group)
+    if ddp_model.process_group is not dist.group.WORLD:
+        raise ValueError(f"{where}: the DDP model runs on a subgroup; libprune.distributed works on the default "
+                         "process group. Fix: wrap the model in DistributedDataParallel without process_group=")
+    sync_buffers(module)
     message = [None]
     if dist.get_rank() == 0:
         try:
@@ -119,8 +122,18 @@ def _share(ddp_model, example_inputs, optimizer, make_plan, where):
     if kind == "error":
         raise RuntimeError(f"{where}: rank 0 could not plan the cut, nothing was changed on any rank: {text}")
     plan = Plan.from_json(text)
+    failed = None
     if dist.get_rank() != 0:
-        _api.apply_plan(module, example_inputs, plan, optimizer)
+        try:
+            _api.apply_plan(module, example_inputs, plan, optimizer)
+        except Exception as e:  # (all or nothing: this rank is unchanged) the others must hear of it
+            failed = f"{type(e).__name__}: {e}"
+    every = [None] * dist.get_world_size()
+    dist.all_gather_object(every, failed)
+    for rank, error in enumerate(every):
+        if error is not None:
+            raise RuntimeError(f"{where}: rank {rank} could not apply rank 0's plan: {error}. The ranks now differ; "
+                               "restart them from the last checkpoint")
     check_replicas(module, "after the cut")
     return _rewrap(ddp_model, module), plan
 

@@ -72,12 +72,14 @@ std::vector<std::vector<std::string>> rank_environments(int nproc, int port) {
 int wait_for(std::vector<pid_t>& pids, std::chrono::milliseconds grace) {
   const int nproc = static_cast<int>(pids.size());
   int result = 0, alive = nproc;
+  bool stopping = false;  // a signal was passed on: ranks that stop by it (exit 130) did not fail
   auto deadline = std::chrono::steady_clock::time_point::max();
   while (alive > 0) {
     if (const int sig = forwarded_signal.exchange(0)) {
       for (const pid_t p : pids) {
         if (p > 0) ::kill(p, sig);
       }
+      stopping = true;
     }
     int status = 0;
     const pid_t done = ::waitpid(-1, &status, WNOHANG);
@@ -87,6 +89,10 @@ int wait_for(std::vector<pid_t>& pids, std::chrono::milliseconds grace) {
       --alive;
       const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       if (code == 0) continue;
+      if (stopping && code == 130) {
+        if (result == 0) result = code;
+        continue;
+      }
       std::cerr << "libprune-run: rank " << r << " exited with code " << code
                 << (WIFSIGNALED(status) ? " (killed by signal " + std::to_string(WTERMSIG(status)) + ")" : "") << std::endl;
       if (result == 0) {

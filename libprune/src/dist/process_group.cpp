@@ -20,12 +20,12 @@ int64_t env_int(const char* name, int64_t fallback, int64_t low) {
   return x;
 }
 
-// The tensors' positions by dtype, in order of first appearance (the same on every rank).
-std::vector<std::vector<size_t>> by_dtype(const std::vector<torch::Tensor>& tensors) {
+// The tensors' positions by dtype and device, in order of first appearance (the same on every rank).
+std::vector<std::vector<size_t>> by_kind(const std::vector<torch::Tensor>& tensors) {
   std::vector<std::vector<size_t>> groups;
-  std::vector<torch::ScalarType> types;
+  std::vector<std::pair<torch::ScalarType, torch::Device>> types;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const auto t = tensors[i].scalar_type();
+    const auto t = std::make_pair(tensors[i].scalar_type(), tensors[i].device());
     const auto it = std::find(types.begin(), types.end(), t);
     if (it == types.end()) {
       types.push_back(t);
@@ -37,10 +37,10 @@ std::vector<std::vector<size_t>> by_dtype(const std::vector<torch::Tensor>& tens
   return groups;
 }
 
-// Runs `op` on one flat copy per dtype and writes the result back into the tensors.
+// Runs `op` on one flat copy per dtype and device and writes the result back into the tensors.
 template <typename Op>
 void flattened(std::vector<torch::Tensor>& tensors, Op op) {
-  for (const auto& group : by_dtype(tensors)) {
+  for (const auto& group : by_kind(tensors)) {
     std::vector<torch::Tensor> parts;
     for (const size_t i : group) parts.push_back(tensors[i].detach().reshape(-1));
     auto flat = torch::cat(parts).contiguous();
@@ -137,7 +137,10 @@ void ProcessGroup::wait(const std::shared_ptr<Pending>& pending, const std::stri
 
 void ProcessGroup::announce(const std::string& key) { impl_->announce(key); }
 
-void ProcessGroup::await(const std::string& key, const std::string& what) { impl_->await(key, what); }
+void ProcessGroup::await(const std::string& key, const std::string& what, int64_t from) {
+  TORCH_CHECK_VALUE(from >= 0 && from < world_size_, "await: rank ", from, " is not a rank of ", world_size_);
+  impl_->await(key, what, from);
+}
 
 void ProcessGroup::check_replicas(const std::vector<std::pair<std::string, torch::Tensor>>& named,
                                   const std::string& when) {

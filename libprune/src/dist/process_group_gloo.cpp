@@ -138,8 +138,8 @@ class GlooGroup : public ProcessGroup::Impl {
     beats_->set("libprune/announce/" + key, std::vector<uint8_t>{1});
   }
 
-  void await(const std::string& key, const std::string& what) override {
-    // As long as rank 0 beats, wait: what it prepares may take longer than the collective timeout.
+  void await(const std::string& key, const std::string& what, int64_t from) override {
+    // As long as `from` beats, wait: what it prepares may take longer than the collective timeout.
     int64_t last = -1;
     auto since = std::chrono::steady_clock::now();
     for (;;) {
@@ -147,7 +147,7 @@ class GlooGroup : public ProcessGroup::Impl {
       try {
         std::lock_guard<std::mutex> lock(beats_mutex_);
         if (beats_->check({"libprune/announce/" + key})) return;
-        beat = beats_->add(beat_key(0), 0);
+        beat = beats_->add(beat_key(from), 0);
       } catch (const std::exception& e) {
         TORCH_CHECK(false, "rank ", rank_, ": waiting for ", what, " failed because rank 0 stopped (the rendezvous "
                     "store it hosts no longer answers: ", io::error_text(e), "). Fix: see rank 0's output");
@@ -157,8 +157,9 @@ class GlooGroup : public ProcessGroup::Impl {
         last = beat;
         since = now;
       }
-      TORCH_CHECK(now - since < kSilence, "rank ", rank_, ": waiting for ", what, " failed because rank 0 stopped or "
-                  "hung (no heartbeat for ", kSilence.count() / 1000.0, " s). Fix: see rank 0's output");
+      TORCH_CHECK(now - since < kSilence, "rank ", rank_, ": waiting for ", what, " failed because rank ", from,
+                  " stopped or hung (no heartbeat for ", kSilence.count() / 1000.0, " s). Fix: see rank ", from,
+                  "'s output");
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }

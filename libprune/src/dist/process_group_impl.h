@@ -14,7 +14,7 @@ struct ProcessGroup::Impl {
   virtual std::shared_ptr<Pending> allreduce_async(torch::Tensor flat) = 0;
   virtual void wait(Pending& pending, const std::string& what) = 0;
   virtual void announce(const std::string& key) = 0;
-  virtual void await(const std::string& key, const std::string& what) = 0;
+  virtual void await(const std::string& key, const std::string& what, int64_t from) = 0;
 };
 
 // The Gloo backend; throws naming the fix when this build has none.

@@ -263,7 +263,18 @@ RunResult run(const std::string& recipe_path, const RunOptions& options) {
   build(run);
   const std::string id = id_of(recipe.json);
   resume_if_asked(run, id);
-  if (run.group) run.trainer->distribute(run.group);
+  if (run.group) {
+    // The others built their data after rank 0 and may still be loading: rank 0 waits for each as
+    // long as it beats, before the first collective.
+    if (run.group->rank() != 0) {
+      run.group->announce("built/" + std::to_string(run.group->rank()));
+    } else {
+      for (int64_t r = 1; r < run.group->world_size(); ++r) {
+        run.group->await("built/" + std::to_string(r), "rank " + std::to_string(r) + " to build its data and model", r);
+      }
+    }
+    run.trainer->distribute(run.group);
+  }
   add_callbacks(run, id);
   if (!run.trainer->fit(run.resumed.start_epoch)) {
     if (run.options.print) {

@@ -50,12 +50,24 @@ bool keep_min(json& out, const std::string& key, double ms) {
 
 // How exactly `int8` computes what `reference` (the model it was converted from) computes, over the
 // whole eval set: argmax agreement (%) and mean logit cosine, under keys ending in `against`.
-void agreement(json& out, const torch::Tensor& reference, const torch::Tensor& int8, const std::string& against) {
+// Over the whole eval set: in a data-parallel run each rank holds the logits of its own batches
+// (maybe none), so the counts and sums are added over the ranks.
+void agreement(json& out, const torch::Tensor& reference, const torch::Tensor& int8, const std::string& against,
+               const std::shared_ptr<dist::ProcessGroup>& group) {
   namespace F = torch::nn::functional;
-  out["argmax_agreement_with_" + against] =
-      100.0 * reference.argmax(1).eq(int8.argmax(1)).to(torch::kDouble).mean().item<double>();
-  out["logit_cosine_with_" + against] =
-      F::cosine_similarity(reference, int8, F::CosineSimilarityFuncOptions().dim(1)).mean().item<double>();
+  auto sums = torch::zeros({3}, torch::kDouble);  // agreeing argmaxes, cosine sum, examples
+  if (reference.size(0) > 0) {
+    sums[0] = reference.argmax(1).eq(int8.argmax(1)).sum().item<double>();
+    sums[1] = F::cosine_similarity(reference, int8, F::CosineSimilarityFuncOptions().dim(1)).sum().item<double>();
+    sums[2] = static_cast<double>(reference.size(0));
+  }
+  if (group) {
+    std::vector<torch::Tensor> t{sums};
+    group->allreduce_sum(t, "the int8 agreement counts");
+  }
+  const double n = std::max(1.0, sums[2].item<double>());
+  out["argmax_agreement_with_" + against] = 100.0 * sums[0].item<double>() / n;
+  out["logit_cosine_with_" + against] = sums[1].item<double>() / n;
 }
 
 void copy_state(torch::nn::Module& to, const torch::nn::Module& from) {
@@ -133,7 +145,7 @@ Comparison::Evaluated Comparison::evaluate(const models::ModelPtr& model) {
     out.push_back(model->forward_inputs(x).to(torch::kCPU, torch::kDouble));  // exact: argmax and top-5 unchanged
     return out.back();
   });
-  e.logits = torch::cat(out);
+  e.logits = out.empty() ? torch::zeros({0, 0}, torch::kDouble) : torch::cat(out);  // a rank may get no batch
   return e;
 }
 
@@ -162,7 +174,7 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
   auto& r = row(key);
   const auto int8 = evaluate(net);
   r.figures = measure(net, float_key, &int8);
-  agreement(r.figures, reference, int8.logits, "float");
+  agreement(r.figures, reference, int8.logits, "float", trainer_.process_group());
   r.model = timed ? net : nullptr;
 }
 
@@ -237,7 +249,7 @@ void Comparison::finish() {
     auto& r = row(final_key());
     const auto int8 = evaluate(model);
     r.figures = measure(model, float_key, &int8);
-    agreement(r.figures, simulated, int8.logits, "qat");  // the int8 kernels against what QAT simulated
+    agreement(r.figures, simulated, int8.logits, "qat", trainer_.process_group());  // the int8 kernels against what QAT simulated
     r.model = model;
   }
   // Rows restored from a checkpoint have figures, not weights: their architecture is timed.

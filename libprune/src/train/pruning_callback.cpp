@@ -65,14 +65,20 @@ void PruningCallback::cut(Trainer& trainer, double time) {
   if (taylor_batches_ > 0 && taylor_.empty()) {
     // A run resumed right at this cut: the batches before it ran in the interrupted process. Take
     // the gradients of the same batches again, at the weights the checkpoint holds.
+    // (A cut before any batch takes the first batches'.)
     const int64_t per = std::max<int64_t>(1, trainer.batches_per_epoch());
-    const int64_t epoch = static_cast<int64_t>(std::ceil(time - 1e-9)) - 1;
-    const int64_t end = static_cast<int64_t>(std::llround((time - static_cast<double>(epoch)) * static_cast<double>(per)));
+    const int64_t epoch = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(time - 1e-9)) - 1);
+    const int64_t end = time <= 1e-9 ? std::min(per, taylor_batches_)
+                                     : static_cast<int64_t>(std::llround((time - static_cast<double>(epoch)) * static_cast<double>(per)));
     const int64_t first = std::max<int64_t>(0, end - taylor_batches_);
     if (verbose) std::cout << "prune  note: no gradients were accumulated before the cut at epoch " << time
-                           << " (the run resumed at it); taking those of its " << end - first
-                           << " batches before it again" << std::endl;
-    trainer.backward_only(std::max<int64_t>(0, epoch), first, end - first, [&] { accumulate(trainer); });
+                           << " (a run resumed at it, or a cut before any batch); taking those of " << end - first
+                           << " batches of epoch " << epoch << std::endl;
+    // Dropout in these passes must not move the generator a resumed run shares with an unbroken one.
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const auto state = generator.get_state();
+    trainer.backward_only(epoch, first, end - first, [&] { accumulate(trainer); });
+    generator.set_state(state);
   }
   const auto& group = trainer.process_group();
   layers::PruningPlan plan;
@@ -82,6 +88,11 @@ void PruningCallback::cut(Trainer& trainer, double time) {
     pruner_->set_gradients(nullptr);
   }
   if (group) {
+    // Rank 0's step may take longer than the collective timeout (a large model's verification):
+    // the others wait for it as long as it beats, then take the plan.
+    const std::string key = "plan/" + std::to_string(plans_->size());
+    if (trainer.is_main()) group->announce(key);
+    else group->await(key, "rank 0's pruning plan at epoch " + std::to_string(time));
     const std::string json = group->broadcast_string(trainer.is_main() ? plan.to_json() : std::string(), 0,
                                                      "rank 0's pruning plan at epoch " + std::to_string(time));
     if (!trainer.is_main()) plan = pruner_->apply(layers::PruningPlan::from_json(json), &trainer.optimizer());

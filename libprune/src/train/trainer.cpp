@@ -2,6 +2,7 @@
 
 #include "libprune/measure/count_ops.h"
 #include "libprune/nn/memory_format.h"
+#include "libprune/quant/quantize.h"
 #include "libprune/train/bn_l1_penalty.h"
 #include "libprune/runtime.h"
 
@@ -317,6 +318,9 @@ void Trainer::distribute(std::shared_ptr<dist::ProcessGroup> group) {
   TORCH_CHECK_VALUE(options_.batch_size() % world == 0, "training.batch_size ", options_.batch_size(),
                     " does not split over ", world, " processes. Fix: a multiple of ", world, " (the global batch stays ",
                     "batch_size; each rank reads batch_size / ", world, " of it)");
+  TORCH_CHECK_VALUE(train_->size() >= options_.batch_size(), "the training set has ", train_->size(),
+                    " examples, fewer than one global batch (training.batch_size ", options_.batch_size(),
+                    "): some of the ", world, " processes would get none. Fix: a smaller batch_size or more data");
   group_ = std::move(group);
   sync_ = std::make_unique<dist::GradientSync>(group_, options_.dist_bucket_mb());
   // Rank 0's starting point everywhere, as DistributedDataParallel does when it wraps a model.
@@ -330,6 +334,8 @@ void Trainer::broadcast_buffers(const std::string& what) {
   if (!group_) return;
   std::vector<torch::Tensor> buffers;
   for (const auto& b : model_->buffers()) buffers.push_back(b);
+  // LSQ scales are parameters that the observers also write from each rank's own batch.
+  for (const auto& s : quant::learnable_scales(*model_)) buffers.push_back(s);
   if (!buffers.empty()) group_->broadcast(buffers, 0, what);
 }
 

@@ -62,10 +62,11 @@ class ProcessGroup {
   std::shared_ptr<Pending> allreduce_sum_async(torch::Tensor flat);
   void wait(const std::shared_ptr<Pending>& pending, const std::string& what);
 
-  // Rank 0 announces that something exists (a tokenizer it trained); the others wait for it for as
-  // long as rank 0 is alive, however long that takes, and fail naming rank 0 when it stops.
+  // One rank announces that something is ready (rank 0's tokenizer, its plan, another rank's data);
+  // the others wait for it for as long as rank `from` beats, however long that takes (work one rank
+  // does alone is not bounded by the collective timeout), and fail naming `from` when it stops.
   void announce(const std::string& key);
-  void await(const std::string& key, const std::string& what);
+  void await(const std::string& key, const std::string& what, int64_t from = 0);
 
   // Every rank's tensors must be bitwise equal to rank 0's: compares a digest of each (name, shape,
   // bytes) with rank 0's and throws on every rank naming the first rank and tensor that differ.
