@@ -389,14 +389,3 @@ TEST_CASE("recipe: every shipped config reads and checks", "[recipe]") {
   }
   CHECK(n >= 10);
 }
-
-TEST_CASE("runner: a gradient criterion cutting before any batch takes the first batches' gradients", "[recipe]") {
-  test::TempDir dir("taylor_at_zero");
-  recipe::RunOptions o;
-  o.print = false;
-  o.sets = {"pruning.0.importance=taylor", "pruning.0.schedule.kind=one_shot", "pruning.0.schedule.start_epoch=0",
-            "pruning.0.taylor_batches=2", "training.epochs=1"};
-  const auto r = recipe::run(tiny_recipe(dir), o);  // failed with "taylor importance needs gradients"
-  REQUIRE(r.completed);
-  CHECK(field(r.summary_json, "pruned", "params") != field(r.summary_json, "dense", "params"));
-}
