@@ -29,7 +29,7 @@ def count_ops(model, example_inputs):
         return _libprune._count_ops(_model.forward(model, example_inputs), params, _model.describe(example_inputs))
 
 
-def prune(model, example_inputs, *, optimizer=None, **options):
+def prune(model, example_inputs, *, optimizer=None, latency_table=None, **options):
     """Prunes `model` in place (and `optimizer`'s state with it) and returns the applied Plan.
 
     Options are PrunerOptions' (ratio, importance, ignored_layers, global_pruning, round_to, ...),
@@ -38,11 +38,17 @@ def prune(model, example_inputs, *, optimizer=None, **options):
     own code breaks (a hard-coded reshape), every tensor is rolled back, the offending groups are
     pinned and the rest is cut. Attention heads go whole, and head-count attributes follow through
     the head adapters; the hidden size of a model with attention is kept unless prune_hidden is set.
+
+    ``target={"latency": 0.4}`` (or ``latency_ms``, ``macs``, ``params``) cuts to a budget instead of a
+    ratio; a latency budget is costed with ``latency_table`` (libprune.latency_table, measured here).
     """
     _model.check_module(model, "prune")
     held, state = _model.optimizer_view(model, optimizer)
     opts = _pruner_options(model, options, "prune()")
-    plan, pins = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts).step(held, state)
+    pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
+    if latency_table is not None:
+        pruner.set_latency_table(latency_table)
+    plan, pins = pruner.step(held, state)
     plan.verification_pins = list(pins)
     return plan
 
@@ -131,17 +137,23 @@ class Pruner:
             train_one_epoch(...)
     """
 
-    def __init__(self, model, example_inputs, **options):
+    def __init__(self, model, example_inputs, *, latency_table=None, **options):
         _model.check_module(model, "Pruner")
         self.model = model
         opts = _pruner_options(model, options, "Pruner()")
         self._pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
+        if latency_table is not None:
+            self._pruner.set_latency_table(latency_table)
         self._pruner.record_sizes()
 
-    def step(self, ratio=None, optimizer=None):
-        """Cuts to `ratio` (or the current one) in place; returns the applied Plan."""
+    def step(self, ratio=None, optimizer=None, progress=None):
+        """Cuts to `ratio` (or the current one) in place; returns the applied Plan. With a target,
+        `progress` in [0, 1] is how far toward its budget this step goes (a schedule's ratio_at
+        over its final ratio; default 1)."""
         if ratio is not None:
             self._pruner.set_ratio(float(ratio))
+        if progress is not None:
+            self._pruner.set_progress(float(progress))
         held, state = _model.optimizer_view(self.model, optimizer)
         plan, pins = self._pruner.step(held, state)
         plan.verification_pins = list(pins)
@@ -154,6 +166,54 @@ class Pruner:
 
     def graph(self):
         return self._pruner.graph()
+
+
+def latency_table(model, example_inputs, *, threads=0, channels_last=True, runs=7, warmup=2, cache_dir=""):
+    """Times each conv and linear layer of `model` on its own at sampled widths, on this machine, at
+    the batch of `example_inputs` (the deployment batch): the table a latency target is costed with.
+
+    The whole model is timed too (eval mode; batch norms fused by torch.fx where it can trace the
+    model; channels_last when asked), and what its layers do not account for is the table's rest.
+    Tables are cached under `cache_dir` ("" : $LIBPRUNE_CACHE_DIR or ~/.cache/libprune; "none": no
+    cache), keyed by CPU, ISA, LibTorch, threads and layout; a foreign cache is measured again.
+    """
+    _model.check_module(model, "latency_table")
+    dense_ms = _dense_ms(model, example_inputs, int(threads), bool(channels_last))
+    with _model.eval_mode(model):
+        return _libprune._latency_table(_model.forward(model, example_inputs), list(model.named_parameters()), dense_ms,
+                                        int(threads), bool(channels_last), int(runs), int(warmup), str(cache_dir))
+
+
+def _dense_ms(model, example_inputs, threads, channels_last, runs=20, warmup=5):
+    """The whole model's median latency in ms, as deployed (see latency_table)."""
+    import copy
+    import time
+    net = copy.deepcopy(model).eval()
+    try:
+        from torch.fx.experimental.optimization import fuse
+        net = fuse(net)
+    except Exception:  # a model torch.fx cannot trace is timed with its batch norms
+        pass
+    inputs = _model.as_tuple(example_inputs)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        inputs = tuple(t.contiguous(memory_format=torch.channels_last)
+                       if isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point() else t for t in inputs)
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                net(*inputs)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                net(*inputs)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return 1000.0 * sorted(times)[len(times) // 2]
 
 
 def register_importance(name, fn):
@@ -206,5 +266,5 @@ def _with_options(fn, options_class, keep):
     return fn
 
 
-_with_options(prune, _libprune.PrunerOptions, ("model", "example_inputs", "optimizer"))
-_with_options(Pruner.__init__, _libprune.PrunerOptions, ("self", "model", "example_inputs"))
+_with_options(prune, _libprune.PrunerOptions, ("model", "example_inputs", "optimizer", "latency_table"))
+_with_options(Pruner.__init__, _libprune.PrunerOptions, ("self", "model", "example_inputs", "latency_table"))

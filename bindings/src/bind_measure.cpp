@@ -1,8 +1,51 @@
 #include "common.h"
 
 #include "libprune/measure/count_ops.h"
+#include "libprune/measure/latency_table.h"
 
 namespace libprune::bindings {
+
+namespace {
+
+// Latency tables: built from a Python model's trace and its measured latency (libprune.latency_table).
+void bind_latency_table(py::module_& m) {
+  using measure::LatencyTable;
+  py::class_<LatencyTable, std::shared_ptr<LatencyTable>>(
+      m, "LatencyTable", "Each conv and linear layer timed at sampled widths on this machine (libprune.latency_table)")
+      .def_property_readonly("dense_ms", &LatencyTable::dense_ms)
+      .def_property_readonly("rest_ms", &LatencyTable::rest_ms)
+      .def_property_readonly("entries_measured", &LatencyTable::entries_measured)
+      .def_property_readonly("entries_reused", &LatencyTable::entries_reused)
+      .def_property_readonly("seconds_to_build", &LatencyTable::seconds_to_build)
+      .def_property_readonly("cache_file", &LatencyTable::cache_file)
+      .def_property_readonly("machine", [](const LatencyTable& t) { return t.machine().to_string(); })
+      .def_property_readonly("layers", [](const LatencyTable& t) {
+        std::vector<std::string> names;
+        for (const auto& s : t.sites()) names.push_back(s.name);
+        return names;
+      })
+      .def("op_ms", &LatencyTable::op_ms, py::arg("layer"), py::arg("in_width"), py::arg("out_width"))
+      .def("_predict_ms",
+           [](const LatencyTable& t, py::function forward, const graph::NamedTensors& params) {
+             return t.predict_ms(graph::Trace::capture(python_forward(std::move(forward)), params));
+           })
+      .def("__repr__", [](const LatencyTable& t) { return "LatencyTable(" + t.to_string() + ")"; });
+  m.def(
+      "_latency_table",
+      [](py::function forward, const graph::NamedTensors& params, double dense_ms, int threads, bool channels_last,
+         int runs, int warmup, const std::string& cache_dir) {
+        const auto trace = graph::Trace::capture(python_forward(std::move(forward)), params);
+        py::gil_scoped_release release;
+        return std::make_shared<LatencyTable>(LatencyTable::build(
+            trace, dense_ms,
+            measure::LatencyTableOptions().threads(threads).channels_last(channels_last).runs(runs).warmup(warmup).cache_dir(
+                cache_dir)));
+      },
+      py::arg("forward"), py::arg("params"), py::arg("dense_ms"), py::arg("threads"), py::arg("channels_last"),
+      py::arg("runs"), py::arg("warmup"), py::arg("cache_dir"));
+}
+
+}  // namespace
 
 void bind_measure(py::module_& m) {
   using measure::LayerOps;
@@ -42,6 +85,7 @@ void bind_measure(py::module_& m) {
       },
       py::arg("forward"), py::arg("params"), py::arg("inputs") = "");
   m.def("_describe_inputs", &graph::describe_inputs);
+  bind_latency_table(m);
   m.def(
       "_eval_scope",
       [](const py::object& module) {

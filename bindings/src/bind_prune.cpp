@@ -21,6 +21,7 @@ void bind_plan_and_groups(py::module_& m) {
                                return out;
                              })
       .def_property_readonly("groups", [](const PruningPlan& p) { return p.groups; })
+      .def_property_readonly("notes", [](const PruningPlan& p) { return p.notes; }, "what the plan decided: budgets met, floors held")
       .def("__repr__", [](const PruningPlan& p) {
         return "Plan(" + std::to_string(p.cuts.size()) + " cuts over " + std::to_string(p.groups.size()) + " groups)";
       });
@@ -64,6 +65,9 @@ void bind_prune(py::module_& m) {
                                         python_forward(std::move(forward)), options);
       }))
       .def("set_ratio", &Pruner::set_ratio)
+      .def("set_progress", &Pruner::set_progress)
+      .def("set_latency_table",
+           [](Pruner& p, std::shared_ptr<measure::LatencyTable> table) { p.set_latency_table(std::move(table)); })
       .def("record_sizes", &Pruner::record_sizes)
       .def("graph", &Pruner::graph)
       .def("step",

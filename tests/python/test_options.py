@@ -59,7 +59,7 @@ def test_old_and_unknown_keywords_are_type_errors_naming_the_fix():
         libprune.prune(model, _x(), ignored=[model.fc])
     with pytest.raises(TypeError, match="'global_ranking' was renamed to 'global_pruning'"):
         libprune.Pruner(model, _x(), global_ranking=True)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'ratios'.*use one of ratio, importance"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'ratios'.*use one of ratio, target, latency_batch, importance"):
         libprune.prune(model, _x(), ratios=0.5)
     with pytest.raises(TypeError, match="'target' was renamed to 'ratio'"):
         libprune.Schedule("agp", target=0.5, end_epoch=2)

@@ -1,8 +1,15 @@
 #include "libprune/prune/options.h"
 
+#include "budget.h"
+
 #include <regex>
 
 namespace libprune::prune {
+
+std::string check_target(const std::string& name, const options::RatioMap& target) {
+  const auto problem = detail::target_problem(target);
+  return problem.empty() ? problem : name + ": " + problem;
+}
 
 LIBPRUNE_DEFINE_OPTION_SPECS(PrunerOptions, LIBPRUNE_PRUNER_OPTIONS)
 
@@ -27,6 +34,11 @@ std::string cross_check(const PrunerOptions& o, std::string* key) {
   if (o.ratio() > o.max_ratio() + 1e-12) {
     *key = "ratio";
     return above(o.ratio(), "ratio");
+  }
+  if (!o.target().empty() && !o.overrides().empty()) {
+    *key = "overrides";
+    return "overrides set ratios, a target sets a budget: give one. Fix: drop the overrides (the budget chooses each "
+           "layer's width) or the target";
   }
   for (const auto& [pattern, r] : o.overrides()) {
     *key = "overrides." + pattern;

@@ -1,5 +1,6 @@
 #include "libprune/prune/pruner.h"
 
+#include "budget.h"
 #include "candidates.h"
 
 #include <algorithm>
@@ -86,6 +87,11 @@ void Pruner::set_ratio(double ratio) {
   options_ = std::move(next);
 }
 
+void Pruner::set_progress(double progress) {
+  TORCH_CHECK_VALUE(progress >= 0 && progress <= 1, "Pruner::set_progress: progress is in [0, 1], got ", progress);
+  progress_ = progress;
+}
+
 graph::DependencyGraph Pruner::graph() const {
   const layers::ModelTensors tensors(*model_);
   return build_graph(trace(tensors), tensors);
@@ -116,7 +122,8 @@ graph::DependencyGraph Pruner::build_graph(const graph::Trace& traced, const lay
 
 layers::PruningPlan Pruner::plan() const {
   const layers::ModelTensors tensors(*model_);
-  return make_plan(build_graph(trace(tensors), tensors), tensors, {});
+  const auto traced = trace(tensors);
+  return make_plan(build_graph(traced, tensors), traced, tensors, {});
 }
 
 namespace {
@@ -218,8 +225,8 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
 
 }  // namespace detail
 
-layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& snapshot,
-                                      const std::set<size_t>& skip) const {
+layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const graph::Trace& traced,
+                                      const layers::ModelTensors& snapshot, const std::set<size_t>& skip) const {
   std::map<std::string, torch::Tensor> params(snapshot.parameters.begin(), snapshot.parameters.end());
   // Companions (running statistics, extension state) are cut with their group but never score.
   for (const auto& c : snapshot.companions) params.erase(c.tensor);
@@ -243,6 +250,13 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const lay
     c.keep = grp.size();
     candidates.push_back(std::move(c));
   }
+  if (!options_.target().empty()) {
+    auto notes = detail::keep_within_budget(candidates, g, traced, latency_table_.get(), options_, progress_,
+                                            latency_point(traced));
+    auto plan = cuts_of(candidates, snapshot.by_name());
+    plan.notes.insert(plan.notes.begin(), notes.begin(), notes.end());
+    return plan;
+  }
   if (options_.global_pruning()) {
     // Groups an override names keep their own ratio; the rest compete for the global ratio.
     std::vector<Candidate> pooled, fixed;
@@ -255,6 +269,14 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const lay
     for (auto& c : candidates) c.keep = keep_locally(c, options_);
   }
   return cuts_of(candidates, snapshot.by_name());
+}
+
+std::pair<double, double> Pruner::latency_point(const graph::Trace& traced) const {
+  const auto& target = options_.target();
+  if (!latency_probe_ || !latency_table_ || target.empty() || target.front().first.rfind("latency", 0) != 0) return {0, 0};
+  const double predicted = latency_table_->predict_ms(traced);
+  if (predicted > 0.99 * latency_table_->dense_ms()) return {0, 0};  // still dense: nothing to learn
+  return {predicted, latency_probe_()};
 }
 
 // The first override naming a module whose outputs the group cuts (like ignored_layers), else the ratio.
@@ -302,7 +324,7 @@ layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
   shapes_ = traced.output_shapes();
   const graph::DependencyGraph g = build_graph(traced, tensors);
   timer.mark("group");
-  layers::PruningPlan plan = make_plan(g, tensors, {});
+  layers::PruningPlan plan = make_plan(g, traced, tensors, {});
   timer.mark("plan");
   if (plan.empty()) {
     history_.push_back(plan);
@@ -335,7 +357,7 @@ layers::PruningPlan Pruner::step(const layers::OptimizerView* optimizer) {
       verification_pins_.push_back(g.groups()[c.group].name() + ": " + why);
       verification_pinned_[g.groups()[c.group].name()] = why;
     }
-    plan = make_plan(g, tensors, bad);
+    plan = make_plan(g, traced, tensors, bad);
     if (!plan.empty()) {
       checked = checked_cut(g, tensors, plan, optimizer);
       if (!checked.failure.empty()) {

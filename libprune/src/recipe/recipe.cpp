@@ -193,6 +193,16 @@ Recipe parse(const std::string& text, const std::string& source, const std::vect
     TORCH_CHECK_VALUE(false, source, " cannot be read (", e.what(), "). Fix: correct the value it names");
   }
   for (const auto& s : sets) user = set_path(user, s, "--set");
+  // A stage is cut to a ratio or to a budget; the merged recipe gives every stage a ratio.
+  if (user.is_object() && user.contains("pruning") && user["pruning"].is_array()) {
+    for (size_t i = 0; i < user["pruning"].size(); ++i) {
+      const auto& stage = user["pruning"][i];
+      if (stage.is_object() && stage.contains("ratio") && stage.contains("target")) {
+        detail::fail(source, "pruning." + std::to_string(i) + ".target", "a stage has a ratio or a target, not both",
+                     "drop the ratio (the target's budget sets each layer's width) or the target");
+      }
+    }
+  }
   try {
     return typed(merge_into_schema(detail::schema().defaults, user, "", "", source), source);
   } catch (const json::exception& e) {

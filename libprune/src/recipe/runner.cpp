@@ -76,6 +76,42 @@ void check_vocabulary(const torch::nn::Module& model, const io::StateDict& state
   }
 }
 
+// Stages with a target: a latency target costs its cuts with a table measured here, from the dense
+// model at the stage's latency_batch, and every target is planned once now, so one the model cannot
+// reach fails before training, not at its cut. Rank 0 plans every cut, so only it measures.
+void prepare_targets(Run& run) {
+  if (run.group && run.group->rank() != 0) return;
+  for (size_t i = 0; i < run.stages.size(); ++i) {
+    const auto& o = run.recipe.pruning[i].pruner;
+    if (o.target().empty()) continue;
+    auto& pruner = *run.stages[i].pruner;
+    if (o.target().front().first.rfind("latency", 0) == 0) {
+      TORCH_CHECK_VALUE(run.trainer->device().is_cpu(), "pruning.", i, ".target: latency tables are measured on the "
+                        "CPU, and this run trains on ", run.trainer->device().str(), ". Fix: use a macs or params "
+                        "target, or train on the CPU");
+      auto model = run.model;
+      const auto forward = [model](const nn::Inputs& in) { return model->forward_inputs(in); };
+      const auto inputs = run.trainer->example(o.latency_batch());
+      const auto options = measure::LatencyTableOptions().threads(run.recipe.report.latency_threads());
+      const auto table = std::make_shared<measure::LatencyTable>(measure::LatencyTable::build(*model, forward, inputs, options));
+      pruner.set_latency_table(table);
+      // Each later cut measures the model it starts from, to calibrate the table's predictions.
+      pruner.set_latency_probe([model, forward, inputs, options] { return measure::deployed_ms(*model, forward, inputs, options); });
+      if (run.options.print) {
+        std::cout << "latency table for pruning." << i << " at batch " << o.latency_batch() << ": " << table->to_string()
+                  << std::endl;
+      }
+    }
+    // (taylor scores need a batch's gradients: such a target is checked at its cut.)
+    if (importance::accumulates(o.importance())) continue;
+    try {
+      pruner.plan();
+    } catch (const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, "pruning.", i, ".target: ", e.what_without_backtrace());
+    }
+  }
+}
+
 void build(Run& run) {
   const auto& r = run.recipe;
   // Rank 0 builds the data first (it may train and save a tokenizer); the others then read it.
@@ -106,6 +142,7 @@ void build(Run& run) {
   auto model = run.model;
   const graph::Forward forward = [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
   run.stages = detail::make_stages(r, model, forward);
+  prepare_targets(run);
   const std::string name = r.model.name();
   report::detail::QuantPlan quant;
   quant.mode = static_cast<report::detail::QuantPlan::Mode>(r.quantization.mode());

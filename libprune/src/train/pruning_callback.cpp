@@ -60,6 +60,9 @@ void PruningCallback::cut(Trainer& trainer, double time) {
   const auto t0 = std::chrono::steady_clock::now();
   const double ratio = schedule_.ratio_at(time);
   pruner_->set_ratio(ratio);
+  // A budget is stepped as a ratio would be: the schedule's share of its final ratio.
+  const double final_ratio = schedule_.options().ratio();
+  if (!pruner_->options().target().empty()) pruner_->set_progress(final_ratio > 0 ? std::min(1.0, ratio / final_ratio) : 1.0);
   // Data-parallel: rank 0 plans (its accumulated gradients are the ranks' mean, its buffers are
   // everyone's) and sends the plan as JSON; every other rank applies it with the same surgery.
   if (taylor_batches_ > 0 && taylor_.empty()) {

@@ -10,15 +10,25 @@
 
 namespace libprune::prune {
 
+using RatioMap = options::RatioMap;
 // A per-layer ratio: module name (exact, or a std::regex_match pattern) and its ratio.
 using RatioOverrides = options::RatioMap;
 using Strings = std::vector<std::string>;
+
+// The problem with a `target` ("" when none): one kind of docs/recipes.md's budgets, a value in range.
+std::string check_target(const std::string& name, const options::RatioMap& target);
 
 // X("key", type, field, default, check, "meaning")
 #define LIBPRUNE_PRUNER_OPTIONS(X)                                                                                     \
   X("ratio", double, ratio, 0.5, ::libprune::options::check::fraction("e.g. 0.5 removes half of the channels"),          \
     "fraction of channels removed: of each group (local) or of all groups together (global_pruning), counted against "  \
     "the sizes first seen, so steps toward it (iterative, AGP) reach the same total as one step")                       \
+  X("target", RatioMap, target, {}, ::libprune::prune::check_target,                                                    \
+    "a budget instead of a ratio, one of {\"latency\": fraction of dense}, {\"latency_ms\": ms}, {\"macs\": fraction}, " \
+    "{\"params\": fraction}: each group's width is chosen to keep the most importance within it (latency from a "     \
+    "table measured on this machine at latency_batch); schedules step the budget")                                     \
+  X("latency_batch", int64_t, latency_batch, 32, ::libprune::options::check::at_least<int64_t>(1, "e.g. 32"),          \
+    "the batch size a latency target is measured at (recipes build the table from the data at this batch)")             \
   X("importance", std::string, importance, "l1",                                                                        \
     (::libprune::options::check::OneOf{::libprune::importance::criteria, "importance"}),                                  \
     "how channels are ranked: a criterion of importance::criteria(), built in or registered (docs/recipes.md)")          \

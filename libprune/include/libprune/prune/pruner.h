@@ -10,6 +10,7 @@
 #include "libprune/layers/exact.h"
 #include "libprune/prune/options.h"
 #include "libprune/layers/plan.h"
+#include "libprune/measure/latency_table.h"
 
 #include <map>
 #include <memory>
@@ -60,6 +61,18 @@ class Pruner {
   void record_sizes();
   // The next step's ratio (schedules raise it step by step); checked like the option.
   void set_ratio(double ratio);
+  // The table a latency target is costed with (options().target), measured on the deployment
+  // machine from the dense model at the deployment batch.
+  void set_latency_table(std::shared_ptr<const measure::LatencyTable> table) { latency_table_ = std::move(table); }
+  const std::shared_ptr<const measure::LatencyTable>& latency_table() const { return latency_table_; }
+  // Measures the model as it is now at the deployment batch, in ms (as the table's dense time was
+  // measured). With a latency target, a step on an already pruned model first measures it and
+  // scales the table's predictions by measured / predicted there, so the error of isolated-layer
+  // timings on thin models does not carry whole into the next cut.
+  void set_latency_probe(std::function<double()> probe) { latency_probe_ = std::move(probe); }
+  // How far the next step goes toward a target: 0 keeps the dense model's cost, 1 (the default)
+  // reaches the target; schedules step it as they step a ratio.
+  void set_progress(double progress);
   // Accumulated |w * dL/dw| for the "taylor" criterion (not owned; null: use each .grad).
   void set_gradients(const importance::Gradients* gradients) { gradients_ = gradients; }
   // Groups pinned by the last verification, with the reason. They stay pinned for this pruner's
@@ -71,8 +84,10 @@ class Pruner {
   layers::PruningPlan plan_removing(const std::map<std::string, std::vector<int64_t>>& units,
                                     const graph::DependencyGraph& g, const layers::ModelTensors& tensors) const;
   // Plans the cut of every free group whose index is not in `skip`.
-  layers::PruningPlan make_plan(const graph::DependencyGraph& g, const layers::ModelTensors& tensors,
-                                const std::set<size_t>& skip) const;
+  layers::PruningPlan make_plan(const graph::DependencyGraph& g, const graph::Trace& traced,
+                                const layers::ModelTensors& tensors, const std::set<size_t>& skip) const;
+  // (predicted, measured) ms of the model as it is, when a latency probe can calibrate a step.
+  std::pair<double, double> latency_point(const graph::Trace& traced) const;
   graph::Trace trace(const layers::ModelTensors& tensors) const;
   // The ratio of a group that cuts these modules' outputs: the first override naming one, else the ratio.
   double ratio_of(const std::vector<std::string>& modules) const;
@@ -87,6 +102,9 @@ class Pruner {
   PrunerOptions options_;
   importance::ImportanceOptions importance_;
   const importance::Gradients* gradients_ = nullptr;
+  std::shared_ptr<const measure::LatencyTable> latency_table_;
+  std::function<double()> latency_probe_;
+  double progress_ = 1;
   std::vector<std::pair<std::string, std::regex>> overrides_;
   // Unit count of each group (by name) when the pruner first saw it.
   mutable std::map<std::string, int64_t> original_sizes_;

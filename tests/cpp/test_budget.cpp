@@ -1,0 +1,256 @@
+// Budgeted pruning: operator sites, latency tables and their cache, MACs and latency targets.
+#include "helpers.h"
+#include "libprune/libprune.h"
+#include "libprune/measure/latency_table.h"
+#include "libprune/recipe/recipe.h"
+#include "libprune/recipe/runner.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+
+using namespace libprune;
+using measure::LatencyTable;
+using measure::LatencyTableOptions;
+using prune::Pruner;
+using prune::PrunerOptions;
+
+namespace {
+
+// conv1 (1 -> 32) -> bn -> relu -> conv2 (32 -> 32) -> bn -> relu -> mean -> fc (32 -> 10).
+struct TwoConvImpl : torch::nn::Module {
+  torch::nn::Conv2d conv1{torch::nn::Conv2dOptions(1, 32, 3).padding(1).bias(false)};
+  torch::nn::BatchNorm2d bn1{32};
+  torch::nn::Conv2d conv2{torch::nn::Conv2dOptions(32, 32, 3).padding(1).bias(false)};
+  torch::nn::BatchNorm2d bn2{32};
+  torch::nn::Linear fc{32, 10};
+  TwoConvImpl() {
+    register_module("conv1", conv1);
+    register_module("bn1", bn1);
+    register_module("conv2", conv2);
+    register_module("bn2", bn2);
+    register_module("fc", fc);
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = torch::relu(bn2(conv2(torch::relu(bn1(conv1(x))))));
+    return fc(x.mean({2, 3}));
+  }
+};
+TORCH_MODULE(TwoConv);
+
+graph::Forward two_conv_forward(TwoConv m, torch::Tensor x) {
+  return [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; };
+}
+
+double site_macs(TwoConv m, const torch::Tensor& x) {
+  double macs = 0;
+  for (const auto& s : measure::op_sites(graph::Trace::capture(*m, two_conv_forward(m, x))))
+    macs += s.macs(s.in_channels(), s.out_channels());
+  return macs;
+}
+
+LatencyTableOptions quick_table(const test::TempDir& dir) { return LatencyTableOptions().cache_dir(dir.path.string()).runs(3).warmup(1); }
+
+nlohmann::json cache_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+}  // namespace
+
+TEST_CASE("op sites: every conv and linear layer with its shapes; their MACs at full width are count_ops'", "[budget]") {
+  torch::manual_seed(0);
+  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10).in_channels(1));
+  auto x = torch::randn({2, 1, 16, 16});
+  const auto trace = graph::Trace::capture(*m, [&] { return std::vector<torch::Tensor>{m->forward(x)}; });
+  const auto sites = measure::op_sites(trace);
+  const auto count = measure::count_ops(trace);
+  const auto layers = std::count_if(sites.begin(), sites.end(), [](const measure::OpSite& s) { return s.layer(); });
+  REQUIRE(layers == static_cast<int64_t>(count.layers.size()));
+  // 19 ReLUs and 9 residual adds follow them, each named after the layer whose channels it carries.
+  CHECK(sites.size() - static_cast<size_t>(layers) == 28);
+  CHECK(std::any_of(sites.begin(), sites.end(), [](const auto& s) { return s.name == "layer1.0.conv2.weight:add.0"; }));
+  double macs = 0;
+  for (const auto& s : sites) macs += s.macs(s.in_channels(), s.out_channels());
+  CHECK(macs == Approx(static_cast<double>(count.macs)));
+  CHECK(sites.front().weight == "conv1.weight");
+  const auto& fc = sites[static_cast<size_t>(layers) - 1];
+  CHECK(fc.kind == "linear");
+  CHECK(fc.in_channels() == 64);
+  CHECK(fc.shape_key() == "linear in[2,64] 64->10");
+  CHECK(sites.back().shape_key() == "relu in[2,64,4,4] 64->64");
+  torch::nn::Conv2d dw(torch::nn::Conv2dOptions(8, 8, 3).groups(8).padding(1));
+  auto y = torch::randn({1, 8, 5, 5});
+  const auto dws = measure::op_sites(graph::Trace::capture(*dw, [&] { return std::vector<torch::Tensor>{dw->forward(y)}; }));
+  REQUIRE(dws.size() == 1);
+  CHECK(dws[0].depthwise());
+  CHECK(dws[0].macs(8, 4) == 4 * 25 * 9);
+}
+
+TEST_CASE("latency table: measured once, reused from the cache; a foreign or broken cache is measured again",
+          "[budget]") {
+  torch::manual_seed(0);
+  test::TempDir dir("latency_cache");
+  TwoConv m;
+  auto x = torch::randn({4, 1, 12, 12});
+  const auto a = LatencyTable::build(m, x, quick_table(dir));
+  CHECK(a.sites().size() == 5);  // 3 layers, 2 ReLUs
+  // conv1 1 x {8..32}, conv2 4 x 4, fc {8..32} x {4, 8, 10}, the first ReLU {8..32}; the second has its shape
+  CHECK(a.entries_measured() == 4 + 16 + 4 * 3 + 4);
+  CHECK(a.entries_reused() == 4);
+  REQUIRE(std::filesystem::exists(a.cache_file()));
+  CHECK(LatencyTable::sample_widths(10) == std::vector<int64_t>{4, 8, 10});
+  CHECK(LatencyTable::sample_widths(2048).size() == 16);
+  // The latency model gives the dense model's measured time back, and interpolates between samples.
+  const auto trace = graph::Trace::capture(*m, two_conv_forward(m, x));
+  CHECK(a.predict_ms(trace) == Approx(a.dense_ms()).epsilon(1e-9));
+  CHECK(a.op_ms(1, 32, 20) == Approx((a.op_ms(1, 32, 16) + a.op_ms(1, 32, 24)) / 2));
+  const auto b = LatencyTable::build(m, x, quick_table(dir));
+  CHECK(b.entries_measured() == 0);
+  CHECK(b.entries_reused() == a.entries_measured() + 4);
+  CHECK(b.op_ms(1, 16, 24) == a.op_ms(1, 16, 24));
+  // A file from another CPU is not used: measured again and replaced.
+  auto cached = cache_json(a.cache_file());
+  cached["machine"]["cpu"] = "another CPU";
+  std::ofstream(a.cache_file()) << cached.dump();
+  const auto c = LatencyTable::build(m, x, quick_table(dir));
+  CHECK(c.entries_measured() == a.entries_measured());
+  CHECK(cache_json(a.cache_file())["machine"]["cpu"] == a.machine().cpu);
+  // Other threads are another file; a broken file is measured again.
+  CHECK(LatencyTable::build(m, x, quick_table(dir).threads(a.machine().threads + 1)).cache_file() != a.cache_file());
+  std::ofstream(a.cache_file()) << "{";
+  CHECK(LatencyTable::build(m, x, quick_table(dir)).entries_measured() == a.entries_measured());
+}
+
+TEST_CASE("a MACs target: the cut meets the budget, steps toward it, and takes the unimportant channels",
+          "[budget]") {
+  torch::manual_seed(0);
+  TwoConv m;
+  {
+    torch::NoGradGuard no_grad;
+    m->conv1->weight.slice(0, 0, 8).mul_(1e-3);  // conv1's first 8 filters barely matter
+  }
+  auto x = torch::randn({2, 1, 12, 12});
+  const double dense = site_macs(m, x);
+  Pruner pruner(m.ptr(), two_conv_forward(m, x), PrunerOptions().target({{"macs", 0.6}}).ignored_layers({"fc"}));
+  pruner.set_progress(0.5);  // a schedule's first step: 0.8 of dense
+  auto plan = pruner.step();
+  CHECK(site_macs(m, x) <= 0.8 * dense);
+  CHECK(site_macs(m, x) > 0.7 * dense);
+  // A conv1 filter saves what a conv2 filter does (its input to conv2 goes with it): 7 of the 8 weak
+  // filters reach 0.8, and nothing else is cut.
+  CHECK(m->conv1->weight.size(0) == 25);
+  CHECK(m->conv2->weight.size(0) == 32);
+  REQUIRE_FALSE(plan.notes.empty());
+  CHECK(plan.notes.front().find("budget macs 0.600 (this step: 0.800 of dense)") == 0);
+  pruner.set_progress(1);
+  pruner.step();
+  CHECK(site_macs(m, x) <= 0.6 * dense);
+  CHECK(site_macs(m, x) > 0.5 * dense);
+  CHECK(m->conv1->weight.flatten(1).norm(2, 1).min().item<double>() > 1e-2);  // every weak filter is gone
+}
+
+TEST_CASE("a latency target follows the table: widths that cost the same are kept; an unreachable one changes nothing",
+          "[budget]") {
+  torch::manual_seed(0);
+  test::TempDir dir("latency_target");
+  TwoConv m;
+  auto x = torch::randn({4, 1, 12, 12});
+  const auto measured = LatencyTable::build(m, x, quick_table(dir));
+  // A staircase machine: a conv costs by started blocks of 16 channels, so 24 costs what 32 does,
+  // and 8 output channels cost more than 16 (as 8-channel convs run slower on AVX-512 CPUs).
+  auto cached = cache_json(measured.cache_file());
+  for (auto& [key, grid] : cached["ops"].items()) {
+    std::vector<double> ms;
+    for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
+      for (int64_t out : grid["out"].get<std::vector<int64_t>>()) {
+        ms.push_back(key.rfind("conv", 0) != 0 ? 0.01 : std::ceil(in / 16.0) * std::ceil(out / 16.0) + (out <= 8 ? 0.5 : 0));
+      }
+    }
+    grid["ms"] = ms;
+  }
+  std::ofstream(measured.cache_file()) << cached.dump();
+  const auto trace = graph::Trace::capture(*m, two_conv_forward(m, x));
+  auto table = std::make_shared<LatencyTable>(LatencyTable::build(trace, 6.04, quick_table(dir)));
+  REQUIRE(table->entries_measured() == 0);
+  CHECK(table->rest_ms() == Approx(0.01));  // activations: cutting them saves almost nothing
+  Pruner pruner(m.ptr(), two_conv_forward(m, x), PrunerOptions().target({{"latency", 0.5}}).ignored_layers({"fc"}));
+  const auto before = test::snapshot(*m);
+  CHECK(test::message_of([&] { pruner.step(); }).find("needs a latency table") != std::string::npos);
+  CHECK(test::same(before, test::snapshot(*m)));
+  pruner.set_latency_table(table);
+  const auto plan = pruner.step();
+  CHECK(m->conv1->weight.size(0) % 16 == 0);
+  CHECK(m->conv2->weight.size(0) % 16 == 0);
+  CHECK(table->predict_ms(graph::Trace::capture(*m, two_conv_forward(m, x))) <= 3.02 + 1e-9);
+  REQUIRE_FALSE(plan.notes.empty());
+  CHECK(plan.notes.front().find("predicted") != std::string::npos);
+  // A later step measures the model it starts from: here it runs 1.5x slower than the table says,
+  // so the cut aims lower; no narrower width saves anything, so it keeps the budget as asked, and says so.
+  pruner.set_latency_probe([&] { return 1.5 * table->predict_ms(graph::Trace::capture(*m, two_conv_forward(m, x))); });
+  const auto calibrated = pruner.plan();
+  REQUIRE_FALSE(calibrated.notes.empty());
+  CHECK(calibrated.notes.front().find("calibrated on the model as it was") != std::string::npos);
+  CHECK(calibrated.notes.front().find("): cut to the uncalibrated budget") != std::string::npos);
+  CHECK(calibrated.empty());
+  const auto after = test::snapshot(*m);
+  Pruner tight(m.ptr(), two_conv_forward(m, x), PrunerOptions().target({{"latency", 0.05}}).ignored_layers({"fc"}));
+  tight.set_latency_table(table);
+  const auto msg = test::message_of([&] { tight.step(); });
+  CHECK(msg.find("cannot be reached: the smallest this model reaches is") != std::string::npos);
+  CHECK(msg.find("Nothing was changed") != std::string::npos);
+  CHECK(test::same(after, test::snapshot(*m)));
+}
+
+TEST_CASE("bad targets: an unknown kind, two kinds, out of range, with overrides, with a ratio in a recipe",
+          "[budget]") {
+  const auto problem = [](const PrunerOptions& o) { return test::message_of([&] { o.validate(); }); };
+  CHECK(problem(PrunerOptions().target({{"speed", 0.5}})).find("budget kind \"speed\" does not exist; the kinds are latency, "
+                                                                "latency_ms, macs, params") != std::string::npos);
+  CHECK(problem(PrunerOptions().target({{"latency", 0.5}, {"macs", 0.5}})).find("give one budget") != std::string::npos);
+  CHECK(problem(PrunerOptions().target({{"latency", 1.5}})).find("in (0, 1]") != std::string::npos);
+  CHECK(problem(PrunerOptions().target({{"latency_ms", -1}})).find("must be positive") != std::string::npos);
+  CHECK(problem(PrunerOptions().target({{"macs", 0.5}}).overrides({{"conv1", 0.2}})).find("give one") != std::string::npos);
+  CHECK(problem(PrunerOptions().target({{"macs", 0.5}})).empty());
+  const std::string both = R"({"name": "x", "model": {"name": "cifar_resnet20"}, "data": {"kind": "synthetic"},
+      "pruning": [{"ratio": 0.5, "target": {"latency": 0.4}}]})";
+  const auto msg = test::message_of([&] { recipe::read_text(both, "both.json"); });
+  CHECK(msg.find("pruning.0.target") != std::string::npos);
+  CHECK(msg.find("a ratio or a target, not both") != std::string::npos);
+  const auto kind = test::message_of([&] {
+    recipe::read_text(R"({"name": "x", "model": {"name": "cifar_resnet20"}, "data": {"kind": "synthetic"},
+        "pruning": [{"target": {"flops": 0.4}}]})", "kind.json");
+  });
+  CHECK(kind.find("\"flops\" does not exist") != std::string::npos);
+}
+
+TEST_CASE("a recipe with a latency target builds the table at latency_batch and cuts within it", "[budget]") {
+  test::TempDir dir("latency_recipe");
+  ::setenv("LIBPRUNE_CACHE_DIR", dir.file("cache").c_str(), 1);
+  const std::string path = dir.file("tiny.json");
+  std::ofstream(path) << R"({
+    "name": "tiny", "model": {"name": "cifar_resnet20"},
+    "data": {"kind": "synthetic", "synthetic_size": 8, "synthetic_channels": 1, "limit_train": 32, "limit_eval": 16},
+    "training": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "progress": false, "threads": 2},
+    "pruning": [{"importance": "l2", "schedule": {"kind": "one_shot", "start_epoch": 1}, "target": {"latency": 0.85},
+                 "latency_batch": 4, "ignored_layers": ["fc"]}],
+    "report": {"latency_runs": 2, "latency_warmup": 1, "latency_batches": [4]},
+    "output_dir": ")" + dir.file("out") + R"("})";
+  recipe::RunOptions quiet;
+  quiet.print = false;
+  // A target the model cannot reach fails when the run starts, not at its cut.
+  quiet.sets = {"pruning.0.target={\"macs\": 0.0001}"};
+  const auto unreachable = test::message_of([&] { recipe::run(path, quiet); });
+  CHECK(unreachable.find("pruning.0.target: pruning target {\"macs\": 0.000") == 0);
+  CHECK(unreachable.find("cannot be reached") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir.file("out") + "/metrics.jsonl"));
+  quiet.sets.clear();
+  const auto result = recipe::run(path, quiet);
+  ::unsetenv("LIBPRUNE_CACHE_DIR");
+  REQUIRE(result.completed);
+  CHECK(std::filesystem::exists(dir.file("cache") + "/latency-2t-channels_last.json"));
+  const auto summary = nlohmann::json::parse(result.summary_json);
+  CHECK(summary["pruned"]["macs"].get<double>() < summary["dense"]["macs"].get<double>());
+}
