@@ -43,10 +43,8 @@ Measured measure_model(const models::ModelPtr& model, const torch::Tensor& x, co
   m.macs = measure::count_ops(*model, [&] { return std::vector<torch::Tensor>{model->forward(x)}; }).macs;
   std::vector<double> ms;
   for (int r = 0; r < repeats; ++r) {
-    ms.push_back(measure::measure_latency(*model, [&](const nn::Inputs& in) { return model->forward(in.single()); },
-                                          nn::Inputs{{"input", x}},
-                                          measure::LatencyOptions().threads(threads).channels_last(true).fold_batchnorm(true))
-                     .median_ms);
+    ms.push_back(measure::deployed_ms(*model, [&](const nn::Inputs& in) { return model->forward(in.single()); },
+                                      nn::Inputs{{"input", x}}, measure::LatencyTableOptions().threads(threads)));
   }
   std::sort(ms.begin(), ms.end());
   m.median = ms[ms.size() / 2];

@@ -187,7 +187,6 @@ def latency_table(model, example_inputs, *, threads=0, channels_last=True, runs=
 def _dense_ms(model, example_inputs, threads, channels_last, runs=20, warmup=5):
     """The whole model's median latency in ms, as deployed (see latency_table)."""
     import copy
-    import time
     net = copy.deepcopy(model).eval()
     try:
         from torch.fx.experimental.optimization import fuse
@@ -199,21 +198,8 @@ def _dense_ms(model, example_inputs, threads, channels_last, runs=20, warmup=5):
         net = net.to(memory_format=torch.channels_last)
         inputs = tuple(t.contiguous(memory_format=torch.channels_last)
                        if isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point() else t for t in inputs)
-    previous = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            for _ in range(warmup):
-                net(*inputs)
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                net(*inputs)
-                times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(previous)
-    return 1000.0 * sorted(times)[len(times) // 2]
+    with torch.inference_mode():
+        return _libprune._time_calls(lambda: net(*inputs), int(threads), int(runs), int(warmup))
 
 
 def register_importance(name, fn):

@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include "libprune/measure/count_ops.h"
+#include "libprune/measure/latency.h"
 #include "libprune/measure/latency_table.h"
 
 namespace libprune::bindings {
@@ -85,6 +86,13 @@ void bind_measure(py::module_& m) {
       },
       py::arg("forward"), py::arg("params"), py::arg("inputs") = "");
   m.def("_describe_inputs", &graph::describe_inputs);
+  m.def(
+      "_time_calls",
+      [](const py::function& call, int threads, int runs, int warmup) {
+        return measure::time_calls([&] { call(); }, measure::LatencyOptions().threads(threads).runs(runs).warmup(warmup))
+            .median_ms;
+      },
+      py::arg("call"), py::arg("threads"), py::arg("runs"), py::arg("warmup"));
   bind_latency_table(m);
   m.def(
       "_eval_scope",

@@ -219,11 +219,10 @@ BudgetCut cheapest_cut(const SiteCosts& costs, const Ladders& l, const std::vect
 
 }  // namespace
 
-std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, const graph::DependencyGraph&,
-                                            const graph::Trace& trace, const measure::LatencyTable* table,
+std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, const graph::Trace& trace, const measure::LatencyTable* table,
                                             const PrunerOptions& o, double progress, std::pair<double, double> measured) {
   const auto& [kind, value] = o.target().front();
-  const bool latency = kind == "latency" || kind == "latency_ms";
+  const bool latency = is_latency_target(o.target());
   TORCH_CHECK_VALUE(!latency || table, "pruning target ", kind,
                     " needs a latency table measured on the deployment machine. Fix: "
                     "pruner.set_latency_table(LatencyTable::build(model, input at the deployment batch)), or in Python "

@@ -27,8 +27,7 @@ std::string target_problem(const options::RatioMap& target);
 // smallest reachable cost. `measured` (predicted ms, measured ms) of the model as it is, when given
 // ({0, 0}: none), calibrates the latency model: the budget in predicted ms is the measured budget
 // times predicted / measured there.
-std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, const graph::DependencyGraph& g,
-                                            const graph::Trace& trace, const measure::LatencyTable* table,
+std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, const graph::Trace& trace, const measure::LatencyTable* table,
                                             const PrunerOptions& options, double progress,
                                             std::pair<double, double> measured = {0, 0});
 

@@ -11,6 +11,10 @@ std::string check_target(const std::string& name, const options::RatioMap& targe
   return problem.empty() ? problem : name + ": " + problem;
 }
 
+bool is_latency_target(const options::RatioMap& target) {
+  return !target.empty() && (target.front().first == "latency" || target.front().first == "latency_ms");
+}
+
 LIBPRUNE_DEFINE_OPTION_SPECS(PrunerOptions, LIBPRUNE_PRUNER_OPTIONS)
 
 const std::vector<options::Renamed>& PrunerOptions::renamed() {

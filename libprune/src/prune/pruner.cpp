@@ -251,7 +251,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const gra
     candidates.push_back(std::move(c));
   }
   if (!options_.target().empty()) {
-    auto notes = detail::keep_within_budget(candidates, g, traced, latency_table_.get(), options_, progress_,
+    auto notes = detail::keep_within_budget(candidates, traced, latency_table_.get(), options_, progress_,
                                             latency_point(traced));
     auto plan = cuts_of(candidates, snapshot.by_name());
     plan.notes.insert(plan.notes.begin(), notes.begin(), notes.end());
@@ -273,7 +273,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const gra
 
 std::pair<double, double> Pruner::latency_point(const graph::Trace& traced) const {
   const auto& target = options_.target();
-  if (!latency_probe_ || !latency_table_ || target.empty() || target.front().first.rfind("latency", 0) != 0) return {0, 0};
+  if (!latency_probe_ || !latency_table_ || !is_latency_target(target)) return {0, 0};
   const double predicted = latency_table_->predict_ms(traced);
   if (predicted > 0.99 * latency_table_->dense_ms()) return {0, 0};  // still dense: nothing to learn
   return {predicted, latency_probe_()};

@@ -85,7 +85,7 @@ void prepare_targets(Run& run) {
     const auto& o = run.recipe.pruning[i].pruner;
     if (o.target().empty()) continue;
     auto& pruner = *run.stages[i].pruner;
-    if (o.target().front().first.rfind("latency", 0) == 0) {
+    if (prune::is_latency_target(o.target())) {
       TORCH_CHECK_VALUE(run.trainer->device().is_cpu(), "pruning.", i, ".target: latency tables are measured on the "
                         "CPU, and this run trains on ", run.trainer->device().str(), ". Fix: use a macs or params "
                         "target, or train on the CPU");

@@ -17,6 +17,8 @@ using Strings = std::vector<std::string>;
 
 // The problem with a `target` ("" when none): one kind of docs/recipes.md's budgets, a value in range.
 std::string check_target(const std::string& name, const options::RatioMap& target);
+// Whether `target` is a latency budget (latency or latency_ms), which needs a latency table.
+bool is_latency_target(const options::RatioMap& target);
 
 // X("key", type, field, default, check, "meaning")
 #define LIBPRUNE_PRUNER_OPTIONS(X)                                                                                     \
