@@ -168,6 +168,25 @@ class Pruner:
         return self._pruner.graph()
 
 
+def sensitivity(model, example_inputs, evaluate, *, ratios=(0.25, 0.5, 0.75), **options):
+    """Sensitivity scan: ``evaluate()`` (a number, e.g. top-1 % on held-out data) of the model as it is,
+    then with only one group cut, for every group prune() could cut, at each ratio of its units.
+
+    Units are ranked by the options' ``importance`` (and ``min_channels``, ``round_to``,
+    ``ignored_layers`` apply), as prune() would rank them. Each cut is simulated by zeroing what it
+    removes, which the cut model computes exactly, so nothing is reallocated and the model is as it
+    was afterwards, also when evaluate() raises. Returns a dict: ``ratios``, ``baseline``, ``seconds``
+    and ``rows``, one per group: ``group``, ``modules`` (whose outputs it cuts), ``size``, ``kept``
+    and ``metric`` (at each ratio)."""
+    _model.check_module(model, "sensitivity")
+    if not callable(evaluate):
+        raise TypeError("sensitivity: evaluate must be a callable returning the metric of the model as it is, got "
+                        + type(evaluate).__name__)
+    opts = _pruner_options(model, options, "sensitivity()")
+    pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
+    return json.loads(pruner.sensitivity(evaluate, [float(r) for r in ratios]))
+
+
 def latency_table(model, example_inputs, *, threads=0, channels_last=True, runs=7, warmup=2, cache_dir=""):
     """Times each conv and linear layer of `model` on its own at sampled widths, on this machine, at
     the batch of `example_inputs` (the deployment batch): the table a latency target is costed with.

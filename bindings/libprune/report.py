@@ -3,8 +3,8 @@
     python3 -m libprune.report runs/fashion_mnist_resnet20_hybrid      # writes .../report.html
 
 The page holds the comparison table (dense / pruned / int8 / pruned+int8), top-1 per epoch with the
-pruning cuts and the QAT start marked, top-1 against latency for the rows at each batch size, and
-latency bars. Figures are drawn with matplotlib (Debian's python3-matplotlib) and embedded as PNG.
+pruning cuts and the QAT start marked, top-1 against latency for the rows at each batch size,
+latency bars, and the sensitivity scan (report.sensitivity_step) as a heat map of top-1 drops. Figures are drawn with matplotlib (Debian's python3-matplotlib) and embedded as PNG.
 """
 import base64
 import html
@@ -83,6 +83,31 @@ def _figures(rows, records):
     return out
 
 
+def _sensitivity(scan):
+    """The scan as a heat map: a row per group, a column per ratio, the top-1 drop in each cell."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows, ratios = scan["rows"], scan["ratios"]
+    drops = [[scan["baseline"] - m for m in r["metric"]] for r in rows]
+    labels = [(r["modules"] or [r["group"]])[0] + (f" +{len(r['modules']) - 1}" if len(r["modules"]) > 1 else "")
+              + f" ({r['size']})" for r in rows]
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(ratios), 1 + 0.28 * len(rows)))
+    image = ax.imshow(drops, cmap="Reds", aspect="auto", vmin=0)
+    ax.set_xticks(range(len(ratios)))
+    ax.set_xticklabels([f"-{r:.0%}" for r in ratios])
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    for i, row in enumerate(drops):
+        for j, d in enumerate(row):
+            ax.text(j, i, f"{d:.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="top-1 drop (pt)")
+    ax.set_title(f"sensitivity: one group cut at a time (baseline {scan['baseline']:.2f}%)")
+    page = _png(fig)
+    plt.close(fig)
+    return page
+
+
 def _table(rows):
     dense = rows[0]
     cols = [("top-1 (%)", "accuracy", "{:.2f}"), ("params", "params", "{:,.0f}"), ("MACs", "macs", "{:,.0f}"),
@@ -117,7 +142,8 @@ def write_report(folder: str) -> str:
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
             f"<h1>{title}</h1><p>{html.escape(notes)}</p>{_table(rows)}"
-            + "".join(f"<p>{img}</p>" for img in _figures(rows, records)) + "</body></html>")
+            + "".join(f"<p>{img}</p>" for img in _figures(rows, records))
+            + (f"<p>{_sensitivity(summary['sensitivity'])}</p>" if summary.get("sensitivity") else "") + "</body></html>")
     path = os.path.join(folder, "report.html")
     with open(path + ".tmp", "w") as f:
         f.write(page)

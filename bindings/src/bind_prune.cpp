@@ -80,6 +80,21 @@ void bind_prune(py::module_& m) {
              const auto view = optimizer_view(held, state);
              return p.remove_units(units, view.given ? &view : nullptr);
            })
+      .def("sensitivity",
+           [](const Pruner& p, const py::function& evaluate, const std::vector<double>& ratios) {
+             return p.sensitivity(
+                        [&] {
+                          const py::object value = evaluate();
+                          if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value)) {
+                            throw py::type_error("sensitivity: evaluate() returned " +
+                                                 std::string(py::str(py::type::of(value).attr("__name__"))) +
+                                                 ", not a number. Fix: return the metric as a float (e.g. top-1 %)");
+                          }
+                          return value.cast<double>();
+                        },
+                        ratios)
+                 .to_json();
+           })
       .def_property_readonly("history", &Pruner::history);
   py::class_<layers::ExactReport>(m, "ExactReport", "What check_plan found: the worst difference and the first group that breaks it")
       .def_readonly("worst", &layers::ExactReport::worst,

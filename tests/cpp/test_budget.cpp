@@ -122,6 +122,18 @@ TEST_CASE("latency table: measured once, reused from the cache; a foreign or bro
   CHECK(LatencyTable::build(m, x, quick_table(dir).threads(a.machine().threads + 1)).cache_file() != a.cache_file());
   std::ofstream(a.cache_file()) << "{";
   CHECK(LatencyTable::build(m, x, quick_table(dir)).entries_measured() == a.entries_measured());
+  // Entries timed on a busy machine (here the cache's times, 1000 times too slow) add up to far more
+  // than the whole model: every site is timed again, and the cache is mended.
+  cached = cache_json(a.cache_file());
+  for (auto& [key, grid] : cached["ops"].items()) {
+    for (auto& ms : grid["ms"]) ms = ms.get<double>() * 1000;
+  }
+  std::ofstream(a.cache_file()) << cached.dump();
+  const auto busy = LatencyTable::build(m, x, quick_table(dir));
+  CHECK(busy.entries_reused() == 0);
+  CHECK(busy.entries_measured() == a.entries_measured() + 4);
+  CHECK(busy.rest_ms() > -0.15 * busy.dense_ms());
+  CHECK(LatencyTable::build(m, x, quick_table(dir)).entries_measured() == 0);
 }
 
 TEST_CASE("a MACs target: the cut meets the budget, steps toward it, and takes the unimportant channels",
@@ -226,7 +238,8 @@ TEST_CASE("bad targets: an unknown kind, two kinds, out of range, with overrides
   CHECK(kind.find("\"flops\" does not exist") != std::string::npos);
 }
 
-TEST_CASE("a recipe with a latency target builds the table at latency_batch and cuts within it", "[budget]") {
+TEST_CASE("a recipe with a latency target builds the table at latency_batch and cuts within it; its sensitivity scan "
+          "is in the summary", "[budget]") {
   test::TempDir dir("latency_recipe");
   ::setenv("LIBPRUNE_CACHE_DIR", dir.file("cache").c_str(), 1);
   const std::string path = dir.file("tiny.json");
@@ -236,7 +249,8 @@ TEST_CASE("a recipe with a latency target builds the table at latency_batch and 
     "training": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "progress": false, "threads": 2},
     "pruning": [{"importance": "l2", "schedule": {"kind": "one_shot", "start_epoch": 1}, "target": {"latency": 0.85},
                  "latency_batch": 4, "ignored_layers": ["fc"]}],
-    "report": {"latency_runs": 2, "latency_warmup": 1, "latency_batches": [4]},
+    "report": {"latency_runs": 2, "latency_warmup": 1, "latency_batches": [4], "sensitivity_step": 0.4,
+               "sensitivity_batches": 1},
     "output_dir": ")" + dir.file("out") + R"("})";
   recipe::RunOptions quiet;
   quiet.print = false;
@@ -253,4 +267,15 @@ TEST_CASE("a recipe with a latency target builds the table at latency_batch and 
   CHECK(std::filesystem::exists(dir.file("cache") + "/latency-2t-channels_last.json"));
   const auto summary = nlohmann::json::parse(result.summary_json);
   CHECK(summary["pruned"]["macs"].get<double>() < summary["dense"]["macs"].get<double>());
+  // The scan of the dense model before the cut: ResNet-20's free groups (the first convs of its 9
+  // blocks and the 3 stage widths), at 40% and 80%.
+  const auto& scan = summary["sensitivity"];
+  REQUIRE(scan.is_object());
+  CHECK(scan["ratios"] == nlohmann::json({0.4, 0.8}));
+  REQUIRE(scan["rows"].size() == 12);
+  for (const auto& row : scan["rows"]) {
+    CHECK(row["kept"][1].get<int64_t>() < row["kept"][0].get<int64_t>());
+    CHECK(row["kept"][0].get<int64_t>() < row["size"].get<int64_t>());
+    CHECK(row["metric"].size() == 2);
+  }
 }

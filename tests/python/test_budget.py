@@ -61,3 +61,49 @@ def test_bad_targets():
     with pytest.raises(ValueError, match="cannot be reached"):
         libprune.prune(model, x, target={"params": 0.001}, ignored_layers=[model[8]])
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def _randomise_norms(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+def test_sensitivity_scan_matches_real_cuts_and_leaves_the_model_as_it_was():
+    import copy
+    model, x = _net(), _x()
+    _randomise_norms(model)
+    weights = torch.randn(4, 10)
+
+    def metric(net):
+        net.eval()
+        with torch.no_grad():
+            return float((net(x) * weights).sum())
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scan = libprune.sensitivity(model, x, lambda: metric(model), ratios=[0.25, 0.5], importance="l2",
+                                ignored_layers=[model[8]])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert scan["ratios"] == [0.25, 0.5] and scan["baseline"] == pytest.approx(metric(model))
+    assert [row["modules"] for row in scan["rows"]] == [["0", "1"], ["3", "4"]]
+    for row in scan["rows"]:
+        assert row["size"] == 32 and row["kept"] == [24, 16]
+        for ratio, value in zip(scan["ratios"], row["metric"]):
+            cut = copy.deepcopy(model)
+            libprune.prune(cut, x, ratio=0.0, overrides={row["modules"][0]: ratio}, importance="l2",
+                           ignored_layers=[cut[8]])
+            assert value == pytest.approx(metric(cut), rel=1e-5)
+            assert value != pytest.approx(scan["baseline"], rel=1e-3)
+    # evaluate() raising: the error reaches the caller, the model is as it was
+    with pytest.raises(RuntimeError, match="no data"):
+        libprune.sensitivity(model, x, lambda: (_ for _ in ()).throw(RuntimeError("no data")))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(TypeError, match="evaluate\\(\\) returned NoneType, not a number"):
+        libprune.sensitivity(model, x, lambda: None)
+    with pytest.raises(ValueError, match=r"sensitivity ratios.0 must be in \(0, 1\)"):
+        libprune.sensitivity(model, x, lambda: 0.0, ratios=[1.5])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -33,6 +33,18 @@ def test_report_page_has_the_table_and_the_figures(tmp_path):
     assert report.main([str(tmp_path)]) == 0
 
 
+def test_report_page_draws_the_sensitivity_scan(tmp_path):
+    _run_folder(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary["sensitivity"] = {"ratios": [0.25, 0.5], "baseline": 93.0, "seconds": 4.0, "rows": [
+        {"group": "conv1.weight", "modules": ["conv1", "bn1"], "size": 16, "kept": [12, 8], "metric": [92.5, 80.0]},
+        {"group": "layer1.0.conv1.weight", "modules": ["layer1.0.conv1", "layer1.0.bn1"], "size": 16, "kept": [12, 8],
+         "metric": [93.0, 91.0]}]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    page = open(report.write_report(str(tmp_path))).read()
+    assert page.count("data:image/png;base64,") == 4  # the three figures and the heat map
+
+
 def test_report_of_a_folder_without_a_summary_says_what_to_pass(tmp_path):
     with pytest.raises(FileNotFoundError, match="summary.json"):
         report.write_report(str(tmp_path))

@@ -13,33 +13,6 @@ bool name_ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-// Tensors swapped for masked copies for one call (set_data, so every handle to them, Python
-// Parameters and C++ module members alike, sees the copy) and swapped back, without a copy, when it
-// ends, also on a throw. The originals are never written.
-class Overwrites {
- public:
-  Overwrites() = default;
-  Overwrites(const Overwrites&) = delete;
-  Overwrites& operator=(const Overwrites&) = delete;
-  ~Overwrites() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) it->first.set_data(it->second);
-  }
-  // `t` times `mask` (broadcast) for the call.
-  void mask(torch::Tensor t, const torch::Tensor& mask) {
-    torch::NoGradGuard no_grad;
-    auto value = t.detach().mul(mask);
-    swap(std::move(t), value);
-  }
-  void zero(torch::Tensor t) { swap(std::move(t), torch::zeros_like(t)); }
-
- private:
-  void swap(torch::Tensor t, const torch::Tensor& value) {
-    saved_.emplace_back(t, t.detach());
-    t.set_data(value);
-  }
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;
-};
-
 std::string shapes_of(const Outputs& outs) {
   std::ostringstream s;
   for (size_t i = 0; i < outs.size(); ++i) s << (i ? ", " : "") << (outs[i].defined() ? outs[i].sizes() : c10::IntArrayRef{});
@@ -48,33 +21,54 @@ std::string shapes_of(const Outputs& outs) {
 
 }  // namespace
 
+Overwrites::~Overwrites() {
+  for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) it->first.set_data(it->second);
+}
+
+void Overwrites::swap(torch::Tensor t, const torch::Tensor& value) {
+  saved_.emplace_back(t, t.detach());
+  t.set_data(value);
+}
+
+void Overwrites::quantisers_off(const ModelTensors& tensors) {
+  for (const auto& [name, b] : tensors.buffers) {
+    if (name_ends_with(name, "fake_quant_enabled") || name_ends_with(name, "observer_enabled")) {
+      swap(b, torch::zeros_like(b));
+    }
+  }
+}
+
+void Overwrites::mask(const ModelTensors& tensors, const PruningPlan& plan) {
+  std::set<std::string> companions;
+  for (const auto& c : tensors.companions) companions.insert(c.tensor);
+  const std::map<std::string, torch::Tensor> params(tensors.parameters.begin(), tensors.parameters.end());
+  // One mask per parameter: 0 at every removed index of every dim the plan cuts, 1 elsewhere,
+  // laid out to broadcast; the masked copy is one pass over the parameter.
+  std::map<std::string, torch::Tensor> masks;
+  for (const auto& c : plan.cuts) {
+    const auto it = params.find(c.tensor);
+    if (it == params.end() || companions.count(c.tensor) || static_cast<int64_t>(c.keep.size()) == c.original_size) {
+      continue;
+    }
+    std::vector<int64_t> shape(static_cast<size_t>(it->second.dim()), 1);
+    shape[static_cast<size_t>(c.dim)] = c.original_size;
+    auto m = torch::zeros(shape, it->second.options().device(torch::kCPU).requires_grad(false));
+    m.view({-1}).index_fill_(0, torch::tensor(c.keep, torch::kLong), 1);
+    auto& total = masks[c.tensor];
+    total = total.defined() ? total * m : m;
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, m] : masks) {
+    const auto& t = params.at(name);
+    swap(t, t.detach().mul(m.to(t.device())));
+  }
+}
+
 Outputs exact_outputs(ModelAccess& model, const ModelTensors& tensors, const graph::Forward& forward,
                       const PruningPlan* plan) {
   Overwrites overwrites;
-  for (const auto& [name, b] : tensors.buffers) {
-    if (name_ends_with(name, "fake_quant_enabled") || name_ends_with(name, "observer_enabled")) overwrites.zero(b);
-  }
-  if (plan) {
-    std::set<std::string> companions;
-    for (const auto& c : tensors.companions) companions.insert(c.tensor);
-    const std::map<std::string, torch::Tensor> params(tensors.parameters.begin(), tensors.parameters.end());
-    // One mask per parameter: 0 at every removed index of every dim the plan cuts, 1 elsewhere,
-    // laid out to broadcast; the masked copy is one pass over the parameter.
-    std::map<std::string, torch::Tensor> masks;
-    for (const auto& c : plan->cuts) {
-      const auto it = params.find(c.tensor);
-      if (it == params.end() || companions.count(c.tensor) || static_cast<int64_t>(c.keep.size()) == c.original_size) {
-        continue;
-      }
-      std::vector<int64_t> shape(static_cast<size_t>(it->second.dim()), 1);
-      shape[static_cast<size_t>(c.dim)] = c.original_size;
-      auto m = torch::zeros(shape, it->second.options().device(torch::kCPU).requires_grad(false));
-      m.view({-1}).index_fill_(0, torch::tensor(c.keep, torch::kLong), 1);
-      auto& total = masks[c.tensor];
-      total = total.defined() ? total * m : m;
-    }
-    for (const auto& [name, m] : masks) overwrites.mask(params.at(name), m.to(params.at(name).device()));
-  }
+  overwrites.quantisers_off(tensors);
+  if (plan) overwrites.mask(tensors, *plan);
   const auto eval = model.eval_scope();
   torch::NoGradGuard no_grad;
   Outputs outs = forward();

@@ -3,6 +3,7 @@
 // chosen units (remove_units.cpp).
 #include "libprune/graph/dependency_graph.h"
 #include "libprune/layers/plan.h"
+#include "libprune/prune/options.h"
 
 #include <torch/torch.h>
 
@@ -22,7 +23,12 @@ struct Candidate {
   int64_t keep = 0;
   bool overridden = false;  // an override names it: cut at its own ratio, outside the global ranking
   bool floored = false;     // the ratio asked for more than min_channels / max_ratio let it lose
+  std::vector<std::string> modules;  // the modules whose outputs it cuts
 };
+
+// Units to keep of a group that had `original` units, after removing `remove_fraction` of them
+// (round_to and min_channels applied).
+int64_t keep_count(int64_t original, double remove_fraction, const PrunerOptions& o);
 
 // The plan that removes each candidate's lowest-scoring units down to its keep count (ties keep
 // their order), with a note for every floored candidate.

@@ -16,6 +16,7 @@ namespace libprune::prune {
 
 using detail::Candidate;
 using detail::cuts_of;
+using detail::keep_count;
 
 namespace {
 
@@ -40,15 +41,14 @@ int64_t asked_keep(int64_t original, double remove_fraction) {
   return original - static_cast<int64_t>(std::floor(static_cast<double>(original) * remove_fraction + 1e-9));
 }
 
-// Units to keep of a group that had `original` units, after removing `remove_fraction` of them.
-int64_t keep_count(int64_t original, double remove_fraction, const PrunerOptions& o) {
+}  // namespace
+
+int64_t detail::keep_count(int64_t original, double remove_fraction, const PrunerOptions& o) {
   int64_t keep = asked_keep(original, remove_fraction);
   if (o.round_to() > 1) keep = (keep + o.round_to() - 1) / o.round_to() * o.round_to();
   keep = std::max(keep, o.min_channels());
   return std::min(keep, original);
 }
-
-}  // namespace
 
 Pruner::Pruner(std::shared_ptr<torch::nn::Module> model, graph::Forward example_forward, PrunerOptions options)
     : Pruner(std::make_shared<layers::ModuleAccess>(std::move(model)), std::move(example_forward), std::move(options)) {}
@@ -225,8 +225,8 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
 
 }  // namespace detail
 
-layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const graph::Trace& traced,
-                                      const layers::ModelTensors& snapshot, const std::set<size_t>& skip) const {
+std::vector<Candidate> Pruner::candidates_of(const graph::DependencyGraph& g, const layers::ModelTensors& snapshot,
+                                             const std::set<size_t>& skip) const {
   std::map<std::string, torch::Tensor> params(snapshot.parameters.begin(), snapshot.parameters.end());
   // Companions (running statistics, extension state) are cut with their group but never score.
   for (const auto& c : snapshot.companions) params.erase(c.tensor);
@@ -235,7 +235,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const gra
   importance::MagnitudeCache magnitudes;
   for (size_t gi = 0; gi < g.groups().size(); ++gi) {
     const auto& grp = g.groups()[gi];
-    const auto modules = output_modules(grp);
+    auto modules = output_modules(grp);
     if (grp.pinned || skip.count(gi) ||
         std::any_of(modules.begin(), modules.end(), [&](const std::string& m) { return ignored.count(m) > 0; })) {
       continue;
@@ -248,8 +248,22 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const gra
                          [&](const auto& o) { return o.first == m || std::regex_match(m, o.second); });
     });
     c.keep = grp.size();
+    for (auto& module : modules) {  // each once, in member order
+      if (std::find(c.modules.begin(), c.modules.end(), module) == c.modules.end()) c.modules.push_back(std::move(module));
+    }
+    // Layers (a weight of 2 or more dims: conv, linear) before their norms.
+    std::stable_partition(c.modules.begin(), c.modules.end(), [&](const std::string& m) {
+      const auto w = params.find(m + ".weight");
+      return w != params.end() && w->second.dim() >= 2;
+    });
     candidates.push_back(std::move(c));
   }
+  return candidates;
+}
+
+layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const graph::Trace& traced,
+                                      const layers::ModelTensors& snapshot, const std::set<size_t>& skip) const {
+  auto candidates = candidates_of(g, snapshot, skip);
   if (!options_.target().empty()) {
     auto notes = detail::keep_within_budget(candidates, traced, latency_table_.get(), options_, progress_,
                                             latency_point(traced));

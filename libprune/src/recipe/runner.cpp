@@ -178,10 +178,22 @@ void add_callbacks(Run& run, const std::string& id) {
                   : nullptr;
   if (run.options.print && run.recipe.training.progress()) trainer.add_callback(std::make_shared<train::ProgressCallback>());
   auto* comparison = run.comparison.get();
+  const auto& report = run.recipe.report;
+  const bool print = run.options.print;
   for (const auto& stage : run.stages) {
     auto cb = std::make_shared<train::PruningCallback>(stage.pruner, stage.schedule, run.plans, log, stage.taylor_batches);
-    cb->verbose = run.options.print;
-    cb->before_first_cut = [comparison](train::Trainer&) { comparison->record_dense(); };
+    cb->verbose = print;
+    const auto pruner = stage.pruner;
+    cb->before_first_cut = [comparison, pruner, report, print](train::Trainer& t) {
+      comparison->record_dense();
+      if (report.sensitivity_step() <= 0 || !comparison->sensitivity().is_null()) return;
+      auto model = t.model();
+      const auto forward = [model](const nn::Inputs& x) { return model->forward_inputs(x); };
+      const auto scan = pruner->sensitivity([&] { return t.evaluate(*model, forward, report.sensitivity_batches()).top1; },
+                                            report.sensitivity_ratios());
+      comparison->set_sensitivity(json::parse(scan.to_json()));
+      if (print) std::cout << "sensitivity (top-1 drop, " << report.sensitivity_batches() << " eval batches):\n" << scan.to_string() << std::flush;
+    };
     trainer.add_callback(cb);
   }
   if (run.qat) {

@@ -227,6 +227,7 @@ void Comparison::record_pruned() {
 json Comparison::saved() const {
   json out = json::object();
   for (const auto& r : rows_) out[r.key] = r.figures;
+  if (!sensitivity_.is_null()) out["sensitivity"] = sensitivity_;
   return out;
 }
 
@@ -234,6 +235,7 @@ void Comparison::restore(const json& saved) {
   for (const auto& known : known_rows()) {
     if (saved.contains(known.first)) row(known.first).figures = saved[known.first];
   }
+  if (saved.contains("sensitivity")) sensitivity_ = saved["sensitivity"];
 }
 
 void Comparison::finish() {

@@ -58,6 +58,10 @@ class Comparison {
   // The run's final int8 model after finish() (null without quantization), to save.
   models::ModelPtr final_int8() const { return final_int8_; }
   const json& figures(const std::string& key) const;
+  // The sensitivity scan of the model before the first cut (prune::Sensitivity's JSON; null: none),
+  // kept in checkpoints with the figures.
+  void set_sensitivity(json scan) { sensitivity_ = std::move(scan); }
+  const json& sensitivity() const { return sensitivity_; }
 
  private:
   // One pass over the eval set: `model`'s logits, in order, and its accuracy.
@@ -88,6 +92,7 @@ class Comparison {
   bool prunes_;
   QuantPlan quant_;
   std::vector<Row> rows_;
+  json sensitivity_;
   models::ModelPtr final_int8_;
 };
 

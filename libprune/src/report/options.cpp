@@ -18,4 +18,11 @@ std::string ReportOptions::problem(std::string* key) const {
   return options::first_problem<ReportOptions>(specs(), *this, {}, key);
 }
 
+std::vector<double> ReportOptions::sensitivity_ratios() const {
+  std::vector<double> ratios;
+  if (sensitivity_step() <= 0) return ratios;
+  for (int k = 1; k * sensitivity_step() < 1 - 1e-9; ++k) ratios.push_back(k * sensitivity_step());
+  return ratios;
+}
+
 }  // namespace libprune::report

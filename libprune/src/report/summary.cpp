@@ -23,6 +23,7 @@ json summary(const RunInfo& info, const Comparison& comparison, const ReportOpti
     rows.push_back(row);
   }
   out["rows"] = rows;
+  if (!comparison.sensitivity().is_null()) out["sensitivity"] = comparison.sensitivity();
   return out;
 }
 

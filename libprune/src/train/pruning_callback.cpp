@@ -56,7 +56,6 @@ void PruningCallback::on_epoch_begin(Trainer& trainer, int64_t epoch) {
 }
 
 void PruningCallback::cut(Trainer& trainer, double time) {
-  if (before_first_cut && plans_->empty()) before_first_cut(trainer);
   const auto t0 = std::chrono::steady_clock::now();
   const double ratio = schedule_.ratio_at(time);
   pruner_->set_ratio(ratio);
@@ -82,6 +81,12 @@ void PruningCallback::cut(Trainer& trainer, double time) {
     const auto state = generator.get_state();
     trainer.backward_only(epoch, first, end - first, [&] { accumulate(trainer); });
     generator.set_state(state);
+  }
+  if (before_first_cut && plans_->empty()) {
+    // With this cut's gradients, so a sensitivity scan ranks units as the cut will.
+    pruner_->set_gradients(taylor_.empty() ? nullptr : &taylor_);
+    before_first_cut(trainer);
+    pruner_->set_gradients(nullptr);
   }
   const auto& group = trainer.process_group();
   layers::PruningPlan plan;

@@ -158,7 +158,8 @@ double macro_f1(const torch::Tensor& confusion) {
   return 100.0 * f1.sum().item<double>() / static_cast<double>(classes);
 }
 
-Evaluation Trainer::evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward) {
+Evaluation Trainer::evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward,
+                             int64_t max_batches) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
@@ -168,7 +169,9 @@ Evaluation Trainer::evaluate(torch::nn::Module& model, const std::function<torch
   data::Batch b;
   int64_t top1 = 0, top5 = 0, n = 0;
   Evaluation e;
-  while (loader.next(b)) {
+  const int64_t ranks = group_ ? group_->world_size() : 1;
+  const int64_t limit = max_batches > 0 ? (max_batches + ranks - 1) / ranks : -1;
+  for (int64_t read = 0; read != limit && loader.next(b); ++read) {
     const auto logits = forward(prepare(b.inputs));
     const auto y = b.y.to(device_);
     const int64_t k = std::min<int64_t>(5, logits.size(1));

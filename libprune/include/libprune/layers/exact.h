@@ -27,6 +27,27 @@ constexpr double kExactTolerance = 1e-4;
 
 using Outputs = std::vector<torch::Tensor>;
 
+// Tensors swapped for masked or zeroed copies while it lives (set_data, so every handle to them,
+// Python Parameters and C++ module members alike, sees the copy) and swapped back, without a copy,
+// when it ends, also on a throw. The originals are never written.
+class Overwrites {
+ public:
+  Overwrites() = default;
+  Overwrites(const Overwrites&) = delete;
+  Overwrites& operator=(const Overwrites&) = delete;
+  ~Overwrites();
+  // Zero at every index `plan` removes from a parameter (producers' rows and biases, norms,
+  // consumers' columns; companions such as running statistics are left): with a correct plan the
+  // dense model then computes what the cut one would.
+  void mask(const ModelTensors& tensors, const PruningPlan& plan);
+  // Every quantiser's `fake_quant_enabled` and `observer_enabled` buffer set to 0.
+  void quantisers_off(const ModelTensors& tensors);
+
+ private:
+  void swap(torch::Tensor t, const torch::Tensor& value);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;
+};
+
 // The outputs of `forward` with `model` masked by `plan` (none: as it is), in eval mode, without
 // grad, quantisers off; every tensor is restored bit for bit afterwards, also when the forward throws.
 Outputs exact_outputs(ModelAccess& model, const ModelTensors& tensors, const graph::Forward& forward,

@@ -35,7 +35,7 @@ struct LatencyTableOptions {
   // Convs run in channels_last (the fast layout on CPUs); the dense model is timed so too.
   TORCH_ARG(bool, channels_last) = true;
   TORCH_ARG(int, warmup) = 2;
-  // Each entry is the median of this many calls.
+  // Each entry is the fastest of this many calls.
   TORCH_ARG(int, runs) = 7;
   // Where tables are cached: "" means $LIBPRUNE_CACHE_DIR, else $XDG_CACHE_HOME/libprune, else
   // ~/.cache/libprune; "none" keeps nothing.

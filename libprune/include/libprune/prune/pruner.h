@@ -11,6 +11,7 @@
 #include "libprune/prune/options.h"
 #include "libprune/layers/plan.h"
 #include "libprune/measure/latency_table.h"
+#include "libprune/prune/sensitivity.h"
 
 #include <map>
 #include <memory>
@@ -20,6 +21,10 @@
 #include <vector>
 
 namespace libprune::prune {
+
+namespace detail {
+struct Candidate;
+}
 
 class Pruner {
  public:
@@ -55,6 +60,14 @@ class Pruner {
   // optimizer's state: validated first, all or nothing, not re-verified, appended to history().
   layers::PruningPlan apply(const layers::PruningPlan& plan, torch::optim::Optimizer* optimizer = nullptr);
 
+  // Sensitivity scan (prune/sensitivity.h): `evaluate()` on the model as it is, then for every
+  // free group and each ratio with only that group cut by that ratio of its current units (ranked
+  // by this pruner's importance; min_channels and round_to apply). Each cut is simulated by masking
+  // the units it removes (layers::Overwrites; the cut model computes the same, as layers/exact.h
+  // verifies on every step; groups a LayerNorm normalises across are the exception), so nothing is
+  // reallocated and every tensor is as it was afterwards, also when evaluate() throws.
+  Sensitivity sensitivity(const std::function<double()>& evaluate, const std::vector<double>& ratios) const;
+
   const std::vector<layers::PruningPlan>& history() const { return history_; }
   // Records every group's size as the base that ratios count against (done lazily by the first
   // plan; call it first when a saved plan history will be replayed before the next step).
@@ -83,6 +96,9 @@ class Pruner {
  private:
   layers::PruningPlan plan_removing(const std::map<std::string, std::vector<int64_t>>& units,
                                     const graph::DependencyGraph& g, const layers::ModelTensors& tensors) const;
+  // Every free group whose index is not in `skip`, scored, at its full size.
+  std::vector<detail::Candidate> candidates_of(const graph::DependencyGraph& g, const layers::ModelTensors& tensors,
+                                               const std::set<size_t>& skip) const;
   // Plans the cut of every free group whose index is not in `skip`.
   layers::PruningPlan make_plan(const graph::DependencyGraph& g, const graph::Trace& traced,
                                 const layers::ModelTensors& tensors, const std::set<size_t>& skip) const;

@@ -27,7 +27,14 @@ using Batches = std::vector<int64_t>;
     "and pruned alike; the model itself is not changed)")                                                              \
   X("latency_tokens", int64_t, latency_tokens, 0, ::libprune::options::check::at_least<int64_t>(0, "e.g. 128"),         \
     "text: time examples of this many tokens (the evaluation examples' ids repeated, every token attended); 0 times "  \
-    "the evaluation data's own lengths")
+    "the evaluation data's own lengths")                                                                              \
+  X("sensitivity_step", double, sensitivity_step, 0.0,                                                                  \
+    ::libprune::options::check::in_range(0, false, 0.5, false, "e.g. 0.25 scans 25%, 50% and 75%; 0 scans nothing"),   \
+    "sensitivity scan before the first cut: top-1 with only one group cut, for every group the first pruning stage "  \
+    "may cut, at ratios step, 2 step, ... below 1 (summary.json's sensitivity, the report page's heat map); 0: off")    \
+  X("sensitivity_batches", int64_t, sensitivity_batches, 8,                                                             \
+    ::libprune::options::check::at_least<int64_t>(1, "e.g. 8"),                                                        \
+    "eval batches each point of the sensitivity scan is measured on (the scan's cost is groups x ratios of them)")
 
 // Every batch size >= 1.
 std::string check_batches(const std::string& name, const Batches& batches);
@@ -38,6 +45,8 @@ struct ReportOptions {
  public:
   static const std::vector<options::Spec<ReportOptions>>& specs();
   std::string problem(std::string* key) const;
+  // The sensitivity scan's ratios: step, 2 step, ... below 1 (empty when the step is 0).
+  std::vector<double> sensitivity_ratios() const;
 };
 
 }  // namespace libprune::report

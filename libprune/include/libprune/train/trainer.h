@@ -65,7 +65,10 @@ class Trainer {
   // Accuracy, macro-F1 and the confusion matrix on the eval set, of the trainer's model or of `model`
   // (a copy being compared: on the trainer's device, in its memory format).
   Evaluation evaluate();
-  Evaluation evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward);
+  // `max_batches` > 0: only the first that many eval batches (a data-parallel run deals them to its
+  // ranks and reads about as many in all).
+  Evaluation evaluate(torch::nn::Module& model, const std::function<torch::Tensor(const nn::Inputs&)>& forward,
+                      int64_t max_batches = 0);
   // The evaluation at the end of the last epoch fit() ran (empty before the first).
   const Evaluation& last_evaluation() const { return last_evaluation_; }
   // Calls `forward` without gradients on the first `batches` training batches, in file order with no

@@ -1,0 +1,90 @@
+// The sensitivity scan (prune/sensitivity.h): Pruner::sensitivity and the table's forms.
+#include "libprune/layers/exact.h"
+#include "libprune/prune/pruner.h"
+
+#include "candidates.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+namespace libprune::prune {
+
+std::string check_sensitivity_ratios(const std::string& name, const std::vector<double>& ratios) {
+  if (ratios.empty()) return name + " is empty. Fix: give the ratios to scan, e.g. [0.25, 0.5, 0.75]";
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    if (!(ratios[i] > 0 && ratios[i] < 1)) {
+      return name + "." + std::to_string(i) + " must be in (0, 1), got " + std::to_string(ratios[i]) +
+             ". Fix: fractions of each group's units to remove, e.g. [0.25, 0.5, 0.75]";
+    }
+  }
+  return {};
+}
+
+Sensitivity Pruner::sensitivity(const std::function<double()>& evaluate, const std::vector<double>& ratios) const {
+  const auto problem = check_sensitivity_ratios("sensitivity ratios", ratios);
+  TORCH_CHECK_VALUE(problem.empty(), problem);
+  TORCH_CHECK_VALUE(static_cast<bool>(evaluate), "sensitivity: no evaluate function. Fix: pass one that returns the "
+                    "metric (e.g. top-1 on held-out data) of the model as it is when called");
+  const auto started = std::chrono::steady_clock::now();
+  const layers::ModelTensors tensors(*model_);
+  const auto traced = trace(tensors);
+  const auto g = build_graph(traced, tensors);
+  const auto candidates = candidates_of(g, tensors, {});
+  const auto by_name = tensors.by_name();
+  Sensitivity out;
+  out.ratios = ratios;
+  out.baseline = evaluate();
+  for (const auto& c : candidates) {
+    SensitivityRow row{c.group->name(), c.modules, c.group->size(), {}, {}};
+    for (const double ratio : ratios) {
+      auto cut = c;
+      cut.keep = std::min(c.group->size(), detail::keep_count(c.group->size(), ratio, options_));
+      row.kept.push_back(cut.keep);
+      layers::Overwrites masked;
+      masked.mask(tensors, detail::cuts_of({cut}, by_name));
+      row.metric.push_back(evaluate());
+    }
+    out.rows.push_back(std::move(row));
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return out;
+}
+
+std::string Sensitivity::to_json() const {
+  nlohmann::json rows_json = nlohmann::json::array();
+  for (const auto& r : rows) {
+    rows_json.push_back({{"group", r.group}, {"modules", r.modules}, {"size", r.size}, {"kept", r.kept}, {"metric", r.metric}});
+  }
+  return nlohmann::json({{"ratios", ratios}, {"baseline", baseline}, {"seconds", seconds}, {"rows", rows_json}}).dump();
+}
+
+std::string Sensitivity::to_string() const {
+  std::ostringstream s;
+  char cell[64];
+  std::snprintf(cell, sizeof cell, "%-40s %6s", "group (metric drop from baseline)", "units");
+  s << cell;
+  for (const double r : ratios) {
+    std::snprintf(cell, sizeof cell, " %8s", ("-" + std::to_string(static_cast<int>(r * 100 + 0.5)) + "%").c_str());
+    s << cell;
+  }
+  std::snprintf(cell, sizeof cell, "\nbaseline %.2f, %zu groups, %.1f s\n", baseline, rows.size(), seconds);
+  s << cell;
+  for (const auto& r : rows) {
+    std::string name = r.modules.empty() ? r.group : r.modules.front();
+    if (r.modules.size() > 1) name += " +" + std::to_string(r.modules.size() - 1);
+    if (name.size() > 40) name = "..." + name.substr(name.size() - 37);
+    std::snprintf(cell, sizeof cell, "%-40s %6lld", name.c_str(), static_cast<long long>(r.size));
+    s << cell;
+    for (const double m : r.metric) {
+      std::snprintf(cell, sizeof cell, " %8.2f", baseline - m);
+      s << cell;
+    }
+    s << "\n";
+  }
+  return s.str();
+}
+
+}  // namespace libprune::prune

@@ -1,0 +1,107 @@
+// The sensitivity scan: every point is the metric of the model with only that group cut, and the
+// model is as it was afterwards.
+#include "helpers.h"
+#include "libprune/libprune.h"
+
+using namespace libprune;
+using prune::Pruner;
+using prune::PrunerOptions;
+
+namespace {
+
+// conv1 (1 -> 8) -> bn -> relu -> conv2 (8 -> 8) -> bn -> relu -> mean -> fc (8 -> 4).
+struct ScanNetImpl : torch::nn::Module {
+  torch::nn::Conv2d conv1{torch::nn::Conv2dOptions(1, 8, 3).padding(1).bias(false)};
+  torch::nn::BatchNorm2d bn1{8};
+  torch::nn::Conv2d conv2{torch::nn::Conv2dOptions(8, 8, 3).padding(1).bias(false)};
+  torch::nn::BatchNorm2d bn2{8};
+  torch::nn::Linear fc{8, 4};
+  ScanNetImpl() {
+    register_module("conv1", conv1);
+    register_module("bn1", bn1);
+    register_module("conv2", conv2);
+    register_module("bn2", bn2);
+    register_module("fc", fc);
+    torch::NoGradGuard no_grad;
+    for (auto* bn : {&bn1, &bn2}) {  // statistics and affine terms that are not the identity
+      (*bn)->weight.uniform_(0.5, 1.5);
+      (*bn)->bias.uniform_(-0.5, 0.5);
+      (*bn)->running_mean.uniform_(-0.2, 0.2);
+      (*bn)->running_var.uniform_(0.5, 2);
+    }
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = torch::relu(bn2(conv2(torch::relu(bn1(conv1(x))))));
+    return fc(x.mean({2, 3}));
+  }
+};
+TORCH_MODULE(ScanNet);
+
+// A number that moves with every logit: the logits weighted by fixed random weights, in eval mode.
+double scan_metric(ScanNet m, const torch::Tensor& x, const torch::Tensor& w) {
+  torch::NoGradGuard no_grad;
+  m->eval();
+  return (m->forward(x) * w).sum().item<double>();
+}
+
+ScanNet scan_copy(ScanNet m) {
+  ScanNet copy;
+  torch::NoGradGuard no_grad;
+  auto params = copy->named_parameters();
+  for (const auto& p : m->named_parameters()) params[p.key()].copy_(p.value());
+  auto buffers = copy->named_buffers();
+  for (const auto& b : m->named_buffers()) buffers[b.key()].copy_(b.value());
+  return copy;
+}
+
+}  // namespace
+
+TEST_CASE("sensitivity scan: each point is the metric of the model with only that group cut; nothing changes",
+          "[budget]") {
+  torch::manual_seed(0);
+  ScanNet m;
+  const auto x = torch::randn({6, 1, 8, 8});
+  const auto w = torch::randn({6, 4});
+  const auto forward = [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; };
+  const auto options = PrunerOptions().importance("l2").ignored_layers({"fc"});
+  const auto before = test::snapshot(*m);
+  const auto scan = Pruner(m.ptr(), forward, options).sensitivity([&] { return scan_metric(m, x, w); }, {0.25, 0.5});
+  CHECK(test::same(before, test::snapshot(*m)));
+  CHECK(scan.baseline == Approx(scan_metric(m, x, w)));
+  REQUIRE(scan.rows.size() == 2);  // conv1's filters, conv2's filters (fc is ignored)
+  for (const auto& row : scan.rows) {
+    REQUIRE(row.modules.size() == 2);  // the conv and its batch norm
+    CHECK(row.modules[0].rfind("conv", 0) == 0);
+    CHECK(row.modules[1].rfind("bn", 0) == 0);
+    CHECK(row.size == 8);
+    CHECK(row.kept == std::vector<int64_t>{6, 4});
+    for (size_t k = 0; k < scan.ratios.size(); ++k) {
+      // The same cut made for real on a copy gives the same metric.
+      ScanNet copy = scan_copy(m);
+      const auto copy_forward = [copy, x]() mutable { return std::vector<torch::Tensor>{copy->forward(x)}; };
+      Pruner(copy.ptr(), copy_forward, PrunerOptions(options).ratio(0).overrides({{row.modules[0], scan.ratios[k]}})).step();
+      REQUIRE(copy->named_parameters()[row.modules[0] + ".weight"].size(0) == row.kept[k]);
+      CHECK(row.metric[k] == Approx(scan_metric(copy, x, w)).epsilon(1e-5));
+      CHECK(row.metric[k] != Approx(scan.baseline).epsilon(1e-3));
+    }
+  }
+  CHECK(scan.to_string().find("conv2") != std::string::npos);
+  CHECK(scan.to_json().find("\"kept\":[6,4]") != std::string::npos);
+
+  // An evaluation that fails half way leaves every tensor as it was.
+  int calls = 0;
+  const auto failing = [&] {
+    if (++calls == 3) throw std::runtime_error("evaluation failed");
+    return scan_metric(m, x, w);
+  };
+  CHECK(test::message_of([&] { Pruner(m.ptr(), forward, options).sensitivity(failing, {0.5}); }) == "evaluation failed");
+  CHECK(test::same(before, test::snapshot(*m)));
+
+  Pruner pruner(m.ptr(), forward, options);
+  const auto metric = [&] { return 0.0; };
+  CHECK(test::message_of([&] { pruner.sensitivity(metric, {}); }).find("sensitivity ratios is empty") == 0);
+  CHECK(test::message_of([&] { pruner.sensitivity(metric, {0.5, 1.0}); })
+            .find("sensitivity ratios.1 must be in (0, 1), got 1") == 0);
+  CHECK(test::message_of([&] { pruner.sensitivity(nullptr, {0.5}); }).find("no evaluate function") != std::string::npos);
+  CHECK(test::same(before, test::snapshot(*m)));
+}
