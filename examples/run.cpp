@@ -2,6 +2,7 @@
 //   build/libprune-run configs/fashion_mnist_resnet20_filters50.json [--resume] [--set key=value ...]
 //   build/libprune-run --print-options   (every recipe key, its default and meaning: docs/recipes.md's table)
 //   build/libprune-run --nproc-per-node 2 RECIPE.json   (2 data-parallel processes; or start it under torchrun)
+//   build/libprune-run RECIPE.json --goal latency_b32=0.25 --max-drop 0.5   (report.goal: choose among the rows)
 #include "libprune/dist/launch.h"
 #include "libprune/recipe/recipe.h"
 #include "libprune/recipe/runner.h"
@@ -48,8 +49,13 @@ int main(int argc, char** argv) {
       rank_args.push_back(argv[i]);
     } else if (a.rfind("--set=", 0) == 0) {
       options.sets.emplace_back(a.substr(6));
+    } else if ((a == "--goal" || a == "--max-drop") && i + 1 < argc) {
+      // Recipe keys: report.goal and report.max_drop.
+      options.sets.emplace_back((a == "--goal" ? "report.goal=" : "report.max_drop=") + std::string(argv[++i]));
+      rank_args.push_back(argv[i]);
     } else if (a == "-h" || a == "--help") {
       std::cout << "usage: libprune-run RECIPE.json [--resume] [--set key.path=value ...] [--nproc-per-node N]\n"
+                   "                    [--goal latency_b32=0.25 [--max-drop 0.5]]\n"
                    "       libprune-run --print-options\n";
       return 0;
     } else if (a == "--print-options") {

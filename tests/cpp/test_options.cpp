@@ -209,3 +209,17 @@ TEST_CASE("op rules: fake quantization passes channels through", "[options]") {
   }
   CHECK(found);
 }
+
+TEST_CASE("recipe: every shipped config reads and checks", "[recipe]") {
+  size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(LIBPRUNE_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".json") continue;
+    INFO(entry.path().string());
+    // The ResNet-50 recipe asks for CUDA; elsewhere it is read on the CPU.
+    std::vector<std::string> sets;
+    if (!torch::cuda::is_available()) sets.push_back("training.device=cpu");
+    CHECK_NOTHROW(recipe::read(entry.path().string(), sets));
+    ++n;
+  }
+  CHECK(n >= 10);
+}

@@ -1,5 +1,6 @@
 #include "libprune/recipe/runner.h"
 
+#include "../report/goal.h"
 #include "../report/summary.h"
 #include "data.h"
 #include "libprune/dist/process_group.h"
@@ -274,12 +275,25 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   info.cpu = run.trainer->device().is_cpu();
   info.quantization = options::name_of(run.recipe.quantization.mode());
   info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  result.summary_json = report::detail::summary(info, *run.comparison, run.recipe.report).dump(2);
+  auto summary = report::detail::summary(info, *run.comparison, run.recipe.report);
+  std::string chosen_note;
+  if (summary.contains("goal") && !summary["goal"]["chosen"].is_null()) {
+    // The chosen model, ready to deploy (int8 rows in the deploy file's form).
+    const auto chosen = fs::path(run.output_dir) / "chosen.pt";
+    const bool saved = report::detail::save_chosen(*run.comparison, summary["goal"]["chosen"], chosen.string());
+    summary["goal"]["file"] = saved ? json("chosen.pt") : json(nullptr);
+    chosen_note = saved ? "chosen model: " + chosen.string()
+                        : "the chosen row's weights were not kept by this run (an accuracy-only PTQ row, or a row "
+                          "from before a resume): rerun with that configuration to get its file";
+  }
+  run.comparison->release_models();
+  result.summary_json = summary.dump(2);
   const std::string path = (fs::path(run.output_dir) / "summary.json").string();
   io::write_file_atomic(path, std::vector<char>(result.summary_json.begin(), result.summary_json.end()), "summary");
   result.completed = true;
   if (run.options.print) {
     report::detail::print_table(info, *run.comparison, run.recipe.report, path);
+    if (!chosen_note.empty()) std::cout << chosen_note << "\n";
     std::cout << "report page: python3 -m libprune.report " << run.output_dir
               << " (or bindings/libprune/report.py) writes report.html there" << std::endl;
   }

@@ -264,6 +264,7 @@ void Comparison::finish() {
       ptq_row(build_(), false, "int8", "dense", true);
       r.figures = figures;
     }
+    r.architecture_only = r.model != nullptr;
     if (r.model) r.model->to(trainer_.device());
   }
   // Interleaved rounds, the best of each: every row sees the same machine state.
@@ -284,8 +285,11 @@ void Comparison::finish() {
     if (r.key == final_key() && quant_.mode == QuantPlan::Mode::qat) r.label += " (QAT)";
     if (r.key == "int8" && prunes_ && quant_.mode != QuantPlan::Mode::none) r.label += " (PTQ)";
     if (r.key == final_key() && quant_.mode == QuantPlan::Mode::ptq) r.label += " (PTQ)";
-    r.model.reset();
   }
+}
+
+void Comparison::release_models() {
+  for (auto& r : rows_) r.model.reset();
 }
 
 // Text inputs at `tokens` tokens per example: each row's ids repeated to that length, every token

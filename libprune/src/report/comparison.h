@@ -36,6 +36,7 @@ struct Row {
   std::string key, label;  // "pruned_int8", "pruned+int8"
   json figures;            // accuracy, top5, params, macs, size_bytes, latency_ms_b<N>, ...
   models::ModelPtr model;  // timed at the end; null for an accuracy-only row
+  bool architecture_only = false;  // `model` was rebuilt to time a row restored from a checkpoint: not its weights
 };
 
 class Comparison {
@@ -52,8 +53,10 @@ class Comparison {
   // The figures measured so far (a checkpoint keeps them) and their restore on resume.
   json saved() const;
   void restore(const json& saved);
-  // Converts or measures what is left, then times every row side by side.
+  // Converts or measures what is left, then times every row side by side. The timed rows keep their
+  // models (a goal may save the chosen one) until release_models().
   void finish();
+  void release_models();
   const std::vector<Row>& rows() const { return rows_; }
   // The run's final int8 model after finish() (null without quantization), to save.
   models::ModelPtr final_int8() const { return final_int8_; }

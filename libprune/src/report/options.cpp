@@ -1,5 +1,9 @@
 #include "libprune/report/options.h"
 
+#include "goal.h"
+
+#include <algorithm>
+
 namespace libprune::report {
 
 std::string check_batches(const std::string& name, const Batches& batches) {
@@ -12,10 +16,26 @@ std::string check_batches(const std::string& name, const Batches& batches) {
   return {};
 }
 
+std::string check_goal(const std::string& name, const std::string& goal) {
+  if (goal.empty()) return {};
+  try {
+    detail::parse_goal(goal);
+  } catch (const c10::Error& e) {
+    return name + " " + e.what_without_backtrace();
+  }
+  return {};
+}
+
 LIBPRUNE_DEFINE_OPTION_SPECS(ReportOptions, LIBPRUNE_REPORT_OPTIONS)
 
 std::string ReportOptions::problem(std::string* key) const {
-  return options::first_problem<ReportOptions>(specs(), *this, {}, key);
+  auto problem = options::first_problem<ReportOptions>(specs(), *this, {}, key);
+  if (!problem.empty() || goal().empty()) return problem;
+  const auto batch = detail::parse_goal(goal()).batch;
+  if (std::find(latency_batches().begin(), latency_batches().end(), batch) != latency_batches().end()) return {};
+  if (key) *key = "goal";
+  return "goal " + goal() + " is judged at batch " + std::to_string(batch) + ", which report.latency_batches does not "
+         "time. Fix: add " + std::to_string(batch) + " to report.latency_batches";
 }
 
 std::vector<double> ReportOptions::sensitivity_ratios() const {

@@ -1,9 +1,22 @@
 #include "summary.h"
 
+#include "goal.h"
+
 #include <cstdio>
 #include <iostream>
 
 namespace libprune::report::detail {
+
+json rows_json(const Comparison& comparison) {
+  json rows = json::array();
+  for (const auto& r : comparison.rows()) {
+    json row = r.figures;
+    row["row"] = r.key;
+    row["label"] = r.label;
+    rows.push_back(row);
+  }
+  return rows;
+}
 
 json summary(const RunInfo& info, const Comparison& comparison, const ReportOptions& options) {
   json out{{"recipe", info.recipe},
@@ -14,16 +27,11 @@ json summary(const RunInfo& info, const Comparison& comparison, const ReportOpti
            {"latency_batchnorm_folded", options.fold_batchnorm()},
            {"quantization", info.quantization},
            {"seconds", info.seconds}};
-  json rows = json::array();
-  for (const auto& r : comparison.rows()) {
-    out[r.key] = r.figures;
-    json row = r.figures;
-    row["row"] = r.key;
-    row["label"] = r.label;
-    rows.push_back(row);
-  }
+  for (const auto& r : comparison.rows()) out[r.key] = r.figures;
+  const json rows = rows_json(comparison);
   out["rows"] = rows;
   if (!comparison.sensitivity().is_null()) out["sensitivity"] = comparison.sensitivity();
+  if (!options.goal().empty()) out["goal"] = json::parse(judge_goal(rows.dump(), options));
   return out;
 }
 
@@ -83,6 +91,19 @@ void print_table(const RunInfo& info, const Comparison& comparison, const Report
       std::cout << ";";
     }
     std::cout << "\n";
+  }
+  if (!options.goal().empty()) {
+    const auto goal = json::parse(judge_goal(rows_json(comparison).dump(), options));
+    std::cout << "goal " << options.goal() << ", at most " << options.max_drop() << " pt lost; candidates in the "
+              << "recommended order:\n";
+    for (const auto& c : goal["candidates"]) {
+      std::printf("  %-24s top-1 %6.2f%% (%+.2f pt)  %s\n", c["label"].get<std::string>().c_str(),
+                  c["accuracy"].get<double>(), -c["drop"].get<double>(), c["verdict"].get<std::string>().c_str());
+    }
+    if (goal["chosen"].is_null()) {
+      std::cout << "no candidate meets the goal. Fix: a deeper pruning target (pruning.N.target), QAT "
+                   "(quantization.mode=qat), or a looser goal\n";
+    }
   }
   std::cout << "summary: " << summary_path << std::endl;
 }

@@ -14,6 +14,8 @@ struct RunInfo {
   std::string quantization = "none";  // none, ptq or qat
 };
 
+// The rows as summary.json's "rows": each row's figures with its "row" key and "label".
+json rows_json(const Comparison& comparison);
 json summary(const RunInfo& info, const Comparison& comparison, const ReportOptions& options);
 void print_table(const RunInfo& info, const Comparison& comparison, const ReportOptions& options,
                  const std::string& summary_path);

@@ -241,15 +241,9 @@ bool Trainer::fit(int64_t start_epoch) {
       const double lr = lr_at(static_cast<double>(epoch) + static_cast<double>(batch) / static_cast<double>(per_epoch));
       for (auto& g : optimizer_->param_groups()) g.options().set_lr(lr);
       m.lr = lr;
-      optimizer_->zero_grad();
       const int64_t step = epoch * per_epoch + batch;
       const auto y = b.y.to(device_);
-      if (sync_) sync_->prepare(*model_);
-      const auto logits = model_->forward_inputs(prepare(b.inputs));
-      const auto loss = torch::nn::functional::cross_entropy(
-          logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing()));
-      loss.backward();
-      if (sync_) sync_->finish(step);  // the mean gradient over the ranks, before anything reads it
+      const auto [logits, loss] = forward_backward(b, y, step);
       for (auto& c : callbacks_) c->on_after_backward(*this, epoch, batch);
       if (options_.max_grad_norm() > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.max_grad_norm());
       optimizer_->step();
@@ -290,6 +284,18 @@ bool Trainer::fit(int64_t start_epoch) {
   return true;
 }
 
+std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward(const data::Batch& b, const torch::Tensor& y,
+                                                                  int64_t step) {
+  optimizer_->zero_grad();
+  if (sync_) sync_->prepare(*model_);
+  auto logits = model_->forward_inputs(prepare(b.inputs));
+  auto loss = torch::nn::functional::cross_entropy(
+      logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing()));
+  loss.backward();
+  if (sync_) sync_->finish(step);  // the mean gradient over the ranks, before anything reads it
+  return {logits, loss};
+}
+
 void Trainer::backward_only(int64_t epoch, int64_t first, int64_t count, const std::function<void()>& on_gradients) {
   data::Loader loader(*train_, options_.batch_size(), true, options_.seed(), /*drop_last=*/true);
   if (group_) loader.shard(group_->rank(), group_->world_size(), true);
@@ -302,11 +308,7 @@ void Trainer::backward_only(int64_t epoch, int64_t first, int64_t count, const s
   for (const auto& t : model_->buffers()) buffers.push_back(t), saved.push_back(t.clone());
   for (int64_t i = 0; i < first + count && loader.next(b); ++i) {
     if (i < first) continue;
-    optimizer_->zero_grad();
-    if (sync_) sync_->prepare(*model_);
-    const auto logits = model_->forward_inputs(prepare(b.inputs));
-    torch::nn::functional::cross_entropy(logits, b.y.to(device_)).backward();
-    if (sync_) sync_->finish(-1 - i);
+    forward_backward(b, b.y.to(device_), -1 - i);
     on_gradients();
   }
   optimizer_->zero_grad();

@@ -34,10 +34,18 @@ using Batches = std::vector<int64_t>;
     "may cut, at ratios step, 2 step, ... below 1 (summary.json's sensitivity, the report page's heat map); 0: off")    \
   X("sensitivity_batches", int64_t, sensitivity_batches, 8,                                                             \
     ::libprune::options::check::at_least<int64_t>(1, "e.g. 8"),                                                        \
-    "eval batches each point of the sensitivity scan is measured on (the scan's cost is groups x ratios of them)")
+    "eval batches each point of the sensitivity scan is measured on (the scan's cost is groups x ratios of them)")       \
+  X("goal", std::string, goal, "", ::libprune::report::check_goal,                                                      \
+    "compress to a target: latency_b<N>=<fraction of dense>, e.g. latency_b32=0.25; the run's rows are judged in the " \
+    "recommended order (PTQ int8, pruned, pruned+int8 PTQ, pruned+int8 QAT) and the first within the goal and "       \
+    "max_drop is chosen and saved as chosen.pt (libprune-run --goal)")                                                 \
+  X("max_drop", double, max_drop, 0.5, ::libprune::options::check::in_range(0, false, 100, false, "e.g. 0.5"),          \
+    "the most top-1 (points) a goal's chosen model may lose against dense (libprune-run --max-drop)")
 
 // Every batch size >= 1.
 std::string check_batches(const std::string& name, const Batches& batches);
+// "" or latency_b<N>=<fraction in (0, 1)>.
+std::string check_goal(const std::string& name, const std::string& goal);
 
 struct ReportOptions {
   ReportOptions() = default;

@@ -124,8 +124,10 @@ class Trainer {
 
  private:
   nn::Inputs prepare(const nn::Inputs& inputs) const;
-  // One optimizer step on a batch; returns the loss and counts the batch's correct predictions.
-  double train_step(const data::Batch& b, int64_t epoch, int64_t batch, int64_t per_epoch);
+  // zero_grad, the forward, the training loss (with label smoothing) and its backward, then in a
+  // data-parallel run the mean gradient over the ranks (`step` names the collective); returns the
+  // logits and the loss. fit() and backward_only() share it, so replayed gradients are the same.
+  std::pair<torch::Tensor, torch::Tensor> forward_backward(const data::Batch& b, const torch::Tensor& y, int64_t step);
   // Data-parallel: the epoch's training loss and accuracy over every rank's batches.
   void reduce_epoch_metrics();
   // The stop flag, raised on every rank when any rank raised it (data-parallel).
