@@ -143,7 +143,8 @@ def write_report(folder: str) -> str:
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
             f"<h1>{title}</h1><p>{html.escape(notes)}</p>{_table(rows)}"
             + "".join(f"<p>{img}</p>" for img in _figures(rows, records))
-            + (f"<p>{_sensitivity(summary['sensitivity'])}</p>" if summary.get("sensitivity") else "") + "</body></html>")
+            + (f"<p>{_sensitivity(summary['sensitivity'])}</p>" if (summary.get("sensitivity") or {}).get("rows") else "")
+            + "</body></html>")
     path = os.path.join(folder, "report.html")
     with open(path + ".tmp", "w") as f:
         f.write(page)

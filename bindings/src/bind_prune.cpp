@@ -85,12 +85,12 @@ void bind_prune(py::module_& m) {
              return p.sensitivity(
                         [&] {
                           const py::object value = evaluate();
-                          if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value)) {
+                          if (!py::hasattr(value, "__float__") || py::isinstance<py::str>(value)) {
                             throw py::type_error("sensitivity: evaluate() returned " +
                                                  std::string(py::str(py::type::of(value).attr("__name__"))) +
                                                  ", not a number. Fix: return the metric as a float (e.g. top-1 %)");
                           }
-                          return value.cast<double>();
+                          return py::float_(value).cast<double>();
                         },
                         ratios)
                  .to_json();

@@ -134,7 +134,6 @@ TEST_CASE("latency table: measured once, reused from the cache; a foreign or bro
   const auto busy = LatencyTable::build(m, x, quick_table(dir));
   CHECK(busy.entries_reused() == 0);
   CHECK(busy.entries_measured() == a.entries_measured() + 4);
-  CHECK(busy.rest_ms() > -0.15 * busy.dense_ms());
   CHECK(LatencyTable::build(m, x, quick_table(dir)).entries_measured() == 0);
 }
 

@@ -69,3 +69,20 @@ TEST_CASE("goal: malformed goals and a batch that is not timed are refused with 
         "goal latency_b8=0.5 is judged at batch 8, which report.latency_batches does not time. Fix: add 8 to "
         "report.latency_batches");
 }
+
+TEST_CASE("goal: PTQ before QAT when a QAT run does not prune; rows without the figures are refused", "[budget]") {
+  const auto options = report::ReportOptions().goal("latency_b32=0.5").max_drop(0.5);
+  // A QAT run that does not prune: int8 is the QAT model, int8_ptq the post-training one.
+  const auto g = json::parse(report::judge_goal(R"rows([
+    {"row": "dense", "label": "dense", "accuracy": 93.0, "latency_ms_b32": 10.0},
+    {"row": "int8", "label": "int8 (QAT)", "accuracy": 93.1, "latency_ms_b32": 3.0},
+    {"row": "int8_ptq", "label": "int8 (PTQ)", "accuracy": 92.9}])rows", options));
+  CHECK(g["candidates"][0]["row"] == "int8_ptq");
+  CHECK(g["chosen"] == "int8_ptq");
+  const auto refused = [&](const std::string& rows) { return test::message_of([&] { report::judge_goal(rows, options); }); };
+  CHECK(refused(R"([{"row": "dense", "latency_ms_b32": 10.0}, {"row": "int8", "accuracy": 93, "latency_ms_b32": 3}])")
+            .find("row dense has no number under \"accuracy\"") != std::string::npos);
+  CHECK(refused(R"([{"row": "dense", "accuracy": 93, "latency_ms_b32": 0}])").find("is not positive") != std::string::npos);
+  CHECK(refused(R"([{"row": "dense", "accuracy": 93, "latency_ms_b32": 10}, {"row": "int8", "accuracy": null}])")
+            .find("row int8 has no number under \"accuracy\"") != std::string::npos);
+}

@@ -105,3 +105,16 @@ TEST_CASE("sensitivity scan: each point is the metric of the model with only tha
   CHECK(test::message_of([&] { pruner.sensitivity(nullptr, {0.5}); }).find("no evaluate function") != std::string::npos);
   CHECK(test::same(before, test::snapshot(*m)));
 }
+
+TEST_CASE("sensitivity scan: groups a norm normalises across are listed, not scanned", "[budget]") {
+  torch::manual_seed(0);
+  torch::nn::Sequential net(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)),
+                            torch::nn::GroupNorm(torch::nn::GroupNormOptions(2, 8)), torch::nn::ReLU(),
+                            torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 4, 3).padding(1)));
+  const auto x = torch::randn({2, 1, 6, 6});
+  const auto forward = [net, x]() mutable { return std::vector<torch::Tensor>{net->forward(x)}; };
+  const auto scan = Pruner(net.ptr(), forward, PrunerOptions().ignored_layers({"3"})).sensitivity([] { return 1.0; }, {0.5});
+  CHECK(scan.rows.empty());  // zeroing a GroupNorm's channels is not what their cut computes
+  REQUIRE(scan.skipped.size() == 1);
+  CHECK(scan.to_json().find("\"skipped\":[") != std::string::npos);
+}

@@ -99,8 +99,17 @@ def test_sensitivity_scan_matches_real_cuts_and_leaves_the_model_as_it_was():
             assert value == pytest.approx(metric(cut), rel=1e-5)
             assert value != pytest.approx(scan["baseline"], rel=1e-3)
     # evaluate() raising: the error reaches the caller, the model is as it was
+    calls = []
+
+    def failing():  # the baseline and one masked point, then a failure with the mask on
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("no data")
+        return metric(model)
+
     with pytest.raises(RuntimeError, match="no data"):
-        libprune.sensitivity(model, x, lambda: (_ for _ in ()).throw(RuntimeError("no data")))
+        libprune.sensitivity(model, x, failing)
+    assert len(calls) == 3
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(TypeError, match="evaluate\\(\\) returned NoneType, not a number"):
         libprune.sensitivity(model, x, lambda: None)

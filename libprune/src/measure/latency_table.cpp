@@ -58,13 +58,21 @@ json key_json(const MachineKey& k) {
           {"threads", k.threads}};
 }
 
+// 2: entries are the fastest call (1: the median).
+constexpr int kCacheFormat = 2;
+
 // The cached grids of this machine from `file`; none (with a note on stderr) when the file is
-// unreadable or holds another machine's times.
+// unreadable, of another format or holds another machine's times.
 json read_cache(const std::string& file, const MachineKey& machine) {
   if (file.empty() || !fs::exists(file)) return json::object();
   try {
     std::ifstream in(file);
     const json cached = json::parse(in);
+    if (cached.value("format", 0) != kCacheFormat) {
+      std::cerr << "libprune: latency cache " << file << " is of an older format; measuring again and replacing it"
+                << std::endl;
+      return json::object();
+    }
     MachineKey theirs;
     const auto& m = cached.at("machine");
     theirs.cpu = m.at("cpu").get<std::string>();
@@ -94,7 +102,7 @@ void write_cache(const std::string& file, const MachineKey& machine, const json&
   const std::string tmp = file + ".tmp" + std::to_string(::getpid());
   {
     std::ofstream out(tmp);
-    out << json{{"format", 1}, {"machine", key_json(machine)}, {"ops", ops}}.dump(1);
+    out << json{{"format", kCacheFormat}, {"machine", key_json(machine)}, {"ops", ops}}.dump(1);
     if (!out) {
       std::cerr << "libprune: could not write the latency cache " << file << "; the table is not kept" << std::endl;
       return;

@@ -38,6 +38,10 @@ Sensitivity Pruner::sensitivity(const std::function<double()>& evaluate, const s
   out.ratios = ratios;
   out.baseline = evaluate();
   for (const auto& c : candidates) {
+    if (c.group->normalised) {
+      out.skipped.push_back(c.group->name());
+      continue;
+    }
     SensitivityRow row{c.group->name(), c.modules, c.group->size(), {}, {}};
     for (const double ratio : ratios) {
       auto cut = c;
@@ -58,7 +62,9 @@ std::string Sensitivity::to_json() const {
   for (const auto& r : rows) {
     rows_json.push_back({{"group", r.group}, {"modules", r.modules}, {"size", r.size}, {"kept", r.kept}, {"metric", r.metric}});
   }
-  return nlohmann::json({{"ratios", ratios}, {"baseline", baseline}, {"seconds", seconds}, {"rows", rows_json}}).dump();
+  return nlohmann::json(
+             {{"ratios", ratios}, {"baseline", baseline}, {"seconds", seconds}, {"rows", rows_json}, {"skipped", skipped}})
+      .dump();
 }
 
 std::string Sensitivity::to_string() const {
@@ -72,6 +78,7 @@ std::string Sensitivity::to_string() const {
   }
   std::snprintf(cell, sizeof cell, "\nbaseline %.2f, %zu groups, %.1f s\n", baseline, rows.size(), seconds);
   s << cell;
+  if (!skipped.empty()) s << skipped.size() << " groups a norm normalises across are not scanned\n";
   for (const auto& r : rows) {
     std::string name = r.modules.empty() ? r.group : r.modules.front();
     if (r.modules.size() > 1) name += " +" + std::to_string(r.modules.size() - 1);

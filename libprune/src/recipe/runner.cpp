@@ -277,14 +277,21 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   auto summary = report::detail::summary(info, *run.comparison, run.recipe.report);
   std::string chosen_note;
+  const auto chosen = fs::path(run.output_dir) / "chosen.pt";
+  std::error_code stale;
+  fs::remove(chosen, stale);  // an earlier run's choice must not pass for this one's
   if (summary.contains("goal") && !summary["goal"]["chosen"].is_null()) {
     // The chosen model, ready to deploy (int8 rows in the deploy file's form).
-    const auto chosen = fs::path(run.output_dir) / "chosen.pt";
-    const bool saved = report::detail::save_chosen(*run.comparison, summary["goal"]["chosen"], chosen.string());
+    bool saved = false;
+    try {
+      saved = report::detail::save_chosen(*run.comparison, summary["goal"]["chosen"], chosen.string());
+      chosen_note = saved ? "chosen model: " + chosen.string()
+                          : "the chosen row's weights were not kept by this run (an accuracy-only PTQ row, or a row "
+                            "from before a resume): rerun with that configuration to get its file";
+    } catch (const c10::Error& e) {  // the run's results still get their summary
+      chosen_note = "the chosen model could not be saved: " + io::error_text(e);
+    }
     summary["goal"]["file"] = saved ? json("chosen.pt") : json(nullptr);
-    chosen_note = saved ? "chosen model: " + chosen.string()
-                        : "the chosen row's weights were not kept by this run (an accuracy-only PTQ row, or a row "
-                          "from before a resume): rerun with that configuration to get its file";
   }
   run.comparison->release_models();
   result.summary_json = summary.dump(2);

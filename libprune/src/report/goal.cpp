@@ -45,13 +45,22 @@ std::string judge_goal(const std::string& rows_json, const ReportOptions& option
   const json* dense = find("dense");
   TORCH_CHECK_VALUE(dense && dense->contains(key), "report.goal ", options.goal(), ": the dense model was not timed at ",
                     "batch ", goal.batch, ". Fix: add ", goal.batch, " to report.latency_batches");
+  const auto number = [&](const json& row, const std::string& field) {
+    TORCH_CHECK_VALUE(row.contains(field) && row[field].is_number(), "report.goal: row ", row.value("row", "?"),
+                      " has no number under \"", field, "\". Fix: pass summary.json's rows, as libprune-run writes them");
+    return row[field].get<double>();
+  };
+  TORCH_CHECK_VALUE(number(*dense, key) > 0, "report.goal: the dense row's ", key, " is not positive. Fix: pass "
+                    "summary.json's rows, as libprune-run writes them");
+  const double dense_accuracy = number(*dense, "accuracy");
   json out{{"goal", options.goal()}, {"max_drop", options.max_drop()}, {"chosen", nullptr}};
   json candidates = json::array();
-  for (const std::string name : {"int8", "int8_ptq", "pruned", "pruned_int8_ptq", "pruned_int8"}) {
+  // (A QAT run that does not prune has int8_ptq, the PTQ of dense, beside int8, its QAT model.)
+  for (const std::string name : {"int8_ptq", "int8", "pruned", "pruned_int8_ptq", "pruned_int8"}) {
     const json* r = find(name);
     if (!r) continue;
-    json c{{"row", name}, {"label", r->value("label", name)}, {"accuracy", r->value("accuracy", 0.0)}};
-    const double drop = dense->value("accuracy", 0.0) - c["accuracy"].get<double>();
+    json c{{"row", name}, {"label", r->value("label", name)}, {"accuracy", number(*r, "accuracy")}};
+    const double drop = dense_accuracy - c["accuracy"].get<double>();
     c["drop"] = drop;
     // A PTQ row runs the kernels of the timed int8 row of its architecture.
     const json* timed = r;
@@ -61,12 +70,12 @@ std::string judge_goal(const std::string& rows_json, const ReportOptions& option
     if (!timed->contains(key)) {
       c["verdict"] = "not timed at batch " + std::to_string(goal.batch);
     } else {
-      const double ratio = (*timed)[key].get<double>() / (*dense)[key].get<double>();
+      const double ratio = number(*timed, key) / number(*dense, key);
       c["latency_ratio"] = ratio;
       if (ratio > goal.latency) {
         std::snprintf(text, sizeof text, "too slow: %.3f of dense at batch %lld, the goal is %.3f", ratio,
                       static_cast<long long>(goal.batch), goal.latency);
-      } else if (drop > options.max_drop()) {
+      } else if (drop > options.max_drop() + 1e-9) {
         std::snprintf(text, sizeof text, "loses %.2f pt, the limit is %.2f", drop, options.max_drop());
       } else if (out["chosen"].is_null()) {
         out["chosen"] = name;

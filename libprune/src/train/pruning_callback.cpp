@@ -85,7 +85,12 @@ void PruningCallback::cut(Trainer& trainer, double time) {
   if (before_first_cut && plans_->empty()) {
     // With this cut's gradients, so a sensitivity scan ranks units as the cut will.
     pruner_->set_gradients(taylor_.empty() ? nullptr : &taylor_);
-    before_first_cut(trainer);
+    try {
+      before_first_cut(trainer);
+    } catch (...) {
+      pruner_->set_gradients(nullptr);
+      throw;
+    }
     pruner_->set_gradients(nullptr);
   }
   const auto& group = trainer.process_group();

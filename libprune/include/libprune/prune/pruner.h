@@ -64,8 +64,10 @@ class Pruner {
   // free group and each ratio with only that group cut by that ratio of its current units (ranked
   // by this pruner's importance; min_channels and round_to apply). Each cut is simulated by masking
   // the units it removes (layers::Overwrites; the cut model computes the same, as layers/exact.h
-  // verifies on every step; groups a LayerNorm normalises across are the exception), so nothing is
-  // reallocated and every tensor is as it was afterwards, also when evaluate() throws.
+  // verifies on every step), so nothing is reallocated and every parameter is as it was afterwards,
+  // also when evaluate() throws (buffers are the caller's: evaluate in eval mode). Groups a
+  // LayerNorm or GroupNorm normalises across are listed in `skipped`, not scanned: zeroing is not
+  // their cut.
   Sensitivity sensitivity(const std::function<double()>& evaluate, const std::vector<double>& ratios) const;
 
   const std::vector<layers::PruningPlan>& history() const { return history_; }

@@ -20,6 +20,9 @@ struct Sensitivity {
   std::vector<double> ratios;
   double baseline = 0;               // the metric of the model as it is
   std::vector<SensitivityRow> rows;  // every free group, in graph order
+  // Free groups a LayerNorm or GroupNorm normalises across: zeroing their units is not what their
+  // cut computes, so they are not scanned.
+  std::vector<std::string> skipped;
   double seconds = 0;
 
   // {"ratios", "baseline", "seconds", "rows": [{"group", "modules", "size", "kept", "metric"}]}
