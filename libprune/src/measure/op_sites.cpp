@@ -1,5 +1,6 @@
 #include "libprune/measure/op_sites.h"
 
+#include <functional>
 #include <map>
 #include <numeric>
 #include <sstream>
@@ -8,9 +9,10 @@ namespace libprune::measure {
 namespace {
 
 int64_t shape_product(const graph::Shape& s, size_t from = 0, size_t to = SIZE_MAX) {
-  int64_t p = 1;
-  for (size_t i = from; i < std::min(to, s.size()); ++i) p *= s[i];
-  return p;
+  const size_t end = std::min(to, s.size());
+  if (from >= end) return 1;
+  return std::accumulate(s.begin() + static_cast<std::ptrdiff_t>(from), s.begin() + static_cast<std::ptrdiff_t>(end),
+                         int64_t{1}, std::multiplies<>());
 }
 
 std::string joined(const std::vector<int64_t>& v, const char* sep) {

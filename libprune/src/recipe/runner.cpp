@@ -299,7 +299,7 @@ RunResult finish(Run& run, std::chrono::steady_clock::time_point started) {
   io::write_file_atomic(path, std::vector<char>(result.summary_json.begin(), result.summary_json.end()), "summary");
   result.completed = true;
   if (run.options.print) {
-    report::detail::print_table(info, *run.comparison, run.recipe.report, path);
+    report::detail::print_table(info, *run.comparison, run.recipe.report, summary.value("goal", json()), path);
     if (!chosen_note.empty()) std::cout << chosen_note << "\n";
     std::cout << "report page: python3 -m libprune.report " << run.output_dir
               << " (or bindings/libprune/report.py) writes report.html there" << std::endl;

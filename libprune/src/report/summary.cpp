@@ -64,7 +64,7 @@ void line(const std::vector<Row>& rows, const std::string& label, const std::str
 
 }  // namespace
 
-void print_table(const RunInfo& info, const Comparison& comparison, const ReportOptions& options,
+void print_table(const RunInfo& info, const Comparison& comparison, const ReportOptions& options, const json& goal,
                  const std::string& summary_path) {
   const auto& rows = comparison.rows();
   if (rows.empty()) return;
@@ -92,8 +92,7 @@ void print_table(const RunInfo& info, const Comparison& comparison, const Report
     }
     std::cout << "\n";
   }
-  if (!options.goal().empty()) {
-    const auto goal = json::parse(judge_goal(rows_json(comparison).dump(), options));
+  if (goal.is_object()) {
     std::cout << "goal " << options.goal() << ", at most " << options.max_drop() << " pt lost; candidates in the "
               << "recommended order:\n";
     for (const auto& c : goal["candidates"]) {

@@ -17,7 +17,8 @@ struct RunInfo {
 // The rows as summary.json's "rows": each row's figures with its "row" key and "label".
 json rows_json(const Comparison& comparison);
 json summary(const RunInfo& info, const Comparison& comparison, const ReportOptions& options);
-void print_table(const RunInfo& info, const Comparison& comparison, const ReportOptions& options,
+// `goal`: the summary's "goal" object (judged once, by summary()), or null.
+void print_table(const RunInfo& info, const Comparison& comparison, const ReportOptions& options, const json& goal,
                  const std::string& summary_path);
 
 }  // namespace libprune::report::detail
