@@ -186,19 +186,23 @@ LatencyTable LatencyTable::build(const graph::Trace& trace, double dense_ms, con
     t.measured_ += static_cast<int64_t>(g.ms.size());
     ops[site.shape_key()] = {{"in", g.in}, {"out", g.out}, {"ms", g.ms}};
   };
-  for (const auto& site : t.sites_) {
-    Grid g;
-    g.in = site.layer() && site.resizable() && !site.depthwise() ? sample_widths(site.in_channels())
-                                                                  : std::vector<int64_t>{site.in_channels()};
-    g.out = site.resizable() ? sample_widths(site.out_channels()) : std::vector<int64_t>{site.out_channels()};
+  // An entry of the cache (or of this build) with the site's shape and widths, else timed now.
+  const auto fill = [&](const OpSite& site, Grid& g, bool reuse) {
     const auto key = site.shape_key();
-    if (ops.contains(key) && ops[key].value("in", std::vector<int64_t>{}) == g.in &&
+    if (reuse && ops.contains(key) && ops[key].value("in", std::vector<int64_t>{}) == g.in &&
         ops[key].value("out", std::vector<int64_t>{}) == g.out) {
       g.ms = ops[key].at("ms").get<std::vector<double>>();
       t.reused_ += static_cast<int64_t>(g.ms.size());
     } else {
       measure_grid(site, g);
     }
+  };
+  for (const auto& site : t.sites_) {
+    Grid g;
+    g.in = site.layer() && site.resizable() && !site.depthwise() ? sample_widths(site.in_channels())
+                                                                  : std::vector<int64_t>{site.in_channels()};
+    g.out = site.resizable() ? sample_widths(site.out_channels()) : std::vector<int64_t>{site.out_channels()};
+    fill(site, g, true);
     t.grids_.push_back(std::move(g));
   }
   const auto sites_ms = [&] {
@@ -207,7 +211,7 @@ LatencyTable LatencyTable::build(const graph::Trace& trace, double dense_ms, con
     return sum;
   };
   // The layers alone cannot take much longer than the whole model: when they do, some entries (or
-  // the cache they came from) were timed on a busy machine. Time every site again, keep the
+  // the cache they came from) were timed on a busy machine. Time every shape again, keep the
   // faster of the two, and give up, keeping nothing, when that does not mend it.
   constexpr double kSlack = 1.15;
   if (sites_ms() > kSlack * dense_ms) {
@@ -216,15 +220,7 @@ LatencyTable LatencyTable::build(const graph::Trace& trace, double dense_ms, con
     t.reused_ = 0;
     std::set<std::string> retimed;  // sites of one shape share an entry: time it once
     for (size_t i = 0; i < t.sites_.size(); ++i) {
-      auto& g = t.grids_[i];
-      const auto key = t.sites_[i].shape_key();
-      if (!retimed.insert(key).second && ops[key].value("in", std::vector<int64_t>{}) == g.in &&
-          ops[key].value("out", std::vector<int64_t>{}) == g.out) {
-        g.ms = ops[key].at("ms").get<std::vector<double>>();
-        t.reused_ += static_cast<int64_t>(g.ms.size());
-      } else {
-        measure_grid(t.sites_[i], g);
-      }
+      fill(t.sites_[i], t.grids_[i], !retimed.insert(t.sites_[i].shape_key()).second);
     }
   }
   const double ops_ms = sites_ms();
