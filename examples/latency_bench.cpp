@@ -7,6 +7,7 @@
 //   build/libprune-latency-bench [--model cifar_resnet20] [--batch 32] [--size 28] [--channels 1]
 //       [--target 0.4] [--uniform 0.5] [--threads 2] [--repeats 3] [--importance l2] [--layers 1]
 //       [--steps 2] (budget steps: each after the first measures the model and calibrates the table)
+//       [--round 16] (the latency target's widths multiples of 16)
 #include "libprune/libprune.h"
 #include "libprune/measure/latency_table.h"
 
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), repeats = 3;
   bool layers = false;
   int steps = 1;
+  int64_t round_to = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--model") name = v;
@@ -84,6 +86,7 @@ int main(int argc, char** argv) {
     else if (k == "--importance") importance = v;
     else if (k == "--layers") layers = v == "1";
     else if (k == "--steps") steps = std::stoi(v);
+    else if (k == "--round") round_to = std::stoll(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -127,7 +130,7 @@ int main(int argc, char** argv) {
     };
     char label[64];
     std::snprintf(label, sizeof(label), "latency target %.2f", target);
-    cut(prune::PrunerOptions().target({{"latency", target}}), label);
+    cut(prune::PrunerOptions().target({{"latency", target}}).round_to(round_to), label);
     std::snprintf(label, sizeof(label), "uniform ratio %.2f", uniform);
     cut(prune::PrunerOptions().ratio(uniform), label);
     std::snprintf(label, sizeof(label), "uniform ratio %.2f round 8", uniform);

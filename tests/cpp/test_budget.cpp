@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 
 using namespace libprune;
 using measure::LatencyTable;
@@ -56,6 +57,22 @@ LatencyTableOptions quick_table(const test::TempDir& dir) { return LatencyTableO
 nlohmann::json cache_json(const std::string& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
+}
+
+// Times m's table once, then rewrites its cache as a made-up machine: each conv entry costs
+// conv_ms(in, out), everything else 0.01 ms. A build from `dir` then reads these.
+void plant_costs(TwoConv m, const torch::Tensor& x, const test::TempDir& dir,
+                 const std::function<double(int64_t, int64_t)>& conv_ms) {
+  const auto measured = LatencyTable::build(m, x, quick_table(dir));
+  auto cached = cache_json(measured.cache_file());
+  for (auto& [key, grid] : cached["ops"].items()) {
+    std::vector<double> ms;
+    for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
+      for (int64_t out : grid["out"].get<std::vector<int64_t>>()) ms.push_back(key.rfind("conv", 0) != 0 ? 0.01 : conv_ms(in, out));
+    }
+    grid["ms"] = ms;
+  }
+  std::ofstream(measured.cache_file()) << cached.dump();
 }
 
 }  // namespace
@@ -181,20 +198,11 @@ TEST_CASE("a latency target follows the table: widths that cost the same are kep
   test::TempDir dir("latency_target");
   TwoConv m;
   auto x = torch::randn({4, 1, 12, 12});
-  const auto measured = LatencyTable::build(m, x, quick_table(dir));
   // A staircase machine: a conv costs by started blocks of 16 channels, so 24 costs what 32 does,
   // and 8 output channels cost more than 16 (as 8-channel convs run slower on AVX-512 CPUs).
-  auto cached = cache_json(measured.cache_file());
-  for (auto& [key, grid] : cached["ops"].items()) {
-    std::vector<double> ms;
-    for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
-      for (int64_t out : grid["out"].get<std::vector<int64_t>>()) {
-        ms.push_back(key.rfind("conv", 0) != 0 ? 0.01 : std::ceil(in / 16.0) * std::ceil(out / 16.0) + (out <= 8 ? 0.5 : 0));
-      }
-    }
-    grid["ms"] = ms;
-  }
-  std::ofstream(measured.cache_file()) << cached.dump();
+  plant_costs(m, x, dir, [](int64_t in, int64_t out) {
+    return std::ceil(in / 16.0) * std::ceil(out / 16.0) + (out <= 8 ? 0.5 : 0);
+  });
   const auto trace = graph::Trace::capture(*m, two_conv_forward(m, x));
   auto table = std::make_shared<LatencyTable>(LatencyTable::build(trace, 6.04, quick_table(dir)));
   REQUIRE(table->entries_measured() == 0);
@@ -225,6 +233,31 @@ TEST_CASE("a latency target follows the table: widths that cost the same are kep
   CHECK(msg.find("cannot be reached: the smallest this model reaches is") != std::string::npos);
   CHECK(msg.find("Nothing was changed") != std::string::npos);
   CHECK(test::same(after, test::snapshot(*m)));
+}
+
+TEST_CASE("a latency target keeps round_to: every width it chooses is a multiple", "[budget]") {
+  torch::manual_seed(0);
+  test::TempDir dir("latency_round");
+  auto x = torch::randn({4, 1, 12, 12});
+  // A machine where a conv costs in x out: any width saves, so the best cut is off the 16s.
+  plant_costs(TwoConv(), x, dir, [](int64_t in, int64_t out) { return static_cast<double>(in * out) / 1024; });
+  const auto widths = [&](int64_t round_to) {
+    torch::manual_seed(0);
+    TwoConv m;
+    auto table = std::make_shared<LatencyTable>(
+        LatencyTable::build(graph::Trace::capture(*m, two_conv_forward(m, x)), 1.1, quick_table(dir)));
+    Pruner pruner(m.ptr(), two_conv_forward(m, x),
+                  PrunerOptions().target({{"latency", 0.5}}).ignored_layers({"fc"}).round_to(round_to));
+    pruner.set_latency_table(table);
+    pruner.step();
+    CHECK(table->predict_ms(graph::Trace::capture(*m, two_conv_forward(m, x))) <= 0.55 + 1e-9);
+    return std::make_pair(m->conv1->weight.size(0), m->conv2->weight.size(0));
+  };
+  const auto free = widths(1);
+  CHECK((free.first % 16 != 0 || free.second % 16 != 0));
+  const auto aligned = widths(16);
+  CHECK(aligned.first % 16 == 0);
+  CHECK(aligned.second % 16 == 0);
 }
 
 TEST_CASE("bad targets: an unknown kind, two kinds, out of range, with overrides, with a ratio in a recipe",

@@ -77,7 +77,8 @@ std::vector<int64_t> levels_of(const Candidate& c, const std::vector<CostSite>& 
   }
   if (latency && dim) {
     for (int64_t w : measure::LatencyTable::sample_widths(c.original * dim->mult)) {
-      if (w % dim->mult == 0) levels.push_back(w / dim->mult);
+      // round_to holds here too: a width the user's hardware wants aligned is only chosen aligned.
+      if (w % dim->mult == 0 && (w / dim->mult) % o.round_to() == 0) levels.push_back(w / dim->mult);
     }
   }
   if (levels.size() < 2) {
