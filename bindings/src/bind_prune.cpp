@@ -22,6 +22,8 @@ void bind_plan_and_groups(py::module_& m) {
                              })
       .def_property_readonly("groups", [](const PruningPlan& p) { return p.groups; })
       .def_property_readonly("notes", [](const PruningPlan& p) { return p.notes; }, "what the plan decided: budgets met, floors held")
+      .def_property_readonly("importance_kept", [](const PruningPlan& p) { return p.importance_kept; },
+                             "share of the scored groups' importance the plan keeps (each group's scores over their mean); -1 when none was scored")
       .def("__repr__", [](const PruningPlan& p) {
         return "Plan(" + std::to_string(p.cuts.size()) + " cuts over " + std::to_string(p.groups.size()) + " groups)";
       });

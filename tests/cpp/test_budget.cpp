@@ -192,6 +192,42 @@ TEST_CASE("a MACs target: the cut meets the budget, steps toward it, and takes t
   CHECK(m->conv1->weight.flatten(1).norm(2, 1).min().item<double>() > 1e-2);  // every weak filter is gone
 }
 
+TEST_CASE("importance kept: one measure for ratio and budget plans; at a uniform cut's MACs the budget keeps more",
+          "[budget]") {
+  torch::manual_seed(0);
+  const auto weak_model = [] {
+    torch::manual_seed(0);
+    TwoConv m;
+    torch::NoGradGuard no_grad;
+    m->conv1->weight.slice(0, 0, 12).mul_(1e-2);  // conv1's first 12 filters barely matter
+    return m;
+  };
+  auto x = torch::randn({2, 1, 12, 12});
+  auto uniform_model = weak_model();
+  const double dense = site_macs(uniform_model, x);
+  const auto uniform = Pruner(uniform_model.ptr(), two_conv_forward(uniform_model, x),
+                              PrunerOptions().ratio(0.5).ignored_layers({"fc"})).step();
+  // Each group's top half by score: more than half its importance, less than all.
+  CHECK(uniform.importance_kept > 0.5);
+  CHECK(uniform.importance_kept < 1.0);
+  const double uniform_macs = site_macs(uniform_model, x);
+  auto budget_model = weak_model();
+  const auto budget = Pruner(budget_model.ptr(), two_conv_forward(budget_model, x),
+                             PrunerOptions().target({{"macs", uniform_macs / dense}}).ignored_layers({"fc"})).step();
+  CHECK(site_macs(budget_model, x) <= uniform_macs * (1 + 1e-9));
+  CHECK(budget.importance_kept > uniform.importance_kept);
+  REQUIRE_FALSE(budget.notes.empty());
+  CHECK(budget.notes.front().find("importance kept") != std::string::npos);
+  // Nothing cut: all of it kept. The figure travels with the plan's JSON and is checked there.
+  auto untouched = weak_model();
+  CHECK(Pruner(untouched.ptr(), two_conv_forward(untouched, x), PrunerOptions().ratio(0.01).ignored_layers({"fc"})).step().importance_kept ==
+        Approx(1.0));
+  CHECK(layers::PruningPlan::from_json(uniform.to_json()).importance_kept == Approx(uniform.importance_kept));
+  auto json = nlohmann::json::parse(uniform.to_json());
+  json["importance_kept"] = 1.5;
+  CHECK_THROWS_WITH(layers::PruningPlan::from_json(json.dump()), Catch::Contains("importance_kept must be a number in [0, 1]"));
+}
+
 TEST_CASE("a latency target follows the table: widths that cost the same are kept; an unreachable one changes nothing",
           "[budget]") {
   torch::manual_seed(0);

@@ -37,6 +37,7 @@ def test_macs_target_meets_its_budget_and_steps_toward_it():
     pruner = libprune.Pruner(model, x, target={"macs": 0.5}, ignored_layers=[model[8]])
     plan = pruner.step(progress=0.5)
     assert plan.notes[0].startswith("budget macs 0.500 (this step: 0.750 of dense)")
+    assert 0.5 < plan.importance_kept < 1 and "importance kept" in plan.notes[0]
     assert 0.65 * dense < libprune.count_ops(model, x).macs <= 0.75 * dense
     pruner.step(progress=1)
     assert 0.4 * dense < libprune.count_ops(model, x).macs <= 0.5 * dense

@@ -16,6 +16,7 @@ std::string PruningPlan::to_json() const {
   j["groups"] = nlohmann::json::array();
   for (const auto& g : groups) j["groups"].push_back({{"name", g.first}, {"before", g.second.first}, {"after", g.second.second}});
   if (!notes.empty()) j["notes"] = notes;
+  if (importance_kept >= 0) j["importance_kept"] = importance_kept;
   return j.dump();
 }
 
@@ -77,6 +78,12 @@ PruningPlan PruningPlan::from_json(const std::string& text) {
       TORCH_CHECK_VALUE(n.is_string(), "pruning plan: notes must be strings. Fix: remove the notes or write them as text");
       plan.notes.push_back(n.get<std::string>());
     }
+  }
+  if (j.contains("importance_kept")) {
+    const auto& v = j["importance_kept"];
+    TORCH_CHECK_VALUE(v.is_number() && v.get<double>() >= 0 && v.get<double>() <= 1,
+                      "pruning plan: importance_kept must be a number in [0, 1], got ", v.dump(), ". Fix: remove it or correct it");
+    plan.importance_kept = v.get<double>();
   }
   return plan;
 }

@@ -270,17 +270,10 @@ std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, 
     cost -= cut.saved;
     keep[static_cast<size_t>(cut.cand)] = cut.keep;
   }
-  double kept = 0, all = 0;
-  for (size_t ci = 0; ci < candidates.size(); ++ci) {
-    const auto n = candidates[ci].group->size();
-    const auto& prefix = ladders.prefix[ci];
-    candidates[ci].keep = keep[ci];
-    kept += prefix[static_cast<size_t>(n)] - prefix[static_cast<size_t>(n - keep[ci])];
-    all += prefix[static_cast<size_t>(n)];
-  }
+  for (size_t ci = 0; ci < candidates.size(); ++ci) candidates[ci].keep = keep[ci];
   return {"budget " + kind + " " + budget_number(value) + (progress < 1 ? " (this step: " + budget_number(asked / dense) + " of dense)" : "") +
           ": predicted " + budget_number(cost) + unit + " = " + budget_number(cost / dense) + " of the dense " + budget_number(dense) + unit +
-          "; importance kept " + budget_number(all > 0 ? 100 * kept / all : 100) + "% of the free groups'" + calibrated};
+          calibrated};
 }
 
 }  // namespace libprune::prune::detail

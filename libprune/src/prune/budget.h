@@ -19,8 +19,8 @@ const std::vector<std::pair<std::string, std::string>>& budget_kinds();
 std::string target_problem(const options::RatioMap& target);
 
 // Sets every candidate's keep so that the cost meets the target at `progress` (0: the dense
-// model's cost, 1: the target; schedules step it) and returns notes for the plan: the budget, the
-// predicted cost, the importance kept. Greedy, as in NetAdapt and HALP's knapsack relaxation: the
+// model's cost, 1: the target; schedules step it) and returns notes for the plan: the budget and the
+// predicted cost (the plan reports the importance kept). Greedy, as in NetAdapt and HALP's knapsack relaxation: the
 // cut with the least importance lost per unit of cost saved goes first, each cut a step down the
 // group's sampled widths (latency) or round_to units, with coupled layers costed at their
 // neighbours' current widths. Throws, changing nothing, when no cut reaches the budget, with the

@@ -187,12 +187,16 @@ namespace detail {
 layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std::map<std::string, torch::Tensor>& tensors) {
   std::map<std::pair<std::string, int64_t>, std::vector<int64_t>> removed;
   layers::PruningPlan plan;
+  double kept = 0, all = 0;
   for (const auto& c : candidates) {
     const int64_t n_remove = c.group->size() - c.keep;
-    if (n_remove <= 0) continue;
     std::vector<size_t> order(c.scores.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return c.scores[a] < c.scores[b]; });
+    const double sum = std::accumulate(c.scores.begin(), c.scores.end(), 0.0), n = static_cast<double>(c.scores.size());
+    for (size_t r = static_cast<size_t>(std::max<int64_t>(0, n_remove)); sum > 0 && r < order.size(); ++r) kept += c.scores[order[r]] * n / sum;
+    if (sum > 0) all += n;
+    if (n_remove <= 0) continue;
     for (size_t m = 0; m < c.group->members.size(); ++m) {
       auto& gone = removed[{c.group->members[m].tensor, c.group->members[m].dim}];
       for (int64_t r = 0; r < n_remove; ++r) {
@@ -220,6 +224,7 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
     }
     plan.cuts.push_back(std::move(cut));
   }
+  if (all > 0) plan.importance_kept = kept / all;
   return plan;
 }
 
@@ -268,6 +273,9 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const gra
     auto notes = detail::keep_within_budget(candidates, traced, latency_table_.get(), options_, progress_,
                                             latency_point(traced));
     auto plan = cuts_of(candidates, snapshot.by_name());
+    char kept[64];
+    std::snprintf(kept, sizeof(kept), "; importance kept %.1f%% of the free groups'", 100 * std::max(0.0, plan.importance_kept));
+    notes.front() += kept;
     plan.notes.insert(plan.notes.begin(), notes.begin(), notes.end());
     return plan;
   }

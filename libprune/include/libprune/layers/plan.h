@@ -21,6 +21,10 @@ struct PruningPlan {
   // Where the plan cut less than asked, and why (a ratio that would empty a group keeps
   // min_channels of it: every attention layer keeps a head).
   std::vector<std::string> notes;
+  // The share of the scored groups' importance the plan keeps, in [0, 1] (each group's scores
+  // divided by their mean, so every group weighs by its width; -1: no group was scored). The same
+  // measure for a ratio and a budget, so the two can be compared at equal cost.
+  double importance_kept = -1;
 
   bool empty() const { return cuts.empty(); }
   std::string to_json() const;
