@@ -11,10 +11,11 @@ from ._api import (count_ops, prune, apply_plan, remove_units, check_plan, Depen
                    register_importance, unregister_importance, register_op_rule)
 from ._layers import register_head_adapter
 from ._model import eval_mode
-from . import quantize
+from . import quantize, attention
+from .attention import split_attention, merge_attention
 
 __all__ = ["__version__", "model_names", "count_ops", "prune", "apply_plan", "remove_units", "check_plan", "DependencyGraph",
            "Pruner", "PrunerOptions", "Schedule", "ScheduleOptions", "run_recipe", "Plan", "Group", "ExactReport",
            "OpCount", "LayerOps", "retain_freed_memory", "register_importance", "unregister_importance",
            "importance_criteria", "register_op_rule", "ruled_ops", "register_head_adapter", "eval_mode", "quantize",
-           "latency_table", "LatencyTable", "sensitivity"]
+           "latency_table", "LatencyTable", "sensitivity", "attention", "split_attention", "merge_attention"]

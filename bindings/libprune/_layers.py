@@ -53,10 +53,21 @@ def _timm_heads(m):
     return True
 
 
+def _vit_width(m):
+    """torchvision VisionTransformer: `hidden_dim` (read by its patch reshape) follows the patch
+    projection's filters when the hidden size is cut (prune_hidden)."""
+    proj = getattr(m, "conv_proj", None)
+    if not (hasattr(m, "hidden_dim") and hasattr(m, "class_token") and isinstance(proj, torch.nn.Conv2d)):
+        return False
+    m.hidden_dim = proj.weight.shape[0]
+    return False  # its children keep their own rules
+
+
 # Head-count adapters: each takes a module, updates its head attributes from its (already cut)
 # linears and returns True, or returns False when the module is not its kind. Whole heads go, so
-# the head size stays and the count follows. Add your own with register_head_adapter().
-HEAD_ADAPTERS = [_hf_heads, _timm_heads]
+# the head size stays and the count follows. Add your own with register_head_adapter(). Also
+# here: widths a model stores as attributes (_vit_width).
+HEAD_ADAPTERS = [_hf_heads, _timm_heads, _vit_width]
 
 
 def register_head_adapter(fn):
@@ -74,8 +85,8 @@ def tied_tensors(model):
         prefix = name + "." if name else ""
         if isinstance(m, torch.nn.MultiheadAttention):
             why = (f"heads of nn.MultiheadAttention '{name}': it computes head_dim = embed_dim // num_heads, so its "
-                   "heads can go only with the hidden size. Fix: write the attention with q/k/v linears and a "
-                   "num_heads attribute (timm or Hugging Face style) to prune heads")
+                   "heads can go only with the hidden size. Fix: libprune.split_attention(model) replaces it with an "
+                   "equal module whose heads are units (or write q/k/v linears and a num_heads attribute)")
             weights = ["in_proj_weight"] if m.in_proj_weight is not None else ["q_proj_weight", "k_proj_weight",
                                                                               "v_proj_weight"]
             out += [(prefix + w, 0, why) for w in weights] + [(prefix + "out_proj.weight", 1, why)]

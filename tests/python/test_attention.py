@@ -193,6 +193,7 @@ def test_multihead_attention_heads_are_pinned_with_the_reason():
     graph = libprune.DependencyGraph(model, x)
     heads = _heads_group(graph, "mha.in_proj_weight")
     assert heads.pinned and "head_dim = embed_dim // num_heads" in heads.reason and "mha" in heads.reason
+    assert "libprune.split_attention(model)" in heads.reason  # the fix it names
     before = {k: v.clone() for k, v in model.state_dict().items()}
     plan = libprune.prune(model, x, ratio=0.5, ignored_layers=[model.out])
     assert plan.empty() and plan.verification_pins == []
@@ -217,3 +218,130 @@ def test_torchvision_vit_and_swin_prune_their_mlps_and_explain_the_rest():
         assert dict(model.named_modules())[mlp].out_features == width // 2
         with torch.no_grad():
             assert model.eval()(x).shape == (1, 10)
+
+
+# nn.MultiheadAttention split into q/k/v linears (libprune.split_attention): equal outputs, heads as units.
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kdim", [None, 12])
+def test_split_attention_equals_multihead_attention_and_merges_back(batch_first, kdim):
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(32, 4, batch_first=batch_first, kdim=kdim, vdim=kdim).eval()
+    split = libprune.attention.SplitMultiheadAttention.from_torch(mha).eval()
+    q = torch.randn(2, 7, 32) if batch_first else torch.randn(7, 2, 32)
+    k = torch.randn(2, 5, kdim or 32) if batch_first else torch.randn(5, 2, kdim or 32)
+    causal = torch.ones(7, 5, dtype=torch.bool).triu(1)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[1, 3:] = True
+    cases = [{}, {"attn_mask": causal}, {"key_padding_mask": padding},
+             {"attn_mask": causal.float() * -3, "key_padding_mask": padding, "average_attn_weights": False},
+             {"need_weights": False}]
+    with torch.no_grad():
+        for kwargs in cases:
+            want, got = mha(q, k, k, **kwargs), split(q, k, k, **kwargs)
+            assert torch.allclose(got[0], want[0], atol=1e-6), kwargs
+            assert (got[1] is None) == (want[1] is None)
+            if want[1] is not None:
+                assert torch.allclose(got[1], want[1], atol=1e-6), kwargs
+        unbatched = q[0] if batch_first else q[:, 0]
+        key = k[0] if batch_first else k[:, 0]
+        assert torch.allclose(split(unbatched, key, key)[0], mha(unbatched, key, key)[0], atol=1e-6)
+        back = split.to_torch()
+        assert torch.allclose(back(q, k, k)[0], mha(q, k, k)[0], atol=1e-6)
+    # nn.MultiheadAttention's state_dict keys load into the split module.
+    fresh = libprune.attention.SplitMultiheadAttention(32, 4, kdim=kdim, vdim=kdim, batch_first=batch_first).eval()
+    fresh.load_state_dict(mha.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(fresh(q, k, k)[0], mha(q, k, k)[0], atol=1e-6)
+
+
+class TextClassifier(torch.nn.Module):
+    """An nn.TransformerEncoder text classifier, as plain-PyTorch BERTs are written."""
+
+    def __init__(self, heads=10, head_dim=4):
+        super().__init__()
+        width = heads * head_dim
+        self.embed = torch.nn.Embedding(50, width)
+        layer = torch.nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 2)
+        self.fc = torch.nn.Linear(width, 3)
+
+    def forward(self, tokens):
+        # The mean over real tokens: torch's fast path (eval, nested tensors) leaves padding 0.
+        pad = tokens == 0
+        h = self.encoder(self.embed(tokens), src_key_padding_mask=pad).masked_fill(pad.unsqueeze(-1), 0)
+        return self.fc(h.sum(1) / (~pad).sum(1, keepdim=True))
+
+
+def test_transformer_encoder_loses_30_percent_of_its_heads_exact_to_the_masked_dense_model():
+    torch.manual_seed(0)
+    model = TextClassifier()
+    tokens = torch.randint(1, 50, (3, 9))
+    tokens[2, 6:] = 0  # padding
+    dense = copy.deepcopy(model).eval()
+    assert libprune.split_attention(model) == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(tokens), dense(tokens), atol=1e-6)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    model(tokens).sum().backward()
+    opt.step()
+    dense = copy.deepcopy(model)  # the trained weights, back in nn.MultiheadAttention
+    assert libprune.merge_attention(dense) == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    assert isinstance(dense.encoder.layers[0].self_attn, torch.nn.MultiheadAttention)
+    ffn = [m for n, m in model.named_modules() if n.endswith("linear1")]
+    plan = libprune.prune(model, tokens, ratio=0.3, ignored_layers=[model.fc] + ffn, optimizer=opt)
+    assert plan.verification_pins == []
+    for layer in model.encoder.layers:
+        attn = layer.self_attn
+        assert attn.num_heads == 7 and attn.head_dim == 4 and attn.q_proj.weight.shape == (28, 40)
+        assert attn.out_proj.weight.shape == (40, 28) and opt.state[attn.out_proj.weight]["exp_avg"].shape == (40, 28)
+    # The dense model with the cut heads silenced (their v rows and biases zeroed) gives the same output.
+    with torch.no_grad():
+        for i, layer in enumerate(dense.encoder.layers):
+            kept = set(next(keep for t, d, size, keep in plan.cuts if t == f"encoder.layers.{i}.self_attn.v_proj.weight"))
+            for r in range(40):
+                if r not in kept:
+                    layer.self_attn.in_proj_weight[80 + r].zero_()
+                    layer.self_attn.in_proj_bias[80 + r].zero_()
+        assert torch.allclose(model.eval()(tokens), dense.eval()(tokens), atol=1e-5)
+    model.train()
+    model(tokens).sum().backward()  # trains on
+    opt.step()
+    with pytest.raises(ValueError, match="7 heads of 4 for embed_dim 40"):
+        libprune.merge_attention(model)
+    assert isinstance(model.encoder.layers[0].self_attn, libprune.attention.SplitMultiheadAttention)
+
+
+def test_split_attention_refuses_what_it_does_not_implement_and_changes_nothing():
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.MultiheadAttention(8, 2)
+            self.b = torch.nn.MultiheadAttention(8, 2, add_bias_kv=True)
+
+    model = Two()
+    with pytest.raises(ValueError, match="'b' uses add_bias_kv"):
+        libprune.split_attention(model)
+    assert isinstance(model.a, torch.nn.MultiheadAttention)
+    with pytest.raises(TypeError, match="nn.Module"):
+        libprune.split_attention("model")
+
+
+def test_vit_with_split_attention_and_prune_hidden_loses_heads_and_width():
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32,
+                                               mlp_dim=64, num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    pinned = copy.deepcopy(vit)
+    libprune.split_attention(vit)
+    dense = libprune.count_ops(vit, x).macs
+    plan = libprune.prune(vit, x, ratio=0.5, ignored_layers=[vit.heads.head], prune_hidden=True)
+    libprune.prune(pinned, x, ratio=0.5, ignored_layers=[pinned.heads.head], prune_hidden=True)
+    assert plan.verification_pins == []
+    assert vit.hidden_dim == 16 and vit.class_token.shape == (1, 1, 16)
+    attn = vit.encoder.layers.encoder_layer_0.self_attention
+    assert attn.num_heads == 2 and attn.head_dim == 8
+    assert dense / libprune.count_ops(vit, x).macs >= 3 > dense / libprune.count_ops(pinned, x).macs
+    with torch.no_grad():
+        assert vit.eval()(x).shape == (1, 10)
