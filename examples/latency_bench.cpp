@@ -9,7 +9,9 @@
 //       [--steps 2] (budget steps: each after the first measures the model and calibrates the table)
 //       [--round 16] (the latency target's widths multiples of 16)
 //       [--match 1] (also the uniform ratio, found by bisection, whose measured latency is the
-//       budgeted model's, with the importance each keeps: is the budget's choice better at equal speed?)
+//       budgeted model's, with the importance each keeps: is the budget's choice better at equal speed?
+//       A plan's importance is of the widths it started from, so with --steps the budget row's figure
+//       is its last step's and does not compare with a one-shot cut)
 #include "libprune/libprune.h"
 #include "libprune/measure/latency_table.h"
 

@@ -58,6 +58,8 @@ class SplitMultiheadAttention(torch.nn.Module):
             split.out_proj.weight.copy_(mha.out_proj.weight)
             if bias:
                 split.out_proj.bias.copy_(mha.out_proj.bias)
+        for new, old in zip(split.parameters(), _torch_parameters(mha)):
+            new.requires_grad_(old.requires_grad)  # a frozen attention stays frozen
         return split.train(mha.training)
 
     def to_torch(self, name="attention"):
@@ -84,6 +86,9 @@ class SplitMultiheadAttention(torch.nn.Module):
                 mha.in_proj_bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
                 mha.out_proj.bias.copy_(self.out_proj.bias)
             mha.out_proj.weight.copy_(self.out_proj.weight)
+        frozen = any(not p.requires_grad for p in self.parameters())
+        for p in mha.parameters():
+            p.requires_grad_(not frozen)
         return mha.train(self.training)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -142,6 +147,10 @@ def _additive(mask, scores, n, h, what):
     """A boolean (True: not attended) or float mask as a float to add to the scores."""
     if mask is None:
         return torch.zeros((), dtype=scores.dtype, device=scores.device)
+    if mask.dtype == torch.uint8:  # torch reads a byte mask as a boolean one (deprecated there)
+        mask = mask.bool()
+    if mask.dtype != torch.bool and not mask.is_floating_point():
+        raise TypeError(f"SplitMultiheadAttention: {what} must be bool or floating point, got {mask.dtype}")
     if mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill(mask, float("-inf"))
     if what == "attn_mask" and mask.dim() == 3:
@@ -159,28 +168,50 @@ def _torch_qkv_weights(mha):
     return mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
 
 
+def _torch_parameters(mha):
+    """nn.MultiheadAttention's parameters in SplitMultiheadAttention.parameters() order (q, k, v, out;
+    weight then bias)."""
+    weights = _torch_qkv_weights(mha)
+    packed_bias = mha.in_proj_bias
+    order = []
+    for w in weights:
+        order.append(mha.in_proj_weight if mha._qkv_same_embed_dim else w)
+        if packed_bias is not None:
+            order.append(packed_bias)
+    order.append(mha.out_proj.weight)
+    if mha.out_proj.bias is not None:
+        order.append(mha.out_proj.bias)
+    return order
+
+
 def _torch_qkv_biases(mha):
     return mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
 
 
-def _swap(model, kind, convert):
+def _swap(who, model, kind, convert):
     """Replaces every submodule of `kind` by convert(module, name): all converted first, then set,
-    so a refusal leaves the model as it was. Returns the names replaced."""
+    so a refusal leaves the model as it was. A module held in several places is converted once and
+    stays shared. Returns the names replaced."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{who}: expected an nn.Module, got {type(model).__name__}")
+    if isinstance(model, kind):
+        raise ValueError(f"{who}: the model itself is a {kind.__name__}; it cannot replace itself. Fix: convert it "
+                         f"directly (SplitMultiheadAttention.from_torch / .to_torch) or wrap it in a module")
     found = [(parent, child, f"{pname}.{child}" if pname else child, m)
-             for pname, parent in model.named_modules()
-             for child, m in parent.named_children() if isinstance(m, kind)]
-    done = [(parent, child, name, convert(m, name)) for parent, child, name, m in found]
-    for parent, child, _, new in done:
-        setattr(parent, child, new)
-    return [name for _, _, name, _ in done]
+             for pname, parent in model.named_modules(remove_duplicate=False)
+             for child, m in parent._modules.items() if isinstance(m, kind)]
+    converted = {}
+    for _, _, name, m in found:
+        if id(m) not in converted:
+            converted[id(m)] = convert(m, name)
+    for parent, child, _, m in found:
+        setattr(parent, child, converted[id(m)])
+    return list(dict.fromkeys(name for _, _, name, _ in found))
 
 
 def split_attention(model):
     """Replaces every nn.MultiheadAttention in `model` with an equal SplitMultiheadAttention, whose
     heads are pruning units. Call it before creating the optimizer. Returns the names replaced."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"split_attention: expected an nn.Module, got {type(model).__name__}")
-
     def convert(mha, name):
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError(f"split_attention: '{name}' uses add_bias_kv or add_zero_attn, which the split module "
@@ -188,10 +219,10 @@ def split_attention(model):
                              "heads pinned")
         return SplitMultiheadAttention.from_torch(mha)
 
-    return _swap(model, torch.nn.MultiheadAttention, convert)
+    return _swap("split_attention", model, torch.nn.MultiheadAttention, convert)
 
 
 def merge_attention(model):
     """Turns every SplitMultiheadAttention back into nn.MultiheadAttention (torch's fused kernels and
     checkpoints); refused, with nothing changed, where heads were cut. Returns the names replaced."""
-    return _swap(model, SplitMultiheadAttention, lambda m, name: m.to_torch(name))
+    return _swap("merge_attention", model, SplitMultiheadAttention, lambda m, name: m.to_torch(name))

@@ -243,16 +243,30 @@ def test_split_attention_equals_multihead_attention_and_merges_back(batch_first,
             assert (got[1] is None) == (want[1] is None)
             if want[1] is not None:
                 assert torch.allclose(got[1], want[1], atol=1e-6), kwargs
+        per_head = torch.randn(2 * 4, 7, 5)  # a 3-d float mask: one per batch entry and head
+        want, got = mha(q, k, k, attn_mask=per_head), split(q, k, k, attn_mask=per_head)
+        assert torch.allclose(got[0], want[0], atol=1e-6) and torch.allclose(got[1], want[1], atol=1e-6)
         unbatched = q[0] if batch_first else q[:, 0]
         key = k[0] if batch_first else k[:, 0]
-        assert torch.allclose(split(unbatched, key, key)[0], mha(unbatched, key, key)[0], atol=1e-6)
+        for kwargs in ({}, {"attn_mask": causal, "key_padding_mask": padding[1]}):
+            want, got = mha(unbatched, key, key, **kwargs), split(unbatched, key, key, **kwargs)
+            assert torch.allclose(got[0], want[0], atol=1e-6) and torch.allclose(got[1], want[1], atol=1e-6)
         back = split.to_torch()
         assert torch.allclose(back(q, k, k)[0], mha(q, k, k)[0], atol=1e-6)
-    # nn.MultiheadAttention's state_dict keys load into the split module.
-    fresh = libprune.attention.SplitMultiheadAttention(32, 4, kdim=kdim, vdim=kdim, batch_first=batch_first).eval()
-    fresh.load_state_dict(mha.state_dict())
+    # nn.MultiheadAttention's state_dict keys load into the split module, also nested and strict.
+    fresh = torch.nn.Sequential(libprune.attention.SplitMultiheadAttention(32, 4, kdim=kdim, vdim=kdim,
+                                                                           batch_first=batch_first)).eval()
+    fresh.load_state_dict(torch.nn.Sequential(mha).state_dict(), strict=True)
     with torch.no_grad():
-        assert torch.allclose(fresh(q, k, k)[0], mha(q, k, k)[0], atol=1e-6)
+        assert torch.allclose(fresh[0](q, k, k)[0], mha(q, k, k)[0], atol=1e-6)
+    # Training with dropout: the same seed draws the same mask over the same (batch x heads, L, S) weights.
+    mha.dropout = split.dropout = 0.5
+    mha.train(), split.train()
+    torch.manual_seed(3)
+    want = mha(q, k, k)
+    torch.manual_seed(3)
+    got = split(q, k, k)
+    assert torch.allclose(got[0], want[0], atol=1e-6) and torch.allclose(got[1], want[1], atol=1e-6)
 
 
 class TextClassifier(torch.nn.Module):
@@ -324,8 +338,28 @@ def test_split_attention_refuses_what_it_does_not_implement_and_changes_nothing(
     with pytest.raises(ValueError, match="'b' uses add_bias_kv"):
         libprune.split_attention(model)
     assert isinstance(model.a, torch.nn.MultiheadAttention)
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match="split_attention: expected an nn.Module"):
         libprune.split_attention("model")
+    with pytest.raises(ValueError, match="the model itself is a MultiheadAttention"):
+        libprune.split_attention(model.a)
+    with pytest.raises(TypeError, match="attn_mask must be bool or floating point"):
+        libprune.attention.SplitMultiheadAttention(8, 2)(*[torch.randn(3, 1, 8)] * 3, attn_mask=torch.zeros(3, 3, dtype=torch.int64))
+
+
+def test_split_attention_keeps_sharing_and_frozen_weights():
+    shared = torch.nn.MultiheadAttention(8, 2)
+    shared.in_proj_weight.requires_grad_(False)
+    model = torch.nn.ModuleDict({"a": torch.nn.ModuleList([shared]), "b": torch.nn.ModuleList([shared])})
+    assert libprune.split_attention(model) == ["a.0", "b.0"]
+    assert model["a"][0] is model["b"][0]  # one module still, in both places
+    split = model["a"][0]
+    assert not split.q_proj.weight.requires_grad and not split.v_proj.weight.requires_grad
+    assert split.q_proj.bias.requires_grad and split.out_proj.weight.requires_grad
+    x = torch.randn(3, 1, 8)
+    mask = torch.zeros(3, 3, dtype=torch.uint8)
+    mask[0, 2] = 1  # a byte mask means what a boolean one does, as in torch
+    with torch.no_grad():
+        assert torch.allclose(split(x, x, x, attn_mask=mask)[0], shared(x, x, x, attn_mask=mask.bool())[0], atol=1e-6)
 
 
 def test_vit_with_split_attention_and_prune_hidden_loses_heads_and_width():

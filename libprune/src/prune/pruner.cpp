@@ -193,9 +193,11 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
     std::vector<size_t> order(c.scores.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return c.scores[a] < c.scores[b]; });
+    // Groups with a negative score (a custom criterion's) have no share to report.
     const double sum = std::accumulate(c.scores.begin(), c.scores.end(), 0.0), n = static_cast<double>(c.scores.size());
-    for (size_t r = static_cast<size_t>(std::max<int64_t>(0, n_remove)); sum > 0 && r < order.size(); ++r) kept += c.scores[order[r]] * n / sum;
-    if (sum > 0) all += n;
+    const bool shares = sum > 0 && std::all_of(c.scores.begin(), c.scores.end(), [](double v) { return v >= 0; });
+    for (size_t r = static_cast<size_t>(std::max<int64_t>(0, n_remove)); shares && r < order.size(); ++r) kept += c.scores[order[r]] * n / sum;
+    if (shares) all += n;
     if (n_remove <= 0) continue;
     for (size_t m = 0; m < c.group->members.size(); ++m) {
       auto& gone = removed[{c.group->members[m].tensor, c.group->members[m].dim}];
@@ -224,7 +226,7 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
     }
     plan.cuts.push_back(std::move(cut));
   }
-  if (all > 0) plan.importance_kept = kept / all;
+  if (all > 0) plan.importance_kept = std::clamp(kept / all, 0.0, 1.0);  // rounding may pass 1 when nothing is cut
   return plan;
 }
 
@@ -274,8 +276,8 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const gra
                                             latency_point(traced));
     auto plan = cuts_of(candidates, snapshot.by_name());
     char kept[64];
-    std::snprintf(kept, sizeof(kept), "; importance kept %.1f%% of the free groups'", 100 * std::max(0.0, plan.importance_kept));
-    notes.front() += kept;
+    std::snprintf(kept, sizeof(kept), "; importance kept %.1f%% of the free groups'", 100 * plan.importance_kept);
+    if (plan.importance_kept >= 0) notes.front() += kept;
     plan.notes.insert(plan.notes.begin(), notes.begin(), notes.end());
     return plan;
   }

@@ -23,7 +23,8 @@ struct PruningPlan {
   std::vector<std::string> notes;
   // The share of the scored groups' importance the plan keeps, in [0, 1] (each group's scores
   // divided by their mean, so every group weighs by its width; -1: no group was scored). The same
-  // measure for a ratio and a budget, so the two can be compared at equal cost.
+  // measure for a ratio and a budget, so the two can be compared at equal cost. Of the widths the
+  // plan started from: a schedule's later steps report their own step's share.
   double importance_kept = -1;
 
   bool empty() const { return cuts.empty(); }
