@@ -31,8 +31,10 @@ class SplitMultiheadAttention(torch.nn.Module):
         kw = {"device": device, "dtype": dtype}
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.dropout, self.batch_first = dropout, batch_first
-        # torch's TransformerEncoder(Layer) fast path reads this and would call the packed kernel.
+        # torch's TransformerEncoder(Layer) fast path reads these and would call the packed kernel:
+        # 1.13 stops at _qkv_same_embed_dim, 2.x tests in_proj_bias first (None: "bias=False").
         self._qkv_same_embed_dim = False
+        self.in_proj_weight = self.in_proj_bias = None
         self.q_proj = torch.nn.Linear(embed_dim, embed_dim, bias=bias, **kw)
         self.k_proj = torch.nn.Linear(kdim or embed_dim, embed_dim, bias=bias, **kw)
         self.v_proj = torch.nn.Linear(vdim or embed_dim, embed_dim, bias=bias, **kw)
