@@ -52,16 +52,9 @@ class SplitMultiheadAttention(torch.nn.Module):
         split = cls(mha.embed_dim, mha.num_heads, mha.dropout, bias, mha.kdim, mha.vdim, mha.batch_first,
                     w.device, w.dtype)
         with torch.no_grad():
-            for proj, weight, b in zip((split.q_proj, split.k_proj, split.v_proj), _torch_qkv_weights(mha),
-                                       _torch_qkv_biases(mha)):
-                proj.weight.copy_(weight)
-                if bias:
-                    proj.bias.copy_(b)
-            split.out_proj.weight.copy_(mha.out_proj.weight)
-            if bias:
-                split.out_proj.bias.copy_(mha.out_proj.bias)
-        for new, old in zip(split.parameters(), _torch_parameters(mha)):
-            new.requires_grad_(old.requires_grad)  # a frozen attention stays frozen
+            for p, (value, owner) in zip(split.parameters(), _sources(mha)):
+                p.copy_(value)
+                p.requires_grad_(owner.requires_grad)  # a frozen attention stays frozen
         return split.train(mha.training)
 
     def to_torch(self, name="attention"):
@@ -164,30 +157,22 @@ def _additive(mask, scores, n, h, what):
     return mask.to(scores.dtype)
 
 
-def _torch_qkv_weights(mha):
-    if mha._qkv_same_embed_dim:
-        return mha.in_proj_weight.chunk(3)
-    return mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
-
-
-def _torch_parameters(mha):
-    """nn.MultiheadAttention's parameters in SplitMultiheadAttention.parameters() order (q, k, v, out;
-    weight then bias)."""
-    weights = _torch_qkv_weights(mha)
-    packed_bias = mha.in_proj_bias
-    order = []
-    for w in weights:
-        order.append(mha.in_proj_weight if mha._qkv_same_embed_dim else w)
-        if packed_bias is not None:
-            order.append(packed_bias)
-    order.append(mha.out_proj.weight)
+def _sources(mha):
+    """For each SplitMultiheadAttention parameter, in parameters() order (q, k, v, out; weight then
+    bias): its value in `mha` and the parameter holding that value (packed q/k/v share one)."""
+    packed = mha._qkv_same_embed_dim
+    weights = mha.in_proj_weight.chunk(3) if packed else (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
+    owners = (mha.in_proj_weight,) * 3 if packed else weights
+    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else None
+    out = []
+    for i in range(3):
+        out.append((weights[i], owners[i]))
+        if biases is not None:
+            out.append((biases[i], mha.in_proj_bias))
+    out.append((mha.out_proj.weight, mha.out_proj.weight))
     if mha.out_proj.bias is not None:
-        order.append(mha.out_proj.bias)
-    return order
-
-
-def _torch_qkv_biases(mha):
-    return mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+        out.append((mha.out_proj.bias, mha.out_proj.bias))
+    return out
 
 
 def _swap(who, model, kind, convert):

@@ -177,9 +177,7 @@ Ladders ladders_of(const std::vector<Candidate>& candidates, const std::vector<C
   }
   for (size_t ci = 0; ci < candidates.size(); ++ci) {
     l.levels[ci] = levels_of(candidates[ci], sites, static_cast<int>(ci), latency, o);
-    auto s = candidates[ci].scores;
-    const double mean = std::accumulate(s.begin(), s.end(), 0.0) / std::max<size_t>(1, s.size());
-    for (auto& v : s) v = mean > 0 ? v / mean : 0.0;
+    auto s = normalised_scores(candidates[ci].scores);
     std::sort(s.begin(), s.end());
     l.prefix[ci].assign(s.size() + 1, 0.0);
     std::partial_sum(s.begin(), s.end(), l.prefix[ci].begin() + 1);

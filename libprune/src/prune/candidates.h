@@ -7,7 +7,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,14 @@ struct Candidate {
   bool floored = false;     // the ratio asked for more than min_channels / max_ratio let it lose
   std::vector<std::string> modules;  // the modules whose outputs it cuts
 };
+
+// A group's scores divided by their mean (all 0 when the mean is not positive): the scale on which
+// groups compete in global ranking and budgets, and on which plans report the importance kept.
+inline std::vector<double> normalised_scores(std::vector<double> s) {
+  const double mean = std::accumulate(s.begin(), s.end(), 0.0) / static_cast<double>(std::max<size_t>(1, s.size()));
+  for (auto& v : s) v = mean > 0 ? v / mean : 0.0;
+  return s;
+}
 
 // Units to keep of a group that had `original` units, after removing `remove_fraction` of them
 // (round_to and min_channels applied).

@@ -17,6 +17,7 @@ namespace libprune::prune {
 using detail::Candidate;
 using detail::cuts_of;
 using detail::keep_count;
+using detail::normalised_scores;
 
 namespace {
 
@@ -153,9 +154,8 @@ void keep_globally(std::vector<Candidate>& candidates, const PrunerOptions& o) {
   std::vector<int64_t> floor_keep(candidates.size());
   int64_t total = 0, total_original = 0;
   for (size_t ci = 0; ci < candidates.size(); ++ci) {
-    const auto& s = candidates[ci].scores;
-    const double mean = std::accumulate(s.begin(), s.end(), 0.0) / std::max<size_t>(1, s.size());
-    for (size_t u = 0; u < s.size(); ++u) all.emplace_back(mean > 0 ? s[u] / mean : 0.0, ci, u);
+    const auto s = normalised_scores(candidates[ci].scores);
+    for (size_t u = 0; u < s.size(); ++u) all.emplace_back(s[u], ci, u);
     total += static_cast<int64_t>(s.size());
     total_original += candidates[ci].original;
     floor_keep[ci] = keep_count(candidates[ci].original, o.max_ratio(), o);  // min_channels included
@@ -193,11 +193,12 @@ layers::PruningPlan cuts_of(const std::vector<Candidate>& candidates, const std:
     std::vector<size_t> order(c.scores.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return c.scores[a] < c.scores[b]; });
-    // Groups with a negative score (a custom criterion's) have no share to report.
-    const double sum = std::accumulate(c.scores.begin(), c.scores.end(), 0.0), n = static_cast<double>(c.scores.size());
-    const bool shares = sum > 0 && std::all_of(c.scores.begin(), c.scores.end(), [](double v) { return v >= 0; });
-    for (size_t r = static_cast<size_t>(std::max<int64_t>(0, n_remove)); shares && r < order.size(); ++r) kept += c.scores[order[r]] * n / sum;
-    if (shares) all += n;
+    // Groups with a negative score (a custom criterion's) or none above 0 have no share to report.
+    const auto s = normalised_scores(c.scores);
+    const bool shares = std::all_of(c.scores.begin(), c.scores.end(), [](double v) { return v >= 0; }) &&
+                        std::any_of(s.begin(), s.end(), [](double v) { return v > 0; });
+    for (size_t r = static_cast<size_t>(std::max<int64_t>(0, n_remove)); shares && r < order.size(); ++r) kept += s[order[r]];
+    if (shares) all += static_cast<double>(s.size());
     if (n_remove <= 0) continue;
     for (size_t m = 0; m < c.group->members.size(); ++m) {
       auto& gone = removed[{c.group->members[m].tensor, c.group->members[m].dim}];
