@@ -1,4 +1,6 @@
 """Budgeted pruning from Python: latency tables of nn.Modules, MACs and latency targets."""
+import json
+
 import pytest
 import torch
 
@@ -47,9 +49,24 @@ def test_macs_target_meets_its_budget_and_steps_toward_it():
     assert model(x).shape == (2, 10)
 
 
-def test_latency_target_with_a_table(tmp_path):
+def test_latency_target_with_a_table(tmp_path, monkeypatch):
     model, x = _net(), _x()
+    # A made-up machine, so that timing noise cannot move the cut: conv and linear entries cost
+    # in x out / 1024 ms, ReLUs nothing, and the whole model 0.01 ms more than its layers.
+    monkeypatch.setattr(libprune._api, "_dense_ms", lambda *args, **kwargs: 1000.0)
+    timed = libprune.latency_table(model, x, runs=1, warmup=0, cache_dir=str(tmp_path))
+    with open(timed.cache_file) as f:
+        cache = json.load(f)
+    layers_ms = 0.0
+    for key, grid in cache["ops"].items():
+        costly = not key.startswith("relu")
+        grid["ms"] = [i * o / 1024 if costly else 0.0 for i in grid["in"] for o in grid["out"]]
+        layers_ms += grid["ms"][-1]
+    with open(timed.cache_file, "w") as f:
+        json.dump(cache, f)
+    monkeypatch.setattr(libprune._api, "_dense_ms", lambda *args, **kwargs: layers_ms + 0.01)
     table = libprune.latency_table(model, x, runs=3, warmup=1, cache_dir=str(tmp_path))
+    assert table.entries_measured == 0 and table.op_ms(0, 3, 32) == pytest.approx(3 * 32 / 1024)
     plan = libprune.prune(model, x, target={"latency": 0.6}, latency_table=table, ignored_layers=[model[8]])
     assert "predicted" in plan.notes[0]
     assert table._predict_ms(lambda: [model(x)], list(model.named_parameters())) <= 0.6 * table.dense_ms + 1e-9
