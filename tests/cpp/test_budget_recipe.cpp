@@ -1,0 +1,114 @@
+// Budget targets in recipes: their validation, and a run that cuts to a latency target with a table.
+#include "helpers.h"
+#include "libprune/libprune.h"
+#include "libprune/measure/latency_table.h"
+#include "libprune/recipe/recipe.h"
+#include "libprune/recipe/runner.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
+
+using namespace libprune;
+
+namespace {
+
+nlohmann::json json_file(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+}  // namespace
+
+TEST_CASE("bad targets: an unknown kind, two kinds, out of range, with overrides, with a ratio in a recipe",
+          "[budget]") {
+  const auto problem = [](const prune::PrunerOptions& o) { return test::message_of([&] { o.validate(); }); };
+  CHECK(problem(prune::PrunerOptions().target({{"speed", 0.5}})).find("budget kind \"speed\" does not exist; the kinds are latency, "
+                                                                "latency_ms, macs, params") != std::string::npos);
+  CHECK(problem(prune::PrunerOptions().target({{"latency", 0.5}, {"macs", 0.5}})).find("give one budget") != std::string::npos);
+  CHECK(problem(prune::PrunerOptions().target({{"latency", 1.5}})).find("in (0, 1]") != std::string::npos);
+  CHECK(problem(prune::PrunerOptions().target({{"latency_ms", -1}})).find("must be positive") != std::string::npos);
+  CHECK(problem(prune::PrunerOptions().target({{"macs", 0.5}}).overrides({{"conv1", 0.2}})).find("give one") != std::string::npos);
+  CHECK(problem(prune::PrunerOptions().target({{"macs", 0.5}})).empty());
+  const std::string both = R"({"name": "x", "model": {"name": "cifar_resnet20"}, "data": {"kind": "synthetic"},
+      "pruning": [{"ratio": 0.5, "target": {"latency": 0.4}}]})";
+  const auto msg = test::message_of([&] { recipe::read_text(both, "both.json"); });
+  CHECK(msg.find("pruning.0.target") != std::string::npos);
+  CHECK(msg.find("a ratio or a target, not both") != std::string::npos);
+  const auto kind = test::message_of([&] {
+    recipe::read_text(R"({"name": "x", "model": {"name": "cifar_resnet20"}, "data": {"kind": "synthetic"},
+        "pruning": [{"target": {"flops": 0.4}}]})", "kind.json");
+  });
+  CHECK(kind.find("\"flops\" does not exist") != std::string::npos);
+}
+
+TEST_CASE("a recipe with a latency target builds the table at latency_batch and cuts within it; its sensitivity scan "
+          "is in the summary", "[budget]") {
+  test::TempDir dir("latency_recipe");
+  ::setenv("LIBPRUNE_CACHE_DIR", dir.file("cache").c_str(), 1);
+  const std::string path = dir.file("tiny.json");
+  std::ofstream(path) << R"({
+    "name": "tiny", "model": {"name": "cifar_resnet20"},
+    "data": {"kind": "synthetic", "synthetic_size": 8, "synthetic_channels": 1, "limit_train": 32, "limit_eval": 16},
+    "training": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "progress": false, "threads": 2},
+    "pruning": [{"importance": "l2", "schedule": {"kind": "one_shot", "start_epoch": 1}, "target": {"latency": 0.95},
+                 "latency_batch": 4, "ignored_layers": ["fc"]}],
+    "report": {"latency_runs": 2, "latency_warmup": 1, "latency_batches": [4], "sensitivity_step": 0.4,
+               "sensitivity_batches": 1, "goal": "latency_b4=0.99", "max_drop": 100},
+    "output_dir": ")" + dir.file("out") + R"("})";
+  // The table's entries are planted, in proportion to in x out and far below the whole model's
+  // measured time: the run reuses each, and its check of the layers' sum against the whole model
+  // cannot fire on a loaded CI (as it can for a model this small, timed for real).
+  std::string planted;
+  {
+    auto model = models::create("cifar_resnet20", models::ModelOptions().in_channels(1).num_classes(10));
+    auto x = torch::randn({4, 1, 8, 8});
+    const auto trace = graph::Trace::capture(*model, [&] { return std::vector<torch::Tensor>{model->forward(x)}; });
+    const auto timed = measure::LatencyTable::build(trace, 1000, measure::LatencyTableOptions().threads(2).cache_dir(dir.file("cache")));
+    auto cached = json_file(timed.cache_file());
+    for (auto& [key, grid] : cached["ops"].items()) {
+      std::vector<double> ms;
+      for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
+        for (int64_t out : grid["out"].get<std::vector<int64_t>>()) ms.push_back(1e-6 * static_cast<double>(in * out));
+      }
+      grid["ms"] = ms;
+    }
+    planted = cached.dump();
+    std::ofstream(timed.cache_file()) << planted;
+  }
+  recipe::RunOptions quiet;
+  quiet.print = false;
+  // A target the model cannot reach fails when the run starts, not at its cut.
+  quiet.sets = {"pruning.0.target={\"macs\": 0.0001}"};
+  const auto unreachable = test::message_of([&] { recipe::run(path, quiet); });
+  CHECK(unreachable.find("pruning.0.target: pruning target {\"macs\": 0.000") == 0);
+  CHECK(unreachable.find("cannot be reached") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir.file("out") + "/metrics.jsonl"));
+  quiet.sets.clear();
+  const auto result = recipe::run(path, quiet);
+  ::unsetenv("LIBPRUNE_CACHE_DIR");
+  REQUIRE(result.completed);
+  CHECK(json_file(dir.file("cache") + "/latency-2t-channels_last.json").dump() == planted);  // read, nothing timed
+  const auto summary = nlohmann::json::parse(result.summary_json);
+  CHECK(summary["pruned"]["macs"].get<double>() < summary["dense"]["macs"].get<double>());
+  // The scan of the dense model before the cut: ResNet-20's free groups (the first convs of its 9
+  // blocks and the 3 stage widths), at 40% and 80%.
+  const auto& scan = summary["sensitivity"];
+  REQUIRE(scan.is_object());
+  CHECK(scan["ratios"] == nlohmann::json({0.4, 0.8}));
+  REQUIRE(scan["rows"].size() == 12);
+  for (const auto& row : scan["rows"]) {
+    CHECK(row["kept"][1].get<int64_t>() < row["kept"][0].get<int64_t>());
+    CHECK(row["kept"][0].get<int64_t>() < row["size"].get<int64_t>());
+    CHECK(row["metric"].size() == 2);
+  }
+  // The goal judges the one candidate this run has; a chosen model is saved.
+  const auto& goal = summary["goal"];
+  REQUIRE(goal["candidates"].size() == 1);
+  CHECK(goal["candidates"][0]["row"] == "pruned");
+  CHECK(goal["candidates"][0].contains("latency_ratio"));
+  const bool chosen = goal["chosen"] == "pruned";
+  CHECK(std::filesystem::exists(dir.file("out") + "/chosen.pt") == chosen);
+  if (goal["chosen"] == "pruned") CHECK(goal["file"] == "chosen.pt");
+}
