@@ -70,7 +70,7 @@ TEST_CASE("a recipe with a latency target builds the table at latency_batch and 
     for (auto& [key, grid] : cached["ops"].items()) {
       std::vector<double> ms;
       for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
-        for (int64_t out : grid["out"].get<std::vector<int64_t>>()) ms.push_back(1e-6 * static_cast<double>(in * out));
+        for (int64_t out : grid["out"].get<std::vector<int64_t>>()) ms.push_back(1e-9 * static_cast<double>(in * out));
       }
       grid["ms"] = ms;
     }
@@ -90,6 +90,8 @@ TEST_CASE("a recipe with a latency target builds the table at latency_batch and 
   ::unsetenv("LIBPRUNE_CACHE_DIR");
   REQUIRE(result.completed);
   CHECK(json_file(dir.file("cache") + "/latency-2t-channels_last.json").dump() == planted);  // read, nothing timed
+  // and it is the only cache: the run looked for it where LIBPRUNE_CACHE_DIR says, under its thread count
+  CHECK(std::distance(std::filesystem::directory_iterator(dir.file("cache")), std::filesystem::directory_iterator{}) == 1);
   const auto summary = nlohmann::json::parse(result.summary_json);
   CHECK(summary["pruned"]["macs"].get<double>() < summary["dense"]["macs"].get<double>());
   // The scan of the dense model before the cut: ResNet-20's free groups (the first convs of its 9
