@@ -2,9 +2,11 @@
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
 namespace test {
@@ -43,6 +45,28 @@ inline bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::T
 // Writes `bytes` to `path` as they are (truncated or corrupted copies of files).
 inline void write_bytes(const std::string& path, const std::vector<char>& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// Rewrites the latency cache `file` as a made-up machine: the entry of op `key` at widths in x out
+// costs ms(key, in, out). Returns what was written, for "read, not re-timed" checks.
+inline std::string plant_latency_cache(const std::string& file,
+                                       const std::function<double(const std::string&, int64_t, int64_t)>& ms) {
+  auto cached = read_json(file);
+  for (auto& [key, grid] : cached["ops"].items()) {
+    std::vector<double> entries;
+    for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
+      for (int64_t out : grid["out"].get<std::vector<int64_t>>()) entries.push_back(ms(key, in, out));
+    }
+    grid["ms"] = entries;
+  }
+  const auto text = cached.dump();
+  std::ofstream(file) << text;
+  return text;
 }
 
 inline std::string message_of(const std::function<void()>& fn) {

@@ -58,25 +58,13 @@ LatencyTable table_of(TwoConv m, const torch::Tensor& x, const LatencyTableOptio
   return LatencyTable::build(graph::Trace::capture(*m, two_conv_forward(m, x)), dense_ms, options);
 }
 
-nlohmann::json cache_json(const std::string& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
-
 // Times m's table once, then rewrites its cache as a made-up machine: each conv entry costs
 // conv_ms(in, out), everything else 0.01 ms. A build from `dir` then reads these.
 void plant_costs(TwoConv m, const torch::Tensor& x, const test::TempDir& dir,
                  const std::function<double(int64_t, int64_t)>& conv_ms) {
-  const auto measured = table_of(m, x, quick_table(dir));
-  auto cached = cache_json(measured.cache_file());
-  for (auto& [key, grid] : cached["ops"].items()) {
-    std::vector<double> ms;
-    for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
-      for (int64_t out : grid["out"].get<std::vector<int64_t>>()) ms.push_back(key.rfind("conv", 0) != 0 ? 0.01 : conv_ms(in, out));
-    }
-    grid["ms"] = ms;
-  }
-  std::ofstream(measured.cache_file()) << cached.dump();
+  test::plant_latency_cache(table_of(m, x, quick_table(dir)).cache_file(), [&](const std::string& key, int64_t in, int64_t out) {
+    return key.rfind("conv", 0) != 0 ? 0.01 : conv_ms(in, out);
+  });
 }
 
 }  // namespace
@@ -133,16 +121,16 @@ TEST_CASE("latency table: measured once, reused from the cache; a foreign or bro
   CHECK(b.entries_reused() == a.entries_measured() + 4);
   CHECK(b.op_ms(1, 16, 24) == a.op_ms(1, 16, 24));
   // A file from another CPU is not used: measured again and replaced.
-  auto cached = cache_json(a.cache_file());
+  auto cached = test::read_json(a.cache_file());
   cached["machine"]["cpu"] = "another CPU";
   std::ofstream(a.cache_file()) << cached.dump();
   const auto c = table_of(m, x, quick_table(dir));
   CHECK(c.entries_measured() == a.entries_measured());
-  CHECK(cache_json(a.cache_file())["machine"]["cpu"] == a.machine().cpu);
+  CHECK(test::read_json(a.cache_file())["machine"]["cpu"] == a.machine().cpu);
   // Other threads are another file, keyed by the count. (Its entries are planted, not timed: more
   // threads than free cores, as under a parallel ctest, time each conv at a scheduler slice.)
   const int other_threads = a.machine().threads == 1 ? 2 : 1;
-  auto planted = cache_json(a.cache_file());
+  auto planted = test::read_json(a.cache_file());
   planted["machine"]["threads"] = other_threads;
   for (auto& [key, grid] : planted["ops"].items()) {
     for (auto& ms : grid["ms"]) ms = ms.get<double>() / 100;
@@ -158,11 +146,7 @@ TEST_CASE("latency table: measured once, reused from the cache; a foreign or bro
   // Entries timed on a busy machine (here 100 ms each) add up to far more than the whole model
   // (given as 100 ms: far above what these layers really take): every site is timed again, and the
   // cache is mended.
-  cached = cache_json(a.cache_file());
-  for (auto& [key, grid] : cached["ops"].items()) {
-    for (auto& ms : grid["ms"]) ms = 100.0;
-  }
-  std::ofstream(a.cache_file()) << cached.dump();
+  test::plant_latency_cache(a.cache_file(), [](const std::string&, int64_t, int64_t) { return 100.0; });
   const auto busy = table_of(m, x, quick_table(dir), 100);
   CHECK(busy.entries_measured() == a.entries_measured());  // each shape once: the second ReLU shares the first's
   CHECK(busy.entries_reused() == 4);

@@ -12,15 +12,6 @@
 
 using namespace libprune;
 
-namespace {
-
-nlohmann::json json_file(const std::string& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
-
-}  // namespace
-
 TEST_CASE("bad targets: an unknown kind, two kinds, out of range, with overrides, with a ratio in a recipe",
           "[budget]") {
   const auto problem = [](const prune::PrunerOptions& o) { return test::message_of([&] { o.validate(); }); };
@@ -66,16 +57,9 @@ TEST_CASE("a recipe with a latency target builds the table at latency_batch and 
     auto x = torch::randn({4, 1, 8, 8});
     const auto trace = graph::Trace::capture(*model, [&] { return std::vector<torch::Tensor>{model->forward(x)}; });
     const auto timed = measure::LatencyTable::build(trace, 1000, measure::LatencyTableOptions().threads(2).cache_dir(dir.file("cache")));
-    auto cached = json_file(timed.cache_file());
-    for (auto& [key, grid] : cached["ops"].items()) {
-      std::vector<double> ms;
-      for (int64_t in : grid["in"].get<std::vector<int64_t>>()) {
-        for (int64_t out : grid["out"].get<std::vector<int64_t>>()) ms.push_back(1e-9 * static_cast<double>(in * out));
-      }
-      grid["ms"] = ms;
-    }
-    planted = cached.dump();
-    std::ofstream(timed.cache_file()) << planted;
+    planted = test::plant_latency_cache(timed.cache_file(), [](const std::string&, int64_t in, int64_t out) {
+      return 1e-9 * static_cast<double>(in * out);
+    });
   }
   recipe::RunOptions quiet;
   quiet.print = false;
@@ -89,7 +73,7 @@ TEST_CASE("a recipe with a latency target builds the table at latency_batch and 
   const auto result = recipe::run(path, quiet);
   ::unsetenv("LIBPRUNE_CACHE_DIR");
   REQUIRE(result.completed);
-  CHECK(json_file(dir.file("cache") + "/latency-2t-channels_last.json").dump() == planted);  // read, nothing timed
+  CHECK(test::read_json(dir.file("cache") + "/latency-2t-channels_last.json").dump() == planted);  // read, nothing timed
   // and it is the only cache: the run looked for it where LIBPRUNE_CACHE_DIR says, under its thread count
   CHECK(std::distance(std::filesystem::directory_iterator(dir.file("cache")), std::filesystem::directory_iterator{}) == 1);
   const auto summary = nlohmann::json::parse(result.summary_json);
