@@ -4,7 +4,8 @@
 
 The page holds the comparison table (dense / pruned / int8 / pruned+int8), top-1 per epoch with the
 pruning cuts and the QAT start marked, top-1 against latency for the rows at each batch size,
-latency bars, and the sensitivity scan (report.sensitivity_step) as a heat map of top-1 drops. Figures are drawn with matplotlib (Debian's python3-matplotlib) and embedded as PNG.
+latency bars, and the sensitivity scans (report.sensitivity_step: one group cut at a time;
+report.quant_sensitivity_bits: one unit quantised at a time) as heat maps of top-1 drops. Figures are drawn with matplotlib (Debian's python3-matplotlib) and embedded as PNG.
 """
 import base64
 import html
@@ -83,29 +84,45 @@ def _figures(rows, records):
     return out
 
 
-def _sensitivity(scan):
-    """The scan as a heat map: a row per group, a column per ratio, the top-1 drop in each cell."""
+def _heat_map(drops, row_labels, column_labels, title):
+    """Top-1 drops as a heat map: a row per label, a column per setting, the drop in each cell."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows, ratios = scan["rows"], scan["ratios"]
-    drops = [[scan["baseline"] - m for m in r["metric"]] for r in rows]
-    labels = [(r["modules"] or [r["group"]])[0] + (f" +{len(r['modules']) - 1}" if len(r["modules"]) > 1 else "")
-              + f" ({r['size']})" for r in rows]
-    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(ratios), 1 + 0.28 * len(rows)))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(column_labels), 1 + 0.28 * len(row_labels)))
     image = ax.imshow(drops, cmap="Reds", aspect="auto", vmin=0)
-    ax.set_xticks(range(len(ratios)))
-    ax.set_xticklabels([f"-{r:.0%}" for r in ratios])
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xticks(range(len(column_labels)))
+    ax.set_xticklabels(column_labels)
+    ax.set_yticks(range(len(row_labels)))
+    ax.set_yticklabels(row_labels, fontsize=8)
     for i, row in enumerate(drops):
         for j, d in enumerate(row):
             ax.text(j, i, f"{d:.1f}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="top-1 drop (pt)")
-    ax.set_title(f"sensitivity: one group cut at a time (baseline {scan['baseline']:.2f}%)")
+    ax.set_title(title)
     page = _png(fig)
     plt.close(fig)
     return page
+
+
+def _sensitivity(scan):
+    """The pruning scan: a row per group, a column per ratio."""
+    rows = scan["rows"]
+    labels = [(r["modules"] or [r["group"]])[0] + (f" +{len(r['modules']) - 1}" if len(r["modules"]) > 1 else "")
+              + f" ({r['size']})" for r in rows]
+    return _heat_map([[scan["baseline"] - m for m in r["metric"]] for r in rows], labels,
+                     [f"-{r:.0%}" for r in scan["ratios"]],
+                     f"sensitivity: one group cut at a time (baseline {scan['baseline']:.2f}%)")
+
+
+def _quant_sensitivity(scan):
+    """The quantization scan: a row per int8 unit (named by its layer) and one for all of them, a
+    column per bit width."""
+    rows = scan["rows"] + [{"unit": "every unit at once", "metric": scan["all"]}]
+    labels = [r["unit"].split(" + ")[0] + (" +" + str(r["unit"].count(" + ")) if " + " in r["unit"] else "") for r in rows]
+    return _heat_map([[scan["baseline"] - m for m in r["metric"]] for r in rows], labels,
+                     [f"{b}-bit" for b in scan["bits"]],
+                     f"quantization sensitivity: one unit quantised at a time (float {scan['baseline']:.2f}%)")
 
 
 def _table(rows):
@@ -144,6 +161,8 @@ def write_report(folder: str) -> str:
             f"<h1>{title}</h1><p>{html.escape(notes)}</p>{_table(rows)}"
             + "".join(f"<p>{img}</p>" for img in _figures(rows, records))
             + (f"<p>{_sensitivity(summary['sensitivity'])}</p>" if (summary.get("sensitivity") or {}).get("rows") else "")
+            + (f"<p>{_quant_sensitivity(summary['quant_sensitivity'])}</p>"
+               if (summary.get("quant_sensitivity") or {}).get("rows") else "")
             + "</body></html>")
     path = os.path.join(folder, "report.html")
     with open(path + ".tmp", "w") as f:

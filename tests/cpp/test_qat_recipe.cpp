@@ -25,7 +25,7 @@ std::string hybrid_recipe(const test::TempDir& dir) {
                  "ignored_layers": ["fc"], "round_to": 8}],
     "quantization": {"mode": "qat", "start_epoch": 3, "freeze_observers_epoch": 4, "freeze_bn_epoch": 4,
                      "calibration_batches": 2, "simulate_bits": 4},
-    "report": {"latency_runs": 2, "latency_warmup": 1, "latency_threads": 1},
+    "report": {"latency_runs": 2, "latency_warmup": 1, "latency_threads": 1, "quant_sensitivity_bits": [8, 4]},
     "output_dir": ")" + dir.file("out") + R"("})";
   return path;
 }
@@ -73,6 +73,15 @@ TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT s
   int qat_records = 0;
   for (std::string line; std::getline(log, line);) qat_records += line.find("\"type\":\"qat\"") != std::string::npos;
   CHECK(qat_records == 1);
+  // The quantization scan, of the pruned float model just before QAT prepared it: its float metric is
+  // the pruned row's top-1 (every eval batch), each of its 31 units has a point per width.
+  const auto& scan = s["quant_sensitivity"];
+  CHECK(scan["baseline"].get<double>() == Approx(s["pruned"]["accuracy"].get<double>()));
+  CHECK(scan["bits"] == json::array({8, 4}));
+  REQUIRE(scan["rows"].size() == 31);
+  CHECK(scan["rows"][30]["unit"] == "fc");
+  CHECK(scan["rows"][30]["metric"].size() == 2);
+  CHECK(scan["calibration_batches"] == 2);
 
   // Killed after epoch 4 (QAT running, its state in the checkpoint), then resumed: the same figures.
   CHECK_FALSE(run(path, {"output_dir=" + dir.file("b")}, 4).completed);
@@ -84,6 +93,9 @@ TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT s
     CHECK(t[key]["accuracy"] == s[key]["accuracy"]);
     CHECK(t[key].value("size_bytes", 0.0) == s[key].value("size_bytes", 0.0));
   }
+  // The scan ran before the kill, and came back from the checkpoint.
+  CHECK(t["quant_sensitivity"]["rows"] == scan["rows"]);
+  CHECK(t["quant_sensitivity"]["all"] == scan["all"]);
 }
 
 TEST_CASE("runner: LSQ scales join the optimizer when QAT starts; killed while they learn and resumed, it ends the same",
@@ -113,7 +125,7 @@ TEST_CASE("runner: post-training quantization without pruning reports dense and 
   test::TempDir dir("ptq_recipe");
   const auto path = hybrid_recipe(dir);
   const auto r = run(path, {"pruning=[]", "quantization.mode=ptq", "training.epochs=1", "quantization.simulate_bits=0",
-                            "quantization.calibration_observer=percentile"});
+                            "quantization.calibration_observer=percentile", "report.quant_sensitivity_bits=[8]"});
   REQUIRE(r.completed);
   const auto s = json::parse(r.summary_json);
   REQUIRE(s["rows"].size() == 2);
@@ -123,6 +135,10 @@ TEST_CASE("runner: post-training quantization without pruning reports dense and 
   // Every PTQ row says how closely it follows the float model it came from, over the eval set.
   CHECK(s["int8"]["argmax_agreement_with_float"].get<double>() > 50);
   CHECK(s["int8"]["logit_cosine_with_float"].get<double>() > 0.9);
+  // The scan of the final float model, before PTQ converted it.
+  CHECK(s["quant_sensitivity"]["baseline"].get<double>() == Approx(s["dense"]["accuracy"].get<double>()));
+  CHECK(s["quant_sensitivity"]["rows"].size() == 31);
+  CHECK(s["quant_sensitivity"]["all"].size() == 1);
 }
 
 TEST_CASE("recipes: the quantization section's bad values name the key and the fix", "[quant]") {
@@ -149,6 +165,8 @@ TEST_CASE("recipes: the quantization section's bad values name the key and the f
              Catch::Contains("simulate_bits") && Catch::Contains("mode ptq"));
   CHECK_THAT(msg({"quantization.learnable_scales=true", "quantization.freeze_observers_epoch=-1"}),
              Catch::Contains("at quantization.learnable_scales") && Catch::Contains("freeze_observers_epoch"));
+  CHECK_THAT(msg({"report.quant_sensitivity_bits=[8, 16]"}),
+             Catch::Contains("at report.quant_sensitivity_bits.1: is 16 bits") && Catch::Contains("2 to 8"));
   // Off by default: a recipe without the section loads with mode none.
   CHECK(recipe::read(path, {"quantization.mode=none"}).quantization.mode() == recipe::QuantMode::None);
 }

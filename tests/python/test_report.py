@@ -33,7 +33,7 @@ def test_report_page_has_the_table_and_the_figures(tmp_path):
     assert report.main([str(tmp_path)]) == 0
 
 
-def test_report_page_draws_the_sensitivity_scan(tmp_path):
+def test_report_page_draws_the_sensitivity_scans(tmp_path):
     _run_folder(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     summary["sensitivity"] = {"ratios": [0.25, 0.5], "baseline": 93.0, "seconds": 4.0, "rows": [
@@ -43,6 +43,11 @@ def test_report_page_draws_the_sensitivity_scan(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     page = open(report.write_report(str(tmp_path))).read()
     assert page.count("data:image/png;base64,") == 4  # the three figures and the heat map
+    summary["quant_sensitivity"] = {"bits": [8, 4], "baseline": 93.0, "all": [92.8, 70.0], "seconds": 2.0, "rows": [
+        {"unit": "conv1 + bn1 + relu", "metric": [93.0, 90.5]}, {"unit": "fc", "metric": [92.9, 88.0]}]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    page = open(report.write_report(str(tmp_path))).read()
+    assert page.count("data:image/png;base64,") == 5  # and the quantization scan's
 
 
 def test_report_of_a_folder_without_a_summary_says_what_to_pass(tmp_path):

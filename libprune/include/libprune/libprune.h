@@ -32,6 +32,7 @@
 #include "libprune/prune/pruner.h"
 #include "libprune/quant/fake_quantize.h"
 #include "libprune/quant/quantize.h"
+#include "libprune/quant/sensitivity.h"
 #include "libprune/schedule/schedule.h"
 #include "libprune/train/callbacks.h"
 #include "libprune/train/trainer.h"

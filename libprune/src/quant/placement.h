@@ -60,6 +60,10 @@ class Installs {
   std::vector<std::pair<ModulePtr, std::string>> done_;
 };
 
+// The quantisers (and, with simulated_fold, the simulated folds) of p's units on the model's layers,
+// not yet kept: the caller keeps or undoes them. Nothing stays installed when it throws.
+Installs install_fake_quant(const Placement& p, const QuantOptions& options);
+
 // Every installed extension of type T in the model, by name.
 template <typename T>
 std::vector<std::pair<std::string, std::shared_ptr<T>>> installed_of(const torch::nn::Module& model) {

@@ -67,6 +67,11 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
   TORCH_CHECK_VALUE(!is_prepared(model), "quant::prepare: the model already has fake quantisers. Fix: prepare a model once");
   TORCH_CHECK_VALUE(!is_converted(model), "quant::prepare: the model is already converted to int8");
   auto p = detail::place(model, forward);
+  detail::install_fake_quant(p, options).keep();
+  return p.report;
+}
+
+Installs detail::install_fake_quant(const Placement& p, const QuantOptions& options) {
   const auto quantiser = [&](Role role, int64_t channels, int input = -1) {
     return std::make_shared<FakeQuantizeImpl>(FakeQuantizeOptions(role, channels)
                                                   .bits(options.bits())
@@ -103,8 +108,7 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
     installs.undo();
     throw;
   }
-  installs.keep();
-  return p.report;
+  return installs;
 }
 
 namespace {

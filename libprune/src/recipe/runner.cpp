@@ -181,6 +181,7 @@ void add_callbacks(Run& run, const std::string& id) {
   auto* comparison = run.comparison.get();
   const auto& report = run.recipe.report;
   const bool print = run.options.print;
+  if (print) comparison->printed_to = &std::cout;
   for (const auto& stage : run.stages) {
     auto cb = std::make_shared<train::PruningCallback>(stage.pruner, stage.schedule, run.plans, log, stage.taylor_batches);
     cb->verbose = print;
@@ -203,6 +204,7 @@ void add_callbacks(Run& run, const std::string& id) {
     run.qat->before_prepare = [comparison](train::Trainer&) {
       comparison->record_dense();
       comparison->record_pruned();
+      comparison->scan_quantization();
     };
     trainer.add_callback(run.qat);
   }

@@ -4,6 +4,7 @@
 #include "libprune/measure/count_ops.h"
 #include "libprune/measure/latency.h"
 #include "libprune/nn/memory_format.h"
+#include "libprune/quant/sensitivity.h"
 #include "libprune/train/qat_callback.h"
 
 #include <algorithm>
@@ -228,6 +229,7 @@ json Comparison::saved() const {
   json out = json::object();
   for (const auto& r : rows_) out[r.key] = r.figures;
   if (!sensitivity_.is_null()) out["sensitivity"] = sensitivity_;
+  if (!quant_sensitivity_.is_null()) out["quant_sensitivity"] = quant_sensitivity_;
   return out;
 }
 
@@ -236,10 +238,27 @@ void Comparison::restore(const json& saved) {
     if (saved.contains(known.first)) row(known.first).figures = saved[known.first];
   }
   if (saved.contains("sensitivity")) sensitivity_ = saved["sensitivity"];
+  if (saved.contains("quant_sensitivity")) quant_sensitivity_ = saved["quant_sensitivity"];
+}
+
+void Comparison::scan_quantization() {
+  const auto& bits = options_.quant_sensitivity_bits();
+  if (bits.empty() || !quant_sensitivity_.is_null()) return;
+  auto net = copy(trainer_.model(), true);  // float: a QAT model's quantisers stay behind
+  const auto forward = [net](const nn::Inputs& x) { return net->forward_inputs(x); };
+  const auto scan = quant::sensitivity(
+      *net, example_forward(net), [&] { trainer_.calibrate(forward, quant_.calibration_batches); },
+      [&] { return trainer_.evaluate(*net, forward, options_.sensitivity_batches()).top1; }, bits,
+      quant::QuantOptions(quant_.options).observer(quant_.calibration_observer));
+  quant_sensitivity_ = json::parse(scan.to_json());
+  quant_sensitivity_["eval_batches"] = options_.sensitivity_batches();
+  quant_sensitivity_["calibration_batches"] = quant_.calibration_batches;
+  if (printed_to) *printed_to << "quantization sensitivity (top-1 drop, " << options_.sensitivity_batches() << " eval batches):\n" << scan.to_string() << std::flush;
 }
 
 void Comparison::finish() {
   record_dense();
+  if (quant_.mode != QuantPlan::Mode::qat) scan_quantization();  // QAT's ran before it prepared
   if (quant_.mode == QuantPlan::Mode::none || prunes_) record_pruned();
   const std::string float_key = prunes_ ? "pruned" : "dense";
   if (quant_.mode == QuantPlan::Mode::ptq) ptq_row(trainer_.model(), true, final_key(), float_key, true);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <ostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +66,12 @@ class Comparison {
   // kept in checkpoints with the figures.
   void set_sensitivity(json scan) { sensitivity_ = std::move(scan); }
   const json& sensitivity() const { return sensitivity_; }
+  // The quantization sensitivity scan (report.quant_sensitivity_bits) of a float copy of the trainer's
+  // model, once: before QAT prepares it, or in finish() before PTQ. Kept in checkpoints too.
+  void scan_quantization();
+  const json& quant_sensitivity() const { return quant_sensitivity_; }
+  // Where the scan's table is printed (null: nowhere).
+  std::ostream* printed_to = nullptr;
 
  private:
   // One pass over the eval set: `model`'s logits, in order, and its accuracy.
@@ -95,7 +102,7 @@ class Comparison {
   bool prunes_;
   QuantPlan quant_;
   std::vector<Row> rows_;
-  json sensitivity_;
+  json sensitivity_, quant_sensitivity_;
   models::ModelPtr final_int8_;
 };
 

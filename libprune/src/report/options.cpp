@@ -2,6 +2,8 @@
 
 #include "goal.h"
 
+#include "libprune/quant/sensitivity.h"
+
 #include <algorithm>
 
 namespace libprune::report {
@@ -14,6 +16,10 @@ std::string check_batches(const std::string& name, const Batches& batches) {
     }
   }
   return {};
+}
+
+std::string check_quant_bits(const std::string& name, const Batches& bits) {
+  return bits.empty() ? std::string() : quant::check_sensitivity_bits(name, bits);
 }
 
 std::string check_goal(const std::string& name, const std::string& goal) {

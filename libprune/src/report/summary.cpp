@@ -31,6 +31,7 @@ json summary(const RunInfo& info, const Comparison& comparison, const ReportOpti
   const json rows = rows_json(comparison);
   out["rows"] = rows;
   if (!comparison.sensitivity().is_null()) out["sensitivity"] = comparison.sensitivity();
+  if (!comparison.quant_sensitivity().is_null()) out["quant_sensitivity"] = comparison.quant_sensitivity();
   if (!options.goal().empty()) out["goal"] = json::parse(judge_goal(rows.dump(), options));
   return out;
 }

@@ -35,6 +35,10 @@ using Batches = std::vector<int64_t>;
   X("sensitivity_batches", int64_t, sensitivity_batches, 8,                                                             \
     ::libprune::options::check::at_least<int64_t>(1, "e.g. 8"),                                                        \
     "eval batches each point of the sensitivity scan is measured on (the scan's cost is groups x ratios of them)")       \
+  X("quant_sensitivity_bits", Batches, quant_sensitivity_bits, Batches{}, ::libprune::report::check_quant_bits,       \
+    "quantization sensitivity scan of the final float model, before it is quantised (or of the final model when "   \
+    "nothing is): top-1 with only one int8 unit's weight and output rounded at each of these widths, e.g. [8, 4], "   \
+    "on calibration_batches' ranges (summary.json's quant_sensitivity, the report page's heat map); []: off")         \
   X("goal", std::string, goal, "", ::libprune::report::check_goal,                                                      \
     "compress to a target: latency_b<N>=<fraction of dense>, e.g. latency_b32=0.25; the run's rows are judged in the " \
     "recommended order (PTQ int8, pruned, pruned+int8 PTQ, pruned+int8 QAT) and the first within the goal and "       \
@@ -44,6 +48,8 @@ using Batches = std::vector<int64_t>;
 
 // Every batch size >= 1.
 std::string check_batches(const std::string& name, const Batches& batches);
+// [] (no scan) or distinct bit widths in 2..8 (quant::check_sensitivity_bits).
+std::string check_quant_bits(const std::string& name, const Batches& bits);
 // "" or latency_b<N>=<fraction in (0, 1)>.
 std::string check_goal(const std::string& name, const std::string& goal);
 

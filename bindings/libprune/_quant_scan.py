@@ -1,0 +1,105 @@
+"""libprune.quantize.sensitivity: the quantization sensitivity scan for Python nn.Modules (the C++
+core's quant::sensitivity, on the Python quantisers prepare_qat places)."""
+import time
+
+import torch
+
+from . import _libprune, _model
+from . import quantize as _q
+
+
+def _unprepare(model, training):
+    """Takes prepare_qat's quantisers, hooks and weight forwards off again; the model in `training` mode."""
+    state = model.__dict__.pop("_libprune_qat", None)
+    if state is not None:
+        modules = dict(model.named_modules())
+        for h in state["hooks"]:
+            h.remove()
+        for layer, _, _, end, _ in state["units"]:
+            m = modules[layer]
+            m.__dict__.pop("forward", None)  # back to the class's forward
+            for holder, name in ((m, "weight_fake_quant"), (m, "input_fake_quant"), (modules[end], "output_fake_quant")):
+                holder._modules.pop(name, None)
+    model.train(training)
+
+
+def _calibrate(model, calibrate):
+    _q.calibration_mode(model)
+    with torch.no_grad():
+        if callable(calibrate):
+            calibrate()
+        else:
+            for b in calibrate:
+                model(*_model.as_tuple(b))
+    for name, fq in _q.quantisers(model):
+        if not bool(torch.isfinite(fq.min_val).all()):
+            raise ValueError(f"quantize.sensitivity: {name} saw no finite value during calibration. Fix: calibrate "
+                             "must run batches through the model that reach every quantised layer")
+        fq.calculate_qparams()
+        fq.enable_observer(False)
+        fq.enable_fake_quant(False)
+
+
+def sensitivity(model: torch.nn.Module, example_inputs, calibrate, evaluate, *, bits=(8, 4), **options) -> dict:
+    """The metric with only one unit quantised, for every unit prepare_qat places, at each bit width.
+
+    For each width, quantisers go on as ``prepare_qat(model, example_inputs, bits=b, **options)`` puts
+    them (``observer`` defaults to "min_max", the calibration choice), `calibrate` sets their ranges
+    (a callable that runs batches through the model, or a list of batches: tensors or tuples), then
+    ``evaluate()`` (the metric of the model as it is; it should put the model in eval mode) is called
+    once per unit with only that unit's weight, input and output rounded, and once with all of them.
+    Afterwards the model is as it was: no quantisers, its mode and its parameters and buffers
+    unchanged (calibration runs in eval mode). Bad input raises, naming the problem, with the model as
+    it was.
+
+    Returns {"bits", "baseline" (the float metric), "all" (every unit at once, per width), "seconds",
+    "rows": [{"unit": "layer1.0.conv1 -> layer1.0.relu", "metric": [per width]}]}.
+    """
+    _model.check_module(model, "quantize.sensitivity")
+    if not callable(evaluate):
+        raise TypeError("quantize.sensitivity: evaluate must be a callable returning the metric of the model as it "
+                        f"is, got {type(evaluate).__name__}")
+    if not callable(calibrate) and not isinstance(calibrate, (list, tuple)):
+        raise TypeError("quantize.sensitivity: calibrate must be a callable that runs calibration batches through "
+                        f"the model, or a list of batches, got {type(calibrate).__name__}")
+    bits = list(bits)
+    problem = _libprune._check_sensitivity_bits("quantize.sensitivity bits", bits)
+    if problem:
+        raise ValueError(problem)
+    if _q.quantisers(model) or hasattr(model, "_libprune_qat"):
+        raise ValueError("quantize.sensitivity: the model already has fake quantisers. Fix: scan the float model, "
+                         "before prepare_qat")
+    options = dict({"observer": "min_max"}, **options, learnable_scales=False)
+    _libprune._quant_options(**options)  # bad options raise before any change
+    started, training = time.perf_counter(), model.training
+
+    def metric():
+        value = evaluate()
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"quantize.sensitivity: evaluate() returned {type(value).__name__}; it must return a number")
+        return float(value)
+
+    baseline = metric()
+    rows, everything = None, []
+    for b in bits:
+        try:
+            units = _q.prepare_qat(model, example_inputs, **dict(options, bits=b))
+            if rows is None:
+                rows = [{"unit": u, "metric": []} for u in units]
+            _calibrate(model, calibrate)
+            modules = dict(model.named_modules())
+            for row, (layer, _, _, end, _) in zip(rows, model._libprune_qat["units"]):
+                own = [q for q in (getattr(modules[layer], "weight_fake_quant", None),
+                                   getattr(modules[layer], "input_fake_quant", None),
+                                   getattr(modules[end], "output_fake_quant", None)) if q is not None]
+                for q in own:
+                    q.enable_fake_quant(True)
+                row["metric"].append(metric())
+                for q in own:
+                    q.enable_fake_quant(False)
+            _q.enable_fake_quant(model, True)
+            everything.append(metric())
+        finally:
+            _unprepare(model, training)
+    return {"bits": bits, "baseline": baseline, "all": everything, "rows": rows or [],
+            "seconds": time.perf_counter() - started}
