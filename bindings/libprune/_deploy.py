@@ -41,13 +41,16 @@ def save_int8(model: torch.nn.Module, path: str) -> None:
 
 
 def _unprepare(model):
-    """Takes prepare_qat's quantisers, forwards and hooks off again."""
+    """Takes prepare_qat's quantisers, forwards and hooks off again (a forward set on a layer before
+    prepare_qat comes back)."""
     state = model._libprune_qat
     for h in state["hooks"]:
         h.remove()
     modules = dict(model.named_modules())
-    for layer, _, _, _, _ in state["units"]:
+    for layer, original in state["forwards"].items():
         modules[layer].__dict__.pop("forward", None)
+        if original is not None:
+            modules[layer].forward = original
     for name, _ in _q.quantisers(model):
         owner, _, attr = name.rpartition(".")
         delattr(modules[owner] if owner else model, attr)

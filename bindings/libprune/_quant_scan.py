@@ -6,21 +6,7 @@ import torch
 
 from . import _libprune, _model
 from . import quantize as _q
-
-
-def _unprepare(model, training):
-    """Takes prepare_qat's quantisers, hooks and weight forwards off again; the model in `training` mode."""
-    state = model.__dict__.pop("_libprune_qat", None)
-    if state is not None:
-        modules = dict(model.named_modules())
-        for h in state["hooks"]:
-            h.remove()
-        for layer, _, _, end, _ in state["units"]:
-            m = modules[layer]
-            m.__dict__.pop("forward", None)  # back to the class's forward
-            for holder, name in ((m, "weight_fake_quant"), (m, "input_fake_quant"), (modules[end], "output_fake_quant")):
-                holder._modules.pop(name, None)
-    model.train(training)
+from ._deploy import _unprepare
 
 
 def _calibrate(model, calibrate):
@@ -40,6 +26,13 @@ def _calibrate(model, calibrate):
         fq.enable_fake_quant(False)
 
 
+def _metric(evaluate):
+    value = evaluate()
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"quantize.sensitivity: evaluate() returned {type(value).__name__}; it must return a number")
+    return float(value)
+
+
 def sensitivity(model: torch.nn.Module, example_inputs, calibrate, evaluate, *, bits=(8, 4), **options) -> dict:
     """The metric with only one unit quantised, for every unit prepare_qat places, at each bit width.
 
@@ -48,8 +41,8 @@ def sensitivity(model: torch.nn.Module, example_inputs, calibrate, evaluate, *, 
     (a callable that runs batches through the model, or a list of batches: tensors or tuples), then
     ``evaluate()`` (the metric of the model as it is; it should put the model in eval mode) is called
     once per unit with only that unit's weight, input and output rounded, and once with all of them.
-    Afterwards the model is as it was: no quantisers, its mode and its parameters and buffers
-    unchanged (calibration runs in eval mode). Bad input raises, naming the problem, with the model as
+    Afterwards the model is as it was: no quantisers, every layer's train flag, forward, parameters
+    and buffers unchanged (calibration runs in eval mode). Bad input raises, naming the problem, with the model as
     it was.
 
     Returns {"bits", "baseline" (the float metric), "all" (every unit at once, per width), "seconds",
@@ -69,37 +62,31 @@ def sensitivity(model: torch.nn.Module, example_inputs, calibrate, evaluate, *, 
     if _q.quantisers(model) or hasattr(model, "_libprune_qat"):
         raise ValueError("quantize.sensitivity: the model already has fake quantisers. Fix: scan the float model, "
                          "before prepare_qat")
-    options = dict({"observer": "min_max"}, **options, learnable_scales=False)
+    options = {"observer": "min_max", **options, "learnable_scales": False}  # nothing trains
     _libprune._quant_options(**options)  # bad options raise before any change
-    started, training = time.perf_counter(), model.training
-
-    def metric():
-        value = evaluate()
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TypeError(f"quantize.sensitivity: evaluate() returned {type(value).__name__}; it must return a number")
-        return float(value)
-
-    baseline = metric()
-    rows, everything = None, []
-    for b in bits:
-        try:
+    started = time.perf_counter()
+    with _model.eval_mode(model):  # every layer's train flag comes back, also when evaluate raises
+        baseline = _metric(evaluate)
+        rows, everything = None, []
+        for b in bits:
             units = _q.prepare_qat(model, example_inputs, **dict(options, bits=b))
-            if rows is None:
-                rows = [{"unit": u, "metric": []} for u in units]
-            _calibrate(model, calibrate)
-            modules = dict(model.named_modules())
-            for row, (layer, _, _, end, _) in zip(rows, model._libprune_qat["units"]):
-                own = [q for q in (getattr(modules[layer], "weight_fake_quant", None),
-                                   getattr(modules[layer], "input_fake_quant", None),
-                                   getattr(modules[end], "output_fake_quant", None)) if q is not None]
-                for q in own:
-                    q.enable_fake_quant(True)
-                row["metric"].append(metric())
-                for q in own:
-                    q.enable_fake_quant(False)
-            _q.enable_fake_quant(model, True)
-            everything.append(metric())
-        finally:
-            _unprepare(model, training)
+            try:
+                if rows is None:
+                    rows = [{"unit": u, "metric": []} for u in units]
+                _calibrate(model, calibrate)
+                modules = dict(model.named_modules())
+                for row, (layer, _, _, end, _) in zip(rows, model._libprune_qat["units"]):
+                    own = [q for q in (getattr(modules[layer], "weight_fake_quant", None),
+                                       getattr(modules[layer], "input_fake_quant", None),
+                                       getattr(modules[end], "output_fake_quant", None)) if q is not None]
+                    for q in own:
+                        q.enable_fake_quant(True)
+                    row["metric"].append(_metric(evaluate))
+                    for q in own:
+                        q.enable_fake_quant(False)
+                _q.enable_fake_quant(model, True)
+                everything.append(_metric(evaluate))
+            finally:
+                _unprepare(model)
     return {"bits": bits, "baseline": baseline, "all": everything, "rows": rows or [],
             "seconds": time.perf_counter() - started}

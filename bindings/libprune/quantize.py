@@ -177,21 +177,26 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant,
               percentile=opts.percentile, learnable=opts.learnable_scales)
     ends = {u[3] for u in units if u[3] not in model_outputs}  # the outputs that are rounded
-    hooks = []
-    for layer, _, _, end, sources in units:
-        m = modules[layer]
-        m.add_module("weight_fake_quant", FakeQuantize("weight", m.weight.shape[0], **kw))
-        m.forward = types.MethodType(_weighted_forward, m)
-        if not sources or any(s not in ends for s in sources):
-            # Its input is not another unit's rounded output: rounded here, so int8 has its grid.
-            m.add_module("input_fake_quant", FakeQuantize("activation", 1, **kw))
-            hooks.append(m.register_forward_pre_hook(_round_input))
-        if end in model_outputs:
-            continue  # a tensor the model returns (logits) stays unrounded
-        e = modules[end]
-        e.add_module("output_fake_quant", FakeQuantize("activation", 1, **kw))
-        hooks.append(e.register_forward_hook(_round_output))
-    model._libprune_qat = {"units": units, "hooks": hooks}
+    state = model._libprune_qat = {"units": units, "hooks": [], "forwards": {}}  # before any change: undo reads it
+    try:
+        for layer, _, _, end, sources in units:
+            m = modules[layer]
+            state["forwards"][layer] = m.__dict__.get("forward")  # a forward set on the instance comes back
+            m.add_module("weight_fake_quant", FakeQuantize("weight", m.weight.shape[0], **kw))
+            m.forward = types.MethodType(_weighted_forward, m)
+            if not sources or any(s not in ends for s in sources):
+                # Its input is not another unit's rounded output: rounded here, so int8 has its grid.
+                m.add_module("input_fake_quant", FakeQuantize("activation", 1, **kw))
+                state["hooks"].append(m.register_forward_pre_hook(_round_input))
+            if end in model_outputs:
+                continue  # a tensor the model returns (logits) stays unrounded
+            e = modules[end]
+            e.add_module("output_fake_quant", FakeQuantize("activation", 1, **kw))
+            state["hooks"].append(e.register_forward_hook(_round_output))
+    except BaseException:
+        from ._deploy import _unprepare
+        _unprepare(model)  # nothing half-installed
+        raise
     return [f"{layer} -> {end}" if end != layer else layer for layer, _, _, end, _ in units]
 
 

@@ -96,6 +96,11 @@ TEST_CASE("runner: prune, fine-tune, QAT, convert; five rows; killed after QAT s
   // The scan ran before the kill, and came back from the checkpoint.
   CHECK(t["quant_sensitivity"]["rows"] == scan["rows"]);
   CHECK(t["quant_sensitivity"]["all"] == scan["all"]);
+  // Resumed with other widths: the saved scan is not this run's; the QAT model's float weights are scanned.
+  CHECK_FALSE(run(path, {"output_dir=" + dir.file("c")}, 4).completed);
+  const auto c = json::parse(run(path, {"output_dir=" + dir.file("c"), "report.quant_sensitivity_bits=[4]"}, 0, true).summary_json);
+  CHECK(c["quant_sensitivity"]["bits"] == json::array({4}));
+  CHECK_THAT(c["quant_sensitivity"]["of"].get<std::string>(), Catch::Contains("resumed after QAT started"));
 }
 
 TEST_CASE("runner: LSQ scales join the optimizer when QAT starts; killed while they learn and resumed, it ends the same",

@@ -126,6 +126,24 @@ TEST_CASE("quant sensitivity: bad input names the problem and leaves the model a
   CHECK_THAT(scan_message({4, 4}, calibrate), Catch::Contains("repeats 4 bits"));
   CHECK_THAT(scan_message({}, calibrate), Catch::Contains("is empty"));
   CHECK_THAT(scan_message({8}, nullptr), Catch::Contains("no calibrate function"));
+  // An evaluate that throws mid-scan (quantisers on, one unit rounding): its error, and the model as
+  // it was, each layer's train flag included (a frozen batch norm in a training model stays frozen).
+  s.m->train();
+  s.m->bn1->eval();
+  int calls = 0;
+  const auto midway = test::message_of([&] {
+    quant::sensitivity(*s.m, s.forward(), calibrate, [&] {
+      if (++calls == 3) throw std::runtime_error("metric failed");
+      return s.metric();
+    });
+  });
+  CHECK(calls == 3);
+  CHECK(midway == "metric failed");
+  CHECK_FALSE(quant::is_prepared(*s.m));
+  CHECK(s.m->is_training());
+  CHECK_FALSE(s.m->bn1->is_training());
+  CHECK(s.m->stages[0][0]->as<models::BasicBlockImpl>()->bn1->is_training());
+  CHECK(test::same(before, test::snapshot(*s.m)));
   // A calibration that runs nothing: named, and every quantiser taken off again.
   s.m->train();
   const auto nothing = scan_message({8}, [] {});

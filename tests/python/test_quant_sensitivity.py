@@ -95,11 +95,44 @@ def test_bad_input_names_the_problem_and_leaves_the_model_as_it_was():
         lq.sensitivity(model, x, None, lambda: metric(model))
     with pytest.raises(ValueError, match="observer"):
         lq.sensitivity(model, x, batches, lambda: metric(model), observer="histogram")
+    lq.sensitivity(model, x, batches, lambda: metric(model), bits=[8], learnable_scales=True)  # nothing learns: ignored
     with pytest.raises(ValueError, match=r"conv1.weight_fake_quant saw no finite value during calibration"):
         lq.sensitivity(model, x, [], lambda: metric(model))
     with pytest.raises(TypeError, match="evaluate\\(\\) returned str"):
         lq.sensitivity(model, x, batches, lambda: "93%")
     assert _unchanged(model, before) and not lq.quantisers(model) and "forward" not in model.fc.__dict__
+    # An evaluate that raises mid-scan (quantisers on): the model as it was, each layer's train flag,
+    # hooks and forwards included; a forward set on a layer before the scan is still there.
+    model.train()
+    model.bn1.eval()
+    own_forward = model.conv2.forward = lambda t: torch.nn.Conv2d.forward(model.conv2, t)
+    calls = []
+
+    def failing():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("metric failed")
+        return metric(model)
+    with pytest.raises(RuntimeError, match="metric failed"):
+        lq.sensitivity(model, x, batches, failing)
+    assert len(calls) == 3 and not lq.quantisers(model) and not hasattr(model, "_libprune_qat")
+    assert model.training and not model.bn1.training and model.bn2.training
+    assert not model.conv1._forward_pre_hooks and not model.relu1._forward_hooks
+    assert "forward" not in model.conv1.__dict__ and model.conv2.forward is own_forward
+    assert _unchanged(model, before)
+    del model.conv2.forward
     lq.prepare_qat(model, x)
     with pytest.raises(ValueError, match="before prepare_qat"):
         lq.sensitivity(model, x, batches, lambda: metric(model))
+
+
+def test_prepare_qat_that_fails_partway_leaves_nothing_installed():
+    model, batches, _ = _setup()
+    model.conv2.weight_fake_quant = 5  # an attribute in the way of the second unit's quantiser
+    with pytest.raises(KeyError, match="weight_fake_quant"):
+        lq.prepare_qat(model, batches[0][:2])
+    assert not lq.quantisers(model) and not hasattr(model, "_libprune_qat")
+    assert "forward" not in model.conv1.__dict__ and not model.conv1._forward_pre_hooks
+    assert not model.relu1._forward_hooks
+    del model.conv2.weight_fake_quant
+    assert lq.prepare_qat(model, batches[0][:2]) == ["conv1 -> relu1", "conv2 -> relu2", "fc"]

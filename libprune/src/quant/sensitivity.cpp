@@ -3,6 +3,8 @@
 
 #include "placement.h"
 
+#include "libprune/nn/eval_mode.h"
+
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -79,7 +81,7 @@ QuantSensitivity sensitivity(torch::nn::Module& model, const graph::Forward& for
                     ". Fix: scan the float model, before quant::prepare");
   options::validate<QuantOptions>(QuantOptions::specs(), options, "quant::sensitivity: ", nullptr);
   const auto started = std::chrono::steady_clock::now();
-  const bool training = model.is_training();
+  nn::EvalModeGuard modes(model);  // every layer's own train flag comes back, also when evaluate throws
   const auto p = detail::place(model, forward);
   QuantSensitivity out;
   out.bits = bits;
@@ -101,11 +103,9 @@ QuantSensitivity sensitivity(torch::nn::Module& model, const graph::Forward& for
       out.all.push_back(evaluate());
     } catch (...) {
       installs.undo();
-      model.train(training);
       throw;
     }
     installs.undo();
-    model.train(training);
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return out;

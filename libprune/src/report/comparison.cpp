@@ -238,13 +238,23 @@ void Comparison::restore(const json& saved) {
     if (saved.contains(known.first)) row(known.first).figures = saved[known.first];
   }
   if (saved.contains("sensitivity")) sensitivity_ = saved["sensitivity"];
-  if (saved.contains("quant_sensitivity")) quant_sensitivity_ = saved["quant_sensitivity"];
+  // A scan of other widths or eval batches (the report section may change on resume) is not this run's.
+  if (saved.contains("quant_sensitivity") && saved["quant_sensitivity"].value("bits", json()) == json(options_.quant_sensitivity_bits()) &&
+      saved["quant_sensitivity"].value("eval_batches", json()) == json(options_.sensitivity_batches())) {
+    quant_sensitivity_ = saved["quant_sensitivity"];
+  }
 }
 
 void Comparison::scan_quantization() {
   const auto& bits = options_.quant_sensitivity_bits();
   if (bits.empty() || !quant_sensitivity_.is_null()) return;
-  auto net = copy(trainer_.model(), true);  // float: a QAT model's quantisers stay behind
+  // The copy draws initial weights: the run's random stream (dropout, QAT's first epoch) must not
+  // depend on whether the report scans.
+  auto generator = at::detail::getDefaultCPUGenerator();
+  const auto rng = generator.get_state();
+  // Float: a QAT model's quantisers stay behind (a run resumed after QAT started scans its trained weights).
+  auto net = copy(trainer_.model(), true);
+  generator.set_state(rng);
   const auto forward = [net](const nn::Inputs& x) { return net->forward_inputs(x); };
   const auto scan = quant::sensitivity(
       *net, example_forward(net), [&] { trainer_.calibrate(forward, quant_.calibration_batches); },
@@ -253,12 +263,14 @@ void Comparison::scan_quantization() {
   quant_sensitivity_ = json::parse(scan.to_json());
   quant_sensitivity_["eval_batches"] = options_.sensitivity_batches();
   quant_sensitivity_["calibration_batches"] = quant_.calibration_batches;
+  quant_sensitivity_["of"] = quant::is_prepared(*trainer_.model()) ? "the QAT model's float weights (resumed after QAT started)"
+                                                                    : "the float model before quantization";
   if (printed_to) *printed_to << "quantization sensitivity (top-1 drop, " << options_.sensitivity_batches() << " eval batches):\n" << scan.to_string() << std::flush;
 }
 
 void Comparison::finish() {
   record_dense();
-  if (quant_.mode != QuantPlan::Mode::qat) scan_quantization();  // QAT's ran before it prepared
+  scan_quantization();  // QAT's ran before it prepared, unless a resume came after that
   if (quant_.mode == QuantPlan::Mode::none || prunes_) record_pruned();
   const std::string float_key = prunes_ ? "pruned" : "dense";
   if (quant_.mode == QuantPlan::Mode::ptq) ptq_row(trainer_.model(), true, final_key(), float_key, true);

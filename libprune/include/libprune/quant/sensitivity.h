@@ -46,12 +46,13 @@ std::string check_sensitivity_bits(const std::string& name, const std::vector<in
 // `calibrate` (which runs calibration batches through the model), freezes the ranges, then calls
 // `evaluate` (the metric of the model as it is, e.g. top-1 on held-out data; it should put the model
 // in eval mode) once per unit with only that unit's quantisers rounding, and once with all of them.
-// Afterwards the quantisers are gone and the model is in the mode it was in, its parameters and
-// buffers untouched (calibration runs in eval mode). `options` are prepare's: the observer is the
+// Afterwards the quantisers are gone and every layer has its own train flag back (a frozen batch
+// norm in a training model stays frozen), its parameters and buffers untouched (calibration runs
+// in eval mode). `options` are prepare's: the observer is the
 // calibration's (min_max by default: every value seen counts; mse suits 4 bits); learnable scales and
 // the simulated fold are not used (nothing trains). Throws naming the problem, with the model as
-// it was, for bad bit widths, a missing callback, a prepared or converted model, or a calibration
-// that reached no unit.
+// it was, for bad bit widths, a missing callback, a prepared or converted model, or a quantiser
+// that calibration did not reach (named).
 QuantSensitivity sensitivity(torch::nn::Module& model, const graph::Forward& forward,
                              const std::function<void()>& calibrate, const std::function<double()>& evaluate,
                              const std::vector<int64_t>& bits = {8, 4},

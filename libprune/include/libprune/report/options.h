@@ -37,8 +37,9 @@ using Batches = std::vector<int64_t>;
     "eval batches each point of the sensitivity scan is measured on (the scan's cost is groups x ratios of them)")       \
   X("quant_sensitivity_bits", Batches, quant_sensitivity_bits, Batches{}, ::libprune::report::check_quant_bits,       \
     "quantization sensitivity scan of the final float model, before it is quantised (or of the final model when "   \
-    "nothing is): top-1 with only one int8 unit's weight and output rounded at each of these widths, e.g. [8, 4], "   \
-    "on calibration_batches' ranges (summary.json's quant_sensitivity, the report page's heat map); []: off")         \
+    "nothing is): top-1 with only one int8 unit quantised (its weight, its output, its input when no unit feeds it) " \
+    "at each of these widths, e.g. [8, 4], on calibration_batches' ranges (summary.json's quant_sensitivity, the "    \
+    "report page's heat map); []: off")                                                                              \
   X("goal", std::string, goal, "", ::libprune::report::check_goal,                                                      \
     "compress to a target: latency_b<N>=<fraction of dense>, e.g. latency_b32=0.25; the run's rows are judged in the " \
     "recommended order (PTQ int8, pruned, pruned+int8 PTQ, pruned+int8 QAT) and the first within the goal and "       \
