@@ -29,7 +29,18 @@ def count_ops(model, example_inputs):
         return _libprune._count_ops(_model.forward(model, example_inputs), params, _model.describe(example_inputs))
 
 
-def prune(model, example_inputs, *, optimizer=None, latency_table=None, **options):
+def _attach(pruner, latency_table, sensitivity):
+    """The latency table and sensitivity scan (libprune.sensitivity's dict) a target's allocation reads."""
+    if latency_table is not None:
+        pruner.set_latency_table(latency_table)
+    if sensitivity is not None:
+        if not isinstance(sensitivity, dict):
+            raise TypeError("sensitivity must be the dict libprune.sensitivity(model, x, evaluate) returns, got "
+                            f"{type(sensitivity).__name__}")
+        pruner.set_sensitivity(json.dumps(sensitivity))
+
+
+def prune(model, example_inputs, *, optimizer=None, latency_table=None, sensitivity=None, **options):
     """Prunes `model` in place (and `optimizer`'s state with it) and returns the applied Plan.
 
     Options are PrunerOptions' (ratio, importance, ignored_layers, global_pruning, round_to, ...),
@@ -41,13 +52,14 @@ def prune(model, example_inputs, *, optimizer=None, latency_table=None, **option
 
     ``target={"latency": 0.4}`` (or ``latency_ms``, ``macs``, ``params``) cuts to a budget instead of a
     ratio; a latency budget is costed with ``latency_table`` (libprune.latency_table, measured here).
+    With ``allocation="sensitivity"`` the budget is divided by ``sensitivity``, the scan
+    libprune.sensitivity took of this model: the least predicted metric drop per cost saved.
     """
     _model.check_module(model, "prune")
     held, state = _model.optimizer_view(model, optimizer)
     opts = _pruner_options(model, options, "prune()")
     pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
-    if latency_table is not None:
-        pruner.set_latency_table(latency_table)
+    _attach(pruner, latency_table, sensitivity)
     plan, pins = pruner.step(held, state)
     plan.verification_pins = list(pins)
     return plan
@@ -137,13 +149,12 @@ class Pruner:
             train_one_epoch(...)
     """
 
-    def __init__(self, model, example_inputs, *, latency_table=None, **options):
+    def __init__(self, model, example_inputs, *, latency_table=None, sensitivity=None, **options):
         _model.check_module(model, "Pruner")
         self.model = model
         opts = _pruner_options(model, options, "Pruner()")
         self._pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
-        if latency_table is not None:
-            self._pruner.set_latency_table(latency_table)
+        _attach(self._pruner, latency_table, sensitivity)
         self._pruner.record_sizes()
 
     def step(self, ratio=None, optimizer=None, progress=None):
@@ -271,5 +282,5 @@ def _with_options(fn, options_class, keep):
     return fn
 
 
-_with_options(prune, _libprune.PrunerOptions, ("model", "example_inputs", "optimizer", "latency_table"))
-_with_options(Pruner.__init__, _libprune.PrunerOptions, ("self", "model", "example_inputs", "latency_table"))
+_with_options(prune, _libprune.PrunerOptions, ("model", "example_inputs", "optimizer", "latency_table", "sensitivity"))
+_with_options(Pruner.__init__, _libprune.PrunerOptions, ("self", "model", "example_inputs", "latency_table", "sensitivity"))

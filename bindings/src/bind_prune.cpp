@@ -70,6 +70,10 @@ void bind_prune(py::module_& m) {
       .def("set_progress", &Pruner::set_progress)
       .def("set_latency_table",
            [](Pruner& p, std::shared_ptr<measure::LatencyTable> table) { p.set_latency_table(std::move(table)); })
+      .def("set_sensitivity",
+           [](Pruner& p, const std::string& scan_json) {
+             p.set_sensitivity(std::make_shared<prune::Sensitivity>(prune::Sensitivity::from_json(scan_json)));
+           })
       .def("record_sizes", &Pruner::record_sizes)
       .def("graph", &Pruner::graph)
       .def("step",

@@ -98,3 +98,38 @@ TEST_CASE("a recipe with a latency target builds the table at latency_batch and 
   CHECK(std::filesystem::exists(dir.file("out") + "/chosen.pt") == chosen);
   if (goal["chosen"] == "pruned") CHECK(goal["file"] == "chosen.pt");
 }
+
+TEST_CASE("a recipe with allocation sensitivity divides its target by the scan; killed between cuts and resumed, it "
+          "ends the same", "[budget]") {
+  test::TempDir dir("allocation_recipe");
+  const std::string path = dir.file("tiny.json");
+  std::ofstream(path) << R"({
+    "name": "tiny", "model": {"name": "cifar_resnet20"},
+    "data": {"kind": "synthetic", "synthetic_size": 8, "synthetic_channels": 1, "limit_train": 32, "limit_eval": 16},
+    "training": {"epochs": 5, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "progress": false, "threads": 2},
+    "pruning": [{"importance": "l2", "schedule": {"kind": "agp", "start_epoch": 1, "end_epoch": 3}, "target": {"macs": 0.5},
+                 "allocation": "sensitivity", "ignored_layers": ["fc"]}],
+    "report": {"latency_runs": 1, "latency_warmup": 0, "latency_batches": [4], "sensitivity_step": 0.4,
+               "sensitivity_batches": 1},
+    "output_dir": ")" + dir.file("a") + R"("})";
+  recipe::RunOptions quiet;
+  quiet.print = false;
+  const auto no_scan = test::message_of([&] { recipe::read(path, {"report.sensitivity_step=0"}); });
+  CHECK(no_scan.find("pruning.0.allocation") != std::string::npos);
+  CHECK(no_scan.find("set report.sensitivity_step") != std::string::npos);
+  const auto a = recipe::run(path, quiet);
+  REQUIRE(a.completed);
+  const auto plans = io::read_checkpoint_meta(dir.file("a/last.ckpt")).plans_json;
+  CHECK(plans.find("allocated by sensitivity: predicted drop") != std::string::npos);
+  quiet.sets = {"output_dir=" + dir.file("b")};
+  quiet.stop_after_epochs = 3;  // after the first of the two cuts (epochs 2 and 3)
+  CHECK_FALSE(recipe::run(path, quiet).completed);
+  quiet.stop_after_epochs = 0;
+  quiet.resume = true;
+  const auto b = recipe::run(path, quiet);
+  REQUIRE(b.completed);
+  const auto sa = nlohmann::json::parse(a.summary_json), sb = nlohmann::json::parse(b.summary_json);
+  CHECK(sb["pruned"]["params"] == sa["pruned"]["params"]);
+  CHECK(sb["pruned"]["accuracy"] == sa["pruned"]["accuracy"]);
+  CHECK(sa["pruned"]["macs"].get<double>() <= 0.5 * sa["dense"]["macs"].get<double>() * 1.001);
+}

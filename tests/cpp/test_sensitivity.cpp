@@ -118,3 +118,60 @@ TEST_CASE("sensitivity scan: groups a norm normalises across are listed, not sca
   REQUIRE(scan.skipped.size() == 1);
   CHECK(scan.to_json().find("\"skipped\":[") != std::string::npos);
 }
+
+TEST_CASE("allocation sensitivity: a budget cuts where the scan says the metric drops least", "[budget]") {
+  torch::manual_seed(0);
+  ScanNet m;
+  const auto x = torch::randn({6, 1, 8, 8});
+  const auto forward = [m, x]() mutable { return std::vector<torch::Tensor>{m->forward(x)}; };
+  const auto options = PrunerOptions().importance("l2").ignored_layers({"fc"}).target({{"macs", 0.6}}).allocation(prune::Allocation::sensitivity);
+  auto scan = Pruner(m.ptr(), forward, options).sensitivity([] { return 90.0; }, {0.25, 0.5, 0.75});
+  REQUIRE(scan.rows.size() == 2);
+  CHECK(prune::Sensitivity::from_json(scan.to_json()).to_json() == scan.to_json());
+  // Planted curves: one group costs 5, 10 and 20 points at -25/50/75%, the other a tenth of a point.
+  const auto kept_with = [&](double conv1_drop, double conv2_drop) {
+    auto planted = scan;
+    for (auto& row : planted.rows) {
+      const double d = row.modules[0] == "conv1" ? conv1_drop : conv2_drop;
+      row.metric = {90 - d, 90 - 2 * d, 90 - 4 * d};
+    }
+    Pruner pruner(m.ptr(), forward, options);
+    pruner.set_sensitivity(std::make_shared<prune::Sensitivity>(prune::Sensitivity::from_json(planted.to_json())));
+    const auto plan = pruner.plan();
+    std::map<std::string, int64_t> kept{{"conv1", 8}, {"conv2", 8}};
+    for (const auto& [group, sizes] : plan.groups) {
+      for (const auto& row : scan.rows) {
+        if (row.group == group) kept[row.modules[0]] = sizes.second;
+      }
+    }
+    CHECK(plan.notes.front().find("allocated by sensitivity: predicted drop") != std::string::npos);
+    return kept;
+  };
+  const auto a = kept_with(5, 0.1), b = kept_with(0.1, 5);
+  INFO("conv1 sensitive: conv1 keeps " << a.at("conv1") << ", conv2 " << a.at("conv2") << "; conv2 sensitive: conv1 keeps "
+       << b.at("conv1") << ", conv2 " << b.at("conv2"));
+  CHECK(a.at("conv1") == 8);
+  CHECK(a.at("conv2") < 8);
+  CHECK(b.at("conv2") == 8);
+  CHECK(b.at("conv1") < 8);
+  // The interpolation: 0 at none removed, linear between the scanned points, the last slope beyond,
+  // noise (a metric above the baseline) read as no drop.
+  prune::Sensitivity curve;
+  curve.ratios = {0.25, 0.5, 0.75};
+  curve.baseline = 90;
+  prune::SensitivityRow row{"g", {"conv1"}, 8, {6, 4, 2}, {89, 88, 86}};
+  CHECK(curve.predicted_drop(row, 0) == Approx(0));
+  CHECK(curve.predicted_drop(row, 1) == Approx(0.5));
+  CHECK(curve.predicted_drop(row, 5) == Approx(3));
+  CHECK(curve.predicted_drop(row, 7) == Approx(5));  // 4 + (4 - 2) / 0.25 x 0.125
+  row.metric = {91, 88, 86};
+  CHECK(curve.predicted_drop(row, 2) == Approx(0));
+  // Bad input: no scan, a group the scan does not have, no target.
+  CHECK(test::message_of([&] { Pruner(m.ptr(), forward, options).plan(); }).find("allocation sensitivity needs a sensitivity scan") == 0);
+  Pruner other(m.ptr(), forward, options);
+  auto partial = scan;
+  partial.rows.pop_back();
+  other.set_sensitivity(std::make_shared<prune::Sensitivity>(partial));
+  CHECK(test::message_of([&] { other.plan(); }).find("is not in the sensitivity scan") != std::string::npos);
+  CHECK(test::message_of([&] { PrunerOptions(options).target({}).validate(); }).find("there is no target") != std::string::npos);
+}

@@ -137,3 +137,28 @@ def test_sensitivity_scan_matches_real_cuts_and_leaves_the_model_as_it_was():
     with pytest.raises(ValueError, match=r"sensitivity ratios.0 must be in \(0, 1\)"):
         libprune.sensitivity(model, x, lambda: 0.0, ratios=[1.5])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_allocation_sensitivity_cuts_where_the_scan_says_the_metric_drops_least():
+    x = _x()
+    scan = libprune.sensitivity(_net(), x, lambda: 90.0, ratios=[0.25, 0.5, 0.75], importance="l2",
+                                ignored_layers=["8"])
+
+    def widths(sensitive):  # the planted scan: `sensitive`'s group costs 5, 10, 20 points, the other 0.1, 0.2, 0.4
+        planted = json.loads(json.dumps(scan))
+        for row in planted["rows"]:
+            d = 5.0 if row["modules"][0] == sensitive else 0.1
+            row["metric"] = [90 - d, 90 - 2 * d, 90 - 4 * d]
+        model = _net()
+        plan = libprune.prune(model, x, target={"macs": 0.6}, allocation="sensitivity", sensitivity=planted,
+                              importance="l2", ignored_layers=["8"])
+        assert "allocated by sensitivity" in plan.notes[0]
+        return model[0].out_channels, model[3].out_channels
+
+    first, second = widths("0"), widths("3")
+    assert first[0] == 32 and first[1] < 32
+    assert second[1] == 32 and second[0] < 32
+    with pytest.raises(ValueError, match="needs a sensitivity scan"):
+        libprune.prune(_net(), x, target={"macs": 0.6}, allocation="sensitivity", ignored_layers=["8"])
+    with pytest.raises(TypeError, match="sensitivity must be the dict"):
+        libprune.prune(_net(), x, target={"macs": 0.6}, allocation="sensitivity", sensitivity="scan.json")

@@ -164,7 +164,7 @@ struct Ladders {
 };
 
 Ladders ladders_of(const std::vector<Candidate>& candidates, const std::vector<CostSite>& sites, bool latency,
-                   const PrunerOptions& o) {
+                   const PrunerOptions& o, const Sensitivity* scan) {
   Ladders l;
   l.levels.resize(candidates.size());
   l.prefix.resize(candidates.size());
@@ -176,11 +176,28 @@ Ladders ladders_of(const std::vector<Candidate>& candidates, const std::vector<C
     }
   }
   for (size_t ci = 0; ci < candidates.size(); ++ci) {
-    l.levels[ci] = levels_of(candidates[ci], sites, static_cast<int>(ci), latency, o);
-    auto s = normalised_scores(candidates[ci].scores);
+    const auto& c = candidates[ci];
+    l.levels[ci] = levels_of(c, sites, static_cast<int>(ci), latency, o);
+    auto s = normalised_scores(c.scores);
     std::sort(s.begin(), s.end());
     l.prefix[ci].assign(s.size() + 1, 0.0);
     std::partial_sum(s.begin(), s.end(), l.prefix[ci].begin() + 1);
+    if (o.allocation() != Allocation::sensitivity) continue;
+    TORCH_CHECK_VALUE(scan, "allocation sensitivity needs a sensitivity scan of the model. Fix: "
+                      "pruner.set_sensitivity(pruner.sensitivity(evaluate, ratios)); in a recipe, report.sensitivity_step "
+                      "> 0; in Python, prune(..., sensitivity=libprune.sensitivity(model, x, evaluate))");
+    const auto* row = scan->row(c.group->name());
+    TORCH_CHECK_VALUE(row, "allocation sensitivity: group ", c.group->name(), " is not in the sensitivity scan (",
+                      scan->rows.size(), " groups). Fix: scan the model this pruner cuts, with its options (a group "
+                      "a norm normalises across is never scanned: use allocation importance there)");
+    // The units cut since the scan come off the front of the row's curve; the criterion's scores,
+    // far smaller, only break ties (a flat curve still cuts the least important units first).
+    const double before = static_cast<double>(row->size - c.group->size());
+    const double at = scan->predicted_drop(*row, before);
+    for (size_t j = 0; j < l.prefix[ci].size(); ++j) {
+      l.prefix[ci][j] = scan->predicted_drop(*row, before + static_cast<double>(j)) - at +
+                        1e-6 * l.prefix[ci][j];
+    }
   }
   return l;
 }
@@ -219,7 +236,8 @@ BudgetCut cheapest_cut(const SiteCosts& costs, const Ladders& l, const std::vect
 }  // namespace
 
 std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, const graph::Trace& trace, const measure::LatencyTable* table,
-                                            const PrunerOptions& o, double progress, std::pair<double, double> measured) {
+                                            const PrunerOptions& o, double progress, std::pair<double, double> measured,
+                                            const Sensitivity* scan) {
   const auto& [kind, value] = o.target().front();
   const bool latency = is_latency_target(o.target());
   TORCH_CHECK_VALUE(!latency || table, "pruning target ", kind,
@@ -228,7 +246,7 @@ std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, 
                     "prune(..., target=..., latency_table=libprune.latency_table(model, inputs))");
   const auto ops = measure::op_sites(trace);
   const SiteCosts costs(kind, sites_of(ops, candidates, latency ? table : nullptr, kind), latency ? table : nullptr);
-  const auto ladders = ladders_of(candidates, costs.sites(), latency, o);
+  const auto ladders = ladders_of(candidates, costs.sites(), latency, o, scan);
   std::vector<int64_t> keep(candidates.size()), original(candidates.size());
   for (size_t ci = 0; ci < candidates.size(); ++ci) keep[ci] = candidates[ci].group->size(), original[ci] = candidates[ci].original;
   const double dense = costs.total(original);
@@ -268,10 +286,16 @@ std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, 
     cost -= cut.saved;
     keep[static_cast<size_t>(cut.cand)] = cut.keep;
   }
+  std::string drop;
+  if (o.allocation() == Allocation::sensitivity) {
+    double sum = 0;
+    for (size_t ci = 0; ci < candidates.size(); ++ci) sum += ladders.prefix[ci][static_cast<size_t>(candidates[ci].group->size() - keep[ci])];
+    drop = "; allocated by sensitivity: predicted drop " + budget_number(sum) + " (the scan's one-group drops added)";
+  }
   for (size_t ci = 0; ci < candidates.size(); ++ci) candidates[ci].keep = keep[ci];
   return {"budget " + kind + " " + budget_number(value) + (progress < 1 ? " (this step: " + budget_number(asked / dense) + " of dense)" : "") +
           ": predicted " + budget_number(cost) + unit + " = " + budget_number(cost / dense) + " of the dense " + budget_number(dense) + unit +
-          calibrated};
+          calibrated + drop};
 }
 
 }  // namespace libprune::prune::detail

@@ -6,6 +6,7 @@
 #include "libprune/graph/trace.h"
 #include "libprune/measure/latency_table.h"
 #include "libprune/prune/options.h"
+#include "libprune/prune/sensitivity.h"
 
 #include <string>
 #include <vector>
@@ -26,9 +27,11 @@ std::string target_problem(const options::RatioMap& target);
 // neighbours' current widths. Throws, changing nothing, when no cut reaches the budget, with the
 // smallest reachable cost. `measured` (predicted ms, measured ms) of the model as it is, when given
 // ({0, 0}: none), calibrates the latency model: the budget in predicted ms is the measured budget
-// times predicted / measured there.
+// times predicted / measured there. Under Allocation::sensitivity the importance a cut loses is
+// `scan`'s interpolated metric drop for its group (Sensitivity::predicted_drop), which must then be given.
 std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, const graph::Trace& trace, const measure::LatencyTable* table,
                                             const PrunerOptions& options, double progress,
-                                            std::pair<double, double> measured = {0, 0});
+                                            std::pair<double, double> measured = {0, 0}, const Sensitivity* scan = nullptr);
+
 
 }  // namespace libprune::prune::detail

@@ -44,6 +44,11 @@ std::string cross_check(const PrunerOptions& o, std::string* key) {
     return "overrides set ratios, a target sets a budget: give one. Fix: drop the overrides (the budget chooses each "
            "layer's width) or the target";
   }
+  if (o.allocation() == Allocation::sensitivity && o.target().empty()) {
+    *key = "allocation";
+    return "allocation sensitivity divides a budget's cut across groups, and there is no target. Fix: give a target "
+           "(e.g. {\"latency\": 0.4}) or drop allocation";
+  }
   for (const auto& [pattern, r] : o.overrides()) {
     *key = "overrides." + pattern;
     if (r < 0 || r >= 1) {

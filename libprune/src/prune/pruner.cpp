@@ -274,7 +274,7 @@ layers::PruningPlan Pruner::make_plan(const graph::DependencyGraph& g, const gra
   auto candidates = candidates_of(g, snapshot, skip);
   if (!options_.target().empty()) {
     auto notes = detail::keep_within_budget(candidates, traced, latency_table_.get(), options_, progress_,
-                                            latency_point(traced));
+                                            latency_point(traced), sensitivity_.get());
     auto plan = cuts_of(candidates, snapshot.by_name());
     char kept[64];
     std::snprintf(kept, sizeof(kept), "; importance kept %.1f%% of the free groups'", 100 * plan.importance_kept);

@@ -67,6 +67,55 @@ std::string Sensitivity::to_json() const {
       .dump();
 }
 
+Sensitivity Sensitivity::from_json(const std::string& text) {
+  Sensitivity out;
+  try {
+    const auto j = nlohmann::json::parse(text);
+    out.ratios = j.at("ratios").get<std::vector<double>>();
+    out.baseline = j.at("baseline").get<double>();
+    out.seconds = j.value("seconds", 0.0);
+    out.skipped = j.value("skipped", std::vector<std::string>{});
+    for (const auto& r : j.at("rows")) {
+      SensitivityRow row{r.at("group").get<std::string>(), r.at("modules").get<std::vector<std::string>>(),
+                         r.at("size").get<int64_t>(), r.at("kept").get<std::vector<int64_t>>(),
+                         r.at("metric").get<std::vector<double>>()};
+      TORCH_CHECK_VALUE(row.metric.size() == out.ratios.size(), "group ", row.group, " has ", row.metric.size(),
+                        " metrics for ", out.ratios.size(), " ratios");
+      out.rows.push_back(std::move(row));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK_VALUE(false, "sensitivity scan JSON: ", e.what(), ". Fix: pass what Sensitivity::to_json (or Python's "
+                      "libprune.sensitivity) wrote");
+  }
+  return out;
+}
+
+const SensitivityRow* Sensitivity::row(const std::string& group) const {
+  for (const auto& r : rows) {
+    if (r.group == group) return &r;
+  }
+  return nullptr;
+}
+
+double Sensitivity::predicted_drop(const SensitivityRow& row, double removed) const {
+  const double n = static_cast<double>(std::max<int64_t>(1, row.size));
+  const double f = removed / n;
+  double x0 = 0, y0 = 0, slope = 0;
+  for (size_t i = 0; i < row.metric.size(); ++i) {
+    // Where the scan really cut (kept counts are rounded), else the ratio asked.
+    const double x = row.kept.size() == row.metric.size() ? (n - static_cast<double>(row.kept[i])) / n : ratios.at(i);
+    const double y = std::max(y0, baseline - row.metric[i]);  // never falls
+    if (x <= x0 + 1e-12) {
+      y0 = y;
+      continue;
+    }
+    slope = (y - y0) / (x - x0);
+    if (f <= x) return y0 + slope * (f - x0);
+    x0 = x, y0 = y;
+  }
+  return y0 + slope * (f - x0);
+}
+
 std::string Sensitivity::to_string() const {
   std::ostringstream s;
   char cell[64];

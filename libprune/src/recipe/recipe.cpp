@@ -68,6 +68,13 @@ void check_stages(const Recipe& r, const std::string& source) {
       fail(source, p + "end_epoch", "must be after start_epoch and before training.epochs, got " +
            options::format_number(sc.end_epoch()), "e.g. start_epoch 2, end_epoch 6");
     }
+    // The scan is of the dense model, taken just before the first stage's first cut.
+    if (r.pruning[i].pruner.allocation() == prune::Allocation::sensitivity && (i > 0 || r.report.sensitivity_step() <= 0)) {
+      fail(source, "pruning." + std::to_string(i) + ".allocation",
+           i > 0 ? "allocation sensitivity reads the scan of the dense model, which the first pruning stage takes"
+                 : "allocation sensitivity divides the cut by a sensitivity scan, and report.sensitivity_step is 0 (no scan)",
+           i > 0 ? "use it on pruning.0, or allocation importance here" : "set report.sensitivity_step, e.g. 0.25");
+    }
   }
 }
 

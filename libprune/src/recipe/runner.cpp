@@ -103,8 +103,9 @@ void prepare_targets(Run& run) {
                   << std::endl;
       }
     }
-    // (taylor scores need a batch's gradients: such a target is checked at its cut.)
-    if (importance::accumulates(o.importance())) continue;
+    // (taylor scores need a batch's gradients, allocation sensitivity the scan before the first cut:
+    // such a target is checked at its cut.)
+    if (importance::accumulates(o.importance()) || o.allocation() == prune::Allocation::sensitivity) continue;
     try {
       pruner.plan();
     } catch (const c10::Error& e) {
@@ -193,6 +194,7 @@ void add_callbacks(Run& run, const std::string& id) {
       const auto forward = [model](const nn::Inputs& x) { return model->forward_inputs(x); };
       const auto scan = pruner->sensitivity([&] { return t.evaluate(*model, forward, report.sensitivity_batches()).top1; },
                                             report.sensitivity_ratios());
+      pruner->set_sensitivity(std::make_shared<prune::Sensitivity>(scan));  // for allocation sensitivity
       comparison->set_sensitivity(json::parse(scan.to_json()));
       if (print) std::cout << "sensitivity (top-1 drop, " << report.sensitivity_batches() << " eval batches):\n" << scan.to_string() << std::flush;
     };
@@ -231,6 +233,11 @@ void resume_if_asked(Run& run, const std::string& id) {
     if (qat) qat->restore(*trainer, next_epoch);
   });
   run.comparison->restore(run.resumed.rows);
+  // The scan taken before the first cut, back for the cuts still to come (allocation sensitivity).
+  if (!run.stages.empty() && !run.comparison->sensitivity().is_null()) {
+    run.stages.front().pruner->set_sensitivity(
+        std::make_shared<prune::Sensitivity>(prune::Sensitivity::from_json(run.comparison->sensitivity().dump())));
+  }
   if (run.options.print) {
     std::cout << "resuming " << run.last << " after epoch " << run.resumed.start_epoch << " (" << run.plans->size()
               << " cuts replayed)\n";

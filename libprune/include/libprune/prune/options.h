@@ -20,6 +20,10 @@ std::string check_target(const std::string& name, const options::RatioMap& targe
 // Whether `target` is a latency budget (latency or latency_ms), which needs a latency table.
 bool is_latency_target(const options::RatioMap& target);
 
+// How a budget divides its cut across groups: by the criterion's scores (the least importance lost
+// per cost saved) or by a sensitivity scan's measured metric drops (the least predicted drop).
+enum class Allocation { importance, sensitivity };
+
 // X("key", type, field, default, check, "meaning")
 #define LIBPRUNE_PRUNER_OPTIONS(X)                                                                                     \
   X("ratio", double, ratio, 0.5, ::libprune::options::check::fraction("e.g. 0.5 removes half of the channels"),          \
@@ -40,6 +44,11 @@ bool is_latency_target(const options::RatioMap& target);
   X("seed", uint64_t, seed, 0, nullptr, "seed of the random criterion")                                                 \
   X("global_pruning", bool, global_pruning, false, nullptr,                                                            \
     "rank channels across groups (scores divided by their group's mean) instead of within each group")                  \
+  X("allocation", ::libprune::prune::Allocation, allocation, ::libprune::prune::Allocation::importance, nullptr,        \
+    "how a target divides its cut across groups: importance (the criterion's scores: the least importance lost per "  \
+    "cost saved) or sensitivity (a sensitivity scan's metric drop per group, interpolated between its ratios: the "    \
+    "least predicted drop per cost saved; the criterion still picks the units within a group; recipes need "         \
+    "report.sensitivity_step, on the first pruning stage)")                                                           \
   X("ignored_layers", Strings, ignored_layers, {}, nullptr,                                                             \
     "module names whose output channels stay (the classifier); their inputs still follow their producer")               \
   X("overrides", RatioOverrides, overrides, {}, nullptr,                                                                \
@@ -76,3 +85,11 @@ struct PrunerOptions {
 };
 
 }  // namespace libprune::prune
+
+namespace libprune::options {
+template <>
+struct EnumNames<prune::Allocation> {
+  static constexpr const char* what = "allocation";
+  static constexpr const char* names[] = {"importance", "sensitivity"};
+};
+}  // namespace libprune::options

@@ -80,6 +80,10 @@ class Pruner {
   // machine from the dense model at the deployment batch.
   void set_latency_table(std::shared_ptr<const measure::LatencyTable> table) { latency_table_ = std::move(table); }
   const std::shared_ptr<const measure::LatencyTable>& latency_table() const { return latency_table_; }
+  // The scan a target divides its cut by under allocation sensitivity (of this model before its
+  // first cut: later cuts read the same curves at the units removed since).
+  void set_sensitivity(std::shared_ptr<const Sensitivity> scan) { sensitivity_ = std::move(scan); }
+  const std::shared_ptr<const Sensitivity>& sensitivity_scan() const { return sensitivity_; }
   // Measures the model as it is now at the deployment batch, in ms (as the table's dense time was
   // measured). With a latency target, a step on an already pruned model first measures it and
   // scales the table's predictions by measured / predicted there, so the error of isolated-layer
@@ -121,6 +125,7 @@ class Pruner {
   importance::ImportanceOptions importance_;
   const importance::Gradients* gradients_ = nullptr;
   std::shared_ptr<const measure::LatencyTable> latency_table_;
+  std::shared_ptr<const Sensitivity> sensitivity_;
   std::function<double()> latency_probe_;
   double progress_ = 1;
   std::vector<std::pair<std::string, std::regex>> overrides_;

@@ -29,6 +29,14 @@ struct Sensitivity {
   std::string to_json() const;
   // A table: a line per group, the metric's drop from the baseline at each ratio.
   std::string to_string() const;
+  // Back from to_json() (a checkpoint's copy); throws naming the key that is missing or malformed.
+  static Sensitivity from_json(const std::string& text);
+  // The metric drop `row` predicts with `removed` of its `size` units cut: 0 at none, linear between
+  // the scanned points (at the kept counts the scan really cut to), the last segment's slope beyond
+  // the last; a metric above the baseline (noise) is no drop, and the curve never falls.
+  double predicted_drop(const SensitivityRow& row, double removed) const;
+  // The row of `group` (graph::Group::name()), or null.
+  const SensitivityRow* row(const std::string& group) const;
 };
 
 // The problem with scan ratios ("" when none): at least one, each in (0, 1).
