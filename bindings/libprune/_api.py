@@ -29,11 +29,14 @@ def count_ops(model, example_inputs):
         return _libprune._count_ops(_model.forward(model, example_inputs), params, _model.describe(example_inputs))
 
 
-def _attach(pruner, latency_table, sensitivity):
+def _attach(pruner, latency_table, sensitivity, opts):
     """The latency table and sensitivity scan (libprune.sensitivity's dict) a target's allocation reads."""
     if latency_table is not None:
         pruner.set_latency_table(latency_table)
     if sensitivity is not None:
+        if opts.allocation != "sensitivity":
+            raise ValueError("sensitivity= is read by allocation=\"sensitivity\" only, and allocation is "
+                             f"{opts.allocation!r}. Fix: pass allocation=\"sensitivity\" with a target, or drop the scan")
         if not isinstance(sensitivity, dict):
             raise TypeError("sensitivity must be the dict libprune.sensitivity(model, x, evaluate) returns, got "
                             f"{type(sensitivity).__name__}")
@@ -59,7 +62,7 @@ def prune(model, example_inputs, *, optimizer=None, latency_table=None, sensitiv
     held, state = _model.optimizer_view(model, optimizer)
     opts = _pruner_options(model, options, "prune()")
     pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
-    _attach(pruner, latency_table, sensitivity)
+    _attach(pruner, latency_table, sensitivity, opts)
     plan, pins = pruner.step(held, state)
     plan.verification_pins = list(pins)
     return plan
@@ -154,7 +157,7 @@ class Pruner:
         self.model = model
         opts = _pruner_options(model, options, "Pruner()")
         self._pruner = _libprune._Pruner(model, _layers, _model.forward(model, example_inputs), opts)
-        _attach(self._pruner, latency_table, sensitivity)
+        _attach(self._pruner, latency_table, sensitivity, opts)
         self._pruner.record_sizes()
 
     def step(self, ratio=None, optimizer=None, progress=None):

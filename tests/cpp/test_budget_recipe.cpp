@@ -117,6 +117,11 @@ TEST_CASE("a recipe with allocation sensitivity divides its target by the scan; 
   const auto no_scan = test::message_of([&] { recipe::read(path, {"report.sensitivity_step=0"}); });
   CHECK(no_scan.find("pruning.0.allocation") != std::string::npos);
   CHECK(no_scan.find("set report.sensitivity_step") != std::string::npos);
+  const auto second_first = test::message_of([&] {
+    recipe::read(path, {"pruning=[" + std::string(R"({"importance": "l2", "schedule": {"kind": "one_shot", "start_epoch": 2},
+        "target": {"macs": 0.5}, "allocation": "sensitivity"}, {"schedule": {"kind": "one_shot", "start_epoch": 1}}])")});
+  });
+  CHECK(second_first.find("pruning.1 cuts first (epoch 1)") != std::string::npos);
   const auto a = recipe::run(path, quiet);
   REQUIRE(a.completed);
   const auto plans = io::read_checkpoint_meta(dir.file("a/last.ckpt")).plans_json;

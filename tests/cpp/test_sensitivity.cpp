@@ -166,6 +166,17 @@ TEST_CASE("allocation sensitivity: a budget cuts where the scan says the metric 
   CHECK(curve.predicted_drop(row, 7) == Approx(5));  // 4 + (4 - 2) / 0.25 x 0.125
   row.metric = {91, 88, 86};
   CHECK(curve.predicted_drop(row, 2) == Approx(0));
+  // Points in any order; a flat last segment (noise) still rises beyond it at the average slope.
+  prune::SensitivityRow unsorted{"g", {"conv1"}, 8, {2, 6, 4}, {86, 89, 88}};
+  CHECK(curve.predicted_drop(unsorted, 3) == Approx(1.5));
+  prune::SensitivityRow plateau{"g", {"conv1"}, 8, {6, 4, 2}, {89, 87, 87.1}};
+  CHECK(curve.predicted_drop(plateau, 6) == Approx(3));
+  CHECK(curve.predicted_drop(plateau, 7) == Approx(3.5));  // 3 + 3 / 0.75 x 0.125
+  CHECK(test::message_of([&] {
+          auto bad = nlohmann::json::parse(scan.to_json());
+          bad["rows"][0]["kept"] = {9, 4, 2};
+          prune::Sensitivity::from_json(bad.dump());
+        }).find("keeps 9 of its 8 units") != std::string::npos);
   // Bad input: no scan, a group the scan does not have, no target.
   CHECK(test::message_of([&] { Pruner(m.ptr(), forward, options).plan(); }).find("allocation sensitivity needs a sensitivity scan") == 0);
   Pruner other(m.ptr(), forward, options);
@@ -173,5 +184,9 @@ TEST_CASE("allocation sensitivity: a budget cuts where the scan says the metric 
   partial.rows.pop_back();
   other.set_sensitivity(std::make_shared<prune::Sensitivity>(partial));
   CHECK(test::message_of([&] { other.plan(); }).find("is not in the sensitivity scan") != std::string::npos);
+  auto narrow = scan;  // a scan of a narrower model
+  for (auto& r : narrow.rows) r.size = 6, r.kept = {4, 3, 1};
+  other.set_sensitivity(std::make_shared<prune::Sensitivity>(narrow));
+  CHECK(test::message_of([&] { other.plan(); }).find("has 8 units and the scan saw 6") != std::string::npos);
   CHECK(test::message_of([&] { PrunerOptions(options).target({}).validate(); }).find("there is no target") != std::string::npos);
 }

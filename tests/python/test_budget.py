@@ -160,5 +160,7 @@ def test_allocation_sensitivity_cuts_where_the_scan_says_the_metric_drops_least(
     assert second[1] == 32 and second[0] < 32
     with pytest.raises(ValueError, match="needs a sensitivity scan"):
         libprune.prune(_net(), x, target={"macs": 0.6}, allocation="sensitivity", ignored_layers=["8"])
+    with pytest.raises(ValueError, match="read by allocation=\"sensitivity\" only"):
+        libprune.prune(_net(), x, target={"macs": 0.6}, sensitivity=scan, ignored_layers=["8"])
     with pytest.raises(TypeError, match="sensitivity must be the dict"):
         libprune.prune(_net(), x, target={"macs": 0.6}, allocation="sensitivity", sensitivity="scan.json")

@@ -192,6 +192,9 @@ Ladders ladders_of(const std::vector<Candidate>& candidates, const std::vector<C
                       "a norm normalises across is never scanned: use allocation importance there)");
     // The units cut since the scan come off the front of the row's curve; the criterion's scores,
     // far smaller, only break ties (a flat curve still cuts the least important units first).
+    TORCH_CHECK_VALUE(c.group->size() <= row->size, "allocation sensitivity: group ", c.group->name(), " has ",
+                      c.group->size(), " units and the scan saw ", row->size, ". Fix: scan the model this pruner cuts, "
+                      "before its first cut");
     const double before = static_cast<double>(row->size - c.group->size());
     const double at = scan->predicted_drop(*row, before);
     for (size_t j = 0; j < l.prefix[ci].size(); ++j) {
@@ -289,8 +292,12 @@ std::vector<std::string> keep_within_budget(std::vector<Candidate>& candidates, 
   std::string drop;
   if (o.allocation() == Allocation::sensitivity) {
     double sum = 0;
-    for (size_t ci = 0; ci < candidates.size(); ++ci) sum += ladders.prefix[ci][static_cast<size_t>(candidates[ci].group->size() - keep[ci])];
-    drop = "; allocated by sensitivity: predicted drop " + budget_number(sum) + " (the scan's one-group drops added)";
+    for (size_t ci = 0; ci < candidates.size(); ++ci) {
+      const auto* row = scan->row(candidates[ci].group->name());
+      sum += scan->predicted_drop(*row, static_cast<double>(row->size - keep[ci]));
+    }
+    drop = "; allocated by sensitivity: predicted drop since the scan " + budget_number(sum) +
+           " (the scan's one-group drops added)";
   }
   for (size_t ci = 0; ci < candidates.size(); ++ci) candidates[ci].keep = keep[ci];
   return {"budget " + kind + " " + budget_number(value) + (progress < 1 ? " (this step: " + budget_number(asked / dense) + " of dense)" : "") +

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -79,8 +80,12 @@ Sensitivity Sensitivity::from_json(const std::string& text) {
       SensitivityRow row{r.at("group").get<std::string>(), r.at("modules").get<std::vector<std::string>>(),
                          r.at("size").get<int64_t>(), r.at("kept").get<std::vector<int64_t>>(),
                          r.at("metric").get<std::vector<double>>()};
-      TORCH_CHECK_VALUE(row.metric.size() == out.ratios.size(), "group ", row.group, " has ", row.metric.size(),
-                        " metrics for ", out.ratios.size(), " ratios");
+      TORCH_CHECK_VALUE(row.metric.size() == out.ratios.size() && row.kept.size() == out.ratios.size(), "group ",
+                        row.group, " has ", row.metric.size(), " metrics and ", row.kept.size(), " kept counts for ",
+                        out.ratios.size(), " ratios");
+      for (const int64_t k : row.kept) {
+        TORCH_CHECK_VALUE(k >= 0 && k <= row.size, "group ", row.group, " keeps ", k, " of its ", row.size, " units");
+      }
       out.rows.push_back(std::move(row));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -99,12 +104,18 @@ const SensitivityRow* Sensitivity::row(const std::string& group) const {
 
 double Sensitivity::predicted_drop(const SensitivityRow& row, double removed) const {
   const double n = static_cast<double>(std::max<int64_t>(1, row.size));
+  // The scanned points by the fraction really cut (kept counts are rounded), in order: ratios may
+  // come in any order.
+  std::vector<std::pair<double, double>> points;
+  for (size_t i = 0; i < row.metric.size(); ++i) {
+    const double x = row.kept.size() == row.metric.size() ? (n - static_cast<double>(row.kept[i])) / n : ratios.at(i);
+    points.emplace_back(x, baseline - row.metric[i]);
+  }
+  std::sort(points.begin(), points.end());
   const double f = removed / n;
   double x0 = 0, y0 = 0, slope = 0;
-  for (size_t i = 0; i < row.metric.size(); ++i) {
-    // Where the scan really cut (kept counts are rounded), else the ratio asked.
-    const double x = row.kept.size() == row.metric.size() ? (n - static_cast<double>(row.kept[i])) / n : ratios.at(i);
-    const double y = std::max(y0, baseline - row.metric[i]);  // never falls
+  for (const auto& [x, drop] : points) {
+    const double y = std::max(y0, drop);  // never falls: a point above the baseline is noise
     if (x <= x0 + 1e-12) {
       y0 = y;
       continue;
@@ -113,7 +124,9 @@ double Sensitivity::predicted_drop(const SensitivityRow& row, double removed) co
     if (f <= x) return y0 + slope * (f - x0);
     x0 = x, y0 = y;
   }
-  return y0 + slope * (f - x0);
+  // Beyond the last point: at least the average slope so far, so a noisy flat last segment does not
+  // make cutting to the floor free.
+  return y0 + std::max(slope, x0 > 0 ? y0 / x0 : 0.0) * (f - x0);
 }
 
 std::string Sensitivity::to_string() const {
