@@ -122,6 +122,12 @@ TEST_CASE("a recipe with allocation sensitivity divides its target by the scan; 
         "target": {"macs": 0.5}, "allocation": "sensitivity"}, {"schedule": {"kind": "one_shot", "start_epoch": 1}}])")});
   });
   CHECK(second_first.find("pruning.1 cuts first (epoch 1)") != std::string::npos);
+  // An unreachable target fails when the run starts, before the scan exists.
+  quiet.sets = {"pruning.0.target={\"macs\": 0.0001}"};
+  const auto unreachable = test::message_of([&] { recipe::run(path, quiet); });
+  CHECK(unreachable.find("pruning.0.target: pruning target {\"macs\": 0.000") == 0);
+  CHECK_FALSE(std::filesystem::exists(dir.file("a") + "/metrics.jsonl"));
+  quiet.sets.clear();
   const auto a = recipe::run(path, quiet);
   REQUIRE(a.completed);
   const auto plans = io::read_checkpoint_meta(dir.file("a/last.ckpt")).plans_json;

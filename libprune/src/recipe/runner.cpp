@@ -80,7 +80,7 @@ void check_vocabulary(const torch::nn::Module& model, const io::StateDict& state
 // Stages with a target: a latency target costs its cuts with a table measured here, from the dense
 // model at the stage's latency_batch, and every target is planned once now, so one the model cannot
 // reach fails before training, not at its cut. Rank 0 plans every cut, so only it measures.
-void prepare_targets(Run& run) {
+void prepare_targets(Run& run, const graph::Forward& forward) {
   if (run.group && run.group->rank() != 0) return;
   for (size_t i = 0; i < run.stages.size(); ++i) {
     const auto& o = run.recipe.pruning[i].pruner;
@@ -103,11 +103,19 @@ void prepare_targets(Run& run) {
                   << std::endl;
       }
     }
-    // (taylor scores need a batch's gradients, allocation sensitivity the scan before the first cut:
-    // such a target is checked at its cut.)
-    if (importance::accumulates(o.importance()) || o.allocation() == prune::Allocation::sensitivity) continue;
+    // (taylor scores need a batch's gradients: such a target is checked at its cut.)
+    if (importance::accumulates(o.importance())) continue;
     try {
-      pruner.plan();
+      if (o.allocation() == prune::Allocation::sensitivity) {
+        // Its scan is taken before the first cut; whether the budget is reachable does not depend on
+        // how it is divided, so a stand-in pruner plans it with the criterion's scores.
+        prune::Pruner trial(std::static_pointer_cast<torch::nn::Module>(run.model), forward,
+                            prune::PrunerOptions(o).ratio(0.0).allocation(prune::Allocation::importance));
+        trial.set_latency_table(pruner.latency_table());
+        trial.plan();
+      } else {
+        pruner.plan();
+      }
     } catch (const c10::Error& e) {
       TORCH_CHECK_VALUE(false, "pruning.", i, ".target: ", e.what_without_backtrace());
     }
@@ -144,7 +152,7 @@ void build(Run& run) {
   auto model = run.model;
   const graph::Forward forward = [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
   run.stages = detail::make_stages(r, model, forward);
-  prepare_targets(run);
+  prepare_targets(run, forward);
   const std::string name = r.model.name();
   report::detail::QuantPlan quant;
   quant.mode = static_cast<report::detail::QuantPlan::Mode>(r.quantization.mode());
