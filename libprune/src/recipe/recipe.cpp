@@ -68,26 +68,28 @@ void check_stages(const Recipe& r, const std::string& source) {
       fail(source, p + "end_epoch", "must be after start_epoch and before training.epochs, got " +
            options::format_number(sc.end_epoch()), "e.g. start_epoch 2, end_epoch 6");
     }
-    // The scan is of the dense model, taken just before the first stage's first cut, which must be
-    // the run's first.
-    if (i == 0 && r.pruning[0].pruner.allocation() == prune::Allocation::sensitivity && r.pruning.size() > 1) {
-      const auto first = [&](size_t k) {
-        const auto steps = schedule::Schedule(r.pruning[k].schedule).steps();
-        return steps.empty() ? epochs : steps.front().first;
-      };
-      for (size_t k = 1; k < r.pruning.size(); ++k) {
-        if (first(k) < first(0)) {
-          fail(source, "pruning.0.allocation", "allocation sensitivity reads the scan taken before the run's first cut, "
-               "and pruning." + std::to_string(k) + " cuts first (epoch " + options::format_number(first(k)) + ")",
-               "make pruning.0 the stage that cuts first");
-        }
-      }
+    if (r.pruning[i].pruner.allocation() != prune::Allocation::sensitivity) continue;
+    const std::string key = "pruning." + std::to_string(i) + ".allocation";
+    if (i > 0) {
+      fail(source, key, "allocation sensitivity reads the scan of the dense model, which the first pruning stage takes",
+           "use it on pruning.0, or allocation importance here");
     }
-    if (r.pruning[i].pruner.allocation() == prune::Allocation::sensitivity && (i > 0 || r.report.sensitivity_step() <= 0)) {
-      fail(source, "pruning." + std::to_string(i) + ".allocation",
-           i > 0 ? "allocation sensitivity reads the scan of the dense model, which the first pruning stage takes"
-                 : "allocation sensitivity divides the cut by a sensitivity scan, and report.sensitivity_step is 0 (no scan)",
-           i > 0 ? "use it on pruning.0, or allocation importance here" : "set report.sensitivity_step, e.g. 0.25");
+    if (r.report.sensitivity_step() <= 0) {
+      fail(source, key, "allocation sensitivity divides the cut by a sensitivity scan, and report.sensitivity_step is 0 (no scan)",
+           "set report.sensitivity_step, e.g. 0.25");
+    }
+  }
+  // The scan is of the dense model, taken just before the run's first cut: pruning.0 must make it.
+  if (r.pruning.empty() || r.pruning[0].pruner.allocation() != prune::Allocation::sensitivity) return;
+  const auto first_cut = [&](size_t k) {
+    const auto steps = schedule::Schedule(r.pruning[k].schedule).steps();
+    return steps.empty() ? epochs : steps.front().first;
+  };
+  for (size_t k = 1; k < r.pruning.size(); ++k) {
+    if (first_cut(k) < first_cut(0)) {
+      fail(source, "pruning.0.allocation", "allocation sensitivity reads the scan taken before the run's first cut, "
+           "and pruning." + std::to_string(k) + " cuts first (epoch " + options::format_number(first_cut(k)) + ")",
+           "make pruning.0 the stage that cuts first");
     }
   }
 }

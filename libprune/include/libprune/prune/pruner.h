@@ -83,7 +83,6 @@ class Pruner {
   // The scan a target divides its cut by under allocation sensitivity (of this model before its
   // first cut: later cuts read the same curves at the units removed since).
   void set_sensitivity(std::shared_ptr<const Sensitivity> scan) { sensitivity_ = std::move(scan); }
-  const std::shared_ptr<const Sensitivity>& sensitivity_scan() const { return sensitivity_; }
   // Measures the model as it is now at the deployment batch, in ms (as the table's dense time was
   // measured). With a latency target, a step on an already pruned model first measures it and
   // scales the table's predictions by measured / predicted there, so the error of isolated-layer
