@@ -11,6 +11,7 @@ import torch
 
 from . import _model
 from . import quantize as _q
+from ._placement import _calls, _units
 
 
 def _replaced(model, state):
@@ -95,7 +96,14 @@ def load_int8(model: torch.nn.Module, example_inputs, path: str, engine: str = "
     if engine not in torch.backends.quantized.supported_engines:
         raise ValueError(f"load_int8: engine {engine!r} is not built into this torch. Fix: \"onednn\" or \"qnnpack\"")
     sd = torch.load(path, weights_only=True)
-    units = _q.prepare_qat(model, example_inputs)
+    modules = dict(model.named_modules())
+    probe = [u[0] for u in _units(_calls(model, example_inputs)[0]) if not _q._unit_reason(modules[u[0]])]
+    kept = [layer for layer in probe if f"{layer}.int8.qparams" not in sd]  # kept float when it was converted
+    if probe and len(kept) == len(probe):
+        raise ValueError(f"load_int8({path}): the file holds no int8 kernel of this model's {len(probe)} units (first: "
+                         f"{kept[0]}.int8.qparams is missing). Fix: load the file save_int8 wrote for this architecture "
+                         "(pruned by the same plans)")
+    units = _q.prepare_qat(model, example_inputs, keep_float=kept)
     try:
         plans, rest = _plans(model, model._libprune_qat, sd, path)
     except Exception:

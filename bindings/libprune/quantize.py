@@ -19,10 +19,8 @@ import types
 import torch
 
 from . import _libprune, _model
+from ._placement import _calls, _keep_float, _units
 
-_WEIGHTED = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
-_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-_ACTIVATIONS = (torch.nn.ReLU, torch.nn.ReLU6)
 
 
 class FakeQuantize(torch.nn.Module):
@@ -106,59 +104,13 @@ def _round_input(module, inputs):
     return (module.input_fake_quant(inputs[0]),) + tuple(inputs[1:])
 
 
-def _calls(model, example_inputs):
-    """(name, module, names of the calls it read from) of every leaf module call, in order, and the
-    names of the calls whose output the model returns. A call that returns its input (an in-place
-    ReLU) becomes that tensor's producer for later readers."""
-    calls, hooks, producer, keep = [], [], {}, []
-    for name, m in model.named_modules():
-        if next(m.children(), None) is None and m is not model:
-            def record(mod, inputs, output, name=name):
-                tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-                calls.append((name, mod, [producer[id(t)] for t in tensors if id(t) in producer]))
-                if isinstance(output, torch.Tensor):
-                    producer[id(output)] = name
-                    keep.append(output)  # alive for the pass, so no id is reused
-            hooks.append(m.register_forward_hook(record))
-    try:
-        with _model.eval_mode(model), torch.no_grad():
-            outputs = _model.forward(model, example_inputs)()
-    finally:
-        for h in hooks:
-            h.remove()
-    return calls, {producer[id(t)] for t in outputs if id(t) in producer}
-
-
-def _units(calls):
-    """conv/linear (-> batch norm) (-> ReLU), each layer called once: [(layer, norm, relu, end, sources)],
-    names (norm and relu None when absent; end the last of them), sources: the calls the layer read."""
-    readers, uses, modules = {}, {}, {}
-    for name, m, sources in calls:
-        uses[name] = uses.get(name, 0) + 1
-        modules[name] = m
-        for src in sources:
-            readers.setdefault(src, []).append(name)
-    units = []
-    for name, m, sources in calls:
-        if not isinstance(m, _WEIGHTED) or uses[name] != 1:
-            continue
-        end, found = name, []
-        for kinds in (_NORMS, _ACTIVATIONS):
-            nxt = readers.get(end, [])
-            if len(nxt) == 1 and isinstance(modules[nxt[0]], kinds) and uses[nxt[0]] == 1:
-                end = nxt[0]
-                found.append(end)
-            else:
-                found.append(None)
-        units.append((name, found[0], found[1], end, sources))
-    return units
-
-
 def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     """Installs fake quantisers on `model` in place; returns the units, "layer1.0.conv1 -> layer1.0.relu".
 
     Options are a recipe's quantization keys: bits (2 to 8), observer, averaging_constant, percentile,
-    learnable_scales (LSQ: give ``learnable_scales(model)`` to the optimizer, then freeze the observers). Each
+    learnable_scales (LSQ: give ``learnable_scales(model)`` to the optimizer, then freeze the observers),
+    keep_float (mixed precision: units named by any of their layers get no quantisers and stay float in
+    convert; the units reading them round their input). Each
     conv/linear's weight is rounded per output channel (its forward is the layer's own, with the
     rounded weight) and each unit's output once, after its batch norm and ReLU, except a unit output
     the model returns as it is (logits: a 256-step grid over them would decide the argmax; an output
@@ -173,11 +125,11 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
         raise ValueError("prepare_qat: the model already has fake quantisers. Fix: prepare a model once")
     modules = dict(model.named_modules())
     calls, model_outputs = _calls(model, example_inputs)
-    units = _units(calls)
+    units, kept = _keep_float(_units(calls), opts.keep_float)
     kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant,
               percentile=opts.percentile, learnable=opts.learnable_scales)
     ends = {u[3] for u in units if u[3] not in model_outputs}  # the outputs that are rounded
-    state = model._libprune_qat = {"units": units, "hooks": [], "forwards": {}}  # before any change: undo reads it
+    state = model._libprune_qat = {"units": units, "hooks": [], "forwards": {}, "kept_float": kept}  # undo reads it
     try:
         for layer, _, _, end, sources in units:
             m = modules[layer]
@@ -372,7 +324,7 @@ def convert(model: torch.nn.Module, engine: str = "onednn") -> dict:
     torch.backends.quantized.engine = engine
     modules = dict(model.named_modules())
     plans: list = []
-    report: dict = {"quantized": [], "skipped": []}
+    report: dict = {"quantized": [], "skipped": list(state.get("kept_float", []))}
     with torch.no_grad():
         for layer, norm, relu, end, sources in state["units"]:
             m = modules[layer]

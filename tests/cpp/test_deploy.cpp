@@ -1,58 +1,41 @@
 // The int8 model's output (not rounded), and its deploy file (quant::int8_state_dict) read back into a
 // model by quant::load_int8.
 #include "helpers.h"
+#include "quant_helpers.h"
 #include "libprune/libprune.h"
 
 using namespace libprune;
 
-namespace {
-
-models::ResNet deploy_resnet(uint64_t seed, int64_t classes = 10) {
-  torch::manual_seed(seed);
-  auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(classes));
-  torch::NoGradGuard no_grad;
-  m->train();
-  for (int i = 0; i < 3; ++i) m->forward(torch::randn({16, 3, 16, 16}) * 0.5 + 0.2);  // batch norms settle
-  m->eval();
-  return m;
-}
-
-graph::Forward run_on(models::ResNet& m, const torch::Tensor& x) {
-  return [&m, x] { return std::vector<torch::Tensor>{m->forward(x)}; };
-}
-
-}  // namespace
-
 TEST_CASE("quant: load_int8 rebuilds the int8 model from its deploy file, bit for bit", "[quant]") {
   const auto calib = torch::randn({32, 3, 16, 16}) * 0.5 + 0.2;
   const auto x = torch::randn({8, 3, 16, 16}) * 0.5 + 0.2;
-  auto saved = deploy_resnet(1);
-  quant::prepare(*saved, run_on(saved, calib.slice(0, 0, 2)), quant::QuantOptions().observer(quant::Observer::min_max));
+  auto saved = test::settled_resnet20(1);
+  quant::prepare(*saved, test::run_on(saved, calib.slice(0, 0, 2)), quant::QuantOptions().observer(quant::Observer::min_max));
   {
     torch::NoGradGuard no_grad;
     quant::calibration_mode(*saved);
     saved->forward(calib);
   }
-  quant::convert(*saved, run_on(saved, calib.slice(0, 0, 2)));
+  quant::convert(*saved, test::run_on(saved, calib.slice(0, 0, 2)));
   test::TempDir dir("deploy");
   const auto path = dir.file("model_int8.pt");
   io::write_state_dict(quant::int8_state_dict(*saved), path);
   torch::NoGradGuard no_grad;
   const auto expected = saved->forward(x);
 
-  auto loaded = deploy_resnet(2);  // other float weights: the file's int8 ones must replace them
+  auto loaded = test::settled_resnet20(2);  // other float weights: the file's int8 ones must replace them
   CHECK_FALSE(torch::equal(loaded->forward(x), expected));
-  const auto report = quant::load_int8(*loaded, run_on(loaded, x.slice(0, 0, 2)), io::read_state_dict(path), path);
+  const auto report = quant::load_int8(*loaded, test::run_on(loaded, x.slice(0, 0, 2)), io::read_state_dict(path), path);
   CHECK(report.quantized.size() == 31);
   CHECK(quant::is_converted(*loaded));
   CHECK(torch::equal(loaded->forward(x), expected));
 
   SECTION("a file of another model is refused, naming a tensor, and the model stays float") {
-    auto other = deploy_resnet(3, /*classes=*/100);
+    auto other = test::settled_resnet20(3, /*classes=*/100);
     const auto before = test::snapshot(*other);
     const auto keys = io::state_dict(*other).size();
     const auto float_out = other->forward(x);
-    CHECK_THROWS_WITH(quant::load_int8(*other, run_on(other, x.slice(0, 0, 2)), io::read_state_dict(path), path),
+    CHECK_THROWS_WITH(quant::load_int8(*other, test::run_on(other, x.slice(0, 0, 2)), io::read_state_dict(path), path),
                       Catch::Contains(path) && Catch::Contains("fc.int8.") && Catch::Contains("Fix:"));
     CHECK_FALSE(quant::is_converted(*other));
     CHECK_FALSE(quant::is_prepared(*other));
@@ -61,27 +44,23 @@ TEST_CASE("quant: load_int8 rebuilds the int8 model from its deploy file, bit fo
     CHECK(torch::equal(other->forward(x), float_out));
   }
   SECTION("a converted model is refused") {
-    CHECK_THROWS_WITH(quant::load_int8(*loaded, run_on(loaded, x.slice(0, 0, 2)), io::read_state_dict(path), path),
+    CHECK_THROWS_WITH(quant::load_int8(*loaded, test::run_on(loaded, x.slice(0, 0, 2)), io::read_state_dict(path), path),
                       Catch::Contains("already has quantisers or int8 kernels"));
   }
 }
 
 TEST_CASE("quant: the model's output (logits) is not rounded to a grid, in simulation and in int8", "[quant]") {
   const auto calib = torch::randn({64, 3, 16, 16}) * 0.5 + 0.2;
-  auto m = deploy_resnet(4);
-  quant::prepare(*m, run_on(m, calib.slice(0, 0, 2)), quant::QuantOptions().observer(quant::Observer::min_max));
+  auto m = test::settled_resnet20(4);
+  quant::prepare(*m, test::run_on(m, calib.slice(0, 0, 2)), quant::QuantOptions().observer(quant::Observer::min_max));
   const auto names = m->named_buffers();
   CHECK(names.contains("layer3.2.relu1.output_fake_quant.scale"));       // read by conv2: rounded
   CHECK_FALSE(names.contains("layer3.2.relu2.output_fake_quant.scale"));  // read by a functional pooling
   CHECK_FALSE(names.contains("fc.output_fake_quant.scale"));        // read by no layer: the logits
+  test::calibrate_on(m, calib);
   torch::NoGradGuard no_grad;
-  quant::calibration_mode(*m);
-  m->forward(calib);
-  m->eval();
-  quant::enable_fake_quant(*m, true);
-  quant::enable_observers(*m, false);
   const auto simulated = m->forward(calib);
-  quant::convert(*m, run_on(m, calib.slice(0, 0, 2)));
+  quant::convert(*m, test::run_on(m, calib.slice(0, 0, 2)));
   const auto int8 = m->forward(calib);
   // 640 logits: on a 256-step grid at most 256 distinct values.
   CHECK(std::get<0>(at::_unique(int8.flatten())).numel() > 256);

@@ -146,6 +146,33 @@ TEST_CASE("runner: post-training quantization without pruning reports dense and 
   CHECK(s["quant_sensitivity"]["all"].size() == 1);
 }
 
+TEST_CASE("runner: keep_float keeps units float in the int8 row and its deploy file; a bad name fails before training",
+          "[quant]") {
+  test::TempDir dir("ptq_mixed");
+  const auto path = hybrid_recipe(dir);
+  const std::vector<std::string> ptq{"pruning=[]", "quantization.mode=ptq", "training.epochs=1",
+                                     "quantization.simulate_bits=0", "report.quant_sensitivity_bits=[]"};
+  auto sets = ptq;
+  sets.push_back("quantization.keep_float=[\"conv1\", \"fc\"]");
+  const auto r = run(path, sets);
+  REQUIRE(r.completed);
+  const auto s = json::parse(r.summary_json);
+  CHECK(s["int8"]["kept_float"] == json::array({"conv1", "fc"}));
+  const auto deploy = io::read_state_dict(dir.file("out") + "/model_int8.pt");
+  CHECK(deploy.count("conv1.weight"));
+  CHECK(deploy.count("fc.weight"));
+  CHECK_FALSE(deploy.count("conv1.int8.weight"));
+  CHECK(deploy.count("layer1.0.conv1.int8.weight"));
+
+  sets = ptq;
+  sets.push_back("quantization.keep_float=[\"conv1\", \"layer9.conv\"]");
+  sets.push_back("output_dir=" + dir.file("bad"));
+  const auto message = test::message_of([&] { run(path, sets); });
+  CHECK_THAT(message, Catch::Contains("quantization.keep_float") && Catch::Contains("'layer9.conv'") &&
+                          Catch::Contains("Fix:"));
+  CHECK_FALSE(std::filesystem::exists(dir.file("bad") + "/metrics.jsonl"));  // no epoch ran
+}
+
 TEST_CASE("recipes: the quantization section's bad values name the key and the fix", "[quant]") {
   test::TempDir dir("qat_bad");
   const auto path = hybrid_recipe(dir);

@@ -1,4 +1,6 @@
 #include "int8.h"
+#include "fake_quant_kernel.h"
+#include "placement.h"
 
 #include "libprune/quant/quantize.h"
 
@@ -8,6 +10,8 @@
 #include <ATen/native/quantized/PackedParams.h>
 
 #include <atomic>
+#include <cmath>
+#include <set>
 
 #include <algorithm>
 
@@ -260,3 +264,55 @@ std::shared_ptr<Int8Impl> make_float_fallback() { return std::make_shared<FloatF
 bool is_float_fallback(const torch::nn::Module& ext) { return dynamic_cast<const FloatFallbackImpl*>(&ext) != nullptr; }
 
 }  // namespace libprune::quant::detail
+
+namespace libprune::quant {
+
+// The int8 model's state: packs, the input rounding and the deploy file's tensors.
+
+void repack(torch::nn::Module& model) {
+  for (auto& [name, ext] : detail::installed_of<detail::Int8Impl>(model)) ext->repack();
+}
+
+torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t zero_point) {
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "quant::quantize_per_tensor: scale must be a positive finite "
+                    "number, got ", scale, ". Fix: take it from an observed quantiser");
+  TORCH_CHECK_VALUE(zero_point >= 0 && zero_point <= 255, "quant::quantize_per_tensor: zero_point must be in 0..255 "
+                    "(quint8), got ", zero_point);
+  if (detail::fast_fake_quantize_applies(x)) return detail::quantize_to_quint8(x, scale, zero_point);
+  return at::quantize_per_tensor(x, scale, zero_point, torch::kQUInt8);
+}
+
+int64_t packs_made() { return detail::packs_made_counter().load(std::memory_order_relaxed); }
+
+io::StateDict int8_state_dict(const torch::nn::Module& model) {
+  // Layers whose own tensors the int8 kernels replace (convs, linears) or fold away (batch norms).
+  std::set<const torch::nn::Module*> replaced;
+  for (const auto& item : model.named_modules("", false)) {
+    for (const auto& [name, ext] : nn::extensions(*item.value())) {
+      if (std::dynamic_pointer_cast<detail::Int8Impl>(ext) && !detail::is_float_fallback(*ext)) {
+        replaced.insert(item.value().get());
+      }
+    }
+  }
+  io::StateDict out;
+  for (const auto& item : model.named_modules("", false)) {
+    const auto* m = item.value().get();
+    const bool is_ext = dynamic_cast<const nn::ExtensionImpl*>(m) != nullptr;
+    if (!is_ext && replaced.count(m)) continue;
+    if (is_ext && !dynamic_cast<const detail::Int8Impl*>(m)) continue;  // fake quantisers are gone after convert
+    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    for (const auto& p : item.value()->named_parameters(false)) out[prefix + p.key()] = p.value();
+    for (const auto& b : item.value()->named_buffers(false)) {
+      if (b.value().defined()) out[prefix + b.key()] = b.value();
+    }
+  }
+  return out;
+}
+
+int64_t int8_state_bytes(const torch::nn::Module& model) {
+  int64_t bytes = 0;
+  for (const auto& [name, t] : int8_state_dict(model)) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
+}  // namespace libprune::quant

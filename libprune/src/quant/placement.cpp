@@ -4,6 +4,7 @@
 #include "libprune/nn/call.h"
 #include "libprune/nn/eval_mode.h"
 
+#include <algorithm>
 #include <set>
 
 namespace libprune::quant::detail {
@@ -118,7 +119,52 @@ std::string float_reason(const torch::nn::Module& m) {
 
 }  // namespace
 
-Placement place(torch::nn::Module& model, const graph::Forward& forward) {
+namespace {
+
+// "conv1 + bn1 + relu"
+std::string unit_line(const std::vector<Call>& calls, const Unit& u) {
+  std::string s = calls[u.layer].name;
+  if (u.norm) s += " + " + calls[*u.norm].name;
+  if (u.relu) s += " + " + calls[*u.relu].name;
+  return s;
+}
+
+// Whether the unit stays float: keep_float names one of its layers (added to `named`), or its layer
+// carries prepare's mark.
+bool kept(const std::vector<Call>& calls, const Unit& u, const Names& keep_float, std::set<std::string>* named) {
+  bool keep = nn::extension(*calls[u.layer].module, kKeepFloat) != nullptr;
+  for (const auto& k : {std::optional<size_t>(u.layer), u.norm, u.relu}) {
+    if (k && std::find(keep_float.begin(), keep_float.end(), calls[*k].name) != keep_float.end()) {
+      named->insert(calls[*k].name);
+      keep = true;
+    }
+  }
+  return keep;
+}
+
+// Every keep_float name found a unit, and some unit is left to quantise.
+void check_kept(const Placement& p, const Names& keep_float, const std::set<std::string>& named) {
+  for (const auto& name : keep_float) {
+    if (named.count(name)) continue;
+    std::vector<size_t> layers = p.kept_float;
+    for (const auto& u : p.units) layers.push_back(u.layer);
+    std::sort(layers.begin(), layers.end());
+    std::string some;
+    for (size_t k = 0; k < layers.size() && k < 6; ++k) some += (k ? ", " : "") + p.calls[layers[k]].name;
+    if (layers.size() > 6) some += ", ...";
+    TORCH_CHECK_VALUE(false, "quant: keep_float names '", name, "', which is no layer of a unit that would be ",
+                      "quantised (", layers.size(), " units: ", layers.empty() ? "none" : some, "; layers that stay ",
+                      "float anyway are not units). Fix: name a unit's conv, linear, add, batch norm or ReLU as ",
+                      "prepare's report lists it");
+  }
+  TORCH_CHECK_VALUE(!p.units.empty() || p.kept_float.empty(), "quant: keep_float keeps all ", p.kept_float.size(),
+                    " units float, so nothing would be quantised. Fix: keep fewer (the most sensitive few, from the "
+                    "quantization sensitivity scan)");
+}
+
+}  // namespace
+
+Placement place(torch::nn::Module& model, const graph::Forward& forward, const Names& keep_float) {
   Placement p;
   p.calls = record(model, forward);
   const auto& calls = p.calls;
@@ -129,6 +175,8 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward) {
   const auto reads = [&](size_t j, size_t i) {
     return j < n && !calls[j].inputs.empty() && same_tensor(calls[j].inputs[0], calls[i].output);
   };
+  const auto line = [&](const Unit& u) { return unit_line(calls, u); };
+  std::set<std::string> named;  // the keep_float names some unit's layer answers to
 
   for (size_t i = 0; i < n; ++i) {
     const auto& m = *calls[i].module;
@@ -146,8 +194,16 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward) {
       }
       if (reads(u.end + 1, u.end) && is_relu(*calls[u.end + 1].module)) u.relu = u.end = u.end + 1;
       for (const auto& in : calls[i].inputs) u.observe_input.push_back(!is_point(in));
-      points.insert(calls[u.end].output.unsafeGetTensorImpl());
-      p.units.push_back(u);
+      if (kept(calls, u, keep_float, &named)) {
+        p.kept_float.push_back(u.layer);
+        for (size_t k = u.layer; k <= u.end; ++k) {
+          if (k != u.relu) p.float_calls.push_back(k);  // a ReLU passes float values through as they are
+        }
+        p.report.skipped.push_back(line(u) + ": kept in float by keep_float (mixed precision)");
+      } else {
+        points.insert(calls[u.end].output.unsafeGetTensorImpl());
+        p.units.push_back(u);
+      }
       i = u.end;
       continue;
     }
@@ -162,14 +218,12 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward) {
     p.report.skipped.push_back(calls[i].name + ": " + (conv_problem.empty() ? float_reason(m) : conv_problem));
   }
 
+  check_kept(p, keep_float, named);
   for (auto& u : p.units) {
     for (size_t j = u.end + 1; j < n && !u.read_by_layers; ++j) {
       for (const auto& in : calls[j].inputs) u.read_by_layers = u.read_by_layers || same_tensor(in, calls[u.end].output);
     }
-    std::string line = calls[u.layer].name;
-    if (u.norm) line += " + " + calls[*u.norm].name;
-    if (u.relu) line += " + " + calls[*u.relu].name;
-    p.report.quantized.push_back(line);
+    p.report.quantized.push_back(line(u));
   }
   std::set<std::string> seen;
   for (const auto& c : calls) seen.insert(c.name);

@@ -40,11 +40,20 @@ struct Placement {
   std::vector<Call> calls;
   std::vector<Unit> units;
   std::vector<size_t> float_calls;  // layers that stay float (their inputs are dequantised in int8)
+  std::vector<size_t> kept_float;   // the layer call of each unit kept float (QuantOptions::keep_float)
   Report report;
 };
 
-// Records one pass of `forward` (eval mode, no grad) and finds the units.
-Placement place(torch::nn::Module& model, const graph::Forward& forward);
+// Marks the layer of a unit kept float by QuantOptions::keep_float, so that convert (which places the
+// prepared model again) keeps it float too. No state, no effect on the call.
+constexpr const char* kKeepFloat = "keep_float";
+class KeepFloatImpl : public nn::ExtensionImpl {};
+
+// Records one pass of `forward` (eval mode, no grad) and finds the units. A unit with a layer named
+// in `keep_float`, or whose first layer carries the kKeepFloat mark, stays float: its layers join
+// float_calls, and the units reading its output observe their input. Throws, naming it, for a name
+// that is no unit's layer, or when every unit would stay float.
+Placement place(torch::nn::Module& model, const graph::Forward& forward, const Names& keep_float = {});
 
 // The model's leaf layers by name (extensions are not layers).
 std::vector<std::pair<std::string, ModulePtr>> leaf_layers(torch::nn::Module& model);

@@ -66,9 +66,14 @@ Report prepare(torch::nn::Module& model, const graph::Forward& forward, const Qu
   options::validate<QuantOptions>(QuantOptions::specs(), options, "quant::prepare: ", nullptr);  // before any change
   TORCH_CHECK_VALUE(!is_prepared(model), "quant::prepare: the model already has fake quantisers. Fix: prepare a model once");
   TORCH_CHECK_VALUE(!is_converted(model), "quant::prepare: the model is already converted to int8");
-  auto p = detail::place(model, forward);
+  auto p = detail::place(model, forward, options.keep_float());
   detail::install_fake_quant(p, options).keep();
   return p.report;
+}
+
+Report placement(torch::nn::Module& model, const graph::Forward& forward, const QuantOptions& options) {
+  options::validate<QuantOptions>(QuantOptions::specs(), options, "quant::placement: ", nullptr);
+  return detail::place(model, forward, options.keep_float()).report;
 }
 
 Installs detail::install_fake_quant(const Placement& p, const QuantOptions& options) {
@@ -83,6 +88,7 @@ Installs detail::install_fake_quant(const Placement& p, const QuantOptions& opti
   };
   Installs installs;
   try {
+    for (size_t k : p.kept_float) installs.add(p.calls[k].module, detail::kKeepFloat, std::make_shared<detail::KeepFloatImpl>());
     for (const auto& u : p.units) {
       const auto& layer = p.calls[u.layer].module;
       if (u.kind != Kind::add) {
@@ -208,8 +214,10 @@ std::vector<KernelPlan> plan_kernels(const Placement& p) {
   return plans;
 }
 
+// What prepare installs and convert takes off: quantisers, simulated folds and keep_float marks.
 bool simulation_extension(const std::shared_ptr<nn::ExtensionImpl>& ext) {
-  return std::dynamic_pointer_cast<FakeQuantizeImpl>(ext) || std::dynamic_pointer_cast<SimulatedFoldImpl>(ext);
+  return std::dynamic_pointer_cast<FakeQuantizeImpl>(ext) || std::dynamic_pointer_cast<SimulatedFoldImpl>(ext) ||
+         std::dynamic_pointer_cast<detail::KeepFloatImpl>(ext);
 }
 
 // The placement of the simulated model as it is: observers paused for the pass, then as they were.
@@ -320,7 +328,18 @@ Report load_int8(torch::nn::Module& model, const graph::Forward& forward, const 
   TORCH_CHECK_VALUE(!is_prepared(model) && !is_converted(model), "quant::load_int8(", source,
                     "): the model already has quantisers or int8 kernels. Fix: load into a float model built as the "
                     "converted one was");
-  auto report = prepare(model, forward);
+  // The units the file holds no int8 kernel for were kept float (mixed precision): keep them float too.
+  Names kept;
+  const auto probe = detail::place(model, forward);
+  for (const auto& u : probe.units) {
+    const auto& name = probe.calls[u.layer].name;
+    if (!deploy.count(name + ".int8.qparams")) kept.push_back(name);
+  }
+  TORCH_CHECK_VALUE(kept.size() < probe.units.size() || probe.units.empty(), "quant::load_int8(", source,
+                    "): the file holds no int8 kernel of this model's ", probe.units.size(), " units (first: ",
+                    kept.empty() ? "" : kept.front(), ".int8.qparams is missing). Fix: load the deploy file "
+                    "(int8_state_dict) of this architecture, pruned with the same plans");
+  auto report = prepare(model, forward, QuantOptions().keep_float(kept));
   try {
     {
       torch::NoGradGuard no_grad;
@@ -345,52 +364,6 @@ Report load_int8(torch::nn::Module& model, const graph::Forward& forward, const 
   }
   repack(model);
   return report;
-}
-
-void repack(torch::nn::Module& model) {
-  for (auto& [name, ext] : installed_of<detail::Int8Impl>(model)) ext->repack();
-}
-
-torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t zero_point) {
-  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "quant::quantize_per_tensor: scale must be a positive finite "
-                    "number, got ", scale, ". Fix: take it from an observed quantiser");
-  TORCH_CHECK_VALUE(zero_point >= 0 && zero_point <= 255, "quant::quantize_per_tensor: zero_point must be in 0..255 "
-                    "(quint8), got ", zero_point);
-  if (detail::fast_fake_quantize_applies(x)) return detail::quantize_to_quint8(x, scale, zero_point);
-  return at::quantize_per_tensor(x, scale, zero_point, torch::kQUInt8);
-}
-
-int64_t packs_made() { return detail::packs_made_counter().load(std::memory_order_relaxed); }
-
-io::StateDict int8_state_dict(const torch::nn::Module& model) {
-  // Layers whose own tensors the int8 kernels replace (convs, linears) or fold away (batch norms).
-  std::set<const torch::nn::Module*> replaced;
-  for (const auto& item : model.named_modules("", false)) {
-    for (const auto& [name, ext] : nn::extensions(*item.value())) {
-      if (std::dynamic_pointer_cast<detail::Int8Impl>(ext) && !detail::is_float_fallback(*ext)) {
-        replaced.insert(item.value().get());
-      }
-    }
-  }
-  io::StateDict out;
-  for (const auto& item : model.named_modules("", false)) {
-    const auto* m = item.value().get();
-    const bool is_ext = dynamic_cast<const nn::ExtensionImpl*>(m) != nullptr;
-    if (!is_ext && replaced.count(m)) continue;
-    if (is_ext && !dynamic_cast<const detail::Int8Impl*>(m)) continue;  // fake quantisers are gone after convert
-    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
-    for (const auto& p : item.value()->named_parameters(false)) out[prefix + p.key()] = p.value();
-    for (const auto& b : item.value()->named_buffers(false)) {
-      if (b.value().defined()) out[prefix + b.key()] = b.value();
-    }
-  }
-  return out;
-}
-
-int64_t int8_state_bytes(const torch::nn::Module& model) {
-  int64_t bytes = 0;
-  for (const auto& [name, t] : int8_state_dict(model)) bytes += t.numel() * static_cast<int64_t>(t.element_size());
-  return bytes;
 }
 
 }  // namespace libprune::quant

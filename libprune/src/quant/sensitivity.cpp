@@ -82,7 +82,7 @@ QuantSensitivity sensitivity(torch::nn::Module& model, const graph::Forward& for
   options::validate<QuantOptions>(QuantOptions::specs(), options, "quant::sensitivity: ", nullptr);
   const auto started = std::chrono::steady_clock::now();
   nn::EvalModeGuard modes(model);  // every layer's own train flag comes back, also when evaluate throws
-  const auto p = detail::place(model, forward);
+  const auto p = detail::place(model, forward, options.keep_float());
   QuantSensitivity out;
   out.bits = bits;
   out.skipped = p.report.skipped;

@@ -8,6 +8,7 @@
 #include "libprune/io/state_dict.h"
 #include "libprune/models/bert_export.h"
 #include "libprune/models/registry.h"
+#include "libprune/quant/quantize.h"
 #include "libprune/recipe/recipe.h"
 #include "libprune/train/callbacks.h"
 #include "libprune/train/qat_callback.h"
@@ -153,6 +154,13 @@ void build(Run& run) {
   const graph::Forward forward = [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
   run.stages = detail::make_stages(r, model, forward);
   prepare_targets(run, forward);
+  if (r.quantization.mode() != QuantMode::None && !r.quant.keep_float().empty()) {
+    try {
+      quant::placement(*model, forward, r.quant);  // a bad keep_float name fails now, not after training
+    } catch (const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, "quantization.keep_float: ", e.what_without_backtrace());
+    }
+  }
   const std::string name = r.model.name();
   report::detail::QuantPlan quant;
   quant.mode = static_cast<report::detail::QuantPlan::Mode>(r.quantization.mode());

@@ -175,6 +175,7 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
   auto& r = row(key);
   const auto int8 = evaluate(net);
   r.figures = measure(net, float_key, &int8);
+  if (!quant_.options.keep_float().empty()) r.figures["kept_float"] = quant_.options.keep_float();
   agreement(r.figures, reference, int8.logits, "float", trainer_.process_group());
   r.model = timed ? net : nullptr;
 }
@@ -282,6 +283,7 @@ void Comparison::finish() {
     auto& r = row(final_key());
     const auto int8 = evaluate(model);
     r.figures = measure(model, float_key, &int8);
+    if (!quant_.options.keep_float().empty()) r.figures["kept_float"] = quant_.options.keep_float();
     agreement(r.figures, simulated, int8.logits, "qat", trainer_.process_group());  // the int8 kernels against what QAT simulated
     r.model = model;
   }

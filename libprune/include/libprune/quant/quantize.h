@@ -30,6 +30,8 @@
 
 namespace libprune::quant {
 
+using Names = std::vector<std::string>;
+
 // X("key", type, field, default, check, "meaning"): a recipe's `quantization` section, C++ and Python.
 #define LIBPRUNE_QUANT_OPTIONS(X)                                                                                      \
   X("bits", int64_t, bits, 8, ::libprune::options::check::in_range(2, false, 8, false, "use 8 to convert, 4 to simulate"),\
@@ -48,7 +50,11 @@ namespace libprune::quant {
     "QAT skips two passes per conv")                                                                                 \
   X("learnable_scales", bool, learnable_scales, false, nullptr,                                                        \
     "LSQ: each quantiser's scale becomes a parameter that the optimizer learns (no weight decay) once the observers "   \
-    "freeze; the observed range gives its first value and convert keeps the learned value")
+    "freeze; the observed range gives its first value and convert keeps the learned value")                           \
+  X("keep_float", ::libprune::quant::Names, keep_float, {}, nullptr,                                                   \
+    "mixed precision: units that stay float, named by any of their layers (\"conv1\" keeps conv1 + bn1 + relu); "     \
+    "they get no quantisers, convert runs them in float and the next unit rounds their output; pick them from "        \
+    "the quantization sensitivity scan (report.quant_sensitivity_bits)")
 
 struct QuantOptions {
   QuantOptions() = default;
@@ -71,6 +77,11 @@ struct Report {
 // `forward` runs the model once on example inputs (graph::Forward, as for tracing). Throws, changing
 // nothing, when the model is already prepared or converted, or bits are outside 2..8.
 Report prepare(torch::nn::Module& model, const graph::Forward& forward, const QuantOptions& options = {});
+
+// What prepare would quantise and leave float, changing nothing (one pass of `forward`); throws as
+// prepare does for a keep_float name that is no unit's layer, or one that keeps every unit. Recipes
+// call it before training, so a bad name fails in seconds, not after the training it follows.
+Report placement(torch::nn::Module& model, const graph::Forward& forward, const QuantOptions& options = {});
 
 // Turns every observer on or off (off: the ranges are frozen; training goes on with them).
 void enable_observers(torch::nn::Module& model, bool on);

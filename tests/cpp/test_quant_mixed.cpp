@@ -1,0 +1,95 @@
+// Mixed precision: QuantOptions::keep_float keeps named units float through prepare, calibration,
+// convert, the deploy file and load_int8.
+#include "helpers.h"
+#include "quant_helpers.h"
+#include "libprune/libprune.h"
+
+using namespace libprune;
+
+namespace {
+
+bool has_quantiser(torch::nn::Module& layer) {
+  for (const auto& [name, ext] : nn::extensions(layer)) {
+    if (std::dynamic_pointer_cast<quant::FakeQuantizeImpl>(ext)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("quant: keep_float keeps the named units float in simulation, in int8 and in the deploy file", "[quant]") {
+  const auto calib = torch::randn({32, 3, 16, 16}) * 0.5 + 0.2;
+  const auto x = torch::randn({8, 3, 16, 16}) * 0.5 + 0.2;
+  auto m = test::settled_resnet20(1);
+  const auto modules = m->named_modules();
+  // A unit is named by any of its layers: the stem by its conv, one by its batch norm, an add by itself.
+  const auto options = quant::QuantOptions().observer(quant::Observer::min_max).keep_float({"conv1", "layer3.1.bn2", "layer2.0.add"});
+  const auto report = quant::prepare(*m, test::run_on(m, calib.slice(0, 0, 2)), options);
+  CHECK(report.quantized.size() == 31 - 3);
+  const auto text = report.explain();
+  CHECK_THAT(text, Catch::Contains("conv1 + bn1 + relu: kept in float by keep_float") &&
+                       Catch::Contains("layer3.1.conv2 + layer3.1.bn2: kept in float") &&
+                       Catch::Contains("layer2.0.add + layer2.0.relu2: kept in float"));
+  CHECK_FALSE(has_quantiser(*modules["conv1"]));
+  CHECK_FALSE(has_quantiser(*modules["relu"]));
+  CHECK_FALSE(has_quantiser(*modules["layer3.1.conv2"]));
+  CHECK_FALSE(has_quantiser(*modules["layer2.0.add"]));
+  const auto names = m->named_buffers();
+  // The stem's float output is rounded where int8 units read it: the first block's conv and add.
+  CHECK(names.contains("layer1.0.conv1.input_fake_quant.scale"));
+  CHECK(names.contains("layer1.0.add.input1_fake_quant.scale"));
+  CHECK_FALSE(names.contains("layer1.1.conv1.input_fake_quant.scale"));  // reads an int8 add: no quantiser
+
+  test::calibrate_on(m, calib);
+  torch::Tensor simulated;
+  {
+    torch::NoGradGuard no_grad;
+    simulated = m->forward(x);
+  }
+  const auto converted = quant::convert(*m, test::run_on(m, calib.slice(0, 0, 2)));
+  CHECK(converted.quantized.size() == 28);
+  const auto state = io::state_dict(*m);
+  CHECK_FALSE(state.count("conv1.int8.weight"));
+  CHECK_FALSE(state.count("layer3.1.conv2.int8.weight"));
+  CHECK_FALSE(state.count("layer2.0.add.int8.qparams"));
+  CHECK(state.count("layer3.1.conv1.int8.weight"));
+  torch::NoGradGuard no_grad;
+  const auto int8 = m->forward(x);
+  const auto cos = torch::nn::functional::cosine_similarity(int8.flatten(), simulated.flatten(),
+                                                            torch::nn::functional::CosineSimilarityFuncOptions().dim(0));
+  CHECK(cos.item<double>() > 0.9999);
+
+  // The deploy file holds the kept units' float tensors; load_int8 reads from it which units were kept.
+  const auto deploy = quant::int8_state_dict(*m);
+  CHECK(deploy.count("conv1.weight"));
+  CHECK(deploy.count("bn1.running_var"));
+  CHECK(deploy.count("layer3.1.bn2.weight"));
+  CHECK_FALSE(deploy.count("layer3.1.conv1.weight"));
+  auto loaded = test::settled_resnet20(2);
+  const auto back = quant::load_int8(*loaded, test::run_on(loaded, x.slice(0, 0, 2)), deploy);
+  CHECK(back.quantized.size() == 28);
+  CHECK(torch::equal(loaded->forward(x), int8));
+}
+
+TEST_CASE("quant: keep_float's bad names and keeping every unit are refused; the model stays as it was", "[quant]") {
+  const auto x = torch::randn({4, 3, 16, 16}) * 0.5 + 0.2;
+  auto m = test::settled_resnet20(3);
+  const auto before = test::snapshot(*m);
+  const auto keys = io::state_dict(*m).size();
+  const auto refused = [&](const quant::Names& keep, const std::string& says) {
+    CHECK_THROWS_WITH(quant::prepare(*m, test::run_on(m, x), quant::QuantOptions().keep_float(keep)),
+                      Catch::Contains(says) && Catch::Contains("Fix:"));
+    CHECK_FALSE(quant::is_prepared(*m));
+    CHECK(io::state_dict(*m).size() == keys);
+    CHECK(test::same(test::snapshot(*m), before));
+    for (const auto& item : m->named_modules()) CHECK(nn::extensions(*item.value()).empty());
+  };
+  refused({"conv1", "layer9.conv"}, "keep_float names 'layer9.conv', which is no layer of a unit");
+  refused({"conv1", "layer9.conv"}, "31 units: conv1, layer1.0.conv1");
+
+  auto probe = test::settled_resnet20(3);
+  quant::Names all;
+  for (const auto& line : quant::prepare(*probe, test::run_on(probe, x)).quantized) all.push_back(line.substr(0, line.find(' ')));
+  REQUIRE(all.size() == 31);
+  refused(all, "keeps all 31 units float, so nothing would be quantised");
+}
