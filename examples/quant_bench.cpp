@@ -7,6 +7,7 @@
 //   build/libprune-quant-bench [--rounds 3] [--runs 30] [--threads 2] [--model cifar_resnet20] [--in-channels 1]
 //                              [--size 28] [--batches 1,32] [--test-images 256] [--qat-step 1]
 //   ResNet-50 PTQ: --model resnet50 --in-channels 3 --size 224 --batches 8 --test-images 512 --qat-step 0
+//   mixed precision: --keep-float layer4.2.conv3,fc (units kept float, as QuantOptions::keep_float)
 #include "libprune/libprune.h"
 
 #include <algorithm>
@@ -63,7 +64,18 @@ struct Args {
   std::string model = "cifar_resnet20";
   int64_t in_channels = 1, size = 28, test_images = 256, qat = 1;
   std::vector<int64_t> batches{1, 32};
+  std::vector<std::string> keep_float;
 };
+
+std::vector<std::string> split(const std::string& v) {
+  std::vector<std::string> out;
+  for (size_t at = 0; at < v.size();) {
+    const size_t comma = v.find(',', at);
+    out.push_back(v.substr(at, comma - at));
+    at = comma == std::string::npos ? v.size() : comma + 1;
+  }
+  return out;
+}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -73,11 +85,9 @@ Args parse(int argc, char** argv) {
       a.model = v;
     } else if (k == "--batches") {
       a.batches.clear();
-      for (size_t at = 0; at < v.size();) {
-        const size_t comma = v.find(',', at);
-        a.batches.push_back(std::stoll(v.substr(at, comma - at)));
-        at = comma == std::string::npos ? v.size() : comma + 1;
-      }
+      for (const auto& b : split(v)) a.batches.push_back(std::stoll(b));
+    } else if (k == "--keep-float") {
+      a.keep_float = split(v);
     } else {
       const int64_t n = std::stoll(v);
       if (k == "--rounds") a.rounds = static_cast<int>(n);
@@ -109,7 +119,7 @@ void ptq(const Args& a) {
   }
   const auto calib = torch::randn({64, a.in_channels, a.size, a.size});
   const auto example = [&] { return std::vector<torch::Tensor>{int8->forward(calib.slice(0, 0, 2))}; };
-  quant::prepare(*int8, example, quant::QuantOptions().observer(quant::Observer::min_max));
+  quant::prepare(*int8, example, quant::QuantOptions().observer(quant::Observer::min_max).keep_float(a.keep_float));
   quant::calibration_mode(*int8);
   {
     torch::NoGradGuard no_grad;

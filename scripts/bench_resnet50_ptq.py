@@ -7,6 +7,9 @@ torchvision's resnet50, calibrates each tool on the same 8 training batches, and
 10,000 test images (none of them calibration images): top-1, argmax agreement and mean logit
 cosine against the float model, for torch.ao's default oneDNN mapping (histogram observer) and
 libprune's min-max, percentile and mse observers (fake-quantised and converted to int8 kernels).
+Then mixed precision: libprune.quantize.sensitivity ranks the units by the argmax agreement each
+costs alone at 8 bits, on 2,000 training images that neither calibrate nor test (so no test image
+chooses), and the min-max int8 model is rebuilt with the 1 to --keep-float worst units kept float.
 
     PYTHONPATH=build/python /usr/bin/python3 scripts/bench_resnet50_ptq.py [--run runs/fashion_mnist_resnet50_ptq]
 """
@@ -41,6 +44,7 @@ def main():
     ap.add_argument("--run", default="runs/fashion_mnist_resnet50_ptq")
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep-float", type=int, default=6, help="mixed-precision rows: keep the 1..N worst units float")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.backends.quantized.engine = "onednn"
@@ -80,6 +84,27 @@ def main():
         row(f"libprune {label}, fake-quantised", logits(m, test))
         lq.convert(m)
         row(f"libprune {label}, int8 kernels", logits(m, test))
+    mixed(model, train, calibration, args.keep_float, row, test)
+
+
+def mixed(model, train, calibration, most, row, test):
+    """Mixed-precision rows: the units the scan finds worst at 8 bits kept float, 1 to `most` of them."""
+    select = train[20000:22000]  # neither calibration (the first 1,024) nor test images
+    chosen = logits(model, select).argmax(1)
+    scan = lq.sensitivity(model, train[:2], calibration,
+                          lambda: (logits(model, select).argmax(1) == chosen).float().mean().item() * 100, bits=[8])
+    worst = sorted(scan["rows"], key=lambda r: r["metric"][0])
+    print(f"\nscan: {len(worst)} units in {scan['seconds']:.0f} s; agreement on the selection images with every unit "
+          f"at 8 bits {scan['all'][0]:.2f}%; worst alone: " +
+          ", ".join(f"{r['unit']} {r['metric'][0]:.2f}%" for r in worst[:most]) + "\n", flush=True)
+    print("| units kept float | top-1 | argmax agreement with fp32 | logit cosine |\n| --- | --- | --- | --- |")
+    for k in range(1, most + 1):
+        m = copy.deepcopy(model)
+        keep = [r["unit"].split(" -> ")[0] for r in worst[:k]]
+        lq.prepare_qat(m, train[:2], observer="min_max", keep_float=keep)
+        lq.calibrate(m, calibration)
+        lq.convert(m)
+        row(f"{k}: {', '.join(keep)}", logits(m, test))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def _plans(model, state, sd, path):
 def load_int8(model: torch.nn.Module, example_inputs, path: str, engine: str = "onednn") -> list:
     """Turns a float model built as the converted one was (its float weights do not matter) into the
     int8 model save_int8 wrote: placement from one pass on `example_inputs`, then every int8 tensor
-    from the file. Returns the units. Raises, leaving the model as it was, when it does not fit."""
+    from the file; a unit the file has no int8 kernel for was kept float (keep_float) and stays float.
+    Returns the units. Raises, leaving the model as it was, when it does not fit."""
     if engine not in torch.backends.quantized.supported_engines:
         raise ValueError(f"load_int8: engine {engine!r} is not built into this torch. Fix: \"onednn\" or \"qnnpack\"")
     sd = torch.load(path, weights_only=True)

@@ -57,7 +57,17 @@ def _units(calls):
     return units
 
 
-def _keep_float(units, names):
+def _unit_reason(m):
+    if isinstance(m, torch.nn.Linear):
+        return None
+    if not isinstance(m, torch.nn.Conv2d):
+        return f"{type(m).__name__} has no int8 kernel here (Conv2d and Linear do)"
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return f"padding {m.padding!r} / padding_mode {m.padding_mode!r}: the int8 conv takes zero padding by numbers"
+    return None
+
+
+def _keep_float(units, names, modules):
     """(units to quantise, lines of the units kept float): a unit stays float when keep_float names any of
     its layers. Raises, naming it, for a name that is no unit's layer, or when no unit is left."""
     names = list(names)
@@ -69,8 +79,9 @@ def _keep_float(units, names):
             raise ValueError(f"prepare_qat: keep_float names {name!r}, which is no layer of a unit that would be "
                              f"quantised ({len(units)} units: {some or 'none'}). Fix: name a unit's conv or linear, "
                              "batch norm or ReLU")
-    if kept and len(kept) == len(units):
-        raise ValueError(f"prepare_qat: keep_float keeps all {len(units)} units float, so nothing would be quantised. "
+    convertible = [u for u in units if not _unit_reason(modules[u[0]])]  # the others stay float anyway
+    if kept and all(u in kept for u in convertible):
+        raise ValueError(f"prepare_qat: keep_float keeps all {len(convertible)} units float, so nothing would be quantised. "
                          "Fix: keep fewer (the most sensitive few, from libprune.quantize.sensitivity)")
     lines = [" + ".join(n for n in u[:3] if n) + ": kept in float by keep_float (mixed precision)" for u in kept]
     return [u for u in units if u not in kept], lines

@@ -7,6 +7,7 @@ import torch
 from . import _libprune, _model
 from . import quantize as _q
 from ._deploy import _unprepare
+from ._placement import _calls, _keep_float, _units
 
 
 def _calibrate(model, calibrate):
@@ -64,6 +65,8 @@ def sensitivity(model: torch.nn.Module, example_inputs, calibrate, evaluate, *, 
                          "before prepare_qat")
     options = {"observer": "min_max", **options, "learnable_scales": False}  # nothing trains
     _libprune._quant_options(**options)  # bad options raise before any change
+    if options.get("keep_float"):  # so do bad names, before the baseline's evaluate()
+        _keep_float(_units(_calls(model, example_inputs)[0]), options["keep_float"], dict(model.named_modules()))
     started = time.perf_counter()
     with _model.eval_mode(model):  # every layer's train flag comes back, also when evaluate raises
         baseline = _metric(evaluate)

@@ -19,7 +19,7 @@ import types
 import torch
 
 from . import _libprune, _model
-from ._placement import _calls, _keep_float, _units
+from ._placement import _calls, _keep_float, _unit_reason, _units
 
 
 
@@ -125,7 +125,7 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
         raise ValueError("prepare_qat: the model already has fake quantisers. Fix: prepare a model once")
     modules = dict(model.named_modules())
     calls, model_outputs = _calls(model, example_inputs)
-    units, kept = _keep_float(_units(calls), opts.keep_float)
+    units, kept = _keep_float(_units(calls), opts.keep_float, modules)
     kw = dict(bits=opts.bits, observer=opts.observer, averaging_constant=opts.averaging_constant,
               percentile=opts.percentile, learnable=opts.learnable_scales)
     ends = {u[3] for u in units if u[3] not in model_outputs}  # the outputs that are rounded
@@ -283,16 +283,6 @@ def _install(model, state, plans):
         owner, _, attr = name.rpartition(".")
         delattr(modules[owner] if owner else model, attr)
     state["converted"] = True
-
-
-def _unit_reason(m):
-    if isinstance(m, torch.nn.Linear):
-        return None
-    if not isinstance(m, torch.nn.Conv2d):
-        return f"{type(m).__name__} has no int8 kernel here (Conv2d and Linear do)"
-    if m.padding_mode != "zeros" or isinstance(m.padding, str):
-        return f"padding {m.padding!r} / padding_mode {m.padding_mode!r}: the int8 conv takes zero padding by numbers"
-    return None
 
 
 def convert(model: torch.nn.Module, engine: str = "onednn") -> dict:

@@ -15,6 +15,25 @@ bool has_quantiser(torch::nn::Module& layer) {
   return false;
 }
 
+// Two convs that share one ReLU module.
+struct SharedReluImpl : torch::nn::Module {
+  torch::nn::Conv2d conv1{torch::nn::Conv2dOptions(3, 16, 3).padding(1)};
+  torch::nn::Conv2d conv2{torch::nn::Conv2dOptions(16, 16, 3).padding(1)};
+  torch::nn::ReLU relu;
+  torch::nn::Linear fc{16, 4};
+  SharedReluImpl() {
+    register_module("conv1", conv1);
+    register_module("conv2", conv2);
+    register_module("relu", relu);
+    register_module("fc", fc);
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto y = nn::call(relu, nn::call(conv2, nn::call(relu, nn::call(conv1, x))));
+    return nn::call(fc, y.mean({2, 3}));
+  }
+};
+TORCH_MODULE(SharedRelu);
+
 }  // namespace
 
 TEST_CASE("quant: keep_float keeps the named units float in simulation, in int8 and in the deploy file", "[quant]") {
@@ -92,4 +111,34 @@ TEST_CASE("quant: keep_float's bad names and keeping every unit are refused; the
   for (const auto& line : quant::prepare(*probe, test::run_on(probe, x)).quantized) all.push_back(line.substr(0, line.find(' ')));
   REQUIRE(all.size() == 31);
   refused(all, "keeps all 31 units float, so nothing would be quantised");
+}
+
+TEST_CASE("quant: a ReLU module two units share is not fused into either; keeping one unit float keeps its ReLU",
+          "[quant]") {
+  torch::manual_seed(5);
+  SharedRelu m;
+  m->eval();
+  const auto x = torch::randn({8, 3, 8, 8});
+  torch::Tensor reference;
+  {
+    torch::NoGradGuard no_grad;
+    reference = m->forward(x);
+  }
+  const graph::Forward pass = [&m, x] { return std::vector<torch::Tensor>{m->forward(x)}; };
+  const auto report = quant::prepare(*m, pass, quant::QuantOptions().observer(quant::Observer::min_max).keep_float({"conv1"}));
+  REQUIRE(report.quantized.size() == 2);
+  CHECK(report.quantized[0] == "conv2");  // not "conv2 + relu": the ReLU runs on its own
+  CHECK(report.skipped.at(0) == "conv1: kept in float by keep_float (mixed precision)");
+  {
+    torch::NoGradGuard no_grad;
+    quant::calibration_mode(*m);
+    m->forward(x);
+  }
+  quant::convert(*m, pass);
+  torch::NoGradGuard no_grad;
+  const auto int8 = m->forward(x);
+  // Fused away into conv2, the ReLU would no longer act on conv1's float output.
+  const auto cos = torch::nn::functional::cosine_similarity(int8.flatten(), reference.flatten(),
+                                                            torch::nn::functional::CosineSimilarityFuncOptions().dim(0));
+  CHECK(cos.item<double>() > 0.99);
 }

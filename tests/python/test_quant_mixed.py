@@ -60,3 +60,8 @@ def test_keep_float_bad_names_and_keeping_every_unit_are_refused_leaving_the_mod
         assert not lq.quantisers(model) and not hasattr(model, "_libprune_qat")
         assert model.state_dict().keys() == before.keys()
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # Only units that would convert count: a 'same'-padded conv stays float anyway.
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding="same"), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 32 * 32, 5))
+    with pytest.raises(ValueError, match="keeps all 1 units float"):
+        lq.prepare_qat(net, x, keep_float=["3"])

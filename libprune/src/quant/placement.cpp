@@ -5,6 +5,7 @@
 #include "libprune/nn/eval_mode.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 namespace libprune::quant::detail {
@@ -176,6 +177,9 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
     return j < n && !calls[j].inputs.empty() && same_tensor(calls[j].inputs[0], calls[i].output);
   };
   const auto line = [&](const Unit& u) { return unit_line(calls, u); };
+  std::map<const torch::nn::Module*, int> uses;
+  for (const auto& c : calls) ++uses[c.module.get()];
+  const auto once = [&](size_t j) { return uses[calls[j].module.get()] == 1; };
   std::set<std::string> named;  // the keep_float names some unit's layer answers to
 
   for (size_t i = 0; i < n; ++i) {
@@ -189,10 +193,12 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
       Unit u;
       u.kind = conv ? Kind::conv : linear ? Kind::linear : Kind::add;
       u.layer = u.end = i;
-      if (conv && reads(i + 1, i) && nn::tracks_running_stats(*calls[i + 1].module)) {
+      // A batch norm or ReLU module called more than once (shared by several units) is not fused: it
+      // runs on its own, so no unit's choice (a quantiser, keep_float) decides it for another.
+      if (conv && reads(i + 1, i) && nn::tracks_running_stats(*calls[i + 1].module) && once(i + 1)) {
         u.norm = u.end = i + 1;
       }
-      if (reads(u.end + 1, u.end) && is_relu(*calls[u.end + 1].module)) u.relu = u.end = u.end + 1;
+      if (reads(u.end + 1, u.end) && is_relu(*calls[u.end + 1].module) && once(u.end + 1)) u.relu = u.end = u.end + 1;
       for (const auto& in : calls[i].inputs) u.observe_input.push_back(!is_point(in));
       if (kept(calls, u, keep_float, &named)) {
         p.kept_float.push_back(u.layer);

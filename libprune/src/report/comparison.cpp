@@ -260,7 +260,8 @@ void Comparison::scan_quantization() {
   const auto scan = quant::sensitivity(
       *net, example_forward(net), [&] { trainer_.calibrate(forward, quant_.calibration_batches); },
       [&] { return trainer_.evaluate(*net, forward, options_.sensitivity_batches()).top1; }, bits,
-      quant::QuantOptions(quant_.options).observer(quant_.calibration_observer));
+      // Every unit, keep_float's too: the scan is what keep_float is chosen from.
+      quant::QuantOptions(quant_.options).observer(quant_.calibration_observer).keep_float({}));
   quant_sensitivity_ = json::parse(scan.to_json());
   quant_sensitivity_["eval_batches"] = options_.sensitivity_batches();
   quant_sensitivity_["calibration_batches"] = quant_.calibration_batches;

@@ -121,8 +121,10 @@ torch::Tensor int8_weight(const torch::Tensor& weight, const torch::Tensor& scal
 // as the converted one was (same architecture and options, pruned with the same plans; its float
 // weights do not matter). Places the units from `forward` as prepare does, converts, then takes every
 // int8 weight, scale, bias and quantization parameter from `deploy` (named `source` in errors), so
-// the model computes what the saved one did, bit for bit. Throws, leaving the model as it was, when
-// the model is already prepared or converted or the file does not fit it (naming the first tensor).
+// the model computes what the saved one did, bit for bit. A unit the file holds no int8 kernel for
+// (no `<layer>.int8.qparams`) was kept float (QuantOptions::keep_float) and stays float here too.
+// Throws, leaving the model as it was, when the model is already prepared or converted or the file
+// does not fit it (naming the first tensor).
 Report load_int8(torch::nn::Module& model, const graph::Forward& forward, const io::StateDict& deploy,
                  const std::string& source = "deploy file", const ConvertOptions& options = {});
 
