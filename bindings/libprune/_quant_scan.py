@@ -1,5 +1,6 @@
 """libprune.quantize.sensitivity: the quantization sensitivity scan for Python nn.Modules (the C++
 core's quant::sensitivity, on the Python quantisers prepare_qat places)."""
+import json
 import time
 
 import torch
@@ -93,3 +94,14 @@ def sensitivity(model: torch.nn.Module, example_inputs, calibrate, evaluate, *, 
                 _unprepare(model)
     return {"bits": bits, "baseline": baseline, "all": everything, "rows": rows or [],
             "seconds": time.perf_counter() - started}
+
+
+def worst_units(scan: dict, count: int, bits: int = 8) -> list:
+    """keep_float's names for mixed precision: the layer of each of the `count` units whose metric at
+    `bits` is lowest in a sensitivity() result (ties in call order; the C++ core's quant::worst_units).
+    Raises naming the problem for a width the scan lacks, or a count that leaves no unit quantised.
+
+        scan = lq.sensitivity(model, x, batches, evaluate, bits=[8])
+        lq.prepare_qat(model, x, keep_float=lq.worst_units(scan, 3))
+    """
+    return _libprune._worst_units(json.dumps({"bits": scan["bits"], "rows": scan["rows"]}), int(bits), int(count))

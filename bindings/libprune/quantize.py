@@ -338,4 +338,4 @@ def convert(model: torch.nn.Module, engine: str = "onednn") -> dict:
 
 
 from ._deploy import load_int8, save_int8  # noqa: E402,F401  (built on the functions above)
-from ._quant_scan import sensitivity  # noqa: E402,F401  (prepare_qat one unit at a time)
+from ._quant_scan import sensitivity, worst_units  # noqa: E402,F401  (prepare_qat one unit at a time)

@@ -84,8 +84,8 @@ def _figures(rows, records):
     return out
 
 
-def _heat_map(drops, row_labels, column_labels, title):
-    """Top-1 drops as a heat map: a row per label, a column per setting, the drop in each cell."""
+def _heat_map(drops, row_labels, column_labels, title, what="top-1 drop (pt)"):
+    """Drops (top-1 by default) as a heat map: a row per label, a column per setting, the drop in each cell."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -98,7 +98,7 @@ def _heat_map(drops, row_labels, column_labels, title):
     for i, row in enumerate(drops):
         for j, d in enumerate(row):
             ax.text(j, i, f"{d:.1f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, label="top-1 drop (pt)")
+    fig.colorbar(image, ax=ax, label=what)
     ax.set_title(title)
     page = _png(fig)
     plt.close(fig)
@@ -122,7 +122,8 @@ def _quant_sensitivity(scan):
     labels = [r["unit"].split(" + ")[0] + (" +" + str(r["unit"].count(" + ")) if " + " in r["unit"] else "") for r in rows]
     return _heat_map([[scan["baseline"] - m for m in r["metric"]] for r in rows], labels,
                      [f"{b}-bit" for b in scan["bits"]],
-                     f"quantization sensitivity: one unit quantised at a time (float {scan['baseline']:.2f}%)")
+                     f"quantization sensitivity: one unit quantised at a time (float {scan['baseline']:.2f}%)",
+                     "argmax agreement lost (pt)" if scan.get("metric") == "agreement" else "top-1 drop (pt)")
 
 
 def _table(rows):

@@ -61,6 +61,7 @@ void bind_quant(py::module_& m) {
       py::arg("scale"), py::arg("zero_point"), py::arg("min_val"), py::arg("max_val"), py::arg("quant_range"),
       py::arg("role"), py::arg("bits"));
   m.def("_check_sensitivity_bits", &quant::check_sensitivity_bits, py::arg("name"), py::arg("bits"));
+  m.def("_worst_units", &quant::worst_units, py::arg("scan_json"), py::arg("bits"), py::arg("count"));
   m.def("_quantize_per_tensor", &quant::quantize_per_tensor, py::arg("x"), py::arg("scale"), py::arg("zero_point"));
   // A conv's or linear's int8 weight and float bias with the following batch norm (its tensors, or
   // none) folded in: what C++ convert gives its int8 kernel.

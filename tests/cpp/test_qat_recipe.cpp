@@ -4,6 +4,7 @@
 #include "libprune/io/checkpoint.h"
 #include "libprune/recipe/recipe.h"
 #include "libprune/recipe/runner.h"
+#include "libprune/quant/sensitivity.h"
 
 #include <nlohmann/json.hpp>
 
@@ -164,6 +165,23 @@ TEST_CASE("runner: keep_float keeps units float in the int8 row and its deploy f
   CHECK_FALSE(deploy.count("conv1.int8.weight"));
   CHECK(deploy.count("layer1.0.conv1.int8.weight"));
 
+  // Chosen by the scan: the two units whose agreement with the float model falls most at 8 bits.
+  sets = ptq;
+  sets.insert(sets.end(), {"quantization.keep_float=[\"fc\"]", "quantization.keep_float_worst=2",
+                           "report.quant_sensitivity_bits=[8]", "report.quant_sensitivity_metric=agreement",
+                           "output_dir=" + dir.file("worst")});
+  const auto worst = run(path, sets);
+  REQUIRE(worst.completed);
+  const auto w = json::parse(worst.summary_json);
+  CHECK(w["quant_sensitivity"]["metric"] == "agreement");
+  CHECK(w["quant_sensitivity"]["baseline"].get<double>() == Approx(100));
+  auto expected = quant::worst_units(w["quant_sensitivity"].dump(), 8, 2);
+  expected.insert(expected.begin(), "fc");
+  CHECK(w["int8"]["kept_float"].get<std::vector<std::string>>() == expected);
+  const auto mixed = io::read_state_dict(dir.file("worst") + "/model_int8.pt");
+  CHECK_FALSE(mixed.count(expected[1] + ".int8.qparams"));
+  CHECK_FALSE(mixed.count(expected[2] + ".int8.qparams"));
+
   sets = ptq;
   sets.push_back("quantization.keep_float=[\"conv1\", \"layer9.conv\"]");
   sets.push_back("output_dir=" + dir.file("bad"));
@@ -199,6 +217,14 @@ TEST_CASE("recipes: the quantization section's bad values name the key and the f
              Catch::Contains("at quantization.learnable_scales") && Catch::Contains("freeze_observers_epoch"));
   CHECK_THAT(msg({"report.quant_sensitivity_bits=[8, 16]"}),
              Catch::Contains("at report.quant_sensitivity_bits.1: is 16 bits") && Catch::Contains("2 to 8"));
+  CHECK_THAT(msg({"quantization.keep_float_worst=2", "report.quant_sensitivity_bits=[8]"}),
+             Catch::Contains("at quantization.keep_float_worst") && Catch::Contains("mode is qat") &&
+                 Catch::Contains("set quantization.mode to ptq"));
+  CHECK_THAT(msg({"quantization.keep_float_worst=2", "quantization.mode=ptq", "training.epochs=1", "pruning=[]",
+                  "quantization.simulate_bits=0", "report.quant_sensitivity_bits=[4]"}),
+             Catch::Contains("at quantization.keep_float_worst") && Catch::Contains("has no 8"));
+  CHECK_THAT(msg({"report.quant_sensitivity_metric=loss"}),
+             Catch::Contains("report.quant_sensitivity_metric") && Catch::Contains("agreement"));
   // Off by default: a recipe without the section loads with mode none.
   CHECK(recipe::read(path, {"quantization.mode=none"}).quantization.mode() == recipe::QuantMode::None);
 }

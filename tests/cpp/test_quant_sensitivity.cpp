@@ -155,3 +155,18 @@ TEST_CASE("quant sensitivity: bad input names the problem and leaves the model a
   CHECK_THAT(scan_message({8}, calibrate), Catch::Contains("already has fake quantisers") &&
                                                 Catch::Contains("before quant::prepare"));
 }
+
+TEST_CASE("quant sensitivity: worst_units names the units with the lowest metric at a width, ties in call order",
+          "[quant]") {
+  const std::string scan = R"({"bits": [8, 4], "rows": [
+      {"unit": "conv1 + bn1 + relu", "metric": [90.0, 10.0]},
+      {"unit": "layer1.0.conv1 + layer1.0.bn1", "metric": [89.0, 80.0]},
+      {"unit": "layer1.0.add + layer1.0.relu2", "metric": [90.0, 85.0]},
+      {"unit": "fc -> fc", "metric": [89.0, 88.0]}]})";
+  CHECK(quant::worst_units(scan, 8, 2) == std::vector<std::string>{"layer1.0.conv1", "fc"});
+  CHECK(quant::worst_units(scan, 8, 3) == std::vector<std::string>{"layer1.0.conv1", "fc", "conv1"});
+  CHECK(quant::worst_units(scan, 4, 1) == std::vector<std::string>{"conv1"});
+  CHECK(quant::worst_units(scan, 8, 0).empty());
+  CHECK_THROWS_WITH(quant::worst_units(scan, 6, 1), Catch::Contains("no 6-bit column") && Catch::Contains("8, 4"));
+  CHECK_THROWS_WITH(quant::worst_units(scan, 8, 4), Catch::Contains("4 of 4 units") && Catch::Contains("Fix:"));
+}

@@ -79,6 +79,11 @@ def test_each_point_is_the_model_with_only_that_unit_quantised_and_nothing_chang
     # A callable calibration does what the list does.
     again = lq.sensitivity(model, batches[0][:2], lambda: [model(b) for b in batches], lambda: metric(model), bits=[8])
     assert [r["metric"][0] for r in again["rows"]] == [r["metric"][0] for r in scan["rows"]]
+    # worst_units names the layers of the units whose 4-bit point is lowest, for keep_float.
+    order = sorted(scan["rows"], key=lambda r: r["metric"][1])
+    assert lq.worst_units(scan, 2, bits=4) == [r["unit"].split(" -> ")[0] for r in order[:2]]
+    with pytest.raises(ValueError, match="no 6-bit column"):
+        lq.worst_units(scan, 1, bits=6)
 
 
 def test_bad_input_names_the_problem_and_leaves_the_model_as_it_was():

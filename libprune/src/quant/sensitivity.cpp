@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -148,6 +149,27 @@ std::string QuantSensitivity::to_string() const {
   line("(every unit at once)", all);
   if (!skipped.empty()) s << skipped.size() << " layers stay float (quant::Report::skipped)\n";
   return s.str();
+}
+
+std::vector<std::string> worst_units(const std::string& scan_json, int64_t bits, int64_t count) {
+  const auto scan = nlohmann::json::parse(scan_json);
+  const auto widths = scan.at("bits").get<std::vector<int64_t>>();
+  const auto at = std::find(widths.begin(), widths.end(), bits);
+  TORCH_CHECK_VALUE(at != widths.end(), "worst_units: the scan has no ", bits, "-bit column (it scanned ",
+                    c10::Join(", ", widths), "). Fix: scan at ", bits, " bits, e.g. report.quant_sensitivity_bits [8, 4]");
+  const auto column = static_cast<size_t>(at - widths.begin());
+  const auto& rows = scan.at("rows");
+  TORCH_CHECK_VALUE(count >= 0 && count < static_cast<int64_t>(rows.size()), "worst_units: ", count, " of ",
+                    rows.size(), " units; at least one must stay quantised. Fix: keep fewer float");
+  std::vector<std::pair<double, size_t>> order;
+  for (size_t i = 0; i < rows.size(); ++i) order.emplace_back(rows[i].at("metric").at(column).get<double>(), i);
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> out;
+  for (int64_t k = 0; k < count; ++k) {
+    const auto unit = rows[order[static_cast<size_t>(k)].second].at("unit").get<std::string>();
+    out.push_back(unit.substr(0, unit.find(' ')));  // "conv1 + bn1 + relu" (C++) or "conv1 -> relu" (Python)
+  }
+  return out;
 }
 
 }  // namespace libprune::quant

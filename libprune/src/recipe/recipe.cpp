@@ -97,6 +97,18 @@ void check_stages(const Recipe& r, const std::string& source) {
 // Quantization inside the run, after the last cut (prune, then quantize), with bits that convert.
 void check_quantization(const Recipe& r, const std::string& source) {
   const auto& q = r.quantization;
+  if (q.keep_float_worst() > 0) {
+    const auto& bits = r.report.quant_sensitivity_bits();
+    if (q.mode() != QuantMode::Ptq) {
+      fail(source, "quantization.keep_float_worst", std::string("chooses the float units of post-training quantization, and mode is ") +
+           options::name_of(q.mode()), "set quantization.mode to ptq (QAT trains past the rounding; name units "
+           "in keep_float to keep them float there)");
+    }
+    if (std::find(bits.begin(), bits.end(), 8) == bits.end()) {
+      fail(source, "quantization.keep_float_worst", "ranks units by the quantization scan at 8 bits, and "
+           "report.quant_sensitivity_bits has no 8", "set report.quant_sensitivity_bits to [8] (or [8, 4])");
+    }
+  }
   if (q.mode() == QuantMode::None) return;
   if (q.mode() == QuantMode::Ptq || q.mode() == QuantMode::Qat) {
     if (r.quant.bits() != 8) {

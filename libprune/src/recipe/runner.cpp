@@ -172,6 +172,7 @@ void build(Run& run) {
   quant.simulate_bits = r.quantization.simulate_bits();
   quant.simulate_epochs = r.quantization.simulate_epochs();
   quant.qat_start_epoch = r.quantization.start_epoch();
+  quant.keep_float_worst = r.quantization.keep_float_worst();
   run.comparison = std::make_unique<report::detail::Comparison>(
       *run.trainer, [name, model_options] { return models::create(name, model_options); }, r.report, run.plans,
       !r.pruning.empty(), quant);

@@ -4,7 +4,6 @@
 #include "libprune/measure/count_ops.h"
 #include "libprune/measure/latency.h"
 #include "libprune/nn/memory_format.h"
-#include "libprune/quant/sensitivity.h"
 #include "libprune/train/qat_callback.h"
 
 #include <algorithm>
@@ -53,6 +52,16 @@ bool keep_min(json& out, const std::string& key, double ms) {
 // whole eval set: argmax agreement (%) and mean logit cosine, under keys ending in `against`.
 // Over the whole eval set: in a data-parallel run each rank holds the logits of its own batches
 // (maybe none), so the counts and sums are added over the ranks.
+void copy_state(torch::nn::Module& to, const torch::nn::Module& from) {
+  torch::NoGradGuard no_grad;
+  auto params = from.named_parameters(true);
+  for (auto& p : to.named_parameters(true)) p.value().copy_(params[p.key()]);
+  auto buffers = from.named_buffers(true);
+  for (auto& b : to.named_buffers(true)) b.value().copy_(buffers[b.key()]);
+}
+
+}  // namespace
+
 void agreement(json& out, const torch::Tensor& reference, const torch::Tensor& int8, const std::string& against,
                const std::shared_ptr<dist::ProcessGroup>& group) {
   namespace F = torch::nn::functional;
@@ -70,16 +79,6 @@ void agreement(json& out, const torch::Tensor& reference, const torch::Tensor& i
   out["argmax_agreement_with_" + against] = 100.0 * sums[0].item<double>() / n;
   out["logit_cosine_with_" + against] = sums[1].item<double>() / n;
 }
-
-void copy_state(torch::nn::Module& to, const torch::nn::Module& from) {
-  torch::NoGradGuard no_grad;
-  auto params = from.named_parameters(true);
-  for (auto& p : to.named_parameters(true)) p.value().copy_(params[p.key()]);
-  auto buffers = from.named_buffers(true);
-  for (auto& b : to.named_buffers(true)) b.value().copy_(buffers[b.key()]);
-}
-
-}  // namespace
 
 Comparison::Comparison(train::Trainer& trainer, std::function<models::ModelPtr()> build, ReportOptions options,
                        std::shared_ptr<const train::PlanHistory> plans, bool prunes, QuantPlan quant)
@@ -168,14 +167,16 @@ void Comparison::ptq_row(const models::ModelPtr& from, bool with_plans, const st
   const auto reference = evaluate(net).logits;
   const auto forward = example_forward(net);
   // Calibration observes only (min-max or percentile ranges of what it sees), then the ranges convert.
-  quant::prepare(*net, forward, quant::QuantOptions(quant_.options).observer(quant_.calibration_observer));
+  auto options = quant::QuantOptions(quant_.options).observer(quant_.calibration_observer);
+  if (key == final_key() && quant_.keep_float_worst > 0) options.keep_float(with_worst_units(options.keep_float()));
+  quant::prepare(*net, forward, options);
   quant::calibration_mode(*net);
   trainer_.calibrate([net](const nn::Inputs& x) { return net->forward_inputs(x); }, quant_.calibration_batches);
   quant::convert(*net, forward, quant::ConvertOptions().engine(quant_.engine));
   auto& r = row(key);
   const auto int8 = evaluate(net);
   r.figures = measure(net, float_key, &int8);
-  if (!quant_.options.keep_float().empty()) r.figures["kept_float"] = quant_.options.keep_float();
+  if (!options.keep_float().empty()) r.figures["kept_float"] = options.keep_float();
   agreement(r.figures, reference, int8.logits, "float", trainer_.process_group());
   r.model = timed ? net : nullptr;
 }
@@ -241,33 +242,10 @@ void Comparison::restore(const json& saved) {
   if (saved.contains("sensitivity")) sensitivity_ = saved["sensitivity"];
   // A scan of other widths or eval batches (the report section may change on resume) is not this run's.
   if (saved.contains("quant_sensitivity") && saved["quant_sensitivity"].value("bits", json()) == json(options_.quant_sensitivity_bits()) &&
-      saved["quant_sensitivity"].value("eval_batches", json()) == json(options_.sensitivity_batches())) {
+      saved["quant_sensitivity"].value("eval_batches", json()) == json(options_.sensitivity_batches()) &&
+      saved["quant_sensitivity"].value("metric", std::string("top1")) == options::name_of(options_.quant_sensitivity_metric())) {
     quant_sensitivity_ = saved["quant_sensitivity"];
   }
-}
-
-void Comparison::scan_quantization() {
-  const auto& bits = options_.quant_sensitivity_bits();
-  if (bits.empty() || !quant_sensitivity_.is_null()) return;
-  // The copy draws initial weights: the run's random stream (dropout, QAT's first epoch) must not
-  // depend on whether the report scans.
-  auto generator = at::detail::getDefaultCPUGenerator();
-  const auto rng = generator.get_state();
-  // Float: a QAT model's quantisers stay behind (a run resumed after QAT started scans its trained weights).
-  auto net = copy(trainer_.model(), true);
-  generator.set_state(rng);
-  const auto forward = [net](const nn::Inputs& x) { return net->forward_inputs(x); };
-  const auto scan = quant::sensitivity(
-      *net, example_forward(net), [&] { trainer_.calibrate(forward, quant_.calibration_batches); },
-      [&] { return trainer_.evaluate(*net, forward, options_.sensitivity_batches()).top1; }, bits,
-      // Every unit, keep_float's too: the scan is what keep_float is chosen from.
-      quant::QuantOptions(quant_.options).observer(quant_.calibration_observer).keep_float({}));
-  quant_sensitivity_ = json::parse(scan.to_json());
-  quant_sensitivity_["eval_batches"] = options_.sensitivity_batches();
-  quant_sensitivity_["calibration_batches"] = quant_.calibration_batches;
-  quant_sensitivity_["of"] = quant::is_prepared(*trainer_.model()) ? "the QAT model's float weights (resumed after QAT started)"
-                                                                    : "the float model before quantization";
-  if (printed_to) *printed_to << "quantization sensitivity (top-1 drop, " << options_.sensitivity_batches() << " eval batches):\n" << scan.to_string() << std::flush;
 }
 
 void Comparison::finish() {

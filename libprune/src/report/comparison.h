@@ -31,7 +31,13 @@ struct QuantPlan {
   std::string engine = "onednn";
   int64_t simulate_bits = 0, simulate_epochs = 1;  // the simulated low-bit QAT row (0: none)
   int64_t qat_start_epoch = 0;
+  int64_t keep_float_worst = 0;  // the final PTQ row also keeps float the units the quantization scan ranks worst at 8 bits
 };
+
+// out["argmax_agreement_with_<against>"] and out["logit_cosine_with_<against>"]: `int8`'s logits against
+// `reference`'s, image by image, summed over the process group's ranks.
+void agreement(json& out, const torch::Tensor& reference, const torch::Tensor& int8, const std::string& against,
+               const std::shared_ptr<dist::ProcessGroup>& group);
 
 struct Row {
   std::string key, label;  // "pruned_int8", "pruned+int8"
@@ -89,6 +95,8 @@ class Comparison {
   Row& row(const std::string& key);
   bool has(const std::string& key) const;
   // A copy of `from` converted by post-training quantization, measured under `key`.
+  // `kept` and the units the quantization scan ranks worst at 8 bits (QuantPlan::keep_float_worst).
+  quant::Names with_worst_units(quant::Names kept) const;
   void ptq_row(const models::ModelPtr& from, bool with_plans, const std::string& key, const std::string& float_key,
                bool timed);
   void time(const models::ModelPtr& net, json& out);

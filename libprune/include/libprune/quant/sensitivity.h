@@ -58,4 +58,10 @@ QuantSensitivity sensitivity(torch::nn::Module& model, const graph::Forward& for
                              const std::vector<int64_t>& bits = {8, 4},
                              const QuantOptions& options = QuantOptions().observer(Observer::min_max));
 
+// keep_float's names for mixed precision: the first layer of each of the `count` units whose metric
+// at `bits` is lowest (ties in call order), from a scan's to_json() (C++'s or Python's; the metric
+// is one where higher is better, as top-1 or agreement). Throws naming the problem when the scan has
+// no `bits` column or fewer than `count` units.
+std::vector<std::string> worst_units(const std::string& scan_json, int64_t bits, int64_t count);
+
 }  // namespace libprune::quant

@@ -102,7 +102,11 @@ enum class QuantMode { None, Ptq, Qat };
     "qat: also report a simulated low-bit row (e.g. 4): the QAT model trained on at these bits for simulate_epochs "    \
     "and evaluated fake-quantised (no kernels convert below 8 bits; accuracy only)")                                   \
   X("simulate_epochs", int64_t, simulate_epochs, 1, ::libprune::options::check::at_least<int64_t>(1, "e.g. 1"),        \
-    "qat: epochs of low-bit QAT for the simulate_bits row, starting from the 8-bit QAT weights")
+    "qat: epochs of low-bit QAT for the simulate_bits row, starting from the 8-bit QAT weights")                        \
+  X("keep_float_worst", int64_t, keep_float_worst, 0, ::libprune::options::check::at_least<int64_t>(0, "e.g. 3"),       \
+    "ptq: mixed precision chosen by the quantization scan: the final model's PTQ keeps float, beside keep_float, the " \
+    "N units the scan ranks worst at 8 bits (needs 8 in report.quant_sensitivity_bits; report.quant_sensitivity_metric " \
+    "agreement ranks finest); 0: none")
 
 std::vector<std::string> model_names();
 

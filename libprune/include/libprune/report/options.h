@@ -9,6 +9,8 @@ namespace libprune::report {
 
 using Batches = std::vector<int64_t>;
 
+enum class ScanMetric { top1, agreement };
+
 // X("key", type, field, default, check, "meaning")
 #define LIBPRUNE_REPORT_OPTIONS(X)                                                                                     \
   X("latency_runs", int, latency_runs, 20, ::libprune::options::check::at_least<int>(1, "e.g. 20"),                    \
@@ -40,6 +42,10 @@ using Batches = std::vector<int64_t>;
     "nothing is): top-1 with only one int8 unit quantised (its weight, its output, its input when no unit feeds it) " \
     "at each of these widths, e.g. [8, 4], on calibration_batches' ranges (summary.json's quant_sensitivity, the "    \
     "report page's heat map); []: off")                                                                              \
+  X("quant_sensitivity_metric", ::libprune::report::ScanMetric, quant_sensitivity_metric,                              \
+    ::libprune::report::ScanMetric::top1, nullptr,                                                                    \
+    "what the quantization scan measures: top1 (accuracy), or agreement (% of eval images whose argmax is the float "  \
+    "model's: what post-training quantization must keep, and finer where every unit costs a fraction of a point)")     \
   X("goal", std::string, goal, "", ::libprune::report::check_goal,                                                      \
     "compress to a target: latency_b<N>=<fraction of dense>, e.g. latency_b32=0.25; the run's rows are judged in the " \
     "recommended order (PTQ int8, pruned, pruned+int8 PTQ, pruned+int8 QAT) and the first within the goal and "       \
@@ -65,3 +71,11 @@ struct ReportOptions {
 };
 
 }  // namespace libprune::report
+
+namespace libprune::options {
+template <>
+struct EnumNames<report::ScanMetric> {
+  static constexpr const char* what = "quantization scan metric";
+  static constexpr const char* names[] = {"top1", "agreement"};
+};
+}  // namespace libprune::options
