@@ -175,8 +175,10 @@ TEST_CASE("runner: keep_float keeps units float in the int8 row and its deploy f
   const auto w = json::parse(worst.summary_json);
   CHECK(w["quant_sensitivity"]["metric"] == "agreement");
   CHECK(w["quant_sensitivity"]["baseline"].get<double>() == Approx(100));
-  auto expected = quant::worst_units(w["quant_sensitivity"].dump(), 8, 2);
-  expected.insert(expected.begin(), "fc");
+  quant::Names expected{"fc"};  // keep_float's, then the two worst of the others
+  for (const auto& name : quant::worst_units(w["quant_sensitivity"].dump(), 8, 3)) {
+    if (name != "fc" && expected.size() < 3) expected.push_back(name);
+  }
   CHECK(w["int8"]["kept_float"].get<std::vector<std::string>>() == expected);
   const auto mixed = io::read_state_dict(dir.file("worst") + "/model_int8.pt");
   CHECK_FALSE(mixed.count(expected[1] + ".int8.qparams"));
@@ -223,6 +225,13 @@ TEST_CASE("recipes: the quantization section's bad values name the key and the f
   CHECK_THAT(msg({"quantization.keep_float_worst=2", "quantization.mode=ptq", "training.epochs=1", "pruning=[]",
                   "quantization.simulate_bits=0", "report.quant_sensitivity_bits=[4]"}),
              Catch::Contains("at quantization.keep_float_worst") && Catch::Contains("has no 8"));
+  CHECK_THAT(test::message_of([&] {
+               run(path, {"pruning=[]", "quantization.mode=ptq", "training.epochs=1", "quantization.simulate_bits=0",
+                          "report.quant_sensitivity_bits=[8]", "quantization.keep_float_worst=31",
+                          "output_dir=" + dir.file("too_many")});
+             }),
+             Catch::Contains("quantization.keep_float_worst: 31 of the 31 units") && Catch::Contains("Fix:"));
+  CHECK_FALSE(std::filesystem::exists(dir.file("too_many") + "/metrics.jsonl"));  // refused before training
   CHECK_THAT(msg({"report.quant_sensitivity_metric=loss"}),
              Catch::Contains("report.quant_sensitivity_metric") && Catch::Contains("agreement"));
   // Off by default: a recipe without the section loads with mode none.

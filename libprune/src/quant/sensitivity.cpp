@@ -159,8 +159,9 @@ std::vector<std::string> worst_units(const std::string& scan_json, int64_t bits,
                     c10::Join(", ", widths), "). Fix: scan at ", bits, " bits, e.g. report.quant_sensitivity_bits [8, 4]");
   const auto column = static_cast<size_t>(at - widths.begin());
   const auto& rows = scan.at("rows");
-  TORCH_CHECK_VALUE(count >= 0 && count < static_cast<int64_t>(rows.size()), "worst_units: ", count, " of ",
-                    rows.size(), " units; at least one must stay quantised. Fix: keep fewer float");
+  TORCH_CHECK_VALUE(count >= 0, "worst_units: count must be 0 or more, got ", count);
+  TORCH_CHECK_VALUE(count < static_cast<int64_t>(rows.size()), "worst_units: ", count, " of ", rows.size(),
+                    " units; at least one must stay quantised. Fix: keep fewer float");
   std::vector<std::pair<double, size_t>> order;
   for (size_t i = 0; i < rows.size(); ++i) order.emplace_back(rows[i].at("metric").at(column).get<double>(), i);
   std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });

@@ -154,12 +154,17 @@ void build(Run& run) {
   const graph::Forward forward = [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
   run.stages = detail::make_stages(r, model, forward);
   prepare_targets(run, forward);
-  if (r.quantization.mode() != QuantMode::None && !r.quant.keep_float().empty()) {
+  const auto& q = r.quantization;
+  if (q.mode() != QuantMode::None && (!r.quant.keep_float().empty() || q.keep_float_worst() > 0)) {
+    quant::Report placed;
     try {
-      quant::placement(*model, forward, r.quant);  // a bad keep_float name fails now, not after training
+      placed = quant::placement(*model, forward, r.quant);  // a bad keep_float name fails now, not after training
     } catch (const c10::Error& e) {
       TORCH_CHECK_VALUE(false, "quantization.keep_float: ", e.what_without_backtrace());
     }
+    const auto left = static_cast<int64_t>(placed.quantized.size());
+    TORCH_CHECK_VALUE(q.keep_float_worst() < left, "quantization.keep_float_worst: ", q.keep_float_worst(), " of the ",
+                      left, " units keep_float leaves quantised; at least one must stay. Fix: keep fewer float");
   }
   const std::string name = r.model.name();
   report::detail::QuantPlan quant;

@@ -48,10 +48,6 @@ bool keep_min(json& out, const std::string& key, double ms) {
   return true;
 }
 
-// How exactly `int8` computes what `reference` (the model it was converted from) computes, over the
-// whole eval set: argmax agreement (%) and mean logit cosine, under keys ending in `against`.
-// Over the whole eval set: in a data-parallel run each rank holds the logits of its own batches
-// (maybe none), so the counts and sums are added over the ranks.
 void copy_state(torch::nn::Module& to, const torch::nn::Module& from) {
   torch::NoGradGuard no_grad;
   auto params = from.named_parameters(true);
@@ -62,6 +58,8 @@ void copy_state(torch::nn::Module& to, const torch::nn::Module& from) {
 
 }  // namespace
 
+// Over the whole eval set: in a data-parallel run each rank holds the logits of its own batches
+// (maybe none), so the counts and sums are added over the ranks.
 void agreement(json& out, const torch::Tensor& reference, const torch::Tensor& int8, const std::string& against,
                const std::shared_ptr<dist::ProcessGroup>& group) {
   namespace F = torch::nn::functional;

@@ -10,9 +10,15 @@ namespace libprune::report::detail {
 quant::Names Comparison::with_worst_units(quant::Names kept) const {
   TORCH_CHECK_VALUE(!quant_sensitivity_.is_null(), "quantization.keep_float_worst: the quantization scan has not run. "
                     "Fix: set report.quant_sensitivity_bits to [8]");
-  const int64_t rows = static_cast<int64_t>(quant_sensitivity_["rows"].size());
-  for (const auto& name : quant::worst_units(quant_sensitivity_.dump(), 8, std::min(quant_.keep_float_worst, rows - 1))) {
-    if (std::find(kept.begin(), kept.end(), name) == kept.end()) kept.push_back(name);
+  // The scan covers keep_float's units too: the worst N beside them (the runner checked that N
+  // leaves a unit quantised).
+  const auto rows = static_cast<int64_t>(quant_sensitivity_.at("rows").size());
+  const auto order = quant::worst_units(quant_sensitivity_.dump(), 8, std::max<int64_t>(0, rows - 1));
+  int64_t added = 0;
+  for (size_t i = 0; i < order.size() && added < quant_.keep_float_worst; ++i) {
+    if (std::find(kept.begin(), kept.end(), order[i]) != kept.end()) continue;
+    kept.push_back(order[i]);
+    ++added;
   }
   return kept;
 }
@@ -33,8 +39,9 @@ void Comparison::scan_quantization() {
   const auto run = [&] {
     std::vector<torch::Tensor> out;
     const double top1 = trainer_.evaluate(*net, [&](const nn::Inputs& x) {
-      out.push_back(net->forward_inputs(x).to(torch::kCPU, torch::kDouble));
-      return out.back();
+      auto logits = net->forward_inputs(x);  // on the trainer's device, as evaluate compares them there
+      if (agree) out.push_back(logits.to(torch::kCPU, torch::kDouble));
+      return logits;
     }, options_.sensitivity_batches()).top1;
     return std::make_pair(top1, out.empty() ? torch::zeros({0, 0}, torch::kDouble) : torch::cat(out));
   };

@@ -39,7 +39,7 @@ enum class ScanMetric { top1, agreement };
     "eval batches each point of the sensitivity scan is measured on (the scan's cost is groups x ratios of them)")       \
   X("quant_sensitivity_bits", Batches, quant_sensitivity_bits, Batches{}, ::libprune::report::check_quant_bits,       \
     "quantization sensitivity scan of the final float model, before it is quantised (or of the final model when "   \
-    "nothing is): top-1 with only one int8 unit quantised (its weight, its output, its input when no unit feeds it) " \
+    "nothing is): the metric (quant_sensitivity_metric) with only one int8 unit quantised (its weight, its output, its input when no unit feeds it) " \
     "at each of these widths, e.g. [8, 4], on calibration_batches' ranges (summary.json's quant_sensitivity, the "    \
     "report page's heat map); []: off")                                                                              \
   X("quant_sensitivity_metric", ::libprune::report::ScanMetric, quant_sensitivity_metric,                              \
