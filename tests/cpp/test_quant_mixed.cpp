@@ -44,20 +44,28 @@ TEST_CASE("quant: keep_float keeps the named units float in simulation, in int8 
   // A unit is named by any of its layers: the stem by its conv, one by its batch norm, an add by itself.
   const auto options = quant::QuantOptions().observer(quant::Observer::min_max).keep_float({"conv1", "layer3.1.bn2", "layer2.0.add"});
   const auto report = quant::prepare(*m, test::run_on(m, calib.slice(0, 0, 2)), options);
-  CHECK(report.quantized.size() == 31 - 3);
+  // Three named, and the adds that sum their float outputs (the stem's, layer3.1.conv2's, layer2.0.add's).
+  CHECK(report.quantized.size() == 31 - 6);
   const auto text = report.explain();
   CHECK_THAT(text, Catch::Contains("conv1 + bn1 + relu: kept in float by keep_float") &&
                        Catch::Contains("layer3.1.conv2 + layer3.1.bn2: kept in float") &&
-                       Catch::Contains("layer2.0.add + layer2.0.relu2: kept in float"));
+                       Catch::Contains("layer2.0.add + layer2.0.relu2: kept in float by keep_float") &&
+                       Catch::Contains("layer1.0.add + layer1.0.relu2: kept in float: it adds the float output") &&
+                       Catch::Contains("layer3.1.add + layer3.1.relu2: kept in float: it adds") &&
+                       Catch::Contains("layer2.1.add + layer2.1.relu2: kept in float: it adds"));
+  CHECK_THAT(text, !Catch::Contains("layer1.1.add + layer1.1.relu2: kept"));  // the next add is int8 again
   CHECK_FALSE(has_quantiser(*modules["conv1"]));
   CHECK_FALSE(has_quantiser(*modules["relu"]));
   CHECK_FALSE(has_quantiser(*modules["layer3.1.conv2"]));
   CHECK_FALSE(has_quantiser(*modules["layer2.0.add"]));
   const auto names = m->named_buffers();
-  // The stem's float output is rounded where int8 units read it: the first block's conv and add.
+  // Float outputs are rounded where int8 units read them: the stem's by the first block's conv, the
+  // float add's by the next block's conv and add.
   CHECK(names.contains("layer1.0.conv1.input_fake_quant.scale"));
-  CHECK(names.contains("layer1.0.add.input1_fake_quant.scale"));
-  CHECK_FALSE(names.contains("layer1.1.conv1.input_fake_quant.scale"));  // reads an int8 add: no quantiser
+  CHECK_FALSE(names.contains("layer1.0.add.input1_fake_quant.scale"));
+  CHECK(names.contains("layer1.1.conv1.input_fake_quant.scale"));
+  CHECK(names.contains("layer1.1.add.input1_fake_quant.scale"));
+  CHECK_FALSE(names.contains("layer1.2.conv1.input_fake_quant.scale"));  // reads an int8 add: no quantiser
 
   test::calibrate_on(m, calib);
   torch::Tensor simulated;
@@ -66,7 +74,7 @@ TEST_CASE("quant: keep_float keeps the named units float in simulation, in int8 
     simulated = m->forward(x);
   }
   const auto converted = quant::convert(*m, test::run_on(m, calib.slice(0, 0, 2)));
-  CHECK(converted.quantized.size() == 28);
+  CHECK(converted.quantized.size() == 25);
   const auto state = io::state_dict(*m);
   CHECK_FALSE(state.count("conv1.int8.weight"));
   CHECK_FALSE(state.count("layer3.1.conv2.int8.weight"));
@@ -86,7 +94,7 @@ TEST_CASE("quant: keep_float keeps the named units float in simulation, in int8 
   CHECK_FALSE(deploy.count("layer3.1.conv1.weight"));
   auto loaded = test::settled_resnet20(2);
   const auto back = quant::load_int8(*loaded, test::run_on(loaded, x.slice(0, 0, 2)), deploy);
-  CHECK(back.quantized.size() == 28);
+  CHECK(back.quantized.size() == 25);
   CHECK(torch::equal(loaded->forward(x), int8));
 }
 

@@ -143,6 +143,19 @@ bool kept(const std::vector<Call>& calls, const Unit& u, const Names& keep_float
   return keep;
 }
 
+// Lists the convs and linears the recorded pass did not call through libprune::nn::call.
+void report_uncalled(torch::nn::Module& model, Placement* p) {
+  std::set<std::string> seen;
+  for (const auto& c : p->calls) seen.insert(c.name);
+  for (const auto& [name, layer] : leaf_layers(model)) {
+    const bool kernel = dynamic_cast<torch::nn::Conv2dImpl*>(layer.get()) || dynamic_cast<torch::nn::LinearImpl*>(layer.get());
+    if (kernel && !seen.count(name)) {
+      p->report.skipped.push_back(name + ": not called through libprune::nn::call on the example, so nothing can act on "
+                                         "it; it stays float. Fix: call it as libprune::nn::call(layer, x) in forward");
+    }
+  }
+}
+
 // Every keep_float name found a unit, and some unit is left to quantise.
 void check_kept(const Placement& p, const Names& keep_float, const std::set<std::string>& named) {
   for (const auto& name : keep_float) {
@@ -181,6 +194,8 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
   for (const auto& c : calls) ++uses[c.module.get()];
   const auto once = [&](size_t j) { return uses[calls[j].module.get()] == 1; };
   std::set<std::string> named;  // the keep_float names some unit's layer answers to
+  std::set<const c10::TensorImpl*> kept_out;  // outputs of units keep_float names (and what passes them on)
+  const auto is_kept = [&](const torch::Tensor& t) { return t.defined() && kept_out.count(t.unsafeGetTensorImpl()); };
 
   for (size_t i = 0; i < n; ++i) {
     const auto& m = *calls[i].module;
@@ -200,12 +215,20 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
       }
       if (reads(u.end + 1, u.end) && is_relu(*calls[u.end + 1].module) && once(u.end + 1)) u.relu = u.end = u.end + 1;
       for (const auto& in : calls[i].inputs) u.observe_input.push_back(!is_point(in));
-      if (kept(calls, u, keep_float, &named)) {
+      const bool asked = kept(calls, u, keep_float, &named);
+      // An int8 add would round a kept unit's float output again, on the grid the kept unit gave up:
+      // it stays float too (its sum is rounded where int8 layers read it, as it was before).
+      const bool beside = u.kind == Kind::add && std::any_of(calls[i].inputs.begin(), calls[i].inputs.end(), is_kept);
+      if (asked || beside) {
+        if (asked) kept_out.insert(calls[u.end].output.unsafeGetTensorImpl());
+        if (asked) p.asked_float.push_back(u.layer);
         p.kept_float.push_back(u.layer);
         for (size_t k = u.layer; k <= u.end; ++k) {
           if (k != u.relu) p.float_calls.push_back(k);  // a ReLU passes float values through as they are
         }
-        p.report.skipped.push_back(line(u) + ": kept in float by keep_float (mixed precision)");
+        p.report.skipped.push_back(line(u) + (asked ? ": kept in float by keep_float (mixed precision)"
+                                                    : ": kept in float: it adds the float output of a unit keep_float "
+                                                      "keeps, which int8 would round again"));
       } else {
         points.insert(calls[u.end].output.unsafeGetTensorImpl());
         p.units.push_back(u);
@@ -218,6 +241,7 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
       if (keeps_grid && !calls[i].inputs.empty() && is_point(calls[i].inputs[0])) {
         points.insert(calls[i].output.unsafeGetTensorImpl());
       }
+      if (!calls[i].inputs.empty() && is_kept(calls[i].inputs[0])) kept_out.insert(calls[i].output.unsafeGetTensorImpl());
       continue;
     }
     p.float_calls.push_back(i);
@@ -231,15 +255,7 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
     }
     p.report.quantized.push_back(line(u));
   }
-  std::set<std::string> seen;
-  for (const auto& c : calls) seen.insert(c.name);
-  for (const auto& [name, layer] : leaf_layers(model)) {
-    const bool kernel = dynamic_cast<torch::nn::Conv2dImpl*>(layer.get()) || dynamic_cast<torch::nn::LinearImpl*>(layer.get());
-    if (kernel && !seen.count(name)) {
-      p.report.skipped.push_back(name + ": not called through libprune::nn::call on the example, so nothing can act on "
-                                        "it; it stays float. Fix: call it as libprune::nn::call(layer, x) in forward");
-    }
-  }
+  report_uncalled(model, &p);
   return p;
 }
 

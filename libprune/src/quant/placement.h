@@ -41,6 +41,7 @@ struct Placement {
   std::vector<Unit> units;
   std::vector<size_t> float_calls;  // layers that stay float (their inputs are dequantised in int8)
   std::vector<size_t> kept_float;   // the layer call of each unit kept float (QuantOptions::keep_float)
+  std::vector<size_t> asked_float;  // those keep_float named (marked for convert; the adds beside them follow)
   Report report;
 };
 

@@ -88,7 +88,7 @@ Installs detail::install_fake_quant(const Placement& p, const QuantOptions& opti
   };
   Installs installs;
   try {
-    for (size_t k : p.kept_float) installs.add(p.calls[k].module, detail::kKeepFloat, std::make_shared<detail::KeepFloatImpl>());
+    for (size_t k : p.asked_float) installs.add(p.calls[k].module, detail::kKeepFloat, std::make_shared<detail::KeepFloatImpl>());
     for (const auto& u : p.units) {
       const auto& layer = p.calls[u.layer].module;
       if (u.kind != Kind::add) {
@@ -329,16 +329,24 @@ Report load_int8(torch::nn::Module& model, const graph::Forward& forward, const 
                     "): the model already has quantisers or int8 kernels. Fix: load into a float model built as the "
                     "converted one was");
   // The units the file holds no int8 kernel for were kept float (mixed precision): keep them float too.
-  Names kept;
+  Names kept, kept_adds;
   const auto probe = detail::place(model, forward);
   for (const auto& u : probe.units) {
     const auto& name = probe.calls[u.layer].name;
-    if (!deploy.count(name + ".int8.qparams")) kept.push_back(name);
+    if (!deploy.count(name + ".int8.qparams")) (u.kind == Kind::add ? kept_adds : kept).push_back(name);
   }
-  TORCH_CHECK_VALUE(kept.size() < probe.units.size() || probe.units.empty(), "quant::load_int8(", source,
-                    "): the file holds no int8 kernel of this model's ", probe.units.size(), " units (first: ",
-                    kept.empty() ? "" : kept.front(), ".int8.qparams is missing). Fix: load the deploy file "
-                    "(int8_state_dict) of this architecture, pruned with the same plans");
+  TORCH_CHECK_VALUE(kept.size() + kept_adds.size() < probe.units.size() || probe.units.empty(), "quant::load_int8(",
+                    source, "): the file holds no int8 kernel of this model's ", probe.units.size(), " units (first: ",
+                    probe.units.empty() ? "" : probe.calls[probe.units.front().layer].name, ".int8.qparams is missing). "
+                    "Fix: load the deploy file (int8_state_dict) of this architecture, pruned with the same plans");
+  // An add beside a kept unit follows it; name only the adds that were named themselves (in call
+  // order: whether an add follows depends only on the units before it).
+  for (const auto& name : kept_adds) {
+    const auto placed = detail::place(model, forward, kept);
+    bool follows = false;
+    for (size_t k : placed.kept_float) follows = follows || placed.calls[k].name == name;
+    if (!follows) kept.push_back(name);
+  }
   auto report = prepare(model, forward, QuantOptions().keep_float(kept));
   try {
     {
