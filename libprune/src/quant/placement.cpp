@@ -216,11 +216,11 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
       if (reads(u.end + 1, u.end) && is_relu(*calls[u.end + 1].module) && once(u.end + 1)) u.relu = u.end = u.end + 1;
       for (const auto& in : calls[i].inputs) u.observe_input.push_back(!is_point(in));
       const bool asked = kept(calls, u, keep_float, &named);
-      // An int8 add would round a kept unit's float output again, on the grid the kept unit gave up:
-      // it stays float too (its sum is rounded where int8 layers read it, as it was before).
+      // An int8 add would round a kept conv's or linear's float output again: it stays float too.
       const bool beside = u.kind == Kind::add && std::any_of(calls[i].inputs.begin(), calls[i].inputs.end(), is_kept);
       if (asked || beside) {
-        if (asked) kept_out.insert(calls[u.end].output.unsafeGetTensorImpl());
+        // (An add's sum makes no later add float: docs/design.md, "Mixed precision".)
+        if (asked && u.kind != Kind::add) kept_out.insert(calls[u.end].output.unsafeGetTensorImpl());
         if (asked) p.asked_float.push_back(u.layer);
         p.kept_float.push_back(u.layer);
         for (size_t k = u.layer; k <= u.end; ++k) {

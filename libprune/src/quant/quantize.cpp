@@ -339,8 +339,9 @@ Report load_int8(torch::nn::Module& model, const graph::Forward& forward, const 
                     source, "): the file holds no int8 kernel of this model's ", probe.units.size(), " units (first: ",
                     probe.units.empty() ? "" : probe.calls[probe.units.front().layer].name, ".int8.qparams is missing). "
                     "Fix: load the deploy file (int8_state_dict) of this architecture, pruned with the same plans");
-  // An add beside a kept unit follows it; name only the adds that were named themselves (in call
-  // order: whether an add follows depends only on the units before it).
+  // An add beside a kept conv or linear follows it; name only the other kept adds. Adds never make
+  // other units float, so whether an add follows depends only on the convs and linears kept; a named
+  // add that also follows places the same either way.
   for (const auto& name : kept_adds) {
     const auto placed = detail::place(model, forward, kept);
     bool follows = false;
