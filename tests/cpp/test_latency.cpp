@@ -52,6 +52,29 @@ TEST_CASE("latency: measures a known cost: forwards that sleep 3 ms and 6 ms, ea
   CHECK(three.batch == 2);
 }
 
+TEST_CASE("latency_ratio: a model against a reference, each timed twice, interleaved", "[latency]") {
+  torch::nn::Linear a(1, 1), b(1, 1);
+  std::vector<std::pair<int, int>> phases;  // (ms, calls in a row)
+  const auto sleeping = [&phases](torch::nn::Linear& layer, int ms) {
+    return [&phases, &layer, ms](const nn::Inputs& in) {
+      if (phases.empty() || phases.back().first != ms) phases.emplace_back(ms, 0);
+      ++phases.back().second;
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      return layer->forward(in.single());
+    };
+  };
+  const nn::Inputs x{{"x", torch::zeros({2, 1})}};
+  const double ratio = measure::latency_ratio(*a, sleeping(a, 6), *b, sleeping(b, 2), x, measure::LatencyTableOptions().threads(1));
+  REQUIRE(phases.size() == 4);
+  for (size_t i = 0; i < phases.size(); ++i) {
+    CHECK(phases[i].first == (i % 2 == 0 ? 2 : 6));  // the reference first, then the model, twice
+    CHECK(phases[i].second >= 20);                     // a whole measurement each time
+  }
+  // 6 ms against 2 ms; sleeps overshoot by a fraction of a millisecond on a quiet machine.
+  CHECK(ratio > 1.5);
+  CHECK(ratio < 3.5);
+}
+
 TEST_CASE("latency: search_threads halves the thread count while that is faster and reports the fastest", "[latency]") {
   auto m = models::cifar_resnet(20, models::ModelOptions().num_classes(10));
   const int threads_before = torch::get_num_threads();

@@ -258,6 +258,18 @@ double deployed_ms(torch::nn::Module& module, const std::function<torch::Tensor(
       .median_ms;
 }
 
+double latency_ratio(torch::nn::Module& module, const std::function<torch::Tensor(const nn::Inputs&)>& forward,
+                     torch::nn::Module& reference, const std::function<torch::Tensor(const nn::Inputs&)>& reference_forward,
+                     const nn::Inputs& inputs, const LatencyTableOptions& options) {
+  double ms = 0, reference_ms = 0;
+  for (int round = 0; round < 2; ++round) {
+    reference_ms += deployed_ms(reference, reference_forward, inputs, options);
+    ms += deployed_ms(module, forward, inputs, options);
+  }
+  TORCH_CHECK(reference_ms > 0, "latency_ratio: the reference model measured 0 ms");
+  return ms / reference_ms;
+}
+
 int LatencyTable::site_of(const std::string& name) const {
   for (size_t i = 0; i < sites_.size(); ++i) {
     if (sites_[i].name == name) return static_cast<int>(i);

@@ -2,6 +2,7 @@
 
 #include "libprune/io/file.h"
 #include "libprune/io/state_dict.h"
+#include "libprune/nn/random_guard.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -101,10 +102,10 @@ BertConfig save_pretrained(const BertForSequenceClassificationImpl& model, const
   const auto state = io::state_dict(model);
   io::StateDict out;
   {
-    auto generator = at::detail::getDefaultCPUGenerator();
-    const auto seed_state = generator.get_state();
-    const BertForSequenceClassification rebuilt(c);
-    generator.set_state(seed_state);
+    const auto rebuilt = [&] {
+      const nn::RandomStreamGuard keep;
+      return BertForSequenceClassification(c);
+    }();
     for (const auto& [name, expected] : io::state_dict(*rebuilt)) {
       const auto it = state.find(name);
       TORCH_CHECK(it != state.end() && it->second.sizes() == expected.sizes(), "save_pretrained: ", name, " is ",

@@ -8,6 +8,7 @@
 #include "libprune/io/state_dict.h"
 #include "libprune/models/bert_export.h"
 #include "libprune/models/registry.h"
+#include "libprune/nn/random_guard.h"
 #include "libprune/quant/quantize.h"
 #include "libprune/recipe/recipe.h"
 #include "libprune/train/callbacks.h"
@@ -81,8 +82,9 @@ void check_vocabulary(const torch::nn::Module& model, const io::StateDict& state
 // Stages with a target: a latency target costs its cuts with a table measured here, from the dense
 // model at the stage's latency_batch, and every target is planned once now, so one the model cannot
 // reach fails before training, not at its cut. Rank 0 plans every cut, so only it measures.
-void prepare_targets(Run& run, const graph::Forward& forward) {
+void prepare_targets(Run& run, const graph::Forward& forward, const std::function<models::ModelPtr()>& fresh) {
   if (run.group && run.group->rank() != 0) return;
+  models::ModelPtr reference;
   for (size_t i = 0; i < run.stages.size(); ++i) {
     const auto& o = run.recipe.pruning[i].pruner;
     if (o.target().empty()) continue;
@@ -97,8 +99,13 @@ void prepare_targets(Run& run, const graph::Forward& forward) {
       const auto options = measure::LatencyTableOptions().threads(run.recipe.report.latency_threads());
       const auto table = std::make_shared<measure::LatencyTable>(measure::LatencyTable::build(*model, forward, inputs, options));
       pruner.set_latency_table(table);
-      // Each later cut measures the model it starts from, to calibrate the table's predictions.
-      pruner.set_latency_probe([model, forward, inputs, options] { return measure::deployed_ms(*model, forward, inputs, options); });
+      // Each later cut measures the model it starts from beside one of the dense shape (built once,
+      // without moving the run's random stream), to calibrate the table in its own terms (docs/design.md).
+      if (!reference) reference = [&] { const nn::RandomStreamGuard keep; return fresh(); }();
+      pruner.set_latency_probe([model, forward, reference, inputs, options, dense_ms = table->dense_ms()] {
+        const auto reference_forward = [reference](const nn::Inputs& in) { return reference->forward_inputs(in); };
+        return dense_ms * measure::latency_ratio(*model, forward, *reference, reference_forward, inputs, options);
+      });
       if (run.options.print) {
         std::cout << "latency table for pruning." << i << " at batch " << o.latency_batch() << ": " << table->to_string()
                   << std::endl;
@@ -153,7 +160,9 @@ void build(Run& run) {
   auto model = run.model;
   const graph::Forward forward = [model, example] { return std::vector<torch::Tensor>{model->forward_inputs(example)}; };
   run.stages = detail::make_stages(r, model, forward);
-  prepare_targets(run, forward);
+  const std::string name = r.model.name();
+  const auto fresh = [name, model_options] { return models::create(name, model_options); };
+  prepare_targets(run, forward, fresh);
   const auto& q = r.quantization;
   if (q.mode() != QuantMode::None && (!r.quant.keep_float().empty() || q.keep_float_worst() > 0)) {
     quant::Report placed;
@@ -166,7 +175,6 @@ void build(Run& run) {
     TORCH_CHECK_VALUE(q.keep_float_worst() < left, "quantization.keep_float_worst: ", q.keep_float_worst(), " of the ",
                       left, " units keep_float leaves quantised; at least one must stay. Fix: keep fewer float");
   }
-  const std::string name = r.model.name();
   report::detail::QuantPlan quant;
   quant.mode = static_cast<report::detail::QuantPlan::Mode>(r.quantization.mode());
   quant.compare = r.quantization.compare();
@@ -179,7 +187,7 @@ void build(Run& run) {
   quant.qat_start_epoch = r.quantization.start_epoch();
   quant.keep_float_worst = r.quantization.keep_float_worst();
   run.comparison = std::make_unique<report::detail::Comparison>(
-      *run.trainer, [name, model_options] { return models::create(name, model_options); }, r.report, run.plans,
+      *run.trainer, fresh, r.report, run.plans,
       !r.pruning.empty(), quant);
   if (r.quantization.mode() == QuantMode::Qat) {
     const auto& q = r.quantization;

@@ -2,6 +2,7 @@
 #include "comparison.h"
 
 #include "libprune/quant/sensitivity.h"
+#include "libprune/nn/random_guard.h"
 
 #include <algorithm>
 
@@ -28,11 +29,11 @@ void Comparison::scan_quantization() {
   if (bits.empty() || !quant_sensitivity_.is_null()) return;
   // The copy draws initial weights: the run's random stream (dropout, QAT's first epoch) must not
   // depend on whether the report scans.
-  auto generator = at::detail::getDefaultCPUGenerator();
-  const auto rng = generator.get_state();
   // Float: a QAT model's quantisers stay behind (a run resumed after QAT started scans its trained weights).
-  auto net = copy(trainer_.model(), true);
-  generator.set_state(rng);
+  const auto net = [&] {
+    const nn::RandomStreamGuard keep;
+    return copy(trainer_.model(), true);
+  }();
   const auto forward = [net](const nn::Inputs& x) { return net->forward_inputs(x); };
   const bool agree = options_.quant_sensitivity_metric() == ScanMetric::agreement;
   // Top-1 on the scan's eval batches, and their logits.

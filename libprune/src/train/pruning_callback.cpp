@@ -1,6 +1,7 @@
 #include "libprune/train/pruning_callback.h"
 
 #include "libprune/nn/memory_format.h"
+#include "libprune/nn/random_guard.h"
 
 #include <chrono>
 #include <cmath>
@@ -77,10 +78,8 @@ void PruningCallback::cut(Trainer& trainer, double time) {
                            << " (a run resumed at it, or a cut before any batch); taking those of " << end - first
                            << " batches of epoch " << epoch << std::endl;
     // Dropout in these passes must not move the generator a resumed run shares with an unbroken one.
-    auto generator = at::detail::getDefaultCPUGenerator();
-    const auto state = generator.get_state();
+    const nn::RandomStreamGuard keep;
     trainer.backward_only(epoch, first, end - first, [&] { accumulate(trainer); });
-    generator.set_state(state);
   }
   if (before_first_cut && plans_->empty()) {
     // With this cut's gradients, so a sensitivity scan ranks units as the cut will.

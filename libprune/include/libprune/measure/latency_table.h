@@ -57,6 +57,15 @@ struct MachineKey {
 double deployed_ms(torch::nn::Module& module, const std::function<torch::Tensor(const nn::Inputs&)>& forward,
                    const nn::Inputs& inputs, const LatencyTableOptions& options = {});
 
+// deployed_ms(module) / deployed_ms(reference), the two timed side by side (interleaved, twice
+// each), so that a machine busier or quieter than when a table was built moves both alike.
+// Multiplied by the table's dense_ms() it gives the module's latency in the table's terms, which a
+// budget's calibration compares with the table's prediction. `reference` is a model of the dense
+// shape (its weights do not matter).
+double latency_ratio(torch::nn::Module& module, const std::function<torch::Tensor(const nn::Inputs&)>& forward,
+                     torch::nn::Module& reference, const std::function<torch::Tensor(const nn::Inputs&)>& reference_forward,
+                     const nn::Inputs& inputs, const LatencyTableOptions& options = {});
+
 class LatencyTable {
  public:
   // Times every op_sites(trace) layer at its sampled widths (reusing cached entries). `trace` is a
