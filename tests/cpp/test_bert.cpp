@@ -184,6 +184,13 @@ TEST_CASE("bert: the WordNet heads recipe at 2,000 examples trains, cuts 30% of 
   CHECK(exported_params == pruned.at("params").get<int64_t>());
   // Above the majority class (14.1%): the labels and the texts line up (250 steps from scratch).
   CHECK(pruned.at("accuracy").get<double>() > 20.0);
+  // The recipe's PTQ rows: its linears in int8 (the weights a quarter of fp32), the rest float.
+  for (const char* key : {"int8", "pruned_int8"}) {
+    INFO(key);
+    REQUIRE(summary.contains(key));
+    CHECK(summary.at(key).at("argmax_agreement_with_float").get<double>() > 90.0);
+  }
+  CHECK(summary.at("pruned_int8").at("size_bytes").get<double>() < 0.5 * pruned.at("size_bytes").get<double>());
 }
 
 TEST_CASE("bert: weights trained with another tokenizer are refused, naming both vocabularies", "[bert]") {

@@ -68,3 +68,30 @@ TEST_CASE("quant: the model's output (logits) is not rounded to a grid, in simul
                                                             torch::nn::functional::CosineSimilarityFuncOptions().dim(0));
   CHECK(cos.item<double>() > 0.9999);
 }
+
+TEST_CASE("quant: a BERT's linears all run int8 kernels; outputs only code reads get a grid, the logits none", "[quant]") {
+  torch::manual_seed(5);
+  auto m = models::create("bert_mini", models::ModelOptions().num_classes(5).vocab_size(100));
+  const nn::Inputs in{{"input_ids", torch::randint(100, {4, 12})}, {"attention_mask", torch::ones({4, 12}, torch::kLong)}};
+  const auto run = [&] { return std::vector<torch::Tensor>{m->forward_inputs(in)}; };
+  quant::prepare(*m, run, quant::QuantOptions().observer(quant::Observer::min_max));
+  const auto names = m->named_buffers();
+  const std::string layer = "bert.encoder.layer.0.";
+  CHECK(names.contains(layer + "attention.self.query.output_fake_quant.scale"));  // read by attention's reshapes
+  CHECK(names.contains(layer + "intermediate.dense.output_fake_quant.scale"));    // read by a functional GELU
+  CHECK(names.contains("bert.pooler.dense.output_fake_quant.scale"));             // read by a functional tanh
+  CHECK_FALSE(names.contains("classifier.output_fake_quant.scale"));              // the logits
+  torch::NoGradGuard no_grad;
+  quant::calibration_mode(*m);
+  run();
+  m->eval();
+  const auto simulated = m->forward_inputs(in);
+  quant::convert(*m, run);
+  quant::repack(*m);
+  const auto before = quant::packs_made();
+  const auto int8 = m->forward_inputs(in);
+  // 4 layers x (query, key, value, attention output, intermediate, output) and the pooler; the
+  // classifier computes in float from its int8 input and weight (no grid, so no pack).
+  CHECK(quant::packs_made() - before == 4 * 6 + 1);
+  CHECK(torch::allclose(int8, simulated, 0.05, 0.05));
+}

@@ -135,3 +135,27 @@ TEST_CASE("quant: quantize_per_tensor gives ATen's integers, in the input's layo
   CHECK_FALSE(d.is_non_overlapping_and_dense());
   CHECK(torch::equal(quant::quantize_per_tensor(d, 0.1, 3).int_repr(), at::quantize_per_tensor(d, 0.1, 3, torch::kQUInt8).int_repr()));
 }
+
+TEST_CASE("quant: dequantize gives ATen's floats, in the input's layout; other tensors go to ATen", "[quant]") {
+  torch::manual_seed(4);
+  // Scales and zero points where (q - zp) * s and a fused q * s - zp * s round differently.
+  for (const auto& [scale, zp] : std::vector<std::pair<double, int64_t>>{{0.0123456, 37}, {1e-3, 255}, {0.3, 0}}) {
+    for (const auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+      const auto q = at::quantize_per_tensor(torch::randn({3, 5, 7, 9}) * 60 * scale, scale, zp, torch::kQUInt8).contiguous(format);
+      const auto ours = quant::dequantize(q);
+      CHECK(ours.scalar_type() == torch::kFloat);
+      CHECK(ours.is_contiguous(format));
+      CHECK(torch::equal(ours, q.dequantize()));
+    }
+  }
+  // A 3-D text activation, a transposed (strided but dense) view, a float tensor, per-channel qint8.
+  const auto q3 = at::quantize_per_tensor(torch::randn({2, 33, 16}), 0.02, 128, torch::kQUInt8);
+  CHECK(torch::equal(quant::dequantize(q3), q3.dequantize()));
+  const auto qt = q3.transpose(1, 2);
+  CHECK(torch::equal(quant::dequantize(qt), qt.dequantize()));
+  const auto f = torch::randn({4});
+  CHECK(quant::dequantize(f).data_ptr() == f.data_ptr());
+  const auto w = at::quantize_per_channel(torch::randn({4, 3}), torch::full({4}, 0.1, torch::kDouble), torch::zeros({4}, torch::kLong), 0,
+                                          torch::kQInt8);
+  CHECK(torch::equal(quant::dequantize(w), w.dequantize()));
+}

@@ -45,6 +45,11 @@ LIBPRUNE_VECTOR_CLONES void round_to_uint8(const float* __restrict x, uint8_t* _
   }
 }
 
+// Back to float as ATen's dequantize computes it on this build: (q - zero_point) * scale, one rounding.
+LIBPRUNE_VECTOR_CLONES void from_uint8(const uint8_t* __restrict q, float* __restrict y, int64_t n, float scale, float zero_point) {
+  for (int64_t i = 0; i < n; ++i) y[i] = (static_cast<float>(q[i]) - zero_point) * scale;
+}
+
 LIBPRUNE_VECTOR_CLONES double squared_error(const float* __restrict x, int64_t n, Grid g) {
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -124,6 +129,23 @@ at::Tensor quantize_to_quint8(const at::Tensor& x, double scale, int64_t zero_po
   auto* out = reinterpret_cast<uint8_t*>(q.data_ptr<c10::quint8>());
   at::parallel_for(0, f.numel(), kGrain, [&](int64_t begin, int64_t end) { round_to_uint8(in + begin, out + begin, end - begin, g); });
   return q;
+}
+
+bool fast_dequantize_applies(const at::Tensor& q) {
+  return q.defined() && q.device().is_cpu() && q.scalar_type() == at::kQUInt8 &&
+         q.qscheme() == at::kPerTensorAffine && q.is_non_overlapping_and_dense();
+}
+
+at::Tensor dequantize_quint8(const at::Tensor& q) {
+  TORCH_CHECK(fast_dequantize_applies(q), "dequantize_quint8: expects a dense per-tensor quint8 CPU tensor");
+  // Same sizes and strides: the loop walks both buffers in memory order, whatever the layout.
+  auto y = at::empty_strided(q.sizes(), q.strides(), q.options().dtype(at::kFloat));
+  const auto* in = reinterpret_cast<const uint8_t*>(q.data_ptr<c10::quint8>());
+  float* out = y.data_ptr<float>();
+  const auto scale = static_cast<float>(q.q_scale());
+  const auto zero_point = static_cast<float>(q.q_zero_point());
+  at::parallel_for(0, q.numel(), kGrain, [&](int64_t begin, int64_t end) { from_uint8(in + begin, out + begin, end - begin, scale, zero_point); });
+  return y;
 }
 
 std::pair<float, int64_t> choose_qparams(float min, float max, int64_t qmin, int64_t qmax, bool symmetric) {

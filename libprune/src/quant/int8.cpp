@@ -30,7 +30,7 @@ torch::Tensor to_int8(const torch::Tensor& x, const std::optional<QParams>& in, 
   if (x.is_quantized() && !in) return x;
   TORCH_CHECK(in, "int8 ", layer, ": a float input arrived where an int8 one was expected, and the layer has no "
                   "input quantiser. Fix: prepare the model with the forward that will run it");
-  auto f = x.is_quantized() ? x.dequantize() : x;
+  auto f = quant::dequantize(x);
   if (f.dim() == 4) f = f.contiguous(torch::MemoryFormat::ChannelsLast);  // the layout the kernels run in
   return quant::quantize_per_tensor(f, in->scale, in->zero_point);
 }
@@ -67,7 +67,7 @@ class Int8KernelImpl : public Int8Impl {
   }
 
  protected:
-  torch::Tensor finish(const torch::Tensor& y) const { return dequantize_ && y.is_quantized() ? y.dequantize() : y; }
+  torch::Tensor finish(const torch::Tensor& y) const { return dequantize_ ? quant::dequantize(y) : y; }
   bool float_output() const { return out_.scale == 0; }
   torch::Tensor relu_if_fused(const torch::Tensor& y) const { return relu_ ? y.clamp_min(0) : y; }
   std::vector<std::optional<QParams>> in_;
@@ -99,7 +99,7 @@ class Int8WeightedImpl : public Int8KernelImpl {
     const auto x = to_int8(inputs.at(0), in_.at(0), layer_);
     if (float_output()) {  // no int8 kernel runs, so nothing is packed
       if (!float_weight_.defined()) float_weight_ = quantized_weight().dequantize();
-      return relu_if_fused(float_apply(layer, x.dequantize(), float_weight_));
+      return relu_if_fused(float_apply(layer, quant::dequantize(x), float_weight_));
     }
     if (!packed_ || engine_ != at::globalContext().qEngine()) {
       packed_ = counted_pack(layer);
@@ -198,7 +198,7 @@ class Int8AddImpl : public Int8KernelImpl {
     TORCH_CHECK(inputs.size() == 2 && in_.size() == 2, "int8 ", layer_, ": an add takes two inputs");
     const auto a = to_int8(inputs[0], in_[0], layer_);
     const auto b = to_int8(inputs[1], in_[1], layer_);
-    if (float_output()) return relu_if_fused(a.dequantize() + b.dequantize());
+    if (float_output()) return relu_if_fused(quant::dequantize(a) + quant::dequantize(b));
     return finish((relu_ ? add_relu : add).call(a, b, out_.scale, out_.zero_point));
   }
 };
@@ -217,7 +217,7 @@ class FloatFallbackImpl : public Int8Impl {
   torch::Tensor forward(torch::nn::Module&, const std::vector<torch::Tensor>& inputs, const nn::Forward& next) override {
     auto in = inputs;
     for (auto& t : in) {
-      if (t.defined() && t.is_quantized()) t = t.dequantize();
+      if (t.defined()) t = quant::dequantize(t);
     }
     return next(in);
   }
@@ -280,6 +280,11 @@ torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t 
                     "(quint8), got ", zero_point);
   if (detail::fast_fake_quantize_applies(x)) return detail::quantize_to_quint8(x, scale, zero_point);
   return at::quantize_per_tensor(x, scale, zero_point, torch::kQUInt8);
+}
+
+torch::Tensor dequantize(const torch::Tensor& q) {
+  if (!q.is_quantized()) return q;
+  return detail::fast_dequantize_applies(q) ? detail::dequantize_quint8(q) : q.dequantize();
 }
 
 int64_t packs_made() { return detail::packs_made_counter().load(std::memory_order_relaxed); }

@@ -53,7 +53,7 @@ std::vector<std::pair<std::string, ModulePtr>> leaf_layers(torch::nn::Module& mo
 namespace {
 
 // Runs `forward` once in eval mode without gradients with a recorder outermost on every leaf layer.
-std::vector<Call> record(torch::nn::Module& model, const graph::Forward& forward) {
+std::vector<Call> record(torch::nn::Module& model, const graph::Forward& forward, std::vector<torch::Tensor>* outputs) {
   std::vector<Call> log;
   std::vector<ModulePtr> installed;
   const auto take_off = [&] {
@@ -66,7 +66,7 @@ std::vector<Call> record(torch::nn::Module& model, const graph::Forward& forward
     }
     nn::EvalModeGuard eval(model);
     torch::NoGradGuard no_grad;
-    forward();
+    *outputs = forward();
   } catch (...) {
     take_off();
     throw;
@@ -176,11 +176,28 @@ void check_kept(const Placement& p, const Names& keep_float, const std::set<std:
                     "quantization sensitivity scan)");
 }
 
+// Whether a later layer reads the unit's output, and whether that output has a grid. A conv or
+// linear whose output only code reads (attention's reshapes, a functional GELU) still runs its int8
+// kernel, on a grid of its own, and dequantises: left float, the layer would run in float. What the
+// model returns (logits, or a view of them) stays unrounded: a 256-step grid over logits would
+// decide the argmax. An add gains nothing from a grid that code then undoes.
+void mark_output(const std::vector<Call>& calls, const std::vector<torch::Tensor>& outputs, Unit* u) {
+  const auto& out = calls[u->end].output;
+  for (size_t j = u->end + 1; j < calls.size() && !u->read_by_layers; ++j) {
+    for (const auto& in : calls[j].inputs) u->read_by_layers = u->read_by_layers || same_tensor(in, out);
+  }
+  const bool returned = std::any_of(outputs.begin(), outputs.end(), [&](const torch::Tensor& o) {
+    return o.defined() && out.defined() && o.storage().is_alias_of(out.storage());
+  });
+  u->rounds_output = u->read_by_layers || (u->kind != Kind::add && !returned);
+}
+
 }  // namespace
 
 Placement place(torch::nn::Module& model, const graph::Forward& forward, const Names& keep_float) {
   Placement p;
-  p.calls = record(model, forward);
+  std::vector<torch::Tensor> outputs;
+  p.calls = record(model, forward, &outputs);
   const auto& calls = p.calls;
   const size_t n = calls.size();
   std::set<const c10::TensorImpl*> points;  // outputs that are int8 values
@@ -250,9 +267,7 @@ Placement place(torch::nn::Module& model, const graph::Forward& forward, const N
 
   check_kept(p, keep_float, named);
   for (auto& u : p.units) {
-    for (size_t j = u.end + 1; j < n && !u.read_by_layers; ++j) {
-      for (const auto& in : calls[j].inputs) u.read_by_layers = u.read_by_layers || same_tensor(in, calls[u.end].output);
-    }
+    mark_output(calls, outputs, &u);
     p.report.quantized.push_back(line(u));
   }
   report_uncalled(model, &p);

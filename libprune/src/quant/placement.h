@@ -34,6 +34,7 @@ struct Unit {
   size_t end = 0;                    // the call whose output is the unit's output
   std::vector<bool> observe_input;   // per input: its producer is not an int8 unit, so it gets a quantiser
   bool read_by_layers = false;       // a later recorded layer reads the output (else it leaves as float)
+  bool rounds_output = false;        // the output has a grid (read by layers, or a conv/linear's not returned)
 };
 
 struct Placement {

@@ -103,10 +103,10 @@ Installs detail::install_fake_quant(const Placement& p, const QuantOptions& opti
         if (u.observe_input[k]) installs.add(layer, input_fake_quant_name(input), quantiser(Role::activation, 1, input));
       }
       // Outermost on the unit's last layer: it rounds what the unit finally outputs, when a layer reads
-      // it. What no layer reads (the model's output, or what code between the layers reads, as a
-      // functional pooling) leaves in float, unrounded: a trained classifier's logits span hundreds
-      // of units, and a 256-step grid over them would decide the argmax.
-      if (u.read_by_layers) {
+      // it or it is a conv's or linear's that the model does not return (Unit::rounds_output). The
+      // model's output leaves in float, unrounded: a trained classifier's logits span hundreds of
+      // units, and a 256-step grid over them would decide the argmax.
+      if (u.rounds_output) {
         installs.add(p.calls[u.end].module, kOutputFakeQuant, quantiser(Role::activation, 1), /*first=*/true);
       }
     }
@@ -191,7 +191,7 @@ std::vector<KernelPlan> plan_kernels(const Placement& p) {
   for (const auto& u : p.units) {
     const auto& call = p.calls[u.layer];
     // Scale 0: the output leaves in float, computed from the int8 input and weights without rounding.
-    const auto out = u.read_by_layers ? qparams(*ready(p.calls[u.end], kOutputFakeQuant)) : QParams{0, 0};
+    const auto out = u.rounds_output ? qparams(*ready(p.calls[u.end], kOutputFakeQuant)) : QParams{0, 0};
     std::vector<std::optional<QParams>> in;
     for (size_t k = 0; k < u.observe_input.size(); ++k) {
       const auto name = input_fake_quant_name(static_cast<int>(k));

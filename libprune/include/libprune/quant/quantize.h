@@ -145,6 +145,11 @@ int64_t packs_made();
 // or zero_point is outside 0..255.
 torch::Tensor quantize_per_tensor(const torch::Tensor& x, double scale, int64_t zero_point);
 
+// Its inverse, ATen's dequantize value for value ((q - zero_point) * scale), vectorised for dense
+// per-tensor quint8 CPU tensors (ATen's took 1.6 ms per million elements here); other quantized
+// tensors go to ATen, and a float tensor comes back as it is.
+torch::Tensor dequantize(const torch::Tensor& q);
+
 // Bytes of the int8 model's state as its deploy file holds it: the int8 weights, their per-channel
 // scales, the float biases and each kernel's input and output scale and zero point, plus the float
 // tensors of layers left in float (batch norms folded into int8 convolutions and replaced float
