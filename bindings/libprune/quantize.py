@@ -114,8 +114,9 @@ def prepare_qat(model: torch.nn.Module, example_inputs, **options) -> list:
     conv/linear's weight is rounded per output channel (its forward is the layer's own, with the
     rounded weight) and each unit's output once, after its batch norm and ReLU, except a unit output
     the model returns as it is (logits: a 256-step grid over them would decide the argmax; an output
-    reshaped by functional code before it is returned is not recognised and is rounded). C++ leaves
-    unrounded what no later layer reads. Layers called more
+    reshaped by functional code before it is returned is not recognised and is rounded). C++ also
+    leaves unrounded the output of a unit after which no layer runs, and an add's that only code
+    reads. Layers called more
     than once in the pass (a ReLU module reused) are left float and not listed. Every name and
     parameter stays; the quantisers' state is buffers of the layers ("conv1.weight_fake_quant.scale").
     """

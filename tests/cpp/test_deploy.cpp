@@ -94,4 +94,36 @@ TEST_CASE("quant: a BERT's linears all run int8 kernels; outputs only code reads
   // classifier computes in float from its int8 input and weight (no grid, so no pack).
   CHECK(quant::packs_made() - before == 4 * 6 + 1);
   CHECK(torch::allclose(int8, simulated, 0.05, 0.05));
+  // The deploy file says so, and load_int8 rebuilds the same model from it.
+  test::TempDir dir("bert_deploy");
+  const auto path = dir.file("bert_int8.pt");
+  io::write_state_dict(quant::int8_state_dict(*m), path);
+  const auto file = io::read_state_dict(path);
+  const auto query = file.at(layer + "attention.self.query.int8.qparams");
+  CHECK(query[0].item<double>() > 0);   // a grid of its own
+  CHECK(query[2].item<double>() == 1);  // dequantised for the code that reads it
+  CHECK(file.at("classifier.int8.qparams")[0].item<double>() == 0);  // the logits: no grid
+  torch::manual_seed(6);
+  auto loaded = models::create("bert_mini", models::ModelOptions().num_classes(5).vocab_size(100));
+  quant::load_int8(*loaded, [&] { return std::vector<torch::Tensor>{loaded->forward_inputs(in)}; }, file, path);
+  loaded->eval();
+  CHECK(torch::equal(loaded->forward_inputs(in), int8));
+}
+
+namespace {
+struct ScaledLogits : torch::nn::Module {
+  torch::nn::Linear hidden{register_module("hidden", torch::nn::Linear(8, 8))};
+  torch::nn::Linear head{register_module("head", torch::nn::Linear(8, 3))};
+  // Layers called through nn::call, as the zoo's are, so forward extensions run; code after the last.
+  torch::Tensor forward(const torch::Tensor& x) { return nn::call(head, nn::call(hidden, x)) / 2; }
+};
+}  // namespace
+
+TEST_CASE("quant: logits that code changes before returning them are still not rounded", "[quant]") {
+  auto net = std::make_shared<ScaledLogits>();
+  const auto x = torch::randn({4, 8});
+  quant::prepare(*net, [&] { return std::vector<torch::Tensor>{net->forward(x)}; }, quant::QuantOptions());
+  const auto names = net->named_buffers();
+  CHECK(names.contains("hidden.output_fake_quant.scale"));  // read by the head
+  CHECK_FALSE(names.contains("head.output_fake_quant.scale"));  // no layer runs after it
 }

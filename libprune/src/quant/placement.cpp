@@ -179,8 +179,9 @@ void check_kept(const Placement& p, const Names& keep_float, const std::set<std:
 // Whether a later layer reads the unit's output, and whether that output has a grid. A conv or
 // linear whose output only code reads (attention's reshapes, a functional GELU) still runs its int8
 // kernel, on a grid of its own, and dequantises: left float, the layer would run in float. What the
-// model returns (logits, or a view of them) stays unrounded: a 256-step grid over logits would
-// decide the argmax. An add gains nothing from a grid that code then undoes.
+// model returns (logits, or a view of them), and the output of a unit after which no layer runs
+// (logits that code scales or log-softmaxes before returning), stay unrounded: a 256-step grid over
+// logits would decide the argmax. An add gains nothing from a grid that code then undoes.
 void mark_output(const std::vector<Call>& calls, const std::vector<torch::Tensor>& outputs, Unit* u) {
   const auto& out = calls[u->end].output;
   for (size_t j = u->end + 1; j < calls.size() && !u->read_by_layers; ++j) {
@@ -189,7 +190,8 @@ void mark_output(const std::vector<Call>& calls, const std::vector<torch::Tensor
   const bool returned = std::any_of(outputs.begin(), outputs.end(), [&](const torch::Tensor& o) {
     return o.defined() && out.defined() && o.storage().is_alias_of(out.storage());
   });
-  u->rounds_output = u->read_by_layers || (u->kind != Kind::add && !returned);
+  const bool last = u->end + 1 == calls.size();
+  u->rounds_output = u->read_by_layers || (u->kind != Kind::add && !returned && !last);
 }
 
 }  // namespace
